@@ -1,1 +1,49 @@
-fn main() {}
+//! `cargo xtask`: the project's developer commands (fetching models and data, the pipeline, benchmarks, CI).
+//!
+//! Run as `cargo xtask <command>` through the alias in `.cargo/config.toml`, which builds into `target/xtask`
+//! so that xtask never churns the main target directory.
+//! One module per command; the real work of the project happens in the `slimllm` binary, which xtask calls through `$CARGO`.
+
+mod bench;
+mod ci;
+mod fetch;
+mod pipeline;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Developer commands for slimllm-rs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download, verify and unpack models and data sets into data/ (idempotent).
+    Fetch(fetch::Args),
+    /// Fetch what the pipeline needs, then run it through `slimllm` (extra arguments are passed through).
+    Pipeline(pipeline::Args),
+    /// Benchmarks.
+    Bench(bench::Args),
+    /// What CI runs: fetch the test data, then `cargo test --workspace --release`.
+    Ci(ci::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Fetch(args) => fetch::run(&args),
+        Command::Pipeline(args) => pipeline::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Ci(args) => ci::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,82 @@
+//! `cargo xtask bench forward [--torch-venv DIR]`: dense prefill throughput of `slimllm bench-forward`, optionally
+//! next to PyTorch's (`tools/reference/bench_forward.py` run with the venv's python), and their ratio.
+//!
+//! Both programs are expected to print their result as a JSON line with a `tokens_per_s` number (the last such line
+//! counts); as a fallback a line of the form `... <number> tokens/s` is accepted.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::format_err;
+
+use crate::{pipeline::slimllm, util};
+
+const MODEL: &str = "data/models/smollm2-135m";
+const BATCH: &str = "8";
+const SEQ_LEN: &str = "128";
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(clap::Subcommand)]
+enum Bench {
+    /// Forward-pass throughput of SmolLM2-135M, batch 8 × 128 tokens.
+    Forward {
+        /// A Python venv with torch and transformers (e.g. `.venv-ref`, made by tools/reference/setup.sh).
+        #[arg(long)]
+        torch_venv: Option<PathBuf>,
+    },
+}
+
+/// Runs `cargo xtask bench`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let root = util::repo_root();
+    match &args.bench {
+        Bench::Forward { torch_venv } => {
+            let mut cmd = slimllm();
+            cmd.args(["bench-forward", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+            let ours = tokens_per_s(&util::run_capture(&mut cmd, &root)?)
+                .ok_or_else(|| format_err!("slimllm bench-forward printed no tokens_per_s"))?;
+            println!("slimllm: {ours:.1} tokens/s");
+            if let Some(venv) = torch_venv {
+                let venv = if venv.is_absolute() { venv.clone() } else { std::env::current_dir()?.join(venv) };
+                let mut py = Command::new(venv.join("bin/python"));
+                py.args(["tools/reference/bench_forward.py", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+                let torch = tokens_per_s(&util::run_capture(&mut py, &root)?)
+                    .ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?;
+                println!("slimllm: {ours:.1} tokens/s, torch: {torch:.1} tokens/s, ratio slimllm/torch: {:.3}", ours / torch);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The throughput a benchmark printed: `tokens_per_s` of the last JSON line that has it, else the number before the
+/// last `tokens/s`.
+fn tokens_per_s(stdout: &str) -> Option<f64> {
+    let json = stdout.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        v.get("tokens_per_s")?.as_f64()
+    });
+    json.or_else(|| {
+        stdout.lines().rev().find_map(|line| {
+            let before = &line[..line.find("tokens/s")?];
+            before.split_whitespace().last()?.trim_end_matches(':').parse().ok()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_per_s;
+
+    #[test]
+    fn parses_throughput() {
+        assert_eq!(tokens_per_s("x\n{\"tokens_per_s\": 12.5, \"a\": 1}\n"), Some(12.5));
+        assert_eq!(tokens_per_s("forward: 3000.25 tokens/s (median)\n"), Some(3000.25));
+        assert_eq!(tokens_per_s("nothing\n"), None);
+    }
+}

