@@ -37,14 +37,34 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.bench {
         Bench::Forward { torch_venv } => {
             let mut cmd = slimllm();
-            cmd.args(["bench-forward", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+            cmd.args([
+                "bench-forward",
+                "--model",
+                MODEL,
+                "--batch",
+                BATCH,
+                "--seq-len",
+                SEQ_LEN,
+            ]);
             let ours = tokens_per_s(&util::run_capture(&mut cmd, &root)?)
                 .ok_or_else(|| format_err!("slimllm bench-forward printed no tokens_per_s"))?;
             println!("slimllm: {ours:.1} tokens/s");
             if let Some(venv) = torch_venv {
-                let venv = if venv.is_absolute() { venv.clone() } else { std::env::current_dir()?.join(venv) };
+                let venv = if venv.is_absolute() {
+                    venv.clone()
+                } else {
+                    std::env::current_dir()?.join(venv)
+                };
                 let mut py = Command::new(venv.join("bin/python"));
-                py.args(["tools/reference/bench_forward.py", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+                py.args([
+                    "tools/reference/bench_forward.py",
+                    "--model",
+                    MODEL,
+                    "--batch",
+                    BATCH,
+                    "--seq-len",
+                    SEQ_LEN,
+                ]);
                 let torch = tokens_per_s(&util::run_capture(&mut py, &root)?)
                     .ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?;
                 println!("slimllm: {ours:.1} tokens/s, torch: {torch:.1} tokens/s, ratio slimllm/torch: {:.3}", ours / torch);
@@ -64,7 +84,12 @@ fn tokens_per_s(stdout: &str) -> Option<f64> {
     json.or_else(|| {
         stdout.lines().rev().find_map(|line| {
             let before = &line[..line.find("tokens/s")?];
-            before.split_whitespace().last()?.trim_end_matches(':').parse().ok()
+            before
+                .split_whitespace()
+                .last()?
+                .trim_end_matches(':')
+                .parse()
+                .ok()
         })
     })
 }
@@ -75,8 +100,14 @@ mod tests {
 
     #[test]
     fn parses_throughput() {
-        assert_eq!(tokens_per_s("x\n{\"tokens_per_s\": 12.5, \"a\": 1}\n"), Some(12.5));
-        assert_eq!(tokens_per_s("forward: 3000.25 tokens/s (median)\n"), Some(3000.25));
+        assert_eq!(
+            tokens_per_s("x\n{\"tokens_per_s\": 12.5, \"a\": 1}\n"),
+            Some(12.5)
+        );
+        assert_eq!(
+            tokens_per_s("forward: 3000.25 tokens/s (median)\n"),
+            Some(3000.25)
+        );
         assert_eq!(tokens_per_s("nothing\n"), None);
     }
 }

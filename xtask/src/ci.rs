@@ -13,7 +13,13 @@ pub struct Args {}
 
 /// Runs `cargo xtask ci`.
 pub fn run(_args: &Args) -> anyhow::Result<()> {
-    let ctx = Ctx { root: util::repo_root(), force: false };
+    let ctx = Ctx {
+        root: util::repo_root(),
+        force: false,
+    };
     fetch::fetch(&ctx, &[Target::Ci])?;
-    util::run(Command::new(util::cargo()).args(["test", "--workspace", "--release"]), &ctx.root)
+    util::run(
+        Command::new(util::cargo()).args(["test", "--workspace", "--release"]),
+        &ctx.root,
+    )
 }

@@ -23,11 +23,21 @@ pub struct Args {
 const NEEDS: &[Target] = &[Target::Smollm2, Target::Ptb];
 
 /// The `slimllm` invocations, in order.
-const STEPS: &[&[&str]] = &[&["eval", "ppl", "--model", "data/models/smollm2-135m", "--data", "ptb-valid"]];
+const STEPS: &[&[&str]] = &[&[
+    "eval",
+    "ppl",
+    "--model",
+    "data/models/smollm2-135m",
+    "--data",
+    "ptb-valid",
+]];
 
 /// Runs `cargo xtask pipeline`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let ctx = Ctx { root: util::repo_root(), force: false };
+    let ctx = Ctx {
+        root: util::repo_root(),
+        force: false,
+    };
     fetch::fetch(&ctx, NEEDS)?;
     for (i, step) in STEPS.iter().enumerate() {
         let mut cmd = slimllm();
@@ -43,6 +53,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// `$CARGO run --release -p slim-cli --bin slimllm --`.
 pub fn slimllm() -> Command {
     let mut cmd = Command::new(util::cargo());
-    cmd.args(["run", "--release", "-p", "slim-cli", "--bin", "slimllm", "--"]);
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "slim-cli",
+        "--bin",
+        "slimllm",
+        "--",
+    ]);
     cmd
 }
