@@ -284,3 +284,31 @@ pub fn find_one(dir: &Path, prefix: &str, suffix: &str) -> anyhow::Result<PathBu
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_mismatch_names_file_expected_and_actual() {
+        let dir = scratch_dir(&std::env::temp_dir(), "xtask-util-test").unwrap();
+        let file = dir.join("f.bin");
+        write_atomic(&file, b"abc").unwrap();
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        verify(&file, HashKind::Sha256, sha).unwrap();
+        verify(&file, HashKind::Md5, "900150983cd24fb0d6963f7d28e17f72").unwrap();
+        let err = verify(&file, HashKind::Sha256, "00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.bin") && err.contains("expected sha256 00") && err.contains(sha),
+            "{err}"
+        );
+        let marker = Marker::new(&dir, "sha256 x".to_owned());
+        assert!(!marker.is_done());
+        marker.write().unwrap();
+        assert!(marker.is_done());
+        assert!(!Marker::new(&dir, "sha256 y".to_owned()).is_done());
+        remove(&dir).unwrap();
+    }
+}
