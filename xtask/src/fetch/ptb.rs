@@ -124,7 +124,7 @@ fn parse_str_literal(s: &str) -> anyhow::Result<(String, &str)> {
     };
     let body = &s[prefix_len..];
     let quote_char = body.as_bytes()[0] as char;
-    let triple: String = std::iter::repeat(quote_char).take(3).collect();
+    let triple = quote_char.to_string().repeat(3);
     let quote = if body.starts_with(&triple) {
         triple.as_str()
     } else {
