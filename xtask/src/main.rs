@@ -47,3 +47,25 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn pipeline_passes_extra_arguments_through() {
+        let cli = Cli::try_parse_from(["xtask", "pipeline", "--windows", "10", "-v"]).unwrap();
+        let Command::Pipeline(args) = cli.command else {
+            panic!("not the pipeline command")
+        };
+        assert_eq!(args.extra, ["--windows", "10", "-v"]);
+        assert!(
+            Cli::try_parse_from(["xtask", "fetch", "ptb", "qwen2.5-coder-0.5b", "--force"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["xtask", "bench", "forward", "--torch-venv", ".venv-ref"]).is_ok()
+        );
+    }
+}

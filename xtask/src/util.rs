@@ -188,9 +188,19 @@ pub fn remove(path: &Path) -> anyhow::Result<()> {
 }
 
 /// A fresh, empty scratch directory `<parent>/.tmp-<label>-<pid>`.
+///
+/// Leftovers of earlier, interrupted runs (`.tmp-<label>-*`) are removed first, so two fetches of the same thing must
+/// not run at the same time.
 pub fn scratch_dir(parent: &Path, label: &str) -> anyhow::Result<PathBuf> {
-    let dir = parent.join(format!(".tmp-{label}-{}", std::process::id()));
-    remove(&dir)?;
+    let prefix = format!(".tmp-{label}-");
+    if let Ok(entries) = fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                remove(&entry.path())?;
+            }
+        }
+    }
+    let dir = parent.join(format!("{prefix}{}", std::process::id()));
     mkdir(&dir)?;
     Ok(dir)
 }

@@ -4,11 +4,7 @@
 //! The GGUF stays in `data/downloads/<name>/` (marker: its sha256); the import goes to `data/models/<name>/`
 //! (marker: the sha256 of the GGUF it was made from). Use `--force` to re-import after the importer changed.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, io, path::Path, process::Command};
 
 use anyhow::Context;
 
@@ -115,7 +111,8 @@ fn import(ctx: &Ctx, name: &str, gguf: &Path, gguf_sha256: &str) -> anyhow::Resu
         return Ok(());
     }
     util::mkdir(&models)?;
-    let tmp: PathBuf = models.join(format!(".tmp-{name}-{}", std::process::id()));
+    // `slimllm import` creates its output directory itself: hand it a fresh path.
+    let tmp = util::scratch_dir(&models, name)?;
     util::remove(&tmp)?;
     let mut cmd = Command::new(util::cargo());
     cmd.args([
