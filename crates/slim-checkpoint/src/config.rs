@@ -1,0 +1,260 @@
+//! `config.json`: the HF fields of LLaMA and Qwen2 models plus SlimLLM's per-layer shapes.
+//!
+//! Dense models are described by the standard HF fields alone.
+//! A pruned model keeps those fields (with the dense values, for reference) and adds
+//! [`SLIMLLM_KEY`], an object `{"format_version": 1, "layers": [LayerShape, ...]}` with
+//! one entry per decoder layer; when present it is authoritative for every layer.
+
+use anyhow::{bail, ensure, format_err, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// Key in `config.json` under which per-layer shapes are stored.
+pub const SLIMLLM_KEY: &str = "slimllm";
+/// Version of the object stored under [`SLIMLLM_KEY`].
+pub const SLIMLLM_FORMAT_VERSION: u64 = 1;
+
+/// Supported architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Llama-2/3 and SmolLM2 layout (MHA or GQA, no q/k/v bias).
+    Llama,
+    /// Qwen2: q/k/v biases, usually untied lm_head.
+    Qwen2,
+}
+
+/// Shapes of one decoder layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerShape {
+    /// Query heads kept in this layer.
+    pub num_heads: usize,
+    /// Key/value heads of this layer.
+    pub num_kv_heads: usize,
+    /// For each query head, the KV head it reads (sorted, contiguous groups).
+    pub kv_head_of: Vec<usize>,
+    /// Width of the SwiGLU intermediate.
+    pub intermediate_size: usize,
+    /// Whether o_proj has a bias (added by regression recovery).
+    pub o_proj_bias: bool,
+    /// Whether down_proj has a bias (added by regression recovery).
+    pub down_proj_bias: bool,
+}
+
+impl LayerShape {
+    /// The dense shape: `num_heads` query heads in contiguous groups over `num_kv_heads`.
+    pub fn dense(num_heads: usize, num_kv_heads: usize, intermediate_size: usize) -> Self {
+        let group = num_heads / num_kv_heads.max(1);
+        Self {
+            num_heads,
+            num_kv_heads,
+            kv_head_of: (0..num_heads).map(|h| h / group.max(1)).collect(),
+            intermediate_size,
+            o_proj_bias: false,
+            down_proj_bias: false,
+        }
+    }
+
+    fn validate(&self, layer: usize) -> Result<()> {
+        ensure!(self.num_heads > 0, "layer {layer}: num_heads is 0");
+        ensure!(self.num_kv_heads > 0, "layer {layer}: num_kv_heads is 0");
+        ensure!(self.intermediate_size > 0, "layer {layer}: intermediate_size is 0");
+        ensure!(
+            self.kv_head_of.len() == self.num_heads,
+            "layer {layer}: kv_head_of has {} entries for {} heads",
+            self.kv_head_of.len(),
+            self.num_heads
+        );
+        ensure!(
+            self.kv_head_of.iter().all(|&k| k < self.num_kv_heads),
+            "layer {layer}: kv_head_of refers to a KV head >= num_kv_heads ({})",
+            self.num_kv_heads
+        );
+        ensure!(
+            self.kv_head_of.windows(2).all(|w| w[0] <= w[1]),
+            "layer {layer}: kv_head_of must be sorted (heads stored group by group)"
+        );
+        Ok(())
+    }
+}
+
+/// Everything the runtime needs to know about a model's shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// Architecture family.
+    pub arch: Arch,
+    /// Residual-stream width `d`.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Context length the model was trained for.
+    pub max_position_embeddings: usize,
+    /// lm_head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections have biases (Qwen2).
+    pub qkv_bias: bool,
+    /// Beginning-of-sequence token, if any.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token, if any.
+    pub eos_token_id: Option<u32>,
+    /// One entry per decoder layer.
+    pub layers: Vec<LayerShape>,
+    /// The original JSON, kept so that unknown fields survive a save.
+    pub raw: Map<String, Value>,
+}
+
+fn get_usize(m: &Map<String, Value>, key: &str) -> Result<usize> {
+    let v = m.get(key).ok_or_else(|| format_err!("missing key `{key}`"))?;
+    let n = v.as_u64().ok_or_else(|| format_err!("key `{key}` is not a non-negative integer: {v}"))?;
+    usize::try_from(n).with_context(|| format!("key `{key}` too large"))
+}
+
+fn get_f64(m: &Map<String, Value>, key: &str) -> Result<f64> {
+    let v = m.get(key).ok_or_else(|| format_err!("missing key `{key}`"))?;
+    v.as_f64().ok_or_else(|| format_err!("key `{key}` is not a number: {v}"))
+}
+
+fn get_opt_token(m: &Map<String, Value>, key: &str) -> Result<Option<u32>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => match a.first() {
+            Some(v) => Ok(Some(v.as_u64().ok_or_else(|| format_err!("key `{key}` is not a token id"))? as u32)),
+            None => Ok(None),
+        },
+        Some(v) => Ok(Some(v.as_u64().ok_or_else(|| format_err!("key `{key}` is not a token id: {v}"))? as u32)),
+    }
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_json_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses the text of a `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).context("config.json is not valid JSON")?;
+        let Value::Object(m) = value else { bail!("config.json is not a JSON object") };
+        let model_type = m.get("model_type").and_then(Value::as_str).ok_or_else(|| format_err!("missing key `model_type`"))?;
+        let arch = match model_type {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => bail!("unsupported model_type `{other}` (supported: llama, qwen2)"),
+        };
+        let hidden_size = get_usize(&m, "hidden_size")?;
+        let num_layers = get_usize(&m, "num_hidden_layers")?;
+        let num_heads = get_usize(&m, "num_attention_heads")?;
+        let num_kv_heads = match m.get("num_key_value_heads") {
+            None | Some(Value::Null) => num_heads,
+            Some(_) => get_usize(&m, "num_key_value_heads")?,
+        };
+        ensure!(num_heads > 0 && num_kv_heads > 0, "num_attention_heads and num_key_value_heads must be positive");
+        ensure!(num_heads % num_kv_heads == 0, "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}");
+        let head_dim = match m.get("head_dim") {
+            None | Some(Value::Null) => {
+                ensure!(hidden_size % num_heads == 0, "hidden_size {hidden_size} not divisible by num_attention_heads {num_heads} and no head_dim");
+                hidden_size / num_heads
+            }
+            Some(_) => get_usize(&m, "head_dim")?,
+        };
+        ensure!(head_dim % 2 == 0 && head_dim > 0, "head_dim {head_dim} must be even and positive for RoPE");
+        let intermediate_size = get_usize(&m, "intermediate_size")?;
+        let qkv_bias = match arch {
+            Arch::Qwen2 => true,
+            Arch::Llama => m.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+        };
+        if let Some(act) = m.get("hidden_act").and_then(Value::as_str) {
+            ensure!(act == "silu", "unsupported hidden_act `{act}` (only silu)");
+        }
+        if m.get("rope_scaling").is_some_and(|v| !v.is_null()) {
+            bail!("rope_scaling is not supported");
+        }
+        let layers = match m.get(SLIMLLM_KEY) {
+            None => vec![LayerShape::dense(num_heads, num_kv_heads, intermediate_size); num_layers],
+            Some(v) => {
+                let version = v.get("format_version").and_then(Value::as_u64).ok_or_else(|| format_err!("`{SLIMLLM_KEY}.format_version` missing"))?;
+                ensure!(version == SLIMLLM_FORMAT_VERSION, "`{SLIMLLM_KEY}.format_version` is {version}; this build reads {SLIMLLM_FORMAT_VERSION}");
+                let layers: Vec<LayerShape> = serde_json::from_value(v.get("layers").cloned().unwrap_or(Value::Null))
+                    .with_context(|| format!("`{SLIMLLM_KEY}.layers`"))?;
+                ensure!(layers.len() == num_layers, "`{SLIMLLM_KEY}.layers` has {} entries, num_hidden_layers is {num_layers}", layers.len());
+                layers
+            }
+        };
+        for (i, l) in layers.iter().enumerate() {
+            l.validate(i)?;
+        }
+        Ok(Self {
+            arch,
+            hidden_size,
+            vocab_size: get_usize(&m, "vocab_size")?,
+            head_dim,
+            rms_norm_eps: get_f64(&m, "rms_norm_eps")?,
+            rope_theta: m.get("rope_theta").map(|_| get_f64(&m, "rope_theta")).transpose()?.unwrap_or(10000.0),
+            max_position_embeddings: get_usize(&m, "max_position_embeddings")?,
+            tie_word_embeddings: m.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            qkv_bias,
+            bos_token_id: get_opt_token(&m, "bos_token_id")?,
+            eos_token_id: get_opt_token(&m, "eos_token_id")?,
+            layers,
+            raw: m,
+        })
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The dense layer shape the HF fields describe.
+    fn hf_dense_layer(&self) -> Option<LayerShape> {
+        let heads = self.raw.get("num_attention_heads")?.as_u64()? as usize;
+        let kv = self.raw.get("num_key_value_heads").and_then(Value::as_u64).map_or(heads, |k| k as usize);
+        let ffn = self.raw.get("intermediate_size")?.as_u64()? as usize;
+        Some(LayerShape::dense(heads, kv, ffn))
+    }
+
+    /// The JSON to write: the original fields, with [`SLIMLLM_KEY`] set from `layers`
+    /// unless every layer has the shape the HF fields describe.
+    pub fn to_json(&self) -> Value {
+        let mut m = self.raw.clone();
+        m.remove(SLIMLLM_KEY);
+        let dense = self.hf_dense_layer();
+        if self.layers.iter().any(|l| Some(l) != dense.as_ref()) {
+            m.insert(SLIMLLM_KEY.into(), json!({"format_version": SLIMLLM_FORMAT_VERSION, "layers": self.layers}));
+        }
+        m.insert("num_hidden_layers".into(), json!(self.layers.len()));
+        m.insert("head_dim".into(), json!(self.head_dim));
+        Value::Object(m)
+    }
+
+    /// Parameter count of the model these shapes describe (tied embeddings counted once).
+    pub fn num_params(&self) -> u64 {
+        let d = self.hidden_size as u64;
+        let dh = self.head_dim as u64;
+        let v = self.vocab_size as u64;
+        let mut n = v * d + d; // embeddings + final norm
+        if !self.tie_word_embeddings {
+            n += v * d;
+        }
+        for l in &self.layers {
+            let (hq, hk, m) = (l.num_heads as u64, l.num_kv_heads as u64, l.intermediate_size as u64);
+            n += 2 * d; // norms
+            n += d * hq * dh + 2 * d * hk * dh + hq * dh * d; // q, k, v, o
+            if self.qkv_bias {
+                n += hq * dh + 2 * hk * dh;
+            }
+            n += 3 * d * m;
+            n += d * (l.o_proj_bias as u64 + l.down_proj_bias as u64);
+        }
+        n
+    }
+}

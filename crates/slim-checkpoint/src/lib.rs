@@ -1,0 +1,22 @@
+//! HF-layout model directories, read and written without any tensor framework.
+//!
+//! A model directory holds `config.json`, `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`) and `tokenizer.json`.
+//! Pruned models differ from dense ones only by per-layer shapes, which live in
+//! `config.json` under the key [`config::SLIMLLM_KEY`]; a dense model is the special case
+//! where every layer has the shapes of the HF fields.
+//!
+//! Stage crates that slice or refit weights (surgery, recovery) use this crate, so they
+//! never depend on burn.
+
+pub mod config;
+pub mod synthetic;
+pub mod tensor;
+pub mod weights;
+
+pub use config::{Arch, LayerShape, ModelConfig};
+pub use tensor::HostTensor;
+pub use weights::{save_model_dir, Weights};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! Tiny seeded synthetic models for tests: MHA or GQA, odd sizes, optional biases and
+//! per-layer (pruned-like) shapes. Deterministic across platforms.
+
+use crate::config::LayerShape;
+use crate::weights::expected_shapes;
+use crate::{HostTensor, ModelConfig, Weights};
+use serde_json::json;
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct SyntheticSpec {
+    /// `llama` or `qwen2`.
+    pub model_type: &'static str,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Per-head width (even).
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Shapes of each layer.
+    pub layers: Vec<LayerShape>,
+    /// Tie lm_head to the embeddings.
+    pub tied: bool,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+impl SyntheticSpec {
+    /// A dense model with `layers` uniform layers.
+    pub fn dense(model_type: &'static str, layers: usize, hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, ffn: usize, vocab: usize, seed: u64) -> Self {
+        Self {
+            model_type,
+            hidden_size: hidden,
+            head_dim,
+            vocab_size: vocab,
+            layers: vec![LayerShape::dense(heads, kv_heads, ffn); layers],
+            tied: model_type == "llama",
+            seed,
+        }
+    }
+
+    /// Builds the config and random weights (scaled so activations stay O(1)).
+    pub fn build(&self) -> (ModelConfig, Weights) {
+        let first = &self.layers[0];
+        let v = json!({
+            "model_type": self.model_type, "hidden_size": self.hidden_size, "intermediate_size": first.intermediate_size,
+            "num_hidden_layers": self.layers.len(), "num_attention_heads": first.num_heads, "num_key_value_heads": first.num_kv_heads,
+            "head_dim": self.head_dim, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+            "vocab_size": self.vocab_size, "tie_word_embeddings": self.tied, "bos_token_id": 1, "eos_token_id": 2,
+        });
+        let mut cfg = ModelConfig::from_json_str(&v.to_string()).expect("synthetic config is valid");
+        cfg.layers = self.layers.clone();
+        let mut rng = SplitMix(self.seed);
+        let mut w = Weights::new();
+        for (name, shape) in expected_shapes(&cfg) {
+            let n: usize = shape.iter().product();
+            let fan_in = *shape.last().unwrap_or(&1) as f32;
+            let data: Vec<f32> = if name.ends_with("norm.weight") {
+                (0..n).map(|_| 1.0 + 0.2 * rng.uniform()).collect()
+            } else if name.ends_with(".bias") {
+                (0..n).map(|_| 0.1 * rng.uniform()).collect()
+            } else if name.contains("embed_tokens") || name.starts_with("lm_head") {
+                (0..n).map(|_| rng.uniform()).collect()
+            } else {
+                (0..n).map(|_| rng.uniform() * (3.0 / fan_in).sqrt()).collect()
+            };
+            w.insert(name, HostTensor::new(shape, data).expect("shape matches"));
+        }
+        (cfg, w)
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed, platform-independent generator.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    /// Uniform integer in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

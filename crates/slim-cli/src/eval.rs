@@ -1,0 +1,78 @@
+//! `slimllm eval …`: perplexity (and, later, zero-shot tasks).
+
+use crate::{emit_json, progress, GlobalArgs};
+use anyhow::{Context, Result};
+use burn_tensor::backend::Backend;
+use serde_json::json;
+use slim_data::EvalText;
+use slim_eval::{perplexity, PplConfig};
+use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
+use std::path::PathBuf;
+
+/// Evaluation commands.
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Perplexity with the LLM-Pruner protocol: lines stripped, non-empty ones joined by a
+    /// blank line, tokenized once, non-overlapping windows (remainder dropped), loss over
+    /// the seq-len − 1 next-token predictions of every window.
+    Ppl(PplArgs),
+}
+
+/// Arguments of `slimllm eval ppl`.
+#[derive(clap::Args)]
+pub struct PplArgs {
+    /// Model directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Text: `ptb-valid`, `ptb-test` or `brown-nonfiction`.
+    #[arg(long)]
+    data: EvalText,
+    /// Window length in tokens.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Score only the first N windows (all when omitted).
+    #[arg(long)]
+    windows: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
+    match c {
+        EvalCommand::Ppl(a) => {
+            let text = a.data.load(&g.data_root)?;
+            let tok = Tokenizer::load(&a.model)?;
+            let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
+            tracing::info!("{}: {} tokens", a.data.name(), ids.len());
+            let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
+            let t = std::time::Instant::now();
+            let r = dispatch(g.backend.kind(), PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
+            let secs = t.elapsed().as_secs_f64();
+            tracing::info!("ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)", r.ppl, r.windows, (r.windows * a.seq_len) as f64 / secs);
+            let v = json!({
+                "ppl": r.ppl, "windows": r.windows, "tokens_scored": r.tokens_scored,
+                "model": a.model.display().to_string(), "data": a.data.name(), "seq_len": a.seq_len,
+                "backend": g.backend.kind().name(), "seconds": secs,
+            });
+            emit_json(&v, a.out.as_deref())
+        }
+    }
+}
+
+struct PplJob<'a> {
+    model: &'a std::path::Path,
+    ids: &'a [u32],
+    cfg: &'a PplConfig,
+}
+
+impl BackendRun for PplJob<'_> {
+    type Output = slim_eval::PplResult;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let model = Llama::<B>::load(self.model, &device)?;
+        perplexity(&model, self.ids, self.cfg)
+    }
+}

@@ -1,0 +1,120 @@
+//! `slimllm`: structured pruning of LLaMA-family models with SlimLLM, and its evaluation.
+//!
+//! Parsing lives here; each command's work lives in its own module.
+
+mod bench;
+mod eval;
+mod generate;
+mod import;
+mod tokenize;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Structured pruning of LLaMA-family language models (SlimLLM), measured.
+#[derive(Parser)]
+#[command(name = "slimllm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// Options every command understands.
+#[derive(clap::Args, Clone)]
+struct GlobalArgs {
+    /// Folder holding the fetched data sets (`datasets/ptb`, `datasets/brown`).
+    #[arg(long, global = true, env = "SLIMLLM_DATA", default_value = "data")]
+    data_root: PathBuf,
+    /// Backend that runs the model: `cpu` is always built; `wgpu` and `cuda` need the
+    /// cargo features of the same name.
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Hide progress bars (they are drawn on stderr only when it is a terminal anyway).
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+/// Which burn backend runs the model.
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// burn-flex on the CPU.
+    Cpu,
+    /// burn-wgpu (build with `--features wgpu`).
+    Wgpu,
+    /// burn-cuda (build with `--features cuda`).
+    Cuda,
+}
+
+impl Backend {
+    fn kind(self) -> slim_model::BackendKind {
+        match self {
+            Backend::Cpu => slim_model::BackendKind::Cpu,
+            Backend::Wgpu => slim_model::BackendKind::Wgpu,
+            Backend::Cuda => slim_model::BackendKind::Cuda,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a GGUF file into an HF-layout directory (config.json, tokenizer.json,
+    /// model.safetensors in f32).
+    Import(import::ImportArgs),
+    /// Evaluate a model directory.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Greedy decoding from a prompt.
+    Generate(generate::GenerateArgs),
+    /// Token ids of a text file, as JSON.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Dense prefill throughput (tokens/s) of a model directory.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLIMLLM_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Import(a) => import::run(a),
+        Command::Eval(c) => eval::run(c, &g),
+        Command::Generate(a) => generate::run(a, &g),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Bench(a) => bench::run(a, &g),
+    }
+}
+
+/// Whether to draw progress bars.
+fn progress(g: &GlobalArgs) -> bool {
+    !g.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// Writes `value` as the last line of stdout and, when given, to `out` (atomically).
+fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result<()> {
+    if let Some(path) = out {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| anyhow::format_err!("creating {}: {e}", parent.display()))?;
+        }
+        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
+    }
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

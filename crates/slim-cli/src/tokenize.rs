@@ -1,0 +1,38 @@
+//! `slimllm tokenize`: token ids of a file, for comparisons with other tokenizers.
+
+use anyhow::{Context, Result};
+use slim_model::Tokenizer;
+use std::path::PathBuf;
+
+/// Arguments of `slimllm tokenize`.
+#[derive(clap::Args)]
+pub struct TokenizeArgs {
+    /// Model directory holding tokenizer.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text file to tokenize as it is (no joining).
+    #[arg(long)]
+    text_file: PathBuf,
+    /// Join the file's lines with the perplexity protocol first (stripped, non-empty,
+    /// separated by a blank line).
+    #[arg(long)]
+    join: bool,
+    /// Write the ids here as a JSON array (stdout when omitted).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: TokenizeArgs) -> Result<()> {
+    let tok = Tokenizer::load(&a.model)?;
+    let text = std::fs::read_to_string(&a.text_file).with_context(|| format!("reading {}", a.text_file.display()))?;
+    let text = if a.join { slim_data::join_for_ppl(&text) } else { text };
+    let ids = tok.encode(&text)?;
+    let s = serde_json::to_string(&ids)?;
+    match a.out {
+        Some(p) => std::fs::write(&p, s).with_context(|| format!("writing {}", p.display())),
+        None => {
+            println!("{s}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Backend choice at the edge: a runtime enum that picks which monomorphized code runs.
+//!
+//! The CPU backend (`burn-flex`) is always built; `wgpu` and `cuda` exist only with the
+//! cargo features of the same name. Nothing below this module names a concrete backend.
+
+use anyhow::{bail, Result};
+use burn_tensor::backend::Backend;
+
+/// burn's pure-Rust CPU backend, the default for tests and CI.
+pub type Cpu = burn_flex::Flex;
+
+/// Which burn backend runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `burn-flex` on the CPU.
+    Cpu,
+    /// `burn-wgpu` (feature `wgpu`).
+    Wgpu,
+    /// `burn-cuda` (feature `cuda`).
+    Cuda,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            other => bail!("unknown backend `{other}` (cpu, wgpu, cuda)"),
+        }
+    }
+}
+
+impl BackendKind {
+    /// Name as used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+/// Work that runs generically on any backend.
+pub trait BackendRun {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B` with `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `work` on the backend `kind`, erroring if that backend was not compiled in.
+pub fn dispatch<W: BackendRun>(kind: BackendKind, work: W) -> Result<W::Output> {
+    match kind {
+        BackendKind::Cpu => work.run::<Cpu>(burn_flex::FlexDevice),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => work.run::<burn_wgpu::Wgpu>(burn_wgpu::WgpuDevice::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => work.run::<burn_cuda::Cuda>(burn_cuda::CudaDevice::new(0)),
+        #[allow(unreachable_patterns)]
+        other => bail!("backend `{}` is not compiled in: rebuild with `--features {}`", other.name(), other.name()),
+    }
+}

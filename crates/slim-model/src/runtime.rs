@@ -1,0 +1,241 @@
+//! The decoder: weights on a burn device and the batched forward pass, whole or layer by layer.
+
+use crate::rope::RopeTables;
+use crate::taps::{LayerTaps, TapSet};
+use anyhow::{ensure, Context, Result};
+use burn_tensor::activation::{silu, softmax};
+use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
+use std::path::Path;
+
+/// A linear map stored transposed (`[in, out]`) so that `x @ wt` needs no transpose.
+struct Linear<B: Backend> {
+    wt: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(w: &Weights, prefix: &str, has_bias: bool, device: &B::Device) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"))?;
+        ensure!(weight.shape.len() == 2, "`{prefix}.weight` is not 2-D");
+        // Transposed once on the host so every matmul reads contiguous memory.
+        let wt = host_to_tensor::<B, 2>(&weight.transpose2()?, device)?;
+        let bias = if has_bias { Some(host_to_tensor::<B, 1>(w.get(&format!("{prefix}.bias"))?, device)?) } else { None };
+        Ok(Self { wt, bias })
+    }
+
+    /// # Shapes
+    /// x: `[n, in]` → `[n, out]`
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = x.matmul(self.wt.clone());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+struct Layer<B: Backend> {
+    shape: LayerShape,
+    input_norm: Tensor<B, 1>,
+    post_norm: Tensor<B, 1>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+    kv_index: Tensor<B, 1, Int>,
+}
+
+/// A LLaMA-family decoder on backend `B`.
+pub struct Llama<B: Backend> {
+    cfg: ModelConfig,
+    embed: Tensor<B, 2>,
+    layers: Vec<Layer<B>>,
+    norm: Tensor<B, 1>,
+    lm_head: Linear<B>,
+    device: B::Device,
+}
+
+/// Copies a host tensor to the device, checking its rank.
+pub fn host_to_tensor<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device) -> Result<Tensor<B, D>> {
+    ensure!(t.shape.len() == D, "expected a {D}-D tensor, got shape {:?}", t.shape);
+    Ok(Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device))
+}
+
+/// Copies a device tensor back to the host.
+pub fn tensor_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<HostTensor> {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading tensor back: {e:?}"))?;
+    HostTensor::new(shape, data)
+}
+
+impl<B: Backend> Llama<B> {
+    /// Loads an HF model directory onto `device`.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let cfg = ModelConfig::load(dir)?;
+        let weights = Weights::load(dir)?;
+        Self::from_weights(cfg, &weights, device).with_context(|| format!("loading model from {}", dir.display()))
+    }
+
+    /// Builds the model from a config and its weights, checking every shape first.
+    pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
+        w.check_against(&cfg)?;
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        for (i, shape) in cfg.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
+            layers.push(Layer {
+                input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
+                post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
+                q: Linear::load(w, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias, device)?,
+                k: Linear::load(w, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias, device)?,
+                v: Linear::load(w, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias, device)?,
+                o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
+                gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), false, device)?,
+                up: Linear::load(w, &format!("{p}.mlp.up_proj"), false, device)?,
+                down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
+                kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
+                shape: shape.clone(),
+            });
+        }
+        let embed = host_to_tensor(w.get("model.embed_tokens.weight")?, device)?;
+        let head_name = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
+        Ok(Self {
+            embed,
+            lm_head: Linear::load(w, head_name, false, device)?,
+            norm: host_to_tensor(w.get("model.norm.weight")?, device)?,
+            layers,
+            cfg,
+            device: device.clone(),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Token ids as a device tensor.
+    ///
+    /// # Shapes
+    /// ids: `batch·len` values, row-major → `[batch, len]`
+    pub fn ids_tensor(&self, ids: &[u32], batch: usize, len: usize) -> Result<Tensor<B, 2, Int>> {
+        ensure!(ids.len() == batch * len, "{} ids for a {batch}×{len} batch", ids.len());
+        let v = self.cfg.vocab_size as u32;
+        ensure!(ids.iter().all(|&i| i < v), "token id out of range for vocabulary of {v}");
+        let data: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        Ok(Tensor::from_data(TensorData::new(data, [batch, len]), &self.device))
+    }
+
+    /// Logits of every position.
+    ///
+    /// # Shapes
+    /// ids: `[batch, len]` → `[batch, len, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let mut x = self.embed(ids);
+        for l in 0..self.layers.len() {
+            x = self.layer_forward(l, x, TapSet::NONE).0;
+        }
+        self.logits(x)
+    }
+
+    /// Token embeddings: the input of layer 0.
+    ///
+    /// # Shapes
+    /// ids: `[batch, len]` → `[batch, len, d]`
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = ids.dims();
+        let flat = ids.reshape([b * t]);
+        self.embed.clone().select(0, flat).reshape([b, t, self.cfg.hidden_size])
+    }
+
+    /// Final norm and lm_head.
+    ///
+    /// # Shapes
+    /// x: `[batch, len, d]` → `[batch, len, vocab]`
+    pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let h = rms_norm(x.reshape([b * t, d]), &self.norm, self.cfg.rms_norm_eps);
+        self.lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
+    }
+
+    /// Runs decoder layer `l`, returning its output and the requested taps.
+    ///
+    /// # Shapes
+    /// x: `[batch, len, d]` → `[batch, len, d]`
+    pub fn layer_forward(&self, l: usize, x: Tensor<B, 3>, taps: TapSet) -> (Tensor<B, 3>, LayerTaps<B>) {
+        let layer = &self.layers[l];
+        let [b, t, d] = x.dims();
+        let (hq, hk, dh) = (layer.shape.num_heads, layer.shape.num_kv_heads, self.cfg.head_dim);
+        let mut out = LayerTaps::empty();
+        let x2 = x.reshape([b * t, d]); // [N, d]
+
+        let a = rms_norm(x2.clone(), &layer.input_norm, self.cfg.rms_norm_eps);
+        if taps.attn_in {
+            out.attn_in = Some(a.clone());
+        }
+        let rope = RopeTables::<B>::new(0, t, dh, self.cfg.rope_theta, &self.device);
+        let heads = |y: Tensor<B, 2>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [b, n, t, dh]
+        let q = rope.apply(heads(layer.q.forward(a.clone()), hq));
+        let k = rope.apply(heads(layer.k.forward(a.clone()), hk));
+        let v = heads(layer.v.forward(a), hk);
+        let (k, v) = if hk == hq && layer.shape.kv_head_of.iter().enumerate().all(|(i, &j)| i == j) {
+            (k, v)
+        } else {
+            (k.select(1, layer.kv_index.clone()), v.select(1, layer.kv_index.clone()))
+        };
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()); // [b, hq, t, t]
+        let scores = scores + causal_mask::<B>(t, &self.device);
+        let z = softmax(scores, 3).matmul(v); // [b, hq, t, dh]
+        let z = z.swap_dims(1, 2).reshape([b * t, hq * dh]);
+        if taps.attn_heads {
+            out.attn_heads = Some(z.clone());
+        }
+        let h = x2 + layer.o.forward(z);
+
+        let u = rms_norm(h.clone(), &layer.post_norm, self.cfg.rms_norm_eps);
+        if taps.mlp_in {
+            out.mlp_in = Some(u.clone());
+        }
+        let g = silu(layer.gate.forward(u.clone())) * layer.up.forward(u);
+        if taps.mlp_act {
+            out.mlp_act = Some(g.clone());
+        }
+        let y = layer.down.forward(g);
+        if taps.mlp_out {
+            out.mlp_out = Some(y.clone());
+        }
+        ((h + y).reshape([b, t, d]), out)
+    }
+}
+
+/// RMSNorm over the last dimension, computed in f32 like HF.
+///
+/// # Shapes
+/// x: `[n, d]`, w: `[d]` → `[n, d]`
+fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
+    let var = x.clone().powi_scalar(2).mean_dim(1); // [n, 1]
+    x * var.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze::<2>()
+}
+
+/// Additive causal mask: 0 on and below the diagonal, -inf above.
+///
+/// # Shapes
+/// → `[1, 1, t, t]`
+fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4> {
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for j in i + 1..t {
+            m[i * t + j] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [1, 1, t, t]), device)
+}

@@ -1,0 +1,155 @@
+//! The burn forward pass against a direct f64 implementation written from the HF
+//! definition, on tiny seeded models: MHA, GQA, Qwen2 biases, and uneven pruned layers.
+
+use crate::{Cpu, Llama, TapSet};
+use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
+use slim_checkpoint::{LayerShape, ModelConfig, Weights};
+
+type Dev = burn_flex::FlexDevice;
+
+fn mat(w: &Weights, name: &str) -> (Vec<f64>, usize, usize) {
+    let t = w.get(name).unwrap();
+    (t.data.iter().map(|&x| x as f64).collect(), t.shape[0], *t.shape.get(1).unwrap_or(&1))
+}
+
+/// y[n, out] = x[n, in] · W[out, in]ᵀ (+ b)
+fn linear(x: &[Vec<f64>], w: &Weights, prefix: &str, bias: bool) -> Vec<Vec<f64>> {
+    let (wd, out, inn) = mat(w, &format!("{prefix}.weight"));
+    let b = bias.then(|| mat(w, &format!("{prefix}.bias")).0);
+    x.iter()
+        .map(|row| {
+            (0..out)
+                .map(|o| (0..inn).map(|i| row[i] * wd[o * inn + i]).sum::<f64>() + b.as_ref().map_or(0.0, |b| b[o]))
+                .collect()
+        })
+        .collect()
+}
+
+fn rms(x: &[Vec<f64>], w: &Weights, name: &str, eps: f64) -> Vec<Vec<f64>> {
+    let g = mat(w, name).0;
+    x.iter()
+        .map(|r| {
+            let s = (r.iter().map(|v| v * v).sum::<f64>() / r.len() as f64 + eps).sqrt();
+            r.iter().zip(&g).map(|(v, g)| v / s * g).collect()
+        })
+        .collect()
+}
+
+fn rope(x: &mut [f64], pos: usize, theta: f64) {
+    let dh = x.len();
+    let half = dh / 2;
+    let orig = x.to_vec();
+    for i in 0..dh {
+        let f = 1.0 / theta.powf((2 * (i % half)) as f64 / dh as f64);
+        let (c, s) = ((pos as f64 * f).cos(), (pos as f64 * f).sin());
+        let rot = if i < half { -orig[i + half] } else { orig[i - half] };
+        x[i] = orig[i] * c + rot * s;
+    }
+}
+
+/// Logits of one sequence, `[len, vocab]`.
+fn reference_logits(cfg: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f64>> {
+    let (d, dh, t) = (cfg.hidden_size, cfg.head_dim, ids.len());
+    let emb = mat(w, "model.embed_tokens.weight").0;
+    let mut x: Vec<Vec<f64>> = ids.iter().map(|&i| emb[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+    for (l, s) in cfg.layers.iter().enumerate() {
+        let p = format!("model.layers.{l}");
+        let a = rms(&x, w, &format!("{p}.input_layernorm.weight"), cfg.rms_norm_eps);
+        let q = linear(&a, w, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias);
+        let k = linear(&a, w, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias);
+        let v = linear(&a, w, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias);
+        let mut z = vec![vec![0.0; s.num_heads * dh]; t];
+        for h in 0..s.num_heads {
+            let kvh = s.kv_head_of[h];
+            let qs: Vec<Vec<f64>> = (0..t).map(|i| { let mut r = q[i][h * dh..(h + 1) * dh].to_vec(); rope(&mut r, i, cfg.rope_theta); r }).collect();
+            let ks: Vec<Vec<f64>> = (0..t).map(|i| { let mut r = k[i][kvh * dh..(kvh + 1) * dh].to_vec(); rope(&mut r, i, cfg.rope_theta); r }).collect();
+            for i in 0..t {
+                let sc: Vec<f64> = (0..=i).map(|j| qs[i].iter().zip(&ks[j]).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt()).collect();
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for j in 0..=i {
+                    for c in 0..dh {
+                        z[i][h * dh + c] += e[j] / sum * v[j][kvh * dh + c];
+                    }
+                }
+            }
+        }
+        let o = linear(&z, w, &format!("{p}.self_attn.o_proj"), s.o_proj_bias);
+        for i in 0..t { for c in 0..d { x[i][c] += o[i][c]; } }
+        let u = rms(&x, w, &format!("{p}.post_attention_layernorm.weight"), cfg.rms_norm_eps);
+        let g = linear(&u, w, &format!("{p}.mlp.gate_proj"), false);
+        let up = linear(&u, w, &format!("{p}.mlp.up_proj"), false);
+        let act: Vec<Vec<f64>> = g.iter().zip(&up).map(|(g, u)| g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()).collect();
+        let y = linear(&act, w, &format!("{p}.mlp.down_proj"), s.down_proj_bias);
+        for i in 0..t { for c in 0..d { x[i][c] += y[i][c]; } }
+    }
+    let h = rms(&x, w, "model.norm.weight", cfg.rms_norm_eps);
+    let head = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
+    linear(&h, w, head, false)
+}
+
+fn check_against_reference(spec: &SyntheticSpec, batch: usize, len: usize) {
+    let (cfg, w) = spec.build();
+    let mut rng = SplitMix(spec.seed ^ 0xABCD);
+    let ids: Vec<u32> = (0..batch * len).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+    let dev = Dev::default();
+    let model = Llama::<Cpu>::from_weights(cfg.clone(), &w, &dev).unwrap();
+    let logits = model.forward(model.ids_tensor(&ids, batch, len).unwrap());
+    assert_eq!(logits.dims(), [batch, len, cfg.vocab_size]);
+    let got = logits.into_data().into_vec::<f32>().unwrap();
+    let mut max_err = 0f64;
+    for b in 0..batch {
+        let want = reference_logits(&cfg, &w, &ids[b * len..(b + 1) * len]);
+        for (i, row) in want.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                let g = got[(b * len + i) * cfg.vocab_size + j] as f64;
+                max_err = max_err.max((g - x).abs() / (1.0 + x.abs()));
+            }
+        }
+    }
+    assert!(max_err < 2e-4, "max relative error {max_err} against the f64 reference");
+}
+
+#[test]
+fn mha_matches_reference() {
+    check_against_reference(&SyntheticSpec::dense("llama", 2, 24, 3, 3, 8, 37, 53, 7), 2, 9);
+}
+
+#[test]
+fn gqa_matches_reference() {
+    check_against_reference(&SyntheticSpec::dense("llama", 3, 30, 6, 2, 10, 43, 61, 11), 3, 7);
+}
+
+#[test]
+fn qwen2_biases_and_untied_head_match_reference() {
+    check_against_reference(&SyntheticSpec::dense("qwen2", 2, 20, 4, 2, 6, 29, 47, 13), 2, 11);
+}
+
+#[test]
+fn uneven_pruned_layers_with_biases_match_reference() {
+    let mut spec = SyntheticSpec::dense("llama", 3, 24, 6, 3, 8, 40, 50, 17);
+    spec.layers[0] = LayerShape { num_heads: 3, num_kv_heads: 3, kv_head_of: vec![0, 1, 2], intermediate_size: 13, o_proj_bias: true, down_proj_bias: true };
+    spec.layers[2] = LayerShape { num_heads: 4, num_kv_heads: 2, kv_head_of: vec![0, 0, 1, 1], intermediate_size: 40, o_proj_bias: false, down_proj_bias: true };
+    check_against_reference(&spec, 2, 6);
+}
+
+#[test]
+fn layerwise_taps_are_consistent_with_the_layer_output() {
+    let (cfg, w) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 21, 31, 5).build();
+    let dev = Dev::default();
+    let model = Llama::<Cpu>::from_weights(cfg.clone(), &w, &dev).unwrap();
+    let ids: Vec<u32> = (0..10).map(|i| (i * 7 % 31) as u32).collect();
+    let x = model.embed(model.ids_tensor(&ids, 2, 5).unwrap());
+    let (y, taps) = model.layer_forward(0, x.clone(), TapSet::ALL);
+    let (y2, none) = model.layer_forward(0, x.clone(), TapSet::NONE);
+    assert!(none.attn_heads.is_none() && none.mlp_act.is_none());
+    assert_eq!(y.clone().into_data().into_vec::<f32>().unwrap(), y2.into_data().into_vec::<f32>().unwrap());
+    assert_eq!(taps.attn_heads.unwrap().dims(), [10, 16]);
+    assert_eq!(taps.mlp_act.as_ref().unwrap().dims(), [10, 21]);
+    // output = input + attention output + mlp output, and mlp output = act · W_downᵀ.
+    let mlp_out = taps.mlp_out.unwrap();
+    let down = crate::host_to_tensor::<Cpu, 2>(&w.get("model.layers.0.mlp.down_proj.weight").unwrap().transpose2().unwrap(), &dev).unwrap();
+    let diff = (taps.mlp_act.unwrap().matmul(down) - mlp_out).abs().max().into_scalar();
+    assert!(diff < 1e-5, "mlp_out differs from act·W_down by {diff}");
+}
