@@ -1,1 +1,29 @@
-//! placeholder
+//! GGUF import for slimllm: read a GGUF v3 file, dequantize its tensors, and write an HF-layout
+//! directory (config.json, tokenizer.json, model.safetensors in f32) that the rest of the project loads.
+//!
+//! The project's models are distributed as quantized GGUF files (see docs/sources.md), while every
+//! other crate works on HF-layout f32 weights; this crate is the only bridge, and has no burn dependency.
+//!
+//! - [`GgufFile`]: header, metadata and tensor infos, with tensor data memory-mapped and loaded on demand.
+//! - [`dequantize`]: ggml block formats to f32, bit-exact with ggml.
+//! - [`build_config_json`], [`build_tokenizer_json`]: the HF files made from the GGUF metadata.
+//! - [`import_gguf`]: all of the above into a directory.
+
+#![deny(missing_docs)]
+
+mod config;
+mod dequant;
+mod import;
+mod reader;
+mod tokenizer;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{build_config_json, Arch, ModelConfig};
+pub use dequant::dequantize;
+pub use import::{hf_tensor_name, import_gguf, permute_qk, unpermute_qk, ImportSummary};
+pub use reader::{GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN};
+pub use tokenizer::{build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX};
+pub use types::GgmlType;

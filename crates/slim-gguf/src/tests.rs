@@ -1,0 +1,284 @@
+//! Unit tests: crafted GGUF buffers for every reader error path, and the Q/K permutation round trip.
+
+use crate::{permute_qk, unpermute_qk, GgmlType, GgufFile, MetaArray, MetaValue};
+
+/// Builds small GGUF files byte by byte.
+struct Builder {
+    version: u32,
+    kvs: Vec<u8>,
+    n_kv: u64,
+    infos: Vec<u8>,
+    n_tensors: u64,
+    data: Vec<u8>,
+}
+
+fn gstr(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder { version: 3, kvs: vec![], n_kv: 0, infos: vec![], n_tensors: 0, data: vec![] }
+    }
+
+    fn kv_raw(mut self, key: &str, ty: u32, value: &[u8]) -> Builder {
+        self.kvs.extend(gstr(key));
+        self.kvs.extend(ty.to_le_bytes());
+        self.kvs.extend_from_slice(value);
+        self.n_kv += 1;
+        self
+    }
+
+    fn kv_str(self, key: &str, value: &str) -> Builder {
+        self.kv_raw(key, 8, &gstr(value))
+    }
+
+    fn kv_u32(self, key: &str, value: u32) -> Builder {
+        self.kv_raw(key, 4, &value.to_le_bytes())
+    }
+
+    fn tensor_raw(mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> Builder {
+        self.infos.extend(gstr(name));
+        self.infos.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            self.infos.extend(d.to_le_bytes());
+        }
+        self.infos.extend(ty.to_le_bytes());
+        self.infos.extend(offset.to_le_bytes());
+        self.n_tensors += 1;
+        self
+    }
+
+    fn data(mut self, bytes: &[u8]) -> Builder {
+        self.data.extend_from_slice(bytes);
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut v = b"GGUF".to_vec();
+        v.extend(self.version.to_le_bytes());
+        v.extend(self.n_tensors.to_le_bytes());
+        v.extend(self.n_kv.to_le_bytes());
+        v.extend(&self.kvs);
+        v.extend(&self.infos);
+        while v.len() % 32 != 0 {
+            v.push(0);
+        }
+        v.extend(&self.data);
+        v
+    }
+
+    fn open(&self) -> anyhow::Result<GgufFile> {
+        GgufFile::from_bytes(self.bytes(), "crafted.gguf")
+    }
+}
+
+fn err(b: &Builder) -> String {
+    match b.open() {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn check_err(b: &Builder, needle: &str) {
+    let e = err(b);
+    assert!(e.contains(needle), "error {e:?} should contain {needle:?}");
+    assert!(e.contains("crafted.gguf"), "error {e:?} should name the file");
+}
+
+#[test]
+fn valid_file_roundtrip() {
+    let f32s: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut nested = 9u32.to_le_bytes().to_vec(); // array of arrays
+    nested.extend(2u64.to_le_bytes());
+    for n in [1u8, 2] {
+        nested.extend(0u32.to_le_bytes()); // of u8
+        nested.extend((n as u64).to_le_bytes());
+        nested.extend(std::iter::repeat_n(n, n as usize));
+    }
+    let mut strs = 8u32.to_le_bytes().to_vec();
+    strs.extend(2u64.to_le_bytes());
+    strs.extend(gstr("a"));
+    strs.extend(gstr("bc"));
+    let b = Builder::new()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("n", 7)
+        .kv_raw("f", 6, &0.5f32.to_le_bytes())
+        .kv_raw("b", 7, &[1])
+        .kv_raw("i64", 11, &(-3i64).to_le_bytes())
+        .kv_raw("f64", 12, &1.25f64.to_le_bytes())
+        .kv_raw("nested", 9, &nested)
+        .kv_raw("strs", 9, &strs)
+        .tensor_raw("w", &[3, 2], 0, 0)
+        .data(&f32s);
+    let g = b.open().unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.get_str("general.architecture").unwrap(), "llama");
+    assert_eq!(g.get_u64("n").unwrap(), 7);
+    assert_eq!(g.get_f64("f").unwrap(), 0.5);
+    assert!(g.get_bool("b").unwrap());
+    assert_eq!(g.get("i64"), Some(&MetaValue::I64(-3)));
+    assert_eq!(g.get_f64("f64").unwrap(), 1.25);
+    assert_eq!(
+        g.get_array("nested").unwrap(),
+        &MetaArray::Array(vec![MetaArray::U8(vec![1]), MetaArray::U8(vec![2, 2])])
+    );
+    assert_eq!(g.get_str_array("strs").unwrap(), &["a".to_owned(), "bc".to_owned()]);
+    let t = g.tensor_info("w").unwrap();
+    assert_eq!((t.dims.clone(), t.ggml_type, t.n_elements, t.n_bytes), (vec![3, 2], GgmlType::F32, 6, 24));
+    assert_eq!(g.tensor_f32("w").unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    // Missing keys and wrong types are errors naming the key.
+    let e = format!("{:#}", g.get_u64("missing").unwrap_err());
+    assert!(e.contains("`missing`") && e.contains("crafted.gguf"), "{e}");
+    let e = format!("{:#}", g.get_u64("general.architecture").unwrap_err());
+    assert!(e.contains("expected an integer"), "{e}");
+    let e = format!("{:#}", g.tensor_f32("nope").unwrap_err());
+    assert!(e.contains("tensor `nope` missing"), "{e}");
+}
+
+#[test]
+fn version_2_is_accepted() {
+    let mut b = Builder::new().kv_u32("n", 1);
+    b.version = 2;
+    assert_eq!(b.open().unwrap().version, 2);
+}
+
+#[test]
+fn truncated_header() {
+    let b = Builder::new().kv_str("general.architecture", "llama");
+    let full = b.bytes();
+    let end = 24 + b.kvs.len(); // header and metadata, without the padding
+    for len in [0, 3, 4, 7, 8, 15, 23, 30, 40, end - 1] {
+        let e = format!("{:#}", GgufFile::from_bytes(full[..len].to_vec(), "crafted.gguf").unwrap_err());
+        assert!(e.contains("truncated") || e.contains("bad magic") || e.contains("cannot fit"), "len {len}: {e}");
+    }
+}
+
+#[test]
+fn bad_magic_and_version() {
+    let mut bytes = Builder::new().bytes();
+    bytes[0] = b'X';
+    let e = format!("{:#}", GgufFile::from_bytes(bytes, "crafted.gguf").unwrap_err());
+    assert!(e.contains("bad magic"), "{e}");
+    let mut b = Builder::new();
+    b.version = 1;
+    check_err(&b, "version 1 is not supported");
+    b.version = 0x0300_0000;
+    check_err(&b, "big-endian");
+    b.version = 77;
+    check_err(&b, "unknown GGUF version 77");
+}
+
+#[test]
+fn huge_string_length() {
+    // A key whose length claims far more bytes than the file has.
+    let mut b = Builder::new().kv_u32("n", 1);
+    b.kvs[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    check_err(&b, "exceeds the cap");
+    b.kvs[..8].copy_from_slice(&1000u64.to_le_bytes());
+    check_err(&b, "truncated");
+}
+
+#[test]
+fn huge_counts() {
+    let mut b = Builder::new();
+    b.n_kv = u64::MAX;
+    check_err(&b, "metadata kv count");
+    let mut b = Builder::new();
+    b.n_tensors = 1 << 40;
+    check_err(&b, "tensor info count");
+}
+
+#[test]
+fn huge_array_length() {
+    let mut arr = 4u32.to_le_bytes().to_vec(); // u32 elements
+    arr.extend((1u64 << 60).to_le_bytes());
+    check_err(&Builder::new().kv_raw("a", 9, &arr), "array element count");
+}
+
+#[test]
+fn deeply_nested_arrays() {
+    let mut v = Vec::new();
+    for _ in 0..10 {
+        v.extend(9u32.to_le_bytes());
+        v.extend(1u64.to_le_bytes());
+    }
+    v.extend(0u32.to_le_bytes());
+    v.extend(0u64.to_le_bytes());
+    check_err(&Builder::new().kv_raw("a", 9, &v), "nested deeper");
+}
+
+#[test]
+fn bad_value_types() {
+    check_err(&Builder::new().kv_raw("a", 13, &[0; 8]), "unknown metadata value type 13");
+    check_err(&Builder::new().kv_raw("b", 7, &[2]), "invalid bool");
+    check_err(&Builder::new().kv_raw("s", 8, &[1, 0, 0, 0, 0, 0, 0, 0, 0xFF]), "UTF-8");
+    check_err(&Builder::new().kv_u32("n", 1).kv_u32("n", 2), "duplicate metadata key");
+    check_err(&Builder::new().kv_raw("general.alignment", 4, &3u32.to_le_bytes()), "power of two");
+}
+
+#[test]
+fn tensor_errors() {
+    let data = vec![0u8; 64];
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 64).data(&data), "extends past the end");
+    check_err(&Builder::new().tensor_raw("t", &[2048], 0, 0).data(&[0u8; 4096]), "more than the whole file");
+    check_err(&Builder::new().tensor_raw("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0).data(&data), "more elements");
+    check_err(&Builder::new().tensor_raw("t", &[1, 1, 1, 1, 1], 0, 0).data(&data), "more than ggml's maximum");
+    check_err(&Builder::new().tensor_raw("t", &[4], 99, 0).data(&data), "unknown ggml type id 99");
+    check_err(&Builder::new().tensor_raw("t", &[16], 2, 0).data(&data), "not a multiple of the block size 32");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 4).data(&data), "not a multiple of the alignment");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 0).tensor_raw("t", &[4], 0, 32).data(&data), "duplicate tensor");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, u64::MAX - 7).data(&data), "extends past the end");
+}
+
+#[test]
+fn unsupported_dequant_type_names_type_and_tensor() {
+    // Q2_K is a known type (the reader accepts it) but has no decoder here.
+    let b = Builder::new().tensor_raw("blk.0.attn_q.weight", &[256], 10, 0).data(&[0u8; 84]);
+    let g = b.open().unwrap();
+    let e = format!("{:#}", g.tensor_f32("blk.0.attn_q.weight").unwrap_err());
+    assert!(e.contains("Q2_K (type id 10)") && e.contains("blk.0.attn_q.weight"), "{e}");
+}
+
+#[test]
+fn dequantize_checks_lengths() {
+    assert!(crate::dequantize(GgmlType::Q8_0, &[0u8; 33], 32).is_err());
+    assert!(crate::dequantize(GgmlType::Q8_0, &[0u8; 34], 31).is_err());
+    assert_eq!(crate::dequantize(GgmlType::Q8_0, &[0u8; 34], 32).unwrap(), vec![0.0; 32]);
+}
+
+#[test]
+fn permutation_round_trip() {
+    // 3 heads of dim 8, 5 input features.
+    let (n_head, d_h, n_in) = (3, 8, 5);
+    let w: Vec<f32> = (0..n_head * d_h * n_in).map(|i| i as f32).collect();
+    let p = permute_qk(&w, n_head, n_in);
+    assert_ne!(p, w);
+    assert_eq!(unpermute_qk(&p, n_head, n_in), w);
+    // Against the converter's formula: GGUF row h·d_h + 2i + j holds HF row h·d_h + j·d_h/2 + i.
+    let row = |m: &[f32], r: usize| m[r * n_in..(r + 1) * n_in].to_vec();
+    for h in 0..n_head {
+        for i in 0..d_h / 2 {
+            for j in 0..2 {
+                assert_eq!(row(&p, h * d_h + 2 * i + j), row(&w, h * d_h + j * d_h / 2 + i));
+            }
+        }
+    }
+}
+
+#[test]
+fn tensor_names() {
+    use crate::{hf_tensor_name, Arch};
+    let ok = |g: &str, a| hf_tensor_name(g, a).unwrap();
+    assert_eq!(ok("token_embd.weight", Arch::Llama), "model.embed_tokens.weight");
+    assert_eq!(ok("output.weight", Arch::Llama), "lm_head.weight");
+    assert_eq!(ok("blk.12.ffn_down.weight", Arch::Llama), "model.layers.12.mlp.down_proj.weight");
+    assert_eq!(ok("blk.3.attn_k.bias", Arch::Qwen2), "model.layers.3.self_attn.k_proj.bias");
+    for bad in ["blk.3.attn_k.bias", "blk.x.attn_q.weight", "blk.01.attn_q.weight", "rope_freqs.weight", "blk.0.attn_o.weight"] {
+        let e = hf_tensor_name(bad, Arch::Llama).unwrap_err().to_string();
+        assert!(e.contains("unknown tensor name"), "{bad}: {e}");
+    }
+    assert!(hf_tensor_name("blk.0.attn_output.bias", Arch::Qwen2).is_err());
+}
