@@ -282,3 +282,68 @@ fn tensor_names() {
     }
     assert!(hf_tensor_name("blk.0.attn_output.bias", Arch::Qwen2).is_err());
 }
+
+/// A minimal vocab-only tokenizer GGUF with the given model/pre and three tokens.
+fn vocab_gguf(arch: &str, model: &str, pre: &str) -> Builder {
+    let mut toks = 8u32.to_le_bytes().to_vec();
+    toks.extend(3u64.to_le_bytes());
+    for t in ["a", "b", "ab"] {
+        toks.extend(gstr(t));
+    }
+    let mut types = 5u32.to_le_bytes().to_vec();
+    types.extend(3u64.to_le_bytes());
+    for t in [1i32, 1, 3] {
+        types.extend(t.to_le_bytes());
+    }
+    let mut merges = 8u32.to_le_bytes().to_vec();
+    merges.extend(1u64.to_le_bytes());
+    merges.extend(gstr("a b"));
+    Builder::new()
+        .kv_str("general.architecture", arch)
+        .kv_str("tokenizer.ggml.model", model)
+        .kv_str("tokenizer.ggml.pre", pre)
+        .kv_raw("tokenizer.ggml.tokens", 9, &toks)
+        .kv_raw("tokenizer.ggml.token_type", 9, &types)
+        .kv_raw("tokenizer.ggml.merges", 9, &merges)
+}
+
+#[test]
+fn tokenizer_json_and_errors() {
+    let g = vocab_gguf("llama", "gpt2", "smollm").open().unwrap();
+    let j = crate::build_tokenizer_json(&g).unwrap();
+    assert_eq!(j["model"]["merges"], serde_json::json!([["a", "b"]]));
+    assert_eq!(j["added_tokens"][0]["content"], "ab");
+    assert_eq!(j["added_tokens"][0]["special"], true);
+    assert_eq!(j["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
+    assert_eq!(j["post_processor"]["type"], "ByteLevel");
+
+    let e = |b: Builder| format!("{:#}", crate::build_tokenizer_json(&b.open().unwrap()).unwrap_err());
+    assert!(e(vocab_gguf("llama", "llama", "default")).contains("tokenizer model `llama` is not supported"));
+    assert!(e(vocab_gguf("llama", "gpt2", "llama3")).contains("pre-tokenizer type `llama3` is not supported"));
+    let b = vocab_gguf("llama", "gpt2", "gpt-2").kv_u32("tokenizer.ggml.bos_token_id", 7);
+    assert!(e(b).contains("outside the vocabulary"));
+    let b = vocab_gguf("llama", "gpt2", "gpt-2").kv_raw("tokenizer.ggml.add_bos_token", 7, &[1]);
+    assert!(e(b).contains("no bos token id"));
+    let b = vocab_gguf("llama", "gpt2", "gpt-2")
+        .kv_raw("tokenizer.ggml.add_bos_token", 7, &[1])
+        .kv_u32("tokenizer.ggml.bos_token_id", 2);
+    let j = crate::build_tokenizer_json(&b.open().unwrap()).unwrap();
+    assert_eq!(j["post_processor"]["single"][0]["SpecialToken"]["id"], "ab");
+}
+
+#[test]
+fn config_errors() {
+    let e = |b: Builder| format!("{:#}", crate::build_config_json(&b.open().unwrap()).unwrap_err());
+    assert!(e(vocab_gguf("gpt2", "gpt2", "gpt-2")).contains("architecture `gpt2` is not supported"));
+    // The tokenizer keys are there, the model keys are not: the first missing one is named.
+    assert!(e(vocab_gguf("llama", "gpt2", "gpt-2")).contains("`llama.block_count` missing"));
+    let b = vocab_gguf("qwen2", "gpt2", "qwen2")
+        .kv_u32("qwen2.block_count", 2)
+        .kv_u32("qwen2.embedding_length", 64)
+        .kv_u32("qwen2.feed_forward_length", 128)
+        .kv_u32("qwen2.attention.head_count", 4)
+        .kv_u32("qwen2.attention.head_count_kv", 2)
+        .kv_raw("qwen2.attention.layer_norm_rms_epsilon", 6, &1e-6f32.to_le_bytes())
+        .kv_u32("qwen2.context_length", 128);
+    assert!(e(b).contains("`qwen2.rope.freq_base` missing"));
+}

@@ -7,11 +7,16 @@ little-endian f32). Run from anywhere with a Python that has `gguf` and `numpy`:
 
     python gen_dequant_fixtures.py            # writes next to this script
 
+If the project's downloaded models are present (`cargo xtask fetch smollm2-135m qwen2.5-coder-0.5b`),
+it also writes `<TYPE>.real.*` fixtures: a few blocks sliced out of real tensors (Q4_1 and Q8_0 from
+SmolLM2-135M, Q5_0, Q4_K and Q6_K from Qwen2.5-Coder-0.5B), each from the middle of the tensor.
+
 Types `gguf.quants` can quantize (Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16) are quantized from seeded
 random data; for Q4_K and Q6_K, which it can only dequantize, the blocks are random bytes whose fp16
 scale fields are overwritten with sane finite values. F16/BF16/F32 also cover every special value.
 """
 import pathlib
+import sys
 
 import gguf
 import numpy as np
@@ -69,3 +74,27 @@ write("BF16", bf16_bits, T.BF16, bf16_bits.size)
 f32 = np.concatenate([rng.standard_normal(250).astype(np.float32),
                       np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, 3.4e38], dtype=np.float32)])
 write("F32", f32, T.F32, f32.size)
+
+
+REPO = OUT.parents[3]
+REAL = [
+    ("data/downloads/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf", "blk.3.attn_q.weight", T.Q4_1),
+    ("data/downloads/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf", "token_embd.weight", T.Q8_0),
+    ("data/downloads/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct.gguf", "blk.0.ffn_gate.weight", T.Q5_0),
+    ("data/downloads/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct.gguf", "blk.11.ffn_down.weight", T.Q4_K),
+    ("data/downloads/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct.gguf", "blk.0.ffn_down.weight", T.Q6_K),
+]
+readers = {}
+for rel, tensor, qtype in REAL:
+    path = REPO / rel
+    if not path.is_file():
+        print(f"skipping real {qtype.name} blocks: {path} missing", file=sys.stderr)
+        continue
+    reader = readers.setdefault(path, gguf.GGUFReader(path))
+    t = next(t for t in reader.tensors if t.name == tensor)
+    assert t.tensor_type == qtype, (tensor, t.tensor_type)
+    block, size = GGML_QUANT_SIZES[qtype]
+    n_blocks = 8 if block == 32 else 4
+    raw = np.asarray(t.data).view(np.uint8).reshape(-1)
+    mid = (raw.size // size // 2) * size
+    write(f"{qtype.name}.real", raw[mid:mid + n_blocks * size], qtype, n_blocks * block)

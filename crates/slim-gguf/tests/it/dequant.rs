@@ -74,6 +74,16 @@ fn f32() {
     check(GgmlType::F32, "F32");
 }
 
+/// Blocks sliced out of the real SmolLM2 and Qwen2.5-Coder GGUFs (committed, a few hundred bytes each).
+#[test]
+fn real_blocks() {
+    check(GgmlType::Q4_1, "Q4_1.real");
+    check(GgmlType::Q8_0, "Q8_0.real");
+    check(GgmlType::Q5_0, "Q5_0.real");
+    check(GgmlType::Q4_K, "Q4_K.real");
+    check(GgmlType::Q6_K, "Q6_K.real");
+}
+
 #[test]
 fn unsupported_type_is_an_error() {
     let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256).unwrap_err().to_string();
