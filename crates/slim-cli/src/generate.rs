@@ -4,6 +4,7 @@
 use crate::GlobalArgs;
 use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
+use burn_tensor::ElementConversion;
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
 use std::path::PathBuf;
 

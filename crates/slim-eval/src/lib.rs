@@ -4,4 +4,4 @@
 
 mod ppl;
 
-pub use ppl::{perplexity, windows, PplConfig, PplResult};
+pub use ppl::{perplexity, token_nll, windows, PplConfig, PplResult};
