@@ -155,10 +155,12 @@ impl std::fmt::Debug for GgufFile {
 impl GgufFile {
     /// Memory-maps and parses `path`; tensor data is read only when asked for.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
+        let file =
+            File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
         // SAFETY: the map is read-only and private to this process; a concurrent writer truncating the
         // file could fault, which is the accepted risk of memory-mapping model files (as every loader does).
-        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("memory-mapping {}", path.display()))?;
+        let mmap = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("memory-mapping {}", path.display()))?;
         Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
     }
 
@@ -168,14 +170,25 @@ impl GgufFile {
     }
 
     fn parse(path: PathBuf, data: Backing) -> Result<GgufFile> {
-        let header = parse_header(data.bytes()).with_context(|| format!("reading GGUF file {}", path.display()))?;
+        let header = parse_header(data.bytes())
+            .with_context(|| format!("reading GGUF file {}", path.display()))?;
         Ok(GgufFile {
             path,
             data,
             version: header.version,
-            meta_index: header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect(),
+            meta_index: header
+                .metadata
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect(),
             metadata: header.metadata,
-            tensor_index: header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
+            tensor_index: header
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
             tensors: header.tensors,
             alignment: header.alignment,
             data_offset: header.data_offset,
@@ -212,7 +225,11 @@ impl GgufFile {
     pub fn get_str(&self, key: &str) -> Result<&str> {
         match self.require(key)? {
             MetaValue::String(s) => Ok(s),
-            v => bail!("metadata key `{key}` in {} is {}, expected a string", self.path.display(), kind(v)),
+            v => bail!(
+                "metadata key `{key}` in {} is {}, expected a string",
+                self.path.display(),
+                kind(v)
+            ),
         }
     }
 
@@ -228,9 +245,18 @@ impl GgufFile {
             MetaValue::I16(x) => u64::try_from(x).ok(),
             MetaValue::I32(x) => u64::try_from(x).ok(),
             MetaValue::I64(x) => u64::try_from(x).ok(),
-            _ => bail!("metadata key `{key}` in {} is {}, expected an integer", self.path.display(), kind(v)),
+            _ => bail!(
+                "metadata key `{key}` in {} is {}, expected an integer",
+                self.path.display(),
+                kind(v)
+            ),
         };
-        n.ok_or_else(|| format_err!("metadata key `{key}` in {} is negative", self.path.display()))
+        n.ok_or_else(|| {
+            format_err!(
+                "metadata key `{key}` in {} is negative",
+                self.path.display()
+            )
+        })
     }
 
     /// A float value (f32 or f64; f32 is widened exactly).
@@ -238,7 +264,11 @@ impl GgufFile {
         match *self.require(key)? {
             MetaValue::F32(x) => Ok(x.into()),
             MetaValue::F64(x) => Ok(x),
-            ref v => bail!("metadata key `{key}` in {} is {}, expected a float", self.path.display(), kind(v)),
+            ref v => bail!(
+                "metadata key `{key}` in {} is {}, expected a float",
+                self.path.display(),
+                kind(v)
+            ),
         }
     }
 
@@ -246,7 +276,11 @@ impl GgufFile {
     pub fn get_bool(&self, key: &str) -> Result<bool> {
         match *self.require(key)? {
             MetaValue::Bool(x) => Ok(x),
-            ref v => bail!("metadata key `{key}` in {} is {}, expected a bool", self.path.display(), kind(v)),
+            ref v => bail!(
+                "metadata key `{key}` in {} is {}, expected a bool",
+                self.path.display(),
+                kind(v)
+            ),
         }
     }
 
@@ -254,7 +288,11 @@ impl GgufFile {
     pub fn get_array(&self, key: &str) -> Result<&MetaArray> {
         match self.require(key)? {
             MetaValue::Array(a) => Ok(a),
-            v => bail!("metadata key `{key}` in {} is {}, expected an array", self.path.display(), kind(v)),
+            v => bail!(
+                "metadata key `{key}` in {} is {}, expected an array",
+                self.path.display(),
+                kind(v)
+            ),
         }
     }
 
@@ -262,7 +300,11 @@ impl GgufFile {
     pub fn get_str_array(&self, key: &str) -> Result<&[String]> {
         match self.get_array(key)? {
             MetaArray::String(v) => Ok(v),
-            a => bail!("metadata key `{key}` in {} is an array of {}, expected strings", self.path.display(), array_kind(a)),
+            a => bail!(
+                "metadata key `{key}` in {} is an array of {}, expected strings",
+                self.path.display(),
+                array_kind(a)
+            ),
         }
     }
 
@@ -359,7 +401,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("take returned N bytes"))
     }
 
     fn u8(&mut self, what: &str) -> Result<u8> {
@@ -381,7 +426,8 @@ impl<'a> Cursor<'a> {
             bail!("{what}: string length {len} exceeds the cap of {MAX_STRING_LEN} bytes");
         }
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| format_err!("{what}: string is not valid UTF-8 ({e})"))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| format_err!("{what}: string is not valid UTF-8 ({e})"))
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit in the rest of the file.
@@ -405,7 +451,9 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     let version = c.u32("version")?;
     match version {
         2 | 3 => {}
-        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => bail!("big-endian GGUF files are not supported"),
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
+            bail!("big-endian GGUF files are not supported")
+        }
         1 => bail!("GGUF version 1 is not supported (only 2 and 3)"),
         v => bail!("unknown GGUF version {v} (only 2 and 3 are supported)"),
     }
@@ -419,7 +467,8 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     for i in 0..kv_count {
         let key = c.string(&format!("metadata key #{i}"))?;
         let ty = c.u32(&format!("type of metadata key `{key}`"))?;
-        let value = read_value(&mut c, ty, 0).with_context(|| format!("reading metadata key `{key}`"))?;
+        let value =
+            read_value(&mut c, ty, 0).with_context(|| format!("reading metadata key `{key}`"))?;
         if !seen.insert(key.clone()) {
             bail!("duplicate metadata key `{key}`");
         }
@@ -448,7 +497,9 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
         bail!("data section starts at {data_offset}, past the end of the file ({file_len} bytes)");
     }
     for t in &tensors {
-        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(t.n_bytes));
         match end {
             Some(end) if end <= file_len => {}
             _ => bail!(
@@ -459,10 +510,20 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
             ),
         }
         if t.offset % alignment != 0 {
-            bail!("tensor `{}` offset {} is not a multiple of the alignment {alignment}", t.name, t.offset);
+            bail!(
+                "tensor `{}` offset {} is not a multiple of the alignment {alignment}",
+                t.name,
+                t.offset
+            );
         }
     }
-    Ok(Header { version, metadata, tensors, alignment, data_offset })
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
 }
 
 fn read_tensor_info(c: &mut Cursor<'_>, name: String, file_len: u64) -> Result<TensorInfo> {
@@ -483,7 +544,11 @@ fn read_tensor_info(c: &mut Cursor<'_>, name: String, file_len: u64) -> Result<T
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= file_len.saturating_mul(8))
-        .ok_or_else(|| format_err!("tensor `{name}` dims {dims:?} describe more elements than the file can hold"))?;
+        .ok_or_else(|| {
+            format_err!(
+                "tensor `{name}` dims {dims:?} describe more elements than the file can hold"
+            )
+        })?;
     let bs = ggml_type.block_size() as u64;
     if dims.first().is_some_and(|&ne0| ne0 % bs != 0) {
         bail!(
@@ -491,13 +556,20 @@ fn read_tensor_info(c: &mut Cursor<'_>, name: String, file_len: u64) -> Result<T
             dims[0]
         );
     }
-    let n_bytes = ggml_type
-        .n_bytes(n_elements)
-        .ok_or_else(|| format_err!("tensor `{name}`: {n_elements} elements are not whole blocks of {ggml_type}"))?;
+    let n_bytes = ggml_type.n_bytes(n_elements).ok_or_else(|| {
+        format_err!("tensor `{name}`: {n_elements} elements are not whole blocks of {ggml_type}")
+    })?;
     if n_bytes > file_len {
         bail!("tensor `{name}` needs {n_bytes} bytes, more than the whole file ({file_len} bytes)");
     }
-    Ok(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes })
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+        n_elements,
+        n_bytes,
+    })
 }
 
 fn read_value(c: &mut Cursor<'_>, ty: u32, depth: usize) -> Result<MetaValue> {

@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use slim_gguf::{dequantize, GgmlType};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
 /// Decodes `<TYPE>.q.bin` and compares bit for bit with `<TYPE>.f32.bin` (any NaN matches any NaN).
 fn check(ty: GgmlType, name: &str) {
     let q = fixture(&format!("{name}.q.bin"));
-    let expected: Vec<f32> =
-        fixture(&format!("{name}.f32.bin")).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let expected: Vec<f32> = fixture(&format!("{name}.f32.bin"))
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let got = dequantize(ty, &q, expected.len()).unwrap();
     assert_eq!(got.len(), expected.len());
     let mut mismatches = 0;
@@ -21,12 +25,21 @@ fn check(ty: GgmlType, name: &str) {
         let same = g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan());
         if !same {
             if mismatches < 5 {
-                eprintln!("{name}[{i}]: got {g:e} ({:#x}), expected {e:e} ({:#x})", g.to_bits(), e.to_bits());
+                eprintln!(
+                    "{name}[{i}]: got {g:e} ({:#x}), expected {e:e} ({:#x})",
+                    g.to_bits(),
+                    e.to_bits()
+                );
             }
             mismatches += 1;
         }
     }
-    assert_eq!(mismatches, 0, "{name}: {mismatches} of {} values differ", expected.len());
+    assert_eq!(
+        mismatches,
+        0,
+        "{name}: {mismatches} of {} values differ",
+        expected.len()
+    );
 }
 
 #[test]
@@ -86,6 +99,8 @@ fn real_blocks() {
 
 #[test]
 fn unsupported_type_is_an_error() {
-    let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256).unwrap_err().to_string();
+    let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Q5_K (type id 13)"), "{e}");
 }
