@@ -223,6 +223,12 @@ fn parse_manifest(path: &Path, bytes: &[u8], stage: &str, key: Key) -> Result<Ma
             m.stage
         ));
     }
+    if m.stage_version != m.key_doc.stage_version() {
+        return bad(format!(
+            "stage version {} differs from the key document's",
+            m.stage_version
+        ));
+    }
     if m.key != key {
         return bad(format!(
             "manifest is for key {}, found under key {key}",

@@ -566,6 +566,7 @@ fn mlp_stats_binary_round_trip() {
         .size;
     // 8 bytes per f64 plus a few bytes of lengths and integers.
     assert!(size < (512 + m + m * m) as u64 * 8 + 64, "{size}");
+    eprintln!("MlpStats {m}x{m}: {size} bytes, write {write:?}, read {read:?}");
     assert!(
         write < Duration::from_secs(1) && read < Duration::from_secs(1),
         "write {write:?}, read {read:?}"
