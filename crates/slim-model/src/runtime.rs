@@ -49,6 +49,27 @@ struct Layer<B: Backend> {
     kv_index: Tensor<B, 1, Int>,
 }
 
+impl<B: Backend> Layer<B> {
+    fn load(cfg: &ModelConfig, i: usize, w: &Weights, device: &B::Device) -> Result<Self> {
+        let shape = &cfg.layers[i];
+        let p = format!("model.layers.{i}");
+        let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
+        Ok(Layer {
+            input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
+            post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
+            q: Linear::load(w, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias, device)?,
+            k: Linear::load(w, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias, device)?,
+            v: Linear::load(w, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias, device)?,
+            o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
+            gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), false, device)?,
+            up: Linear::load(w, &format!("{p}.mlp.up_proj"), false, device)?,
+            down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
+            kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
+            shape: shape.clone(),
+        })
+    }
+}
+
 /// A LLaMA-family decoder on backend `B`.
 pub struct Llama<B: Backend> {
     cfg: ModelConfig,
@@ -83,24 +104,7 @@ impl<B: Backend> Llama<B> {
     /// Builds the model from a config and its weights, checking every shape first.
     pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
         w.check_against(&cfg)?;
-        let mut layers = Vec::with_capacity(cfg.num_layers());
-        for (i, shape) in cfg.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
-            layers.push(Layer {
-                input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
-                post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
-                q: Linear::load(w, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias, device)?,
-                k: Linear::load(w, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias, device)?,
-                v: Linear::load(w, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias, device)?,
-                o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
-                gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), false, device)?,
-                up: Linear::load(w, &format!("{p}.mlp.up_proj"), false, device)?,
-                down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
-                kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
-                shape: shape.clone(),
-            });
-        }
+        let layers = (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device)).collect::<Result<Vec<_>>>()?;
         let embed = host_to_tensor(w.get("model.embed_tokens.weight")?, device)?;
         let head_name = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
         Ok(Self {
@@ -167,17 +171,38 @@ impl<B: Backend> Llama<B> {
         self.lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
     }
 
+    /// Replaces layer `l` by the one `w` holds under `model.layers.{l}.*` with `shape`
+    /// (used by the sequential pruning pass after each layer's surgery).
+    pub fn replace_layer(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {
+        ensure!(l < self.layers.len(), "layer {l} out of range ({} layers)", self.layers.len());
+        let mut cfg = self.cfg.clone();
+        cfg.layers[l] = shape;
+        let layer = Layer::load(&cfg, l, w, &self.device).with_context(|| format!("replacing layer {l}"))?;
+        self.layers[l] = layer;
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// Runs decoder layer `l`, returning its output and the requested taps.
     ///
     /// # Shapes
     /// x: `[batch, len, d]` → `[batch, len, d]`
     pub fn layer_forward(&self, l: usize, x: Tensor<B, 3>, taps: TapSet) -> (Tensor<B, 3>, LayerTaps<B>) {
+        let mut out = LayerTaps::empty();
+        let h = self.attn_block(l, x, taps, &mut out);
+        let y = self.mlp_block(l, h, taps, &mut out);
+        (y, out)
+    }
+
+    /// The attention half of layer `l` with its residual: `x + attn(norm(x))`.
+    ///
+    /// # Shapes
+    /// x: `[batch, len, d]` → `[batch, len, d]`
+    pub fn attn_block(&self, l: usize, x: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
         let layer = &self.layers[l];
         let [b, t, d] = x.dims();
         let (hq, hk, dh) = (layer.shape.num_heads, layer.shape.num_kv_heads, self.cfg.head_dim);
-        let mut out = LayerTaps::empty();
         let x2 = x.reshape([b * t, d]); // [N, d]
-
         let a = rms_norm(x2.clone(), &layer.input_norm, self.cfg.rms_norm_eps);
         if taps.attn_in {
             out.attn_in = Some(a.clone());
@@ -199,8 +224,17 @@ impl<B: Backend> Llama<B> {
         if taps.attn_heads {
             out.attn_heads = Some(z.clone());
         }
-        let h = x2 + layer.o.forward(z);
+        (x2 + layer.o.forward(z)).reshape([b, t, d])
+    }
 
+    /// The MLP half of layer `l` with its residual: `h + mlp(norm(h))`.
+    ///
+    /// # Shapes
+    /// h: `[batch, len, d]` → `[batch, len, d]`
+    pub fn mlp_block(&self, l: usize, h: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
+        let layer = &self.layers[l];
+        let [b, t, d] = h.dims();
+        let h = h.reshape([b * t, d]);
         let u = rms_norm(h.clone(), &layer.post_norm, self.cfg.rms_norm_eps);
         if taps.mlp_in {
             out.mlp_in = Some(u.clone());
@@ -213,7 +247,7 @@ impl<B: Backend> Llama<B> {
         if taps.mlp_out {
             out.mlp_out = Some(y.clone());
         }
-        ((h + y).reshape([b, t, d]), out)
+        (h + y).reshape([b, t, d])
     }
 }
 

@@ -41,7 +41,8 @@ pub struct LayerTaps<B: Backend> {
 }
 
 impl<B: Backend> LayerTaps<B> {
-    pub(crate) fn empty() -> Self {
+    /// No activations yet.
+    pub fn empty() -> Self {
         Self { attn_in: None, attn_heads: None, mlp_in: None, mlp_act: None, mlp_out: None }
     }
 }

@@ -1,0 +1,17 @@
+//! Calibration capture: tokenized calibration windows through the model, recording the
+//! statistics the scorers and the regression need (spec §3.1, §3.2, §13.2).
+//!
+//! [`calib`] draws the windows; [`stats`] turns one layer's activation taps into
+//! [`AttnStats`](slim_artifact::schema::AttnStats) / [`MlpStats`](slim_artifact::schema::MlpStats)
+//! with burn tensor ops; [`importance`] is the dense cosine pass.
+
+pub mod calib;
+pub mod importance;
+pub mod stats;
+
+pub use calib::{calibration_windows, CalibConfig, CalibSource};
+pub use importance::layer_importance;
+pub use stats::{attn_stats, mlp_stats};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! Per-layer sufficient statistics from activation taps, computed with burn tensor ops and
+//! handed back in f64 (spec §13.2).
+
+use anyhow::{ensure, Result};
+use burn_tensor::{backend::Backend, Tensor};
+use slim_artifact::schema::{AttnStats, MlpStats};
+use slim_model::{host_to_tensor, HostTensor};
+
+fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
+    let data = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading statistics back: {e:?}"))?;
+    Ok(data.into_iter().map(f64::from).collect())
+}
+
+/// Attention statistics of one layer from its per-head outputs `z` and its o_proj weight.
+///
+/// # Shapes
+/// z: `[n, H·d_h]`, o_proj: `[d, H·d_h]`
+pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor, num_heads: usize, head_dim: usize) -> Result<AttnStats> {
+    let [n, hd] = z.dims();
+    ensure!(hd == num_heads * head_dim, "layer {layer}: attention tap has {hd} columns, expected {num_heads}×{head_dim}");
+    ensure!(o_proj.shape.len() == 2 && o_proj.shape[1] == hd, "layer {layer}: o_proj shape {:?} does not match {hd} inputs", o_proj.shape);
+    let d = o_proj.shape[0];
+    let device = z.device();
+    let z_mean = z.clone().mean_dim(0); // [1, hd]
+    let z_sq_mean = z.clone().powi_scalar(2).mean_dim(0); // [1, hd]
+    // W_O^(h)ᵀ for every head: [H, d_h, d]
+    let wo: Tensor<B, 2> = host_to_tensor(o_proj, &device)?; // [d, hd]
+    let wo_t = wo.transpose().reshape([num_heads, head_dim, d]);
+    // Y_h = Z_h · W_O^(h)ᵀ: [H, n, d]
+    let zh = z.reshape([n, num_heads, head_dim]).swap_dims(0, 1); // [H, n, d_h]
+    let y = zh.matmul(wo_t);
+    let mean = y.clone().mean_dim(1); // [H, 1, d]
+    let yc = y - mean.clone();
+    // Σ^(k) = Ycᵀ Yc / n per output dimension k: [d, H, n] @ [d, n, H] → [d, H, H]
+    let a = yc.permute([2, 0, 1]); // [d, H, n]
+    let cov = a.clone().matmul(a.swap_dims(1, 2)).div_scalar(n as f64);
+    Ok(AttnStats {
+        layer,
+        n_tokens: n,
+        num_heads,
+        head_dim,
+        hidden: d,
+        head_mean: to_f64(mean.reshape([num_heads, d]))?,
+        head_cov: to_f64(cov)?,
+        z_mean: to_f64(z_mean)?,
+        z_sq_mean: to_f64(z_sq_mean)?,
+    })
+}
+
+/// MLP statistics of one layer from its input `u` and intermediate `g`.
+///
+/// # Shapes
+/// u: `[n, d]`, g: `[n, m]`
+pub fn mlp_stats<B: Backend>(layer: usize, u: Tensor<B, 2>, g: Tensor<B, 2>) -> Result<MlpStats> {
+    let [n, d] = u.dims();
+    let [n2, m] = g.dims();
+    ensure!(n == n2, "layer {layer}: MLP taps have {n} and {n2} rows");
+    let u_sq_mean = u.powi_scalar(2).mean_dim(0); // [1, d]
+    let g_mean = g.clone().mean_dim(0); // [1, m]
+    let gc = g - g_mean.clone();
+    let cov = gc.clone().transpose().matmul(gc).div_scalar(n as f64); // [m, m]
+    Ok(MlpStats { layer, n_tokens: n, hidden: d, intermediate: m, u_sq_mean: to_f64(u_sq_mean)?, g_mean: to_f64(g_mean)?, g_cov: to_f64(cov)? })
+}
+
+/// Mean over rows of the cosine similarity between matching rows of `a` and `b`.
+///
+/// # Shapes
+/// a, b: `[n, d]` → scalar
+pub fn mean_row_cosine<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Result<f64> {
+    let dot = (a.clone() * b.clone()).sum_dim(1);
+    let na = a.powi_scalar(2).sum_dim(1).sqrt();
+    let nb = b.powi_scalar(2).sum_dim(1).sqrt();
+    // torch.cosine_similarity clamps each norm at eps = 1e-8.
+    let cos = dot / (na.clamp_min(1e-8) * nb.clamp_min(1e-8));
+    let v = to_f64(cos.mean())?;
+    Ok(v[0])
+}

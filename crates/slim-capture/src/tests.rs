@@ -1,0 +1,108 @@
+//! Statistics computed with burn against direct f64 computations on small random inputs,
+//! and the calibration sampler's rules.
+
+use crate::calib::{sample_windows, CalibConfig, CalibSource};
+use crate::stats::{attn_stats, mean_row_cosine, mlp_stats};
+use burn_tensor::{Tensor, TensorData};
+use slim_checkpoint::synthetic::SplitMix;
+use slim_model::{Cpu, HostTensor};
+
+fn rand(rng: &mut SplitMix, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform()).collect()
+}
+
+fn t2(data: &[f32], r: usize, c: usize) -> Tensor<Cpu, 2> {
+    Tensor::from_data(TensorData::new(data.to_vec(), [r, c]), &burn_flex::FlexDevice)
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+#[test]
+fn attn_stats_match_direct_f64() {
+    let (n, h, dh, d) = (23, 3, 4, 7);
+    let mut rng = SplitMix(3);
+    let z = rand(&mut rng, n * h * dh);
+    let wo = rand(&mut rng, d * h * dh);
+    let s = attn_stats(0, t2(&z, n, h * dh), &HostTensor::new(vec![d, h * dh], wo.clone()).unwrap(), h, dh).unwrap();
+    // Y_h[t, k] = Σ_c Z[t, h·dh + c] · W_O[k, h·dh + c]
+    let y = |hh: usize, t: usize, k: usize| -> f64 { (0..dh).map(|c| z[t * h * dh + hh * dh + c] as f64 * wo[k * h * dh + hh * dh + c] as f64).sum() };
+    for hh in 0..h {
+        for k in 0..d {
+            let mean: f64 = (0..n).map(|t| y(hh, t, k)).sum::<f64>() / n as f64;
+            assert!(close(s.head_mean[hh * d + k], mean, 1e-5));
+            for g in 0..h {
+                let mg: f64 = (0..n).map(|t| y(g, t, k)).sum::<f64>() / n as f64;
+                let cov: f64 = (0..n).map(|t| (y(hh, t, k) - mean) * (y(g, t, k) - mg)).sum::<f64>() / n as f64;
+                assert!(close(s.head_cov[(k * h + hh) * h + g], cov, 1e-4), "cov k={k} h={hh} g={g}");
+            }
+        }
+    }
+    for c in 0..h * dh {
+        let m: f64 = (0..n).map(|t| z[t * h * dh + c] as f64).sum::<f64>() / n as f64;
+        let sq: f64 = (0..n).map(|t| (z[t * h * dh + c] as f64).powi(2)).sum::<f64>() / n as f64;
+        assert!(close(s.z_mean[c], m, 1e-5) && close(s.z_sq_mean[c], sq, 1e-5));
+    }
+}
+
+#[test]
+fn mlp_stats_match_direct_f64() {
+    let (n, d, m) = (19, 5, 11);
+    let mut rng = SplitMix(5);
+    let u = rand(&mut rng, n * d);
+    let g = rand(&mut rng, n * m);
+    let s = mlp_stats(2, t2(&u, n, d), t2(&g, n, m)).unwrap();
+    for k in 0..d {
+        let sq: f64 = (0..n).map(|t| (u[t * d + k] as f64).powi(2)).sum::<f64>() / n as f64;
+        assert!(close(s.u_sq_mean[k], sq, 1e-5));
+    }
+    let mean: Vec<f64> = (0..m).map(|j| (0..n).map(|t| g[t * m + j] as f64).sum::<f64>() / n as f64).collect();
+    for i in 0..m {
+        assert!(close(s.g_mean[i], mean[i], 1e-5));
+        for j in 0..m {
+            let c: f64 = (0..n).map(|t| (g[t * m + i] as f64 - mean[i]) * (g[t * m + j] as f64 - mean[j])).sum::<f64>() / n as f64;
+            assert!(close(s.g_cov[i * m + j], c, 1e-4));
+        }
+    }
+}
+
+#[test]
+fn mean_row_cosine_matches_direct() {
+    let (n, d) = (6, 9);
+    let mut rng = SplitMix(9);
+    let a = rand(&mut rng, n * d);
+    let b = rand(&mut rng, n * d);
+    let want: f64 = (0..n)
+        .map(|t| {
+            let (ra, rb) = (&a[t * d..(t + 1) * d], &b[t * d..(t + 1) * d]);
+            let dot: f64 = ra.iter().zip(rb).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let na: f64 = ra.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = rb.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (na * nb)
+        })
+        .sum::<f64>()
+        / n as f64;
+    assert!(close(mean_row_cosine(t2(&a, n, d), t2(&b, n, d)).unwrap(), want, 1e-5));
+}
+
+#[test]
+fn sampler_draws_distinct_long_documents_deterministically() {
+    let docs: Vec<String> = (0..10).map(|i| if i % 3 == 0 { "short".into() } else { format!("doc{i}") }).collect();
+    // A document "tokenizes" to 20 ids equal to its index, or 2 ids when short.
+    let encode = |s: &str| -> anyhow::Result<Vec<u32>> {
+        Ok(match s.strip_prefix("doc") { Some(i) => vec![i.parse().unwrap(); 20], None => vec![0; 2] })
+    };
+    let cfg = CalibConfig { source: CalibSource::BrownFiction, n_windows: 4, seq_len: 8, seed: 42 };
+    let a = sample_windows(&docs, &cfg, &encode).unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(a, sample_windows(&docs, &cfg, &encode).unwrap());
+    let firsts: Vec<u32> = a.chunks(8).map(|w| w[0]).collect();
+    let mut uniq = firsts.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 4, "documents drawn twice: {firsts:?}");
+    assert!(firsts.iter().all(|&i| i % 3 != 0), "a short document was used: {firsts:?}");
+    let too_many = CalibConfig { n_windows: 7, ..cfg };
+    assert!(sample_windows(&docs, &too_many, &encode).is_err(), "only 6 long documents exist");
+}
