@@ -1,0 +1,84 @@
+//! Pruning surgery on host weights: kept query heads (q rows, o_proj columns), kept KV heads
+//! (k/v rows) and kept MLP channels (gate/up rows, down_proj columns) are sliced out, and an
+//! optional affine correction is folded into o_proj / down_proj as a row scale and a bias
+//! (spec §3.7, §3.10). Kept heads stay sorted by KV group, so the standard layout holds.
+
+use anyhow::{ensure, Context, Result};
+use slim_artifact::schema::Affine;
+use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
+
+/// Keeps query heads `heads` (sorted) and KV heads `kv_heads` (sorted) of layer `l`, then
+/// folds `affine` into o_proj. Returns the layer's new shape; `cfg` is updated.
+pub fn prune_attention(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: &[usize], kv_heads: &[usize], affine: Option<&Affine>) -> Result<LayerShape> {
+    let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
+    ensure!(!heads.is_empty() && !kv_heads.is_empty(), "layer {l}: surgery would remove every head");
+    ensure!(heads.windows(2).all(|p| p[0] < p[1]) && kv_heads.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept heads must be sorted and unique");
+    ensure!(heads.iter().all(|&h| h < old.num_heads), "layer {l}: kept head out of range ({} heads)", old.num_heads);
+    let mut kv_head_of = Vec::with_capacity(heads.len());
+    for &h in heads {
+        let kv = old.kv_head_of[h];
+        let pos = kv_heads.binary_search(&kv).map_err(|_| anyhow::format_err!("layer {l}: head {h} reads KV head {kv}, which is not kept"))?;
+        kv_head_of.push(pos);
+    }
+    let dh = cfg.head_dim;
+    let rows = |hs: &[usize]| -> Vec<usize> { hs.iter().flat_map(|&h| h * dh..(h + 1) * dh).collect() };
+    let (q_rows, kv_rows) = (rows(heads), rows(kv_heads));
+    let p = format!("model.layers.{l}.self_attn");
+    for (name, idx) in [("q_proj", &q_rows), ("k_proj", &kv_rows), ("v_proj", &kv_rows)] {
+        let t = w.take(&format!("{p}.{name}.weight"))?.select_rows(idx)?;
+        w.insert(format!("{p}.{name}.weight"), t);
+        if cfg.qkv_bias {
+            let b = w.take(&format!("{p}.{name}.bias"))?.select_1d(idx)?;
+            w.insert(format!("{p}.{name}.bias"), b);
+        }
+    }
+    let o = w.take(&format!("{p}.o_proj.weight"))?.select_cols(&q_rows)?;
+    let had_bias = old.o_proj_bias;
+    let bias = fold_affine(w, &format!("{p}.o_proj"), o, had_bias, affine)?;
+    let shape = LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias: bias, ..old };
+    cfg.layers[l] = shape.clone();
+    Ok(shape)
+}
+
+/// Keeps MLP channels `channels` (sorted) of layer `l`, then folds `affine` into down_proj.
+pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], affine: Option<&Affine>) -> Result<LayerShape> {
+    let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
+    ensure!(!channels.is_empty(), "layer {l}: surgery would remove every MLP channel");
+    ensure!(channels.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept channels must be sorted and unique");
+    let p = format!("model.layers.{l}.mlp");
+    for name in ["gate_proj", "up_proj"] {
+        let t = w.take(&format!("{p}.{name}.weight"))?.select_rows(channels)?;
+        w.insert(format!("{p}.{name}.weight"), t);
+    }
+    let down = w.take(&format!("{p}.down_proj.weight"))?.select_cols(channels)?;
+    let bias = fold_affine(w, &format!("{p}.down_proj"), down, old.down_proj_bias, affine)?;
+    let shape = LayerShape { intermediate_size: channels.len(), down_proj_bias: bias, ..old };
+    cfg.layers[l] = shape.clone();
+    Ok(shape)
+}
+
+/// Stores `weight` (already column-sliced) under `prefix`, scaled row-wise by the affine
+/// scale, with bias `b + old_bias`. Returns whether the projection now has a bias.
+fn fold_affine(w: &mut Weights, prefix: &str, mut weight: HostTensor, had_bias: bool, affine: Option<&Affine>) -> Result<bool> {
+    let d = weight.shape[0];
+    let cols = weight.shape[1];
+    let Some(a) = affine else {
+        w.insert(format!("{prefix}.weight"), weight);
+        return Ok(had_bias);
+    };
+    ensure!(a.scale.len() == d && a.bias.len() == d, "{prefix}: affine correction has {} / {} entries for {d} outputs", a.scale.len(), a.bias.len());
+    ensure!(a.scale.iter().chain(&a.bias).all(|v| v.is_finite()), "{prefix}: affine correction is not finite");
+    for (k, row) in weight.data.chunks_mut(cols).enumerate() {
+        let s = a.scale[k] as f32;
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let old = if had_bias { Some(w.take(&format!("{prefix}.bias"))?) } else { None };
+    // The fit is on the projection's input contributions; an existing bias rides on top.
+    let bias: Vec<f32> = (0..d).map(|k| a.bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
+    w.insert(format!("{prefix}.weight"), weight);
+    w.insert(format!("{prefix}.bias"), HostTensor::new(vec![d], bias)?);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;
