@@ -1,0 +1,94 @@
+//! Affine recovery of the output projections (spec §3.7, §3.10): for every output dimension
+//! k, the least-squares fit `Y_k ≈ a_k·Ŷ_k + b_k` of the dense output `Y` by the pruned
+//! output `Ŷ`, as `np.polyfit(Ŷ_k, Y_k, 1)` does in the reference code, but in closed form
+//! from the captured statistics (spec §13.2), in f64.
+//!
+//! The fit is on the projections' *contributions*: the attention output `Σ_h Y_h` and the
+//! MLP output `G W_dᵀ`, without any bias the projection already has.
+//! A pre-existing bias `β` is just part of the target mean: the dense output is `Y + β`, and
+//! `a ⊙ Ŷ + (b + β)` fits it exactly as well as `a ⊙ Ŷ + b` fits `Y`, so a caller whose
+//! projection has a bias stores `b + β` (SlimLLM's LLaMA projections have none).
+//!
+//! A pruned output that is constant over the calibration tokens (variance at most
+//! `1e-12·(Σ_j |w_kj| σ_j)²`, i.e. rounding noise of its own quadratic form) has no slope:
+//! there `a_k = 1` and `b_k = mean(Y_k) − mean(Ŷ_k)`, which only restores the mean.
+
+mod moments;
+
+#[cfg(test)]
+mod tests;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use slim_artifact::schema::{Affine, AttnStats, MlpStats};
+use slim_checkpoint::HostTensor;
+
+use moments::Moments;
+
+/// Which recovery to apply after pruning a projection's inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryKind {
+    /// Slice only: no scale, no bias.
+    None,
+    /// SlimLLM's per-output-dimension scale and bias, fitted by least squares.
+    Affine,
+}
+
+/// The correction that changes nothing: scale 1, bias 0.
+pub fn identity_affine(d: usize) -> Affine {
+    Affine { scale: vec![1.0; d], bias: vec![0.0; d] }
+}
+
+/// The o_proj correction for kept query heads `kept` (spec §3.7):
+/// `a_k = 1_Sᵀ Σ^(k) 1 / 1_Sᵀ Σ^(k) 1_S`, `b_k = Σ_h μ_{h,k} − a_k Σ_{h∈S} μ_{h,k}`.
+///
+/// # Shapes
+/// `head_mean` `[H, d]`, `head_cov` `[d, H, H]` → scale, bias `[d]`
+pub fn attention_affine(stats: &AttnStats, kept: &[usize]) -> Result<Affine> {
+    Ok(Moments::attention(stats, kept)?.fit())
+}
+
+/// The down_proj correction for kept channels `kept` (spec §3.10): with `w_k = W_d[k,:]`,
+/// `a_k = w_{k,K}ᵀ Cov_G[K,:] w_k / w_{k,K}ᵀ Cov_G[K,K] w_{k,K}`,
+/// `b_k = w_kᵀ μ_G − a_k w_{k,K}ᵀ μ_{G,K}`.
+///
+/// # Shapes
+/// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → scale, bias `[d]`
+pub fn mlp_affine(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result<Affine> {
+    Ok(Moments::mlp(stats, down, kept, false)?.fit())
+}
+
+/// The o_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
+pub fn recover_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) -> Result<Option<Affine>> {
+    match kind {
+        RecoveryKind::None => Ok(None),
+        RecoveryKind::Affine => attention_affine(stats, kept).map(Some),
+    }
+}
+
+/// The down_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
+pub fn recover_mlp(kind: RecoveryKind, stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result<Option<Affine>> {
+    match kind {
+        RecoveryKind::None => Ok(None),
+        RecoveryKind::Affine => mlp_affine(stats, down, kept).map(Some),
+    }
+}
+
+/// Mean squared error, over the calibration tokens and the `d` output dimensions, of the
+/// corrected pruned attention output `a ⊙ Ŷ + b` against the dense output `Y`
+/// (use [`identity_affine`] for no recovery).
+///
+/// # Shapes
+/// `affine.scale`, `affine.bias` `[d]` → scalar
+pub fn attention_reconstruction_error(stats: &AttnStats, kept: &[usize], affine: &Affine) -> Result<f64> {
+    Moments::attention(stats, kept)?.mse(affine)
+}
+
+/// [`attention_reconstruction_error`] for the MLP output `G W_dᵀ` with kept channels `kept`.
+///
+/// # Shapes
+/// `down` `[d, m]`, `affine` `[d]` → scalar
+pub fn mlp_reconstruction_error(stats: &MlpStats, down: &HostTensor, kept: &[usize], affine: &Affine) -> Result<f64> {
+    Moments::mlp(stats, down, kept, true)?.mse(affine)
+}
