@@ -38,7 +38,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Bench::Forward { torch_venv } => {
             let mut cmd = slimllm();
             cmd.args([
-                "bench-forward",
+                "bench",
                 "--model",
                 MODEL,
                 "--batch",

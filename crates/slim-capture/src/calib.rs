@@ -16,6 +16,9 @@ pub enum CalibSource {
     BrownFiction,
     /// Penn Treebank training split.
     PtbTrain,
+    /// Uniformly random token ids (seeded): for tests on synthetic models without a
+    /// tokenizer, never for real pruning.
+    Random,
 }
 
 impl std::str::FromStr for CalibSource {
@@ -24,7 +27,8 @@ impl std::str::FromStr for CalibSource {
         match s {
             "brown-fiction" => Ok(Self::BrownFiction),
             "ptb-train" => Ok(Self::PtbTrain),
-            other => Err(format!("unknown calibration source `{other}` (brown-fiction, ptb-train)")),
+            "random" => Ok(Self::Random),
+            other => Err(format!("unknown calibration source `{other}` (brown-fiction, ptb-train, random)")),
         }
     }
 }
@@ -52,8 +56,8 @@ impl CalibConfig {
 
 /// Draws the calibration windows: `n_windows · seq_len` token ids, row-major.
 ///
-/// `encode` tokenizes one document (the model's tokenizer).
-pub fn calibration_windows(cfg: &CalibConfig, data_root: &Path, encode: &dyn Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+/// `encode` tokenizes one document (the model's tokenizer); `vocab_size` bounds random ids.
+pub fn calibration_windows(cfg: &CalibConfig, data_root: &Path, vocab_size: usize, encode: &dyn Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
     let docs: Vec<String> = match cfg.source {
         CalibSource::BrownFiction => TextSource::brown_fiction(data_root)?.documents().iter().map(|d| d.text.clone()).collect(),
         CalibSource::PtbTrain => {
@@ -61,6 +65,10 @@ pub fn calibration_windows(cfg: &CalibConfig, data_root: &Path, encode: &dyn Fn(
             // PTB is one sentence per line: group 40 lines into a document.
             let lines: Vec<&str> = src.documents().iter().flat_map(|d| d.text.lines()).collect();
             lines.chunks(40).map(|c| c.join("\n")).collect()
+        }
+        CalibSource::Random => {
+            let mut rng = SplitMix(cfg.seed);
+            return Ok((0..cfg.n_windows * cfg.seq_len).map(|_| rng.below(vocab_size as u64) as u32).collect());
         }
     };
     sample_windows(&docs, cfg, encode)

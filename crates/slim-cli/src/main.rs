@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod generate;
 mod import;
+mod pipeline;
 mod tokenize;
 
 use anyhow::Result;
@@ -72,6 +73,9 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Dense prefill throughput (tokens/s) of a model directory.
     Bench(bench::BenchArgs),
+    /// The SlimLLM pruning pipeline (cached stages).
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
 }
 
 fn main() {
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a, &g),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a, &g),
+        Command::Pipeline(c) => pipeline::run(c, &g),
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use burn_tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use slim_model::Llama;
 
 /// How to cut and batch the token stream.
@@ -21,7 +21,7 @@ pub struct PplConfig {
 }
 
 /// The outcome of a perplexity run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PplResult {
     /// exp(mean NLL).
     pub ppl: f64,

@@ -1,0 +1,68 @@
+//! What a run did: for every stage, how long it took and whether its entries were computed
+//! or reused from the cache. Tests assert cache behaviour from this, never from timings.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One stage's account.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct StageReport {
+    /// Stage name (`capture`, `score`, `alloc`, `recover`, `surgery`, `eval`, ...).
+    pub name: String,
+    /// Wall time spent computing (cache hits cost only their load).
+    pub seconds: f64,
+    /// Entries computed.
+    pub ran: usize,
+    /// Entries reused from the cache.
+    pub reused: usize,
+    /// True when every entry of this stage was reused.
+    pub cached: bool,
+}
+
+/// Accumulates stage accounts in first-seen order.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    order: Vec<String>,
+    stages: BTreeMap<String, StageReport>,
+}
+
+impl RunReport {
+    /// Records one entry of `stage`: `hit` when reused, with the seconds it took.
+    pub fn record(&mut self, stage: &str, hit: bool, seconds: f64) {
+        if !self.stages.contains_key(stage) {
+            self.order.push(stage.to_string());
+        }
+        let s = self.stages.entry(stage.to_string()).or_insert_with(|| StageReport { name: stage.to_string(), ..Default::default() });
+        s.seconds += seconds;
+        if hit {
+            s.reused += 1;
+        } else {
+            s.ran += 1;
+        }
+        s.cached = s.ran == 0;
+    }
+
+    /// Stages in the order they first ran.
+    pub fn stages(&self) -> Vec<StageReport> {
+        self.order.iter().map(|n| self.stages[n].clone()).collect()
+    }
+
+    /// Entries of `stage` that were computed (0 when the stage never ran).
+    pub fn ran(&self, stage: &str) -> usize {
+        self.stages.get(stage).map_or(0, |s| s.ran)
+    }
+
+    /// Entries of `stage` that were reused.
+    pub fn reused(&self, stage: &str) -> usize {
+        self.stages.get(stage).map_or(0, |s| s.reused)
+    }
+
+    /// A one-line-per-stage table for the log.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<10} {:>9} {:>5} {:>7}\n", "stage", "seconds", "ran", "reused");
+        for st in self.stages() {
+            s += &format!("{:<10} {:>9.2} {:>5} {:>7}\n", st.name, st.seconds, st.ran, st.reused);
+        }
+        s
+    }
+}

@@ -1,0 +1,341 @@
+//! Running the stage graph: cache lookups, the sequential (or dense) per-layer pass,
+//! surgery into a model directory, and perplexity before and after.
+
+use crate::keys::{doc, model_key};
+use crate::report::RunReport;
+use crate::{CalibMode, PipelineConfig};
+use anyhow::{ensure, Context, Result};
+use burn_tensor::{backend::Backend, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::json;
+use slim_artifact::schema::{Affine, AttnStats, GqaMode, LayerImportance, MlpStats};
+use slim_artifact::{Key, KeyDoc, Store};
+use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats};
+use slim_checkpoint::{ModelConfig, Weights};
+use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
+use slim_recover::RecoveryKind;
+use slim_score::{ChannelInputs, HeadInputs, HeadPrune};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a finished run hands back.
+#[derive(Debug)]
+pub struct PipelineOutcome {
+    /// Per-stage account of what ran and what was reused.
+    pub report: RunReport,
+    /// Parameters of the dense model (tied embeddings counted once).
+    pub params_before: u64,
+    /// Parameters of the pruned model.
+    pub params_after: u64,
+    /// The pruned (and recovered) model directory, inside the cache.
+    pub pruned_dir: PathBuf,
+    /// Key of the surgery entry holding `pruned_dir`.
+    pub pruned_key: Key,
+    /// Per-layer plan: ratio, kept heads, KV heads and channels.
+    pub layers: Vec<serde_json::Value>,
+    /// Layer importance (cosine similarity) of the dense model.
+    pub importance: Vec<f64>,
+    /// The allocation's r0 and achieved fraction.
+    pub alloc: serde_json::Value,
+}
+
+/// The layer decisions of one layer, as cached.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HeadDecision {
+    kept: Vec<usize>,
+    kv_kept: Vec<usize>,
+}
+
+/// Looks `doc` up in the store, or computes and stores it; records the outcome.
+fn cached<T: Serialize + DeserializeOwned>(store: &Store, report: &mut RunReport, label: &str, doc: &KeyDoc, compute: impl FnOnce() -> Result<T>) -> Result<(T, Key)> {
+    let t = Instant::now();
+    let key = doc.key();
+    if let Some(entry) = store.lookup(doc.stage(), &key)? {
+        let v = entry.get_bin::<T>("value")?;
+        report.record(label, true, t.elapsed().as_secs_f64());
+        tracing::debug!("{label}: cache hit {}", key);
+        return Ok((v, key));
+    }
+    let v = compute()?;
+    let mut w = store.begin(doc)?;
+    w.set_producer(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), None);
+    w.put_bin("value", &v)?;
+    w.commit()?;
+    report.record(label, false, t.elapsed().as_secs_f64());
+    Ok((v, key))
+}
+
+fn head_prune(counts: &slim_alloc::PruneCounts, mode: GqaMode) -> HeadPrune {
+    match counts.mode.unwrap_or(mode) {
+        GqaMode::PerGroup => HeadPrune::PerGroup { heads_per_group: counts.heads_per_group },
+        GqaMode::WholeGroup => HeadPrune::WholeGroup { groups: counts.groups },
+    }
+}
+
+/// Runs the whole pipeline on `model_dir` with backend `B`.
+pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &Store, data_root: &Path, device: &B::Device, progress: bool) -> Result<PipelineOutcome> {
+    let mut report = RunReport::default();
+    let t = Instant::now();
+    let mkey = model_key(model_dir)?;
+    report.record("hash", false, t.elapsed().as_secs_f64());
+    let dense_cfg = ModelConfig::load(model_dir)?;
+    let n_layers = dense_cfg.num_layers();
+
+    // Calibration windows.
+    let calib_doc = doc("calib", &cfg.calib, &[("model", mkey)])?;
+    let (ids, calib_key) = cached(store, &mut report, "calib", &calib_doc, || {
+        let tok = match cfg.calib.source {
+            slim_capture::CalibSource::Random => None,
+            _ => Some(Tokenizer::load(model_dir)?),
+        };
+        calibration_windows(&cfg.calib, data_root, dense_cfg.vocab_size, &|s| tok.as_ref().context("no tokenizer")?.encode(s))
+    })?;
+    let (nw, sl) = (cfg.calib.n_windows, cfg.calib.seq_len);
+    ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
+
+    // The dense model, loaded lazily: a full cache hit never needs it.
+    let mut weights: Option<Weights> = None;
+    let load_weights = |weights: &mut Option<Weights>| -> Result<Weights> {
+        if weights.is_none() {
+            *weights = Some(Weights::load(model_dir)?);
+        }
+        Ok(weights.clone().expect("just loaded"))
+    };
+
+    // Layer importance (dense pass).
+    let imp_doc = doc("importance", &json!({}), &[("model", mkey), ("calib", calib_key)])?;
+    let (importance, imp_key) = cached(store, &mut report, "capture", &imp_doc, || {
+        let w = load_weights(&mut weights)?;
+        let model = Llama::<B>::from_weights(dense_cfg.clone(), &w, device)?;
+        let bar = layer_bar(progress, n_layers as u64, "importance");
+        let r: LayerImportance = layer_importance(&model, &ids, nw, sl, &mut |_| bar.inc(1))?;
+        bar.finish_and_clear();
+        Ok(r)
+    })?;
+
+    // Allocation.
+    let mut alloc_cfg = slim_alloc::AllocConfig::paper_defaults(cfg.target, n_layers);
+    alloc_cfg.num_selected = cfg.pruned_layers.unwrap_or(alloc_cfg.num_selected);
+    alloc_cfg.alpha = cfg.alpha.unwrap_or(alloc_cfg.alpha);
+    alloc_cfg.mode = cfg.gqa;
+    alloc_cfg.recovery_adds_bias = cfg.recovery != RecoveryKind::None;
+    ensure!((1..=n_layers).contains(&alloc_cfg.num_selected), "--pruned-layers must lie in 1..={n_layers}, got {}", alloc_cfg.num_selected);
+    let alloc_doc = doc("alloc", &alloc_cfg, &[("model", mkey), ("importance", imp_key)])?;
+    let (plan, alloc_key) = cached(store, &mut report, "alloc", &alloc_doc, || slim_alloc::solve(&dense_cfg, &importance.cos, &alloc_cfg))?;
+    tracing::info!("allocation: r0 = {:.4}, {} → {} parameters ({:.2} % removed)", plan.r0, plan.params_before, plan.params_after, 100.0 * plan.achieved);
+
+    // Per-layer pass.
+    let mut cur_cfg = dense_cfg.clone();
+    let mut cur_w: Option<Weights> = None; // pruned so far; loaded on first need
+    let mut model: Option<Llama<B>> = None; // runtime of cur_w, for sequential capture
+    let mut dense_model: Option<Llama<B>> = None; // for dense-mode capture
+    let mut x: Option<Tensor<B, 3>> = None; // input of the current layer (sequential)
+    let mut xd: Option<Tensor<B, 3>> = None; // input of the current layer (dense model)
+    let mut chain = doc("chain", &json!({"layer": 0}), &[("model", mkey), ("calib", calib_key)])?.key();
+    let mut decisions = Vec::with_capacity(n_layers);
+    let bar = layer_bar(progress, n_layers as u64, "layers");
+    for l in 0..n_layers {
+        let counts = &plan.counts[l];
+        let ratio = plan.ratios[l];
+        let untouched = counts.heads == 0 && counts.channels == 0;
+        if untouched {
+            decisions.push(json!({"layer": l, "ratio": ratio, "heads": cur_cfg.layers[l].num_heads, "kv_heads": cur_cfg.layers[l].num_kv_heads, "channels": cur_cfg.layers[l].intermediate_size}));
+            if let (Some(m), Some(xi)) = (&model, x.take()) {
+                x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+            }
+            if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
+                xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+            }
+            bar.inc(1);
+            continue;
+        }
+        let w_now = match &mut cur_w {
+            Some(w) => w,
+            None => cur_w.insert(load_weights(&mut weights)?),
+        };
+        let stats_inputs: Vec<(&str, Key)> = match cfg.mode {
+            CalibMode::Sequential => vec![("chain", chain)],
+            CalibMode::Dense => vec![("model", mkey), ("calib", calib_key)],
+        };
+        // Attention statistics.
+        let ca_doc = doc("capture-attn", &json!({"layer": l, "mode": cfg.mode}), &stats_inputs)?;
+        let (astats, ca_key) = cached(store, &mut report, "capture", &ca_doc, || -> Result<AttnStats> {
+            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
+            let mut taps = LayerTaps::empty();
+            let _ = m.attn_block(l, xi, TapSet { attn_heads: true, ..TapSet::NONE }, &mut taps);
+            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
+            attn_stats(l, taps.attn_heads.context("attention tap")?, o, cur_cfg.layers[l].num_heads, cur_cfg.head_dim)
+        })?;
+        let shape = cur_cfg.layers[l].clone();
+        let sa_doc = doc("score-attn", &json!({"scorer": cfg.scorer, "prune": head_prune(counts, cfg.gqa)}), &[("stats", ca_key), ("model", mkey)])?;
+        let (heads, sa_key) = cached(store, &mut report, "score", &sa_doc, || {
+            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
+            let inputs = HeadInputs { stats: &astats, o_proj: o, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads };
+            let s = slim_score::select_heads(cfg.scorer, &inputs, head_prune(counts, cfg.gqa))?;
+            Ok(HeadDecision { kept: s.kept, kv_kept: s.kv_kept })
+        })?;
+        let ra_doc = doc("recover-attn", &json!({"recovery": cfg.recovery}), &[("stats", ca_key), ("keep", sa_key)])?;
+        let (attn_affine, ra_key) = cached(store, &mut report, "recover", &ra_doc, || -> Result<Option<Affine>> {
+            slim_recover::recover_attention(cfg.recovery, &astats, &heads.kept)
+        })?;
+        let t = Instant::now();
+        slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, attn_affine.as_ref())?;
+        if let Some(m) = &mut model {
+            m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
+        }
+        report.record("surgery", false, t.elapsed().as_secs_f64());
+
+        // MLP statistics (sequential: after this layer's attention was pruned).
+        let mut cm_inputs = stats_inputs.clone();
+        if cfg.mode == CalibMode::Sequential {
+            cm_inputs.push(("attn", ra_key));
+        }
+        let cm_doc = doc("capture-mlp", &json!({"layer": l, "mode": cfg.mode}), &cm_inputs)?;
+        let (mstats, cm_key) = cached(store, &mut report, "capture", &cm_doc, || -> Result<MlpStats> {
+            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
+            let mut taps = LayerTaps::empty();
+            let h = m.attn_block(l, xi, TapSet::NONE, &mut taps);
+            let _ = m.mlp_block(l, h, TapSet { mlp_in: true, mlp_act: true, ..TapSet::NONE }, &mut taps);
+            mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
+        })?;
+        let p = format!("model.layers.{l}.mlp");
+        let sm_doc = doc("score-mlp", &json!({"scorer": cfg.scorer, "channels": counts.channels, "keep_lowest": cfg.keep_lowest}), &[("stats", cm_key), ("model", mkey)])?;
+        let (channels, sm_key) = cached(store, &mut report, "score", &sm_doc, || {
+            let inputs = ChannelInputs { stats: &mstats, gate: w_now.get(&format!("{p}.gate_proj.weight"))?, up: w_now.get(&format!("{p}.up_proj.weight"))?, down: w_now.get(&format!("{p}.down_proj.weight"))? };
+            Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
+        })?;
+        let rm_doc = doc("recover-mlp", &json!({"recovery": cfg.recovery}), &[("stats", cm_key), ("keep", sm_key), ("model", mkey)])?;
+        let (mlp_affine, rm_key) = cached(store, &mut report, "recover", &rm_doc, || -> Result<Option<Affine>> {
+            slim_recover::recover_mlp(cfg.recovery, &mstats, w_now.get(&format!("{p}.down_proj.weight"))?, &channels)
+        })?;
+        let t = Instant::now();
+        slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, mlp_affine.as_ref())?;
+        if let Some(m) = &mut model {
+            m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
+        }
+        report.record("surgery", false, t.elapsed().as_secs_f64());
+        // Advance the layer inputs past this layer.
+        if let (Some(m), Some(xi)) = (&model, x.take()) {
+            x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+        }
+        if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
+            xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+        }
+        chain = doc("chain", &json!({"layer": l + 1}), &[("prev", chain), ("attn", ra_key), ("mlp", rm_key)])?.key();
+        let s = &cur_cfg.layers[l];
+        decisions.push(json!({"layer": l, "ratio": ratio, "heads": s.num_heads, "kv_heads": s.num_kv_heads, "channels": s.intermediate_size,
+                              "kept_heads": heads.kept, "kept_kv_heads": heads.kv_kept}));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // Surgery output: the pruned model directory.
+    let sg_doc = doc("surgery", &json!({"layers": n_layers}), &[("model", mkey), ("decisions", chain), ("alloc", alloc_key)])?;
+    let t = Instant::now();
+    let pruned_dir = match store.lookup("surgery", &sg_doc.key())? {
+        Some(e) => {
+            report.record("surgery", true, t.elapsed().as_secs_f64());
+            e.path_of("model")?
+        }
+        None => {
+            let w = match cur_w {
+                Some(w) => w,
+                None => load_weights(&mut weights)?,
+            };
+            let mut wr = store.begin(&sg_doc)?;
+            let dir = wr.dir_path("model")?;
+            slim_checkpoint::save_model_dir(&dir, &cur_cfg, &w, model_dir)?;
+            let key = wr.commit()?;
+            report.record("surgery", false, t.elapsed().as_secs_f64());
+            store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
+        }
+    };
+    let after_cfg = ModelConfig::load(&pruned_dir)?;
+    Ok(PipelineOutcome {
+        report,
+        params_before: dense_cfg.num_params(),
+        params_after: after_cfg.num_params(),
+        pruned_dir,
+        pruned_key: sg_doc.key(),
+        layers: decisions,
+        importance: importance.cos,
+        alloc: json!({"r0": plan.r0, "pruned_layers": alloc_cfg.num_selected, "alpha": alloc_cfg.alpha, "achieved": plan.achieved}),
+    })
+}
+
+/// The model and input to capture layer `l` from, built on first need: in sequential mode
+/// the partly pruned model fed by the pruned prefix, in dense mode the unpruned model.
+#[allow(clippy::too_many_arguments)]
+fn layer_input<'m, B: Backend>(
+    mode: CalibMode,
+    l: usize,
+    model: &'m mut Option<Llama<B>>,
+    dense_model: &'m mut Option<Llama<B>>,
+    x: &mut Option<Tensor<B, 3>>,
+    xd: &mut Option<Tensor<B, 3>>,
+    cur_cfg: &ModelConfig,
+    cur_w: &Weights,
+    dense_cfg: &ModelConfig,
+    dense_w: &mut Option<Weights>,
+    model_dir: &Path,
+    ids: &[u32],
+    nw: usize,
+    sl: usize,
+    device: &B::Device,
+) -> Result<(&'m Llama<B>, Tensor<B, 3>)> {
+    let (m, xi) = match mode {
+        CalibMode::Sequential => {
+            if model.is_none() {
+                *model = Some(Llama::from_weights(cur_cfg.clone(), cur_w, device)?);
+            }
+            (model.as_ref().expect("built"), x)
+        }
+        CalibMode::Dense => {
+            if dense_model.is_none() {
+                if dense_w.is_none() {
+                    *dense_w = Some(Weights::load(model_dir)?);
+                }
+                *dense_model = Some(Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device)?);
+            }
+            (dense_model.as_ref().expect("built"), xd)
+        }
+    };
+    if xi.is_none() {
+        let mut h = m.embed(m.ids_tensor(ids, nw, sl)?);
+        for j in 0..l {
+            h = m.layer_forward(j, h, TapSet::NONE).0;
+        }
+        *xi = Some(h);
+    }
+    Ok((m, xi.clone().expect("set")))
+}
+
+fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
+    let bar = if progress { ProgressBar::new(n) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers, {per_sec}, ETA {eta}").expect("static template").progress_chars("=> "));
+    bar.set_message(msg);
+    bar
+}
+
+/// Perplexity of a model directory on a named text, as a cached `eval` entry.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_ppl_cached<B: Backend>(
+    store: &Store,
+    report: &mut RunReport,
+    model_dir: &Path,
+    model_key: Key,
+    data: slim_data::EvalText,
+    data_root: &Path,
+    ppl: &slim_eval::PplConfig,
+    device: &B::Device,
+) -> Result<slim_eval::PplResult> {
+    let d = doc("eval", &json!({"data": data.name(), "seq_len": ppl.seq_len, "windows": ppl.max_windows}), &[("model", model_key)])?;
+    Ok(cached(store, report, "eval", &d, || {
+        let text = data.load(data_root)?;
+        let ids = Tokenizer::load(model_dir)?.encode(&text)?;
+        let m = Llama::<B>::load(model_dir, device)?;
+        slim_eval::perplexity(&m, &ids, ppl)
+    })?
+    .0)
+}

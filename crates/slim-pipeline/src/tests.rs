@@ -1,0 +1,91 @@
+//! Cache behaviour of the stage graph on a tiny synthetic GQA model, asserted from the
+//! run report (what ran, what was reused), never from timings.
+
+use crate::{run_pipeline, CalibMode, PipelineConfig, RunReport};
+use slim_artifact::schema::GqaMode;
+use slim_artifact::Store;
+use slim_capture::{CalibConfig, CalibSource};
+use slim_checkpoint::synthetic::SyntheticSpec;
+use slim_checkpoint::{save_model_dir, ModelConfig};
+use slim_model::{Cpu, Llama};
+use slim_recover::RecoveryKind;
+use slim_score::ScorerKind;
+use std::path::Path;
+
+fn tiny_model(dir: &Path) {
+    let (cfg, w) = SyntheticSpec::dense("llama", 5, 32, 6, 2, 8, 45, 71, 21).build();
+    save_model_dir(dir, &cfg, &w, dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap(); // hashed into the model key; never parsed with random calibration
+}
+
+fn config(mode: CalibMode) -> PipelineConfig {
+    let mut c = PipelineConfig::paper(0.25, GqaMode::PerGroup);
+    c.calib = CalibConfig { source: CalibSource::Random, n_windows: 4, seq_len: 16, seed: 7 };
+    c.pruned_layers = Some(3);
+    c.mode = mode;
+    c
+}
+
+fn run(dir: &Path, store: &Store, cfg: &PipelineConfig) -> (RunReport, crate::PipelineOutcome) {
+    let out = run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, false).unwrap();
+    (out.report.clone(), out)
+}
+
+#[test]
+fn second_run_reuses_everything_and_the_pruned_model_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    let (r1, out) = run(&mdir, &store, &cfg);
+    // importance + 3 pruned layers × (attn, mlp) captures, all computed.
+    assert_eq!((r1.ran("capture"), r1.reused("capture")), (7, 0));
+    assert_eq!(r1.ran("score"), 6);
+    assert_eq!(r1.ran("alloc"), 1);
+    assert!(out.params_after < out.params_before);
+    let pruned = ModelConfig::load(&out.pruned_dir).unwrap();
+    assert_eq!(pruned.num_params(), out.params_after);
+    let m = Llama::<Cpu>::load(&out.pruned_dir, &burn_flex::FlexDevice).unwrap();
+    let logits = m.forward(m.ids_tensor(&[1, 2, 3], 1, 3).unwrap());
+    assert_eq!(logits.dims(), [1, 3, 71]);
+
+    let (r2, out2) = run(&mdir, &store, &cfg);
+    for stage in ["calib", "capture", "score", "alloc", "recover"] {
+        assert_eq!(r2.ran(stage), 0, "{stage} ran again: {}", r2.table());
+    }
+    assert_eq!(r2.reused("surgery"), 1);
+    assert_eq!(out2.pruned_dir, out.pruned_dir);
+}
+
+#[test]
+fn sequential_scorer_change_reuses_only_what_precedes_the_first_changed_decision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    run(&mdir, &store, &cfg);
+    let cfg2 = PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg };
+    let (r, _) = run(&mdir, &store, &cfg2);
+    // Reused: the importance pass and the first pruned layer's attention capture.
+    assert_eq!(r.reused("capture"), 2, "{}", r.table());
+    assert_eq!(r.ran("capture"), 5);
+    assert_eq!(r.reused("alloc"), 1);
+}
+
+#[test]
+fn dense_mode_scorer_and_recovery_changes_reuse_the_capture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Dense);
+    run(&mdir, &store, &cfg);
+    let (r, _) = run(&mdir, &store, &PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg.clone() });
+    assert_eq!(r.ran("capture"), 0, "{}", r.table());
+    assert_eq!(r.ran("score"), 6);
+    let (r, _) = run(&mdir, &store, &PipelineConfig { recovery: RecoveryKind::None, ..cfg });
+    assert_eq!(r.ran("capture"), 0, "{}", r.table());
+    assert!(r.ran("recover") > 0);
+}
