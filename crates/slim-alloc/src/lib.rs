@@ -48,7 +48,10 @@ pub fn layer_ratios(cos: &[f64], k: usize, alpha: f64, r0: f64) -> Vec<f64> {
     if sel.is_empty() {
         return out;
     }
-    let top = sel.iter().map(|&l| alpha * cos[l]).fold(f64::NEG_INFINITY, f64::max);
+    let top = sel
+        .iter()
+        .map(|&l| alpha * cos[l])
+        .fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = sel.iter().map(|&l| (alpha * cos[l] - top).exp()).collect();
     let z: f64 = e.iter().sum();
     for (&l, &el) in sel.iter().zip(&e) {
@@ -68,7 +71,11 @@ pub fn ratio_cap(shape: &LayerShape) -> f64 {
 /// # Shapes
 /// `ratios` `[L]` → `[L]`
 pub fn clip_ratios(cfg: &ModelConfig, ratios: &[f64]) -> Vec<f64> {
-    ratios.iter().zip(&cfg.layers).map(|(&r, s)| r.clamp(0.0, ratio_cap(s))).collect()
+    ratios
+        .iter()
+        .zip(&cfg.layers)
+        .map(|(&r, s)| r.clamp(0.0, ratio_cap(s)))
+        .collect()
 }
 
 /// The mode a layer is pruned in: whole-group for multi-head attention, else `mode`.
@@ -103,9 +110,13 @@ pub struct PruneCounts {
 /// whole-group `round(r·n_kv)` groups, and `round(r·m)` channels, with banker's rounding;
 /// the head count is capped at units − 1.
 pub fn layer_prune_counts(r: f64, shape: &LayerShape, mode: GqaMode) -> Result<PruneCounts> {
-    ensure!((0.0..=ratio_cap(shape)).contains(&r), "ratio {r} outside [0, {}] (at least one channel must remain)", ratio_cap(shape));
     ensure!(
-        shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
+        (0.0..=ratio_cap(shape)).contains(&r),
+        "ratio {r} outside [0, {}] (at least one channel must remain)",
+        ratio_cap(shape)
+    );
+    ensure!(
+        shape.num_kv_heads > 0 && shape.num_heads.is_multiple_of(shape.num_kv_heads),
         "{} query heads do not split into {} KV groups",
         shape.num_heads,
         shape.num_kv_heads
@@ -121,7 +132,12 @@ pub fn layer_prune_counts(r: f64, shape: &LayerShape, mode: GqaMode) -> Result<P
     };
     let want = round_half_even(r * units as f64) as usize;
     let n = want.min(units - 1);
-    let mut c = PruneCounts { mode: Some(mode), heads_clipped: n < want, channels: round_half_even(r * shape.intermediate_size as f64) as usize, ..Default::default() };
+    let mut c = PruneCounts {
+        mode: Some(mode),
+        heads_clipped: n < want,
+        channels: round_half_even(r * shape.intermediate_size as f64) as usize,
+        ..Default::default()
+    };
     match mode {
         GqaMode::PerGroup => {
             c.heads_per_group = n;
@@ -139,7 +155,11 @@ pub fn layer_prune_counts(r: f64, shape: &LayerShape, mode: GqaMode) -> Result<P
 /// The shape of a layer after losing `counts`; the affine recovery adds o_proj and
 /// down_proj biases when `adds_bias`.
 pub fn pruned_shape(shape: &LayerShape, counts: &PruneCounts, adds_bias: bool) -> LayerShape {
-    let mut s = LayerShape::dense(shape.num_heads - counts.heads, shape.num_kv_heads - counts.kv_heads, shape.intermediate_size - counts.channels);
+    let mut s = LayerShape::dense(
+        shape.num_heads - counts.heads,
+        shape.num_kv_heads - counts.kv_heads,
+        shape.intermediate_size - counts.channels,
+    );
     s.o_proj_bias = shape.o_proj_bias || adds_bias;
     s.down_proj_bias = shape.down_proj_bias || adds_bias;
     s
@@ -151,13 +171,30 @@ pub fn pruned_shape(shape: &LayerShape, counts: &PruneCounts, adds_bias: bool) -
 ///
 /// # Shapes
 /// `ratios` `[L]` → scalar
-pub fn params_after(cfg: &ModelConfig, ratios: &[f64], mode: GqaMode, recovery_adds_bias: bool) -> Result<u64> {
-    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias)?.0.num_params())
+pub fn params_after(
+    cfg: &ModelConfig,
+    ratios: &[f64],
+    mode: GqaMode,
+    recovery_adds_bias: bool,
+) -> Result<u64> {
+    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias)?
+        .0
+        .num_params())
 }
 
 /// The pruned config and per-layer counts for `ratios` (clipped).
-pub(crate) fn pruned_config(cfg: &ModelConfig, ratios: &[f64], mode: GqaMode, recovery_adds_bias: bool) -> Result<(ModelConfig, Vec<PruneCounts>)> {
-    ensure!(ratios.len() == cfg.num_layers(), "{} ratios for {} layers", ratios.len(), cfg.num_layers());
+pub(crate) fn pruned_config(
+    cfg: &ModelConfig,
+    ratios: &[f64],
+    mode: GqaMode,
+    recovery_adds_bias: bool,
+) -> Result<(ModelConfig, Vec<PruneCounts>)> {
+    ensure!(
+        ratios.len() == cfg.num_layers(),
+        "{} ratios for {} layers",
+        ratios.len(),
+        cfg.num_layers()
+    );
     let clipped = clip_ratios(cfg, ratios);
     let mut out = cfg.clone();
     let mut counts = Vec::with_capacity(ratios.len());

@@ -37,7 +37,10 @@ pub enum RecoveryKind {
 
 /// The correction that changes nothing: scale 1, bias 0.
 pub fn identity_affine(d: usize) -> Affine {
-    Affine { scale: vec![1.0; d], bias: vec![0.0; d] }
+    Affine {
+        scale: vec![1.0; d],
+        bias: vec![0.0; d],
+    }
 }
 
 /// The o_proj correction for kept query heads `kept` (spec §3.7):
@@ -60,7 +63,11 @@ pub fn mlp_affine(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result
 }
 
 /// The o_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
-pub fn recover_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) -> Result<Option<Affine>> {
+pub fn recover_attention(
+    kind: RecoveryKind,
+    stats: &AttnStats,
+    kept: &[usize],
+) -> Result<Option<Affine>> {
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => attention_affine(stats, kept).map(Some),
@@ -68,7 +75,12 @@ pub fn recover_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) 
 }
 
 /// The down_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
-pub fn recover_mlp(kind: RecoveryKind, stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result<Option<Affine>> {
+pub fn recover_mlp(
+    kind: RecoveryKind,
+    stats: &MlpStats,
+    down: &HostTensor,
+    kept: &[usize],
+) -> Result<Option<Affine>> {
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => mlp_affine(stats, down, kept).map(Some),
@@ -81,7 +93,11 @@ pub fn recover_mlp(kind: RecoveryKind, stats: &MlpStats, down: &HostTensor, kept
 ///
 /// # Shapes
 /// `affine.scale`, `affine.bias` `[d]` → scalar
-pub fn attention_reconstruction_error(stats: &AttnStats, kept: &[usize], affine: &Affine) -> Result<f64> {
+pub fn attention_reconstruction_error(
+    stats: &AttnStats,
+    kept: &[usize],
+    affine: &Affine,
+) -> Result<f64> {
     Moments::attention(stats, kept)?.mse(affine)
 }
 
@@ -89,6 +105,11 @@ pub fn attention_reconstruction_error(stats: &AttnStats, kept: &[usize], affine:
 ///
 /// # Shapes
 /// `down` `[d, m]`, `affine` `[d]` → scalar
-pub fn mlp_reconstruction_error(stats: &MlpStats, down: &HostTensor, kept: &[usize], affine: &Affine) -> Result<f64> {
+pub fn mlp_reconstruction_error(
+    stats: &MlpStats,
+    down: &HostTensor,
+    kept: &[usize],
+    affine: &Affine,
+) -> Result<f64> {
     Moments::mlp(stats, down, kept, true)?.mse(affine)
 }

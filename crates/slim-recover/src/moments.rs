@@ -38,15 +38,37 @@ impl Moments {
     /// `head_mean` `[H, d]`, `head_cov` `[d, H, H]` → moments `[d]`
     pub(crate) fn attention(stats: &AttnStats, kept: &[usize]) -> Result<Self> {
         let (h, d) = (stats.num_heads, stats.hidden);
-        ensure!(stats.head_mean.len() == h * d, "layer {}: head_mean has {} values, expected H·d = {}", stats.layer, stats.head_mean.len(), h * d);
-        ensure!(stats.head_cov.len() == d * h * h, "layer {}: head_cov has {} values, expected d·H·H = {}", stats.layer, stats.head_cov.len(), d * h * h);
+        ensure!(
+            stats.head_mean.len() == h * d,
+            "layer {}: head_mean has {} values, expected H·d = {}",
+            stats.layer,
+            stats.head_mean.len(),
+            h * d
+        );
+        ensure!(
+            stats.head_cov.len() == d * h * h,
+            "layer {}: head_cov has {} values, expected d·H·H = {}",
+            stats.layer,
+            stats.head_cov.len(),
+            d * h * h
+        );
         check_kept(kept, h, "head", stats.layer)?;
-        let mut m = Self { cross: vec![0.0; d], var_hat: vec![0.0; d], var_y: vec![0.0; d], mean_hat: vec![0.0; d], mean_y: vec![0.0; d], tol: vec![0.0; d] };
+        let mut m = Self {
+            cross: vec![0.0; d],
+            var_hat: vec![0.0; d],
+            var_y: vec![0.0; d],
+            mean_hat: vec![0.0; d],
+            mean_y: vec![0.0; d],
+            tol: vec![0.0; d],
+        };
         for k in 0..d {
             let c = &stats.head_cov[k * h * h..(k + 1) * h * h];
             let row = |a: usize| -> f64 { c[a * h..(a + 1) * h].iter().sum() };
             m.cross[k] = kept.iter().map(|&a| row(a)).sum();
-            m.var_hat[k] = kept.iter().map(|&a| kept.iter().map(|&b| c[a * h + b]).sum::<f64>()).sum();
+            m.var_hat[k] = kept
+                .iter()
+                .map(|&a| kept.iter().map(|&b| c[a * h + b]).sum::<f64>())
+                .sum();
             m.var_y[k] = (0..h).map(row).sum();
             m.mean_hat[k] = kept.iter().map(|&a| stats.head_mean[a * d + k]).sum();
             m.mean_y[k] = (0..h).map(|a| stats.head_mean[a * d + k]).sum();
@@ -60,19 +82,50 @@ impl Moments {
     ///
     /// # Shapes
     /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → moments `[d]`
-    pub(crate) fn mlp(stats: &MlpStats, down: &HostTensor, kept: &[usize], with_var_y: bool) -> Result<Self> {
+    pub(crate) fn mlp(
+        stats: &MlpStats,
+        down: &HostTensor,
+        kept: &[usize],
+        with_var_y: bool,
+    ) -> Result<Self> {
         let (d, m) = (stats.hidden, stats.intermediate);
-        ensure!(stats.g_mean.len() == m, "layer {}: g_mean has {} values, expected m = {m}", stats.layer, stats.g_mean.len());
-        ensure!(stats.g_cov.len() == m * m, "layer {}: g_cov has {} values, expected m·m = {}", stats.layer, stats.g_cov.len(), m * m);
-        ensure!(down.shape == [d, m], "layer {}: down_proj has shape {:?}, expected [{d}, {m}]", stats.layer, down.shape);
+        ensure!(
+            stats.g_mean.len() == m,
+            "layer {}: g_mean has {} values, expected m = {m}",
+            stats.layer,
+            stats.g_mean.len()
+        );
+        ensure!(
+            stats.g_cov.len() == m * m,
+            "layer {}: g_cov has {} values, expected m·m = {}",
+            stats.layer,
+            stats.g_cov.len(),
+            m * m
+        );
+        ensure!(
+            down.shape == [d, m],
+            "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",
+            stats.layer,
+            down.shape
+        );
         check_kept(kept, m, "channel", stats.layer)?;
         let nk = kept.len();
         let w = |k: usize, j: usize| down.data[k * m + j] as f64;
         let wk = Mat::from_fn(d, nk, |k, j| w(k, kept[j])); // d × |K|
         let cov_k_all = Mat::from_fn(nk, m, |i, j| stats.g_cov[kept[i] * m + j]); // |K| × m
         let a = &wk * &cov_k_all; // d × m: row k = w_{k,K}ᵀ Cov_G[K,:]
-        let mut out = Self { cross: vec![0.0; d], var_hat: vec![0.0; d], var_y: Vec::new(), mean_hat: vec![0.0; d], mean_y: vec![0.0; d], tol: vec![0.0; d] };
-        let sd: Vec<f64> = kept.iter().map(|&j| stats.g_cov[j * m + j].max(0.0).sqrt()).collect();
+        let mut out = Self {
+            cross: vec![0.0; d],
+            var_hat: vec![0.0; d],
+            var_y: Vec::new(),
+            mean_hat: vec![0.0; d],
+            mean_y: vec![0.0; d],
+            tol: vec![0.0; d],
+        };
+        let sd: Vec<f64> = kept
+            .iter()
+            .map(|&j| stats.g_cov[j * m + j].max(0.0).sqrt())
+            .collect();
         for k in 0..d {
             out.cross[k] = (0..m).map(|j| a[(k, j)] * w(k, j)).sum();
             out.var_hat[k] = (0..nk).map(|i| a[(k, kept[i])] * wk[(k, i)]).sum();
@@ -85,7 +138,9 @@ impl Moments {
             let wd = Mat::from_fn(d, m, w); // d × m
             let cov = Mat::from_fn(m, m, |i, j| stats.g_cov[i * m + j]); // m × m
             let full = &wd * &cov; // d × m
-            out.var_y = (0..d).map(|k| (0..m).map(|j| full[(k, j)] * w(k, j)).sum()).collect();
+            out.var_y = (0..d)
+                .map(|k| (0..m).map(|j| full[(k, j)] * w(k, j)).sum())
+                .collect();
         }
         Ok(out)
     }
@@ -107,7 +162,12 @@ impl Moments {
     /// Mean over dimensions of `E[(a_k Ŷ_k + b_k − Y_k)²]`.
     pub(crate) fn mse(&self, affine: &Affine) -> Result<f64> {
         let d = self.cross.len();
-        ensure!(affine.scale.len() == d && affine.bias.len() == d, "affine has {} scales and {} biases for {d} dimensions", affine.scale.len(), affine.bias.len());
+        ensure!(
+            affine.scale.len() == d && affine.bias.len() == d,
+            "affine has {} scales and {} biases for {d} dimensions",
+            affine.scale.len(),
+            affine.bias.len()
+        );
         ensure!(self.var_y.len() == d, "internal: var_y was not computed");
         let total: f64 = (0..d)
             .map(|k| {

@@ -18,9 +18,21 @@ impl Scorer for Magnitude {
         let (d, dh) = (inputs.stats.hidden, inputs.stats.head_dim);
         let cols = inputs.o_proj.shape[1];
         let head_norm = |h: usize| -> f64 {
-            (0..d).map(|i| inputs.o_proj.data[i * cols + h * dh..i * cols + (h + 1) * dh].iter().map(|&w| (w as f64).powi(2)).sum::<f64>()).sum::<f64>().sqrt()
+            (0..d)
+                .map(|i| {
+                    inputs.o_proj.data[i * cols + h * dh..i * cols + (h + 1) * dh]
+                        .iter()
+                        .map(|&w| (w as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                .sqrt()
         };
-        Ok(units.members.iter().map(|m| m.iter().map(|&h| head_norm(h)).sum()).collect())
+        Ok(units
+            .members
+            .iter()
+            .map(|m| m.iter().map(|&h| head_norm(h)).sum())
+            .collect())
     }
 
     fn prune_highest(&self) -> bool {
@@ -33,6 +45,13 @@ impl Scorer for Magnitude {
         let m = validate_channels(inputs)?;
         let d = inputs.stats.hidden;
         let w = &inputs.down.data;
-        Ok((0..m).map(|j| (0..d).map(|i| (w[i * m + j] as f64).powi(2)).sum::<f64>().sqrt()).collect())
+        Ok((0..m)
+            .map(|j| {
+                (0..d)
+                    .map(|i| (w[i * m + j] as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect())
     }
 }

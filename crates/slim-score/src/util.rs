@@ -10,14 +10,10 @@ use slim_checkpoint::HostTensor;
 pub fn round_half_even(x: f64) -> f64 {
     let f = x.floor();
     let frac = x - f;
-    if frac > 0.5 {
+    if frac > 0.5 || (frac == 0.5 && f % 2.0 != 0.0) {
         f + 1.0
-    } else if frac < 0.5 {
-        f
-    } else if f % 2.0 == 0.0 {
-        f
     } else {
-        f + 1.0
+        f
     }
 }
 
@@ -37,9 +33,25 @@ pub(crate) fn prune_order(scores: &[f64], highest_first: bool) -> Vec<usize> {
 pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> {
     let s = inputs.stats;
     let (h, d, dh, n_kv) = (s.num_heads, s.hidden, s.head_dim, inputs.num_kv_heads);
-    ensure!(h > 0 && d > 0 && dh > 0, "layer {}: empty attention statistics (H={h}, d={d}, d_h={dh})", s.layer);
-    ensure!(s.head_mean.len() == h * d, "layer {}: head_mean has {} values, expected H·d = {}", s.layer, s.head_mean.len(), h * d);
-    ensure!(s.head_cov.len() == d * h * h, "layer {}: head_cov has {} values, expected d·H·H = {}", s.layer, s.head_cov.len(), d * h * h);
+    ensure!(
+        h > 0 && d > 0 && dh > 0,
+        "layer {}: empty attention statistics (H={h}, d={d}, d_h={dh})",
+        s.layer
+    );
+    ensure!(
+        s.head_mean.len() == h * d,
+        "layer {}: head_mean has {} values, expected H·d = {}",
+        s.layer,
+        s.head_mean.len(),
+        h * d
+    );
+    ensure!(
+        s.head_cov.len() == d * h * h,
+        "layer {}: head_cov has {} values, expected d·H·H = {}",
+        s.layer,
+        s.head_cov.len(),
+        d * h * h
+    );
     ensure!(
         inputs.o_proj.shape == [d, h * dh],
         "layer {}: o_proj has shape {:?}, expected [{d}, {}]",
@@ -47,11 +59,24 @@ pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> 
         inputs.o_proj.shape,
         h * dh
     );
-    ensure!(inputs.kv_head_of.len() == h, "layer {}: kv_head_of has {} entries for {h} heads", s.layer, inputs.kv_head_of.len());
-    ensure!(n_kv > 0 && h % n_kv == 0, "layer {}: {h} query heads do not split into {n_kv} KV groups", s.layer);
+    ensure!(
+        inputs.kv_head_of.len() == h,
+        "layer {}: kv_head_of has {} entries for {h} heads",
+        s.layer,
+        inputs.kv_head_of.len()
+    );
+    ensure!(
+        n_kv > 0 && h % n_kv == 0,
+        "layer {}: {h} query heads do not split into {n_kv} KV groups",
+        s.layer
+    );
     let g = h / n_kv;
     ensure!(
-        inputs.kv_head_of.iter().enumerate().all(|(q, &k)| k == q / g),
+        inputs
+            .kv_head_of
+            .iter()
+            .enumerate()
+            .all(|(q, &k)| k == q / g),
         "layer {}: kv_head_of must map query head q to KV head q / {g} (contiguous groups)",
         s.layer
     );
@@ -62,13 +87,48 @@ pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> 
 pub(crate) fn validate_channels(inputs: &ChannelInputs<'_>) -> Result<usize> {
     let s = inputs.stats;
     let (d, m) = (s.hidden, s.intermediate);
-    ensure!(d > 0 && m > 0, "layer {}: empty MLP statistics (d={d}, m={m})", s.layer);
-    ensure!(s.u_sq_mean.len() == d, "layer {}: u_sq_mean has {} values, expected d = {d}", s.layer, s.u_sq_mean.len());
-    ensure!(s.g_mean.len() == m, "layer {}: g_mean has {} values, expected m = {m}", s.layer, s.g_mean.len());
-    ensure!(s.g_cov.len() == m * m, "layer {}: g_cov has {} values, expected m·m = {}", s.layer, s.g_cov.len(), m * m);
-    ensure!(inputs.gate.shape == [m, d], "layer {}: gate_proj has shape {:?}, expected [{m}, {d}]", s.layer, inputs.gate.shape);
-    ensure!(inputs.up.shape == [m, d], "layer {}: up_proj has shape {:?}, expected [{m}, {d}]", s.layer, inputs.up.shape);
-    ensure!(inputs.down.shape == [d, m], "layer {}: down_proj has shape {:?}, expected [{d}, {m}]", s.layer, inputs.down.shape);
+    ensure!(
+        d > 0 && m > 0,
+        "layer {}: empty MLP statistics (d={d}, m={m})",
+        s.layer
+    );
+    ensure!(
+        s.u_sq_mean.len() == d,
+        "layer {}: u_sq_mean has {} values, expected d = {d}",
+        s.layer,
+        s.u_sq_mean.len()
+    );
+    ensure!(
+        s.g_mean.len() == m,
+        "layer {}: g_mean has {} values, expected m = {m}",
+        s.layer,
+        s.g_mean.len()
+    );
+    ensure!(
+        s.g_cov.len() == m * m,
+        "layer {}: g_cov has {} values, expected m·m = {}",
+        s.layer,
+        s.g_cov.len(),
+        m * m
+    );
+    ensure!(
+        inputs.gate.shape == [m, d],
+        "layer {}: gate_proj has shape {:?}, expected [{m}, {d}]",
+        s.layer,
+        inputs.gate.shape
+    );
+    ensure!(
+        inputs.up.shape == [m, d],
+        "layer {}: up_proj has shape {:?}, expected [{m}, {d}]",
+        s.layer,
+        inputs.up.shape
+    );
+    ensure!(
+        inputs.down.shape == [d, m],
+        "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",
+        s.layer,
+        inputs.down.shape
+    );
     Ok(m)
 }
 
