@@ -1,8 +1,8 @@
 //! `cargo xtask pipeline [args...]`: fetch what the pipeline needs, then run it through the `slimllm` binary.
 //!
-//! For now the "pipeline" is one step, the dense perplexity of SmolLM2-135M on PTB-valid; the stage graph and its
-//! caching will live in `slimllm pipeline` (slim-pipeline), and this command will only fetch and forward to it.
-//! Steps are data ([`STEPS`]) so that adding one is a one-line change.
+//! The stage graph and its caching live in `slimllm pipeline run` (slim-pipeline): this command fetches what it
+//! needs and forwards to it. With no extra arguments it prunes 20 % of SmolLM2-135M's parameters with SlimLLM and
+//! evaluates PTB-valid perplexity before and after. Steps are data ([`STEPS`]) so that adding one is a one-line change.
 
 use std::process::Command;
 
@@ -20,17 +20,10 @@ pub struct Args {
 }
 
 /// What the pipeline fetches first.
-const NEEDS: &[Target] = &[Target::Smollm2, Target::Ptb];
+const NEEDS: &[Target] = &[Target::Smollm2, Target::Ptb, Target::Brown];
 
 /// The `slimllm` invocations, in order.
-const STEPS: &[&[&str]] = &[&[
-    "eval",
-    "ppl",
-    "--model",
-    "data/models/smollm2-135m",
-    "--data",
-    "ptb-valid",
-]];
+const STEPS: &[&[&str]] = &[&["pipeline", "run", "--model", "data/models/smollm2-135m"]];
 
 /// Runs `cargo xtask pipeline`.
 pub fn run(args: &Args) -> anyhow::Result<()> {

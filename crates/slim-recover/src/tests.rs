@@ -338,7 +338,7 @@ fn recovery_kind_and_errors() {
 }
 
 #[test]
-fn mlp_fit_at_smollm2_size_is_fast() {
+fn mlp_fit_at_smollm2_size_is_finite_and_reduces_error() {
     // m = 1536, d = 576, 80 % of channels kept; the covariance is a smooth banded matrix.
     let (d, m) = (576, 1536);
     let mut rng = Rng(5);
@@ -360,11 +360,9 @@ fn mlp_fit_at_smollm2_size_is_fast() {
     )
     .unwrap();
     let kept: Vec<usize> = (0..m).filter(|j| j % 5 != 0).collect();
-    let t = std::time::Instant::now();
     let a = mlp_affine(&stats, &down, &kept).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    eprintln!("mlp_affine at d=576, m=1536: {secs:.3} s");
-    assert!(a.scale.iter().all(|x| x.is_finite()));
-    // Generous bound for a shared 2-core machine; typically about 0.1 s.
-    assert!(secs < 3.0, "mlp_affine took {secs} s");
+    assert!(a.scale.iter().chain(&a.bias).all(|x| x.is_finite()));
+    let fitted = mlp_reconstruction_error(&stats, &down, &kept, &a).unwrap();
+    let plain = mlp_reconstruction_error(&stats, &down, &kept, &identity_affine(d)).unwrap();
+    assert!(fitted <= plain * (1.0 + 1e-12), "affine error {fitted} above uncorrected {plain}");
 }

@@ -791,7 +791,7 @@ fn shape_mismatch_is_an_error() {
 }
 
 #[test]
-fn channel_scores_at_smollm2_size_are_fast() {
+fn channel_selection_at_smollm2_size_keeps_the_requested_count() {
     // d = 576, m = 1536: two products and one 576×576 eigendecomposition.
     let (d, m) = (576, 1536);
     let mut rng = Rng(21);
@@ -800,11 +800,8 @@ fn channel_scores_at_smollm2_size_are_fast() {
     let g_cov: Vec<f64> = (0..m * m).map(|i| (-((i / m) as f64 - (i % m) as f64).abs() / 8.0).exp()).collect();
     let stats = MlpStats { layer: 0, n_tokens: 4096, hidden: d, intermediate: m, u_sq_mean: vec![1.0; d], g_mean: vec![0.1; m], g_cov };
     let inputs = ChannelInputs { stats: &stats, gate: &gate, up: &up, down: &down };
-    let t = std::time::Instant::now();
     let sel = select_channels(ScorerKind::SlimLlm, &inputs, 300, KeepLowest::paper()).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    eprintln!("SlimLLM channel selection at d=576, m=1536: {secs:.3} s");
     assert_eq!(sel.kept.len(), m - 300);
-    // Generous bound for a shared 2-core machine.
-    assert!(secs < 5.0, "took {secs} s");
+    assert!(sel.kept.windows(2).all(|w| w[0] < w[1]));
+    assert!(sel.scores.iter().all(|x| x.is_finite() && *x > 0.0));
 }
