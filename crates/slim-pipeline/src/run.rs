@@ -54,9 +54,10 @@ fn cached<T: Serialize + DeserializeOwned>(store: &Store, report: &mut RunReport
     if let Some(entry) = store.lookup(doc.stage(), &key)? {
         let v = entry.get_bin::<T>("value")?;
         report.record(label, true, t.elapsed().as_secs_f64());
-        tracing::debug!("{label}: cache hit {}", key);
+        tracing::debug!("{label} {}: cache hit {key}", doc.stage());
         return Ok((v, key));
     }
+    tracing::debug!("{label} {}: computing {key}", doc.stage());
     let v = compute()?;
     let mut w = store.begin(doc)?;
     w.set_producer(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), None);
@@ -224,6 +225,15 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         }
         chain = doc("chain", &json!({"layer": l + 1}), &[("prev", chain), ("attn", ra_key), ("mlp", rm_key)])?.key();
         let s = &cur_cfg.layers[l];
+        tracing::info!(
+            "layer {l:>3}: ratio {ratio:.3}, heads {}→{}, kv heads {}→{}, channels {}→{}",
+            shape.num_heads,
+            s.num_heads,
+            shape.num_kv_heads,
+            s.num_kv_heads,
+            shape.intermediate_size,
+            s.intermediate_size
+        );
         decisions.push(json!({"layer": l, "ratio": ratio, "heads": s.num_heads, "kv_heads": s.num_kv_heads, "channels": s.intermediate_size,
                               "kept_heads": heads.kept, "kept_kv_heads": heads.kv_kept}));
         bar.inc(1);
