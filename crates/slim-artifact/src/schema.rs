@@ -87,3 +87,41 @@ pub struct Affine {
     /// `[d]` per-output-dimension bias `b_k`.
     pub bias: Vec<f64>,
 }
+
+impl AttnStats {
+    /// Checks that every array has the length its dimensions say; the scorers and the
+    /// recovery call this before reading.
+    pub fn validate(&self) -> Result<(), String> {
+        let (h, d, dh) = (self.num_heads, self.hidden, self.head_dim);
+        if h == 0 || d == 0 || dh == 0 {
+            return Err(format!("layer {}: empty attention statistics (H={h}, d={d}, d_h={dh})", self.layer));
+        }
+        for (name, len, want) in [
+            ("head_mean", self.head_mean.len(), h * d),
+            ("head_cov", self.head_cov.len(), d * h * h),
+            ("z_mean", self.z_mean.len(), h * dh),
+            ("z_sq_mean", self.z_sq_mean.len(), h * dh),
+        ] {
+            if len != want {
+                return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MlpStats {
+    /// Checks that every array has the length its dimensions say.
+    pub fn validate(&self) -> Result<(), String> {
+        let (d, m) = (self.hidden, self.intermediate);
+        if d == 0 || m == 0 {
+            return Err(format!("layer {}: empty MLP statistics (d={d}, m={m})", self.layer));
+        }
+        for (name, len, want) in [("u_sq_mean", self.u_sq_mean.len(), d), ("g_mean", self.g_mean.len(), m), ("g_cov", self.g_cov.len(), m * m)] {
+            if len != want {
+                return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer));
+            }
+        }
+        Ok(())
+    }
+}

@@ -38,20 +38,7 @@ impl Moments {
     /// `head_mean` `[H, d]`, `head_cov` `[d, H, H]` → moments `[d]`
     pub(crate) fn attention(stats: &AttnStats, kept: &[usize]) -> Result<Self> {
         let (h, d) = (stats.num_heads, stats.hidden);
-        ensure!(
-            stats.head_mean.len() == h * d,
-            "layer {}: head_mean has {} values, expected H·d = {}",
-            stats.layer,
-            stats.head_mean.len(),
-            h * d
-        );
-        ensure!(
-            stats.head_cov.len() == d * h * h,
-            "layer {}: head_cov has {} values, expected d·H·H = {}",
-            stats.layer,
-            stats.head_cov.len(),
-            d * h * h
-        );
+        stats.validate().map_err(anyhow::Error::msg)?;
         check_kept(kept, h, "head", stats.layer)?;
         let mut m = Self {
             cross: vec![0.0; d],
@@ -89,19 +76,7 @@ impl Moments {
         with_var_y: bool,
     ) -> Result<Self> {
         let (d, m) = (stats.hidden, stats.intermediate);
-        ensure!(
-            stats.g_mean.len() == m,
-            "layer {}: g_mean has {} values, expected m = {m}",
-            stats.layer,
-            stats.g_mean.len()
-        );
-        ensure!(
-            stats.g_cov.len() == m * m,
-            "layer {}: g_cov has {} values, expected m·m = {}",
-            stats.layer,
-            stats.g_cov.len(),
-            m * m
-        );
+        stats.validate().map_err(anyhow::Error::msg)?;
         ensure!(
             down.shape == [d, m],
             "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",

@@ -33,25 +33,7 @@ pub(crate) fn prune_order(scores: &[f64], highest_first: bool) -> Vec<usize> {
 pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> {
     let s = inputs.stats;
     let (h, d, dh, n_kv) = (s.num_heads, s.hidden, s.head_dim, inputs.num_kv_heads);
-    ensure!(
-        h > 0 && d > 0 && dh > 0,
-        "layer {}: empty attention statistics (H={h}, d={d}, d_h={dh})",
-        s.layer
-    );
-    ensure!(
-        s.head_mean.len() == h * d,
-        "layer {}: head_mean has {} values, expected H·d = {}",
-        s.layer,
-        s.head_mean.len(),
-        h * d
-    );
-    ensure!(
-        s.head_cov.len() == d * h * h,
-        "layer {}: head_cov has {} values, expected d·H·H = {}",
-        s.layer,
-        s.head_cov.len(),
-        d * h * h
-    );
+    s.validate().map_err(anyhow::Error::msg)?;
     ensure!(
         inputs.o_proj.shape == [d, h * dh],
         "layer {}: o_proj has shape {:?}, expected [{d}, {}]",
@@ -87,30 +69,7 @@ pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> 
 pub(crate) fn validate_channels(inputs: &ChannelInputs<'_>) -> Result<usize> {
     let s = inputs.stats;
     let (d, m) = (s.hidden, s.intermediate);
-    ensure!(
-        d > 0 && m > 0,
-        "layer {}: empty MLP statistics (d={d}, m={m})",
-        s.layer
-    );
-    ensure!(
-        s.u_sq_mean.len() == d,
-        "layer {}: u_sq_mean has {} values, expected d = {d}",
-        s.layer,
-        s.u_sq_mean.len()
-    );
-    ensure!(
-        s.g_mean.len() == m,
-        "layer {}: g_mean has {} values, expected m = {m}",
-        s.layer,
-        s.g_mean.len()
-    );
-    ensure!(
-        s.g_cov.len() == m * m,
-        "layer {}: g_cov has {} values, expected m·m = {}",
-        s.layer,
-        s.g_cov.len(),
-        m * m
-    );
+    s.validate().map_err(anyhow::Error::msg)?;
     ensure!(
         inputs.gate.shape == [m, d],
         "layer {}: gate_proj has shape {:?}, expected [{m}, {d}]",

@@ -114,18 +114,8 @@ fn import(ctx: &Ctx, name: &str, gguf: &Path, gguf_sha256: &str) -> anyhow::Resu
     // `slimllm import` creates its output directory itself: hand it a fresh path.
     let tmp = util::scratch_dir(&models, name)?;
     util::remove(&tmp)?;
-    let mut cmd = Command::new(util::cargo());
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "slim-cli",
-        "--bin",
-        "slimllm",
-        "--",
-        "import",
-        "--gguf",
-    ])
+    let mut cmd = crate::pipeline::slimllm();
+    cmd.args(["import", "--gguf"])
     .arg(rel(ctx, gguf))
     .arg("--out")
     .arg(rel(ctx, &tmp));
