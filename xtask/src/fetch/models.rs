@@ -4,7 +4,7 @@
 //! The GGUF stays in `data/downloads/<name>/` (marker: its sha256); the import goes to `data/models/<name>/`
 //! (marker: the sha256 of the GGUF it was made from). Use `--force` to re-import after the importer changed.
 
-use std::{fs, io, path::Path, process::Command};
+use std::{fs, io, path::Path};
 
 use anyhow::Context;
 
