@@ -130,12 +130,12 @@ pub fn layer_prune_counts(r: f64, shape: &LayerShape, mode: GqaMode) -> Result<P
         GqaMode::PerGroup => g,
         GqaMode::WholeGroup => shape.num_kv_heads,
     };
-    let want = round_half_even(r * units as f64) as usize;
+    let want = (r * units as f64).round_ties_even() as usize;
     let n = want.min(units - 1);
     let mut c = PruneCounts {
         mode: Some(mode),
         heads_clipped: n < want,
-        channels: round_half_even(r * shape.intermediate_size as f64) as usize,
+        channels: (r * shape.intermediate_size as f64).round_ties_even() as usize,
         ..Default::default()
     };
     match mode {
@@ -206,15 +206,4 @@ pub(crate) fn pruned_config(
         counts.push(c);
     }
     Ok((out, counts))
-}
-
-/// Rounds half to even, as Python's `round` on a float.
-pub fn round_half_even(x: f64) -> f64 {
-    let f = x.floor();
-    let frac = x - f;
-    if frac > 0.5 || (frac == 0.5 && f % 2.0 != 0.0) {
-        f + 1.0
-    } else {
-        f
-    }
 }

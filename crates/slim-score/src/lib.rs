@@ -27,7 +27,6 @@ use slim_checkpoint::HostTensor;
 
 pub use magnitude::Magnitude;
 pub use slimllm::{attn_unit_objective, SlimLlm};
-pub use util::round_half_even;
 
 /// Which scorer to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +150,7 @@ impl KeepLowest {
     pub fn count(self, m: usize) -> usize {
         match self {
             KeepLowest::None => 0,
-            KeepLowest::Fraction(f) => (round_half_even(f * m as f64).max(0.0) as usize).min(m),
+            KeepLowest::Fraction(f) => ((f * m as f64).round_ties_even().max(0.0) as usize).min(m),
         }
     }
 }

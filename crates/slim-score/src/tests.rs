@@ -255,7 +255,7 @@ fn assert_rel(a: f64, b: f64, tol: f64, what: &str) {
 }
 
 #[test]
-fn round_half_even_matches_python() {
+fn std_round_ties_even_matches_python() {
     let cases = [
         (0.5, 0.0),
         (1.5, 2.0),
@@ -268,7 +268,7 @@ fn round_half_even_matches_python() {
         (7.0, 7.0),
     ];
     for (x, want) in cases {
-        assert_eq!(round_half_even(x), want, "round({x})");
+        assert_eq!(f64::round_ties_even(x), want, "round({x})");
     }
     // Python: round(0.01*250) == 2, round(0.01*350) == 4, round(0.01*11008) == 110.
     assert_eq!(KeepLowest::paper().count(250), 2);

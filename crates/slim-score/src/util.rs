@@ -6,17 +6,6 @@ use anyhow::{ensure, Result};
 use faer::Mat;
 use slim_checkpoint::HostTensor;
 
-/// Rounds half to even, as Python's `round` on a float (the reference code's `round(r·H)`).
-pub fn round_half_even(x: f64) -> f64 {
-    let f = x.floor();
-    let frac = x - f;
-    if frac > 0.5 || (frac == 0.5 && f % 2.0 != 0.0) {
-        f + 1.0
-    } else {
-        f
-    }
-}
-
 /// Indices sorted so that the most prunable come first: by descending score when
 /// `highest_first`, else ascending; ties keep index order.
 pub(crate) fn prune_order(scores: &[f64], highest_first: bool) -> Vec<usize> {
