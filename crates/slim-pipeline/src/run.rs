@@ -153,6 +153,11 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         }
         let w_now = match &mut cur_w {
             Some(w) => w,
+            // Sequential mode never needs the dense weights again: move them instead of copying.
+            None if cfg.mode == CalibMode::Sequential => cur_w.insert(match weights.take() {
+                Some(w) => w,
+                None => Weights::load(model_dir)?,
+            }),
             None => cur_w.insert(load_weights(&mut weights)?),
         };
         let stats_inputs: Vec<(&str, Key)> = match cfg.mode {
