@@ -89,6 +89,16 @@ impl SplitMix {
         ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
+    /// Uniform in the open interval (0, 1), with 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller on two [`Self::unit`] draws).
+    pub fn normal(&mut self) -> f64 {
+        (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
+    }
+
     /// Uniform integer in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n

@@ -7,24 +7,8 @@
 use super::*;
 use slim_artifact::schema::{AttnStats, MlpStats};
 
-/// SplitMix64 with Box–Muller normals: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
-    }
-}
+/// Seeded generator with `unit()` (0, 1) and `normal()` draws.
+use slim_checkpoint::synthetic::SplitMix as Rng;
 
 /// `(a, b)` minimizing `Σ (y − a x − b)²`, by the uncentered 2×2 normal equations
 /// (what `np.polyfit(x, y, 1)` solves).
@@ -257,7 +241,7 @@ fn affine_never_increases_error_on_random_layers() {
     let mut rng = Rng(77);
     for seed in 0..20u64 {
         let (_, stats) = attn_case(30, 6, 5, 100 + seed);
-        let kept: Vec<usize> = (0..6).filter(|_| rng.uniform() < 0.6).collect();
+        let kept: Vec<usize> = (0..6).filter(|_| rng.unit() < 0.6).collect();
         if !kept.is_empty() {
             let a = attention_affine(&stats, &kept).unwrap();
             assert!(
@@ -266,7 +250,7 @@ fn affine_never_increases_error_on_random_layers() {
             );
         }
         let (_, down, stats) = mlp_case(30, 5, 9, 200 + seed);
-        let kept: Vec<usize> = (0..9).filter(|_| rng.uniform() < 0.5).collect();
+        let kept: Vec<usize> = (0..9).filter(|_| rng.unit() < 0.5).collect();
         if !kept.is_empty() {
             let a = mlp_affine(&stats, &down, &kept).unwrap();
             assert!(

@@ -7,24 +7,8 @@
 use super::*;
 use slim_artifact::schema::{AttnStats, MlpStats};
 
-/// SplitMix64 with Box–Muller normals: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
-    }
-}
+/// Seeded generator with `unit()` (0, 1) and `normal()` draws.
+use slim_checkpoint::synthetic::SplitMix as Rng;
 
 /// Column-major-free helper: an `n × c` matrix as rows.
 type Rows = Vec<Vec<f64>>;
@@ -86,7 +70,7 @@ fn attn_case(n: usize, h: usize, n_kv: usize, d: usize, dh: usize, seed: u64) ->
     let mut z: Vec<Rows> = Vec::new();
     for hh in 0..h {
         let scale = 0.3 + 0.4 * hh as f64;
-        let mix = rng.uniform();
+        let mix = rng.unit();
         z.push(
             (0..n)
                 .map(|t| {
