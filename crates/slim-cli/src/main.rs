@@ -13,6 +13,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Structured pruning of LLaMA-family language models (SlimLLM), measured.
 #[derive(Parser)]
 #[command(name = "slimllm", version, about, long_about = None)]

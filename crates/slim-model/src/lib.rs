@@ -10,6 +10,7 @@
 //! pass. Backends are chosen at the edge with [`BackendKind`] and [`dispatch`].
 
 mod backend;
+mod kernels;
 mod rope;
 mod runtime;
 mod taps;

@@ -2,8 +2,13 @@
 
 use burn_tensor::{backend::Backend, Tensor, TensorData};
 
-/// cos/sin tables for positions `[start, start + len)`.
+/// cos/sin tables for positions `[start, start + len)`, on the host (for the fused CPU
+/// kernel) and on the device (for the burn-op path).
 pub(crate) struct RopeTables<B: Backend> {
+    len: usize,
+    head_dim: usize,
+    cos_host: Vec<f32>,
+    sin_host: Vec<f32>,
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
 }
@@ -12,7 +17,7 @@ impl<B: Backend> RopeTables<B> {
     /// Tables for `len` positions from `start`, head width `head_dim`, base `theta`.
     ///
     /// # Shapes
-    /// cos, sin: `[1, 1, len, head_dim]`
+    /// host tables: `[len, head_dim]`; device tables: `[1, len, 1, head_dim]`
     pub(crate) fn new(start: usize, len: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
         let half = head_dim / 2;
         // Same arithmetic as HF: inv_freq in f32, then position * inv_freq in f32.
@@ -28,22 +33,42 @@ impl<B: Backend> RopeTables<B> {
                 }
             }
         }
-        let shape = [1, 1, len, head_dim];
+        let shape = [1, len, 1, head_dim];
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            len,
+            head_dim,
+            cos: Tensor::from_data(TensorData::new(cos.clone(), shape), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), shape), device),
+            cos_host: cos,
+            sin_host: sin,
         }
     }
 
-    /// Applies the rotation.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    pub(crate) fn cos_host(&self) -> &[f32] {
+        &self.cos_host
+    }
+
+    pub(crate) fn sin_host(&self) -> &[f32] {
+        &self.sin_host
+    }
+
+    /// Applies the rotation with burn ops.
     ///
     /// # Shapes
-    /// x: `[batch, heads, len, head_dim]` → same
+    /// x: `[batch, len, heads, head_dim]` → same
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, dh] = x.dims();
+        let [b, t, h, dh] = x.dims();
         let half = dh / 2;
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..dh]);
+        let x1 = x.clone().slice([0..b, 0..t, 0..h, 0..half]);
+        let x2 = x.clone().slice([0..b, 0..t, 0..h, half..dh]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * self.cos.clone() + rotated * self.sin.clone()
     }

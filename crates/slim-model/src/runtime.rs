@@ -1,9 +1,9 @@
 //! The decoder: weights on a burn device and the batched forward pass, whole or layer by layer.
 
+use crate::kernels::{self, AttnDims};
 use crate::rope::RopeTables;
 use crate::taps::{LayerTaps, TapSet};
 use anyhow::{ensure, Context, Result};
-use burn_tensor::activation::{silu, softmax};
 use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
 use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 use std::path::Path;
@@ -27,11 +27,7 @@ impl<B: Backend> Linear<B> {
     /// # Shapes
     /// x: `[n, in]` → `[n, out]`
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.wt.clone());
-        match &self.bias {
-            Some(b) => y + b.clone().unsqueeze::<2>(),
-            None => y,
-        }
+        kernels::linear(x, &self.wt, self.bias.as_ref())
     }
 }
 
@@ -167,7 +163,7 @@ impl<B: Backend> Llama<B> {
     /// x: `[batch, len, d]` → `[batch, len, vocab]`
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let h = rms_norm(x.reshape([b * t, d]), &self.norm, self.cfg.rms_norm_eps);
+        let h = kernels::rms_norm(x.reshape([b * t, d]), &self.norm, self.cfg.rms_norm_eps);
         self.lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
     }
 
@@ -201,26 +197,18 @@ impl<B: Backend> Llama<B> {
     pub fn attn_block(&self, l: usize, x: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
         let layer = &self.layers[l];
         let [b, t, d] = x.dims();
-        let (hq, hk, dh) = (layer.shape.num_heads, layer.shape.num_kv_heads, self.cfg.head_dim);
+        let dh = self.cfg.head_dim;
         let x2 = x.reshape([b * t, d]); // [N, d]
-        let a = rms_norm(x2.clone(), &layer.input_norm, self.cfg.rms_norm_eps);
+        let a = kernels::rms_norm(x2.clone(), &layer.input_norm, self.cfg.rms_norm_eps);
         if taps.attn_in {
             out.attn_in = Some(a.clone());
         }
         let rope = RopeTables::<B>::new(0, t, dh, self.cfg.rope_theta, &self.device);
-        let heads = |y: Tensor<B, 2>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2); // [b, n, t, dh]
-        let q = rope.apply(heads(layer.q.forward(a.clone()), hq));
-        let k = rope.apply(heads(layer.k.forward(a.clone()), hk));
-        let v = heads(layer.v.forward(a), hk);
-        let (k, v) = if hk == hq && layer.shape.kv_head_of.iter().enumerate().all(|(i, &j)| i == j) {
-            (k, v)
-        } else {
-            (k.select(1, layer.kv_index.clone()), v.select(1, layer.kv_index.clone()))
-        };
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()); // [b, hq, t, t]
-        let scores = scores + causal_mask::<B>(t, &self.device);
-        let z = softmax(scores, 3).matmul(v); // [b, hq, t, dh]
-        let z = z.swap_dims(1, 2).reshape([b * t, hq * dh]);
+        let q = kernels::rope(layer.q.forward(a.clone()), &rope);
+        let k = kernels::rope(layer.k.forward(a.clone()), &rope);
+        let v = layer.v.forward(a);
+        let dims = AttnDims { batch: b, q_len: t, kv_len: t, head_dim: dh };
+        let z = kernels::attention(q, k, v, &layer.shape.kv_head_of, &layer.kv_index, dims); // [N, hq·dh]
         if taps.attn_heads {
             out.attn_heads = Some(z.clone());
         }
@@ -235,11 +223,11 @@ impl<B: Backend> Llama<B> {
         let layer = &self.layers[l];
         let [b, t, d] = h.dims();
         let h = h.reshape([b * t, d]);
-        let u = rms_norm(h.clone(), &layer.post_norm, self.cfg.rms_norm_eps);
+        let u = kernels::rms_norm(h.clone(), &layer.post_norm, self.cfg.rms_norm_eps);
         if taps.mlp_in {
             out.mlp_in = Some(u.clone());
         }
-        let g = silu(layer.gate.forward(u.clone())) * layer.up.forward(u);
+        let g = kernels::silu_mul(layer.gate.forward(u.clone()), layer.up.forward(u));
         if taps.mlp_act {
             out.mlp_act = Some(g.clone());
         }
@@ -249,27 +237,4 @@ impl<B: Backend> Llama<B> {
         }
         (h + y).reshape([b, t, d])
     }
-}
-
-/// RMSNorm over the last dimension, computed in f32 like HF.
-///
-/// # Shapes
-/// x: `[n, d]`, w: `[d]` → `[n, d]`
-fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
-    let var = x.clone().powi_scalar(2).mean_dim(1); // [n, 1]
-    x * var.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze::<2>()
-}
-
-/// Additive causal mask: 0 on and below the diagonal, -inf above.
-///
-/// # Shapes
-/// → `[1, 1, t, t]`
-fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4> {
-    let mut m = vec![0f32; t * t];
-    for i in 0..t {
-        for j in i + 1..t {
-            m[i * t + j] = f32::NEG_INFINITY;
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [1, 1, t, t]), device)
 }

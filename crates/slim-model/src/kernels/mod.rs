@@ -1,0 +1,128 @@
+//! The forward pass's non-matmul steps, each with two implementations: fused host kernels
+//! ([`cpu`]) when the backend is burn-flex, and a composition of burn ops on every other
+//! backend. The choice is made per call from the backend's tensor type, so the model code
+//! stays generic over `B` and nothing above this module knows which path ran.
+//!
+//! Why: burn-flex runs RMSNorm, SiLU, RoPE and masked softmax as chains of separate
+//! elementwise ops, each allocating and walking its whole tensor; profiled on SmolLM2 at
+//! batch 8 × 128 they took more than half of every layer's time (`examples/layerprof.rs`,
+//! numbers in docs/measurements.md).
+
+pub(crate) mod cpu;
+pub(crate) mod ops;
+
+use crate::rope::RopeTables;
+use burn_flex::FlexTensor;
+use burn_tensor::{backend::Backend, DType, Int, Tensor, TensorData, TensorPrimitive};
+use std::any::{Any, TypeId};
+
+pub(crate) use cpu::AttnDims;
+
+/// True when `B`'s float tensors are burn-flex tensors (the CPU backend).
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
+}
+
+/// The burn-flex tensor inside `t`, made contiguous, when `B` is burn-flex and `t` is f32.
+fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if !is_flex::<B>() || t.dtype() != DType::F32 {
+        return Err(t);
+    }
+    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+    let flex = *prim.downcast::<FlexTensor>().expect("is_flex checked the primitive type");
+    Ok(flex.to_contiguous())
+}
+
+/// Wraps a host buffer as a tensor of `B`, which must be burn-flex.
+fn from_host<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    let prim: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(data, shape)));
+    let prim = *prim.downcast::<B::FloatTensorPrimitive>().expect("caller checked that B is burn-flex");
+    Tensor::from_primitive(TensorPrimitive::Float(prim))
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("to_flex returns contiguous f32 tensors")
+}
+
+/// A linear map with its weight stored transposed.
+///
+/// # Shapes
+/// x: `[n, in]`, wt: `[in, out]`, bias: `[out]` → `[n, out]`
+pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, wt: &Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
+    let ([n, inp], [_, out]) = (x.dims(), wt.dims());
+    match (to_flex(x), to_flex(wt.clone())) {
+        (Ok(x), Ok(wt)) => {
+            let b = bias.map(|b| to_flex(b.clone()).unwrap_or_else(|_| unreachable!("same backend")));
+            from_host(cpu::linear(slice(&x), slice(&wt), b.as_ref().map(slice), inp), [n, out])
+        }
+        (Err(x), Err(_)) => ops::linear(x, wt, bias),
+        _ => unreachable!("x and wt come from the same backend"),
+    }
+}
+
+/// RMSNorm over the last dimension, computed in f32 like HF.
+///
+/// # Shapes
+/// x: `[n, d]`, w: `[d]` → `[n, d]`
+pub(crate) fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
+    let dims = x.dims();
+    match (to_flex(x), to_flex(w.clone())) {
+        (Ok(x), Ok(w)) => from_host(cpu::rms_norm(slice(&x), slice(&w), eps as f32), dims),
+        (Err(x), Err(_)) => ops::rms_norm(x, w, eps),
+        _ => unreachable!("x and w come from the same backend"),
+    }
+}
+
+/// `silu(g) · u`, the SwiGLU activation.
+///
+/// # Shapes
+/// g, u: `[n, f]` → `[n, f]`
+pub(crate) fn silu_mul<B: Backend>(g: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
+    let dims = g.dims();
+    match (to_flex(g), to_flex(u)) {
+        (Ok(g), Ok(u)) => from_host(cpu::silu_mul(slice(&g), slice(&u)), dims),
+        (Err(g), Err(u)) => ops::silu_mul(g, u),
+        _ => unreachable!("both tensors come from the same backend"),
+    }
+}
+
+/// Rotary embedding of token-major projections.
+///
+/// # Shapes
+/// x: `[batch·len, heads·dh]` → same; `rope` holds the tables of the `len` positions
+pub(crate) fn rope<B: Backend>(x: Tensor<B, 2>, rope: &RopeTables<B>) -> Tensor<B, 2> {
+    let [n, width] = x.dims();
+    match to_flex(x) {
+        Ok(x) => from_host(cpu::rope(slice(&x), width, rope.len(), rope.cos_host(), rope.sin_host()), [n, width]),
+        Err(x) => ops::rope(x, rope),
+    }
+}
+
+/// Causal attention with grouped KV heads.
+///
+/// # Shapes
+/// q: `[batch·q_len, hq·dh]`, k, v: `[batch·kv_len, hk·dh]` → `[batch·q_len, hq·dh]`;
+/// `kv_index` is `kv_head_of` as a device tensor, for the burn-op path.
+pub(crate) fn attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    kv_head_of: &[usize],
+    kv_index: &Tensor<B, 1, Int>,
+    d: AttnDims,
+) -> Tensor<B, 2> {
+    let AttnDims { batch: b, q_len: tq, head_dim: dh, .. } = d;
+    let hq = kv_head_of.len();
+    match (to_flex(q), to_flex(k), to_flex(v)) {
+        (Ok(q), Ok(k), Ok(v)) => {
+            let scale = 1.0 / (dh as f32).sqrt();
+            let out = cpu::causal_attention(slice(&q), slice(&k), slice(&v), kv_head_of, d, scale);
+            from_host(out, [b * tq, hq * dh])
+        }
+        (Err(q), Err(k), Err(v)) => ops::attention(q, k, v, kv_head_of, kv_index, d),
+        _ => unreachable!("q, k and v come from the same backend"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
