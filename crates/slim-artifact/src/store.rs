@@ -102,35 +102,27 @@ impl Store {
         }
     }
 
-    /// Says whether `doc` is a hit, and if not, how it differs from the key document of
-    /// the most recently written entry of the same stage (by manifest time).
+    /// Says whether `doc` is a hit, and if not, how it differs from the closest entry of
+    /// the same stage: the one with the fewest differences, the most recently written
+    /// (by manifest time) among equals.
     pub fn explain(&self, doc: &KeyDoc) -> Result<Explanation> {
         let key = doc.key();
         if self.lookup(doc.stage(), &key)?.is_some() {
             return Ok(Explanation::Hit { key });
         }
-        let mut latest: Option<Entry> = None;
+        let mut best: Option<(usize, std::cmp::Reverse<(u64, Key)>, Key, Vec<explain::Change>)> = None;
         for k in self.keys_of(doc.stage())? {
             if let Some(e) = self.lookup(doc.stage(), &k)? {
-                let newer = match &latest {
-                    None => true,
-                    Some(l) => {
-                        (e.manifest().written_at_ms, e.key())
-                            > (l.manifest().written_at_ms, l.key())
-                    }
-                };
-                if newer {
-                    latest = Some(e);
+                let changes = explain::diff(e.key_doc(), doc);
+                let rank = (changes.len(), std::cmp::Reverse((e.manifest().written_at_ms, e.key())));
+                if best.as_ref().is_none_or(|b| rank < (b.0, b.1)) {
+                    best = Some((rank.0, rank.1, e.key(), changes));
                 }
             }
         }
-        Ok(match latest {
+        Ok(match best {
             None => Explanation::NoPrevious { key },
-            Some(prev) => Explanation::Changed {
-                key,
-                previous: prev.key(),
-                changes: explain::diff(prev.key_doc(), doc),
-            },
+            Some((_, _, previous, changes)) => Explanation::Changed { key, previous, changes },
         })
     }
 

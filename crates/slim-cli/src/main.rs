@@ -79,6 +79,9 @@ enum Command {
     /// The SlimLLM pruning pipeline (cached stages).
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Rerun one stage: its cache entries are recomputed and replaced, every other stage is
+    /// reused from the cache where it can be. Takes the same settings as `pipeline run`.
+    Stage(pipeline::StageArgs),
 }
 
 fn main() {
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a, &g),
         Command::Pipeline(c) => pipeline::run(c, &g),
+        Command::Stage(a) => pipeline::stage(a, &g),
     }
 }
 

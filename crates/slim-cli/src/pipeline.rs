@@ -1,5 +1,7 @@
 //! `slimllm pipeline run`: prune a model with the SlimLLM stage graph through the cache,
-//! evaluate perplexity before and after, and write `data/runs/<run>/summary.json`.
+//! evaluate perplexity before and after, and write `data/runs/<run>/summary.json`;
+//! `slimllm pipeline explain`: what a run would compute and why; `slimllm stage <name>`:
+//! rerun one stage.
 
 use crate::{progress, GlobalArgs};
 use anyhow::{ensure, Context, Result};
@@ -12,7 +14,7 @@ use slim_capture::{CalibConfig, CalibSource};
 use slim_data::EvalText;
 use slim_eval::PplConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun};
-use slim_pipeline::{eval_ppl_cached, model_key, run_pipeline, CalibMode, PipelineConfig, RunReport};
+use slim_pipeline::{eval_ppl_cached, explain_pipeline, model_key, run_pipeline, CalibMode, PipelineConfig, RunOptions, RunReport, Stage};
 use slim_recover::RecoveryKind;
 use slim_score::{KeepLowest, ScorerKind};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,34 @@ use std::path::{Path, PathBuf};
 pub enum PipelineCommand {
     /// Prune, then evaluate perplexity before and after; every stage is cached.
     Run(RunArgs),
+    /// Say, for every cache entry a run with these settings needs, whether it is cached
+    /// and, if not, what differs from the closest cached entry. Runs nothing.
+    Explain(PipelineArgs),
+}
+
+/// Arguments of `slimllm stage`.
+#[derive(clap::Args)]
+pub struct StageArgs {
+    /// The stage whose entries are recomputed (and replaced in the cache).
+    #[arg(value_enum)]
+    stage: StageName,
+    #[command(flatten)]
+    p: PipelineArgs,
+}
+
+/// A stage of the pipeline.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StageName {
+    /// Calibration windows, layer importance and every layer's statistics.
+    Capture,
+    /// Head and channel selection.
+    Score,
+    /// Per-layer pruning ratios.
+    Alloc,
+    /// Slicing the weights into the pruned model directory.
+    Surgery,
+    /// The affine refit of o_proj and down_proj.
+    Recover,
 }
 
 /// Head and channel scorer.
@@ -60,9 +90,9 @@ pub enum Mode {
     Dense,
 }
 
-/// Arguments of `slimllm pipeline run`.
+/// What to prune and how: every setting that enters a cache key, and the cache.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct PipelineArgs {
     /// Dense model directory (HF layout).
     #[arg(long, default_value = "data/models/smollm2-135m")]
     model: PathBuf,
@@ -103,6 +133,16 @@ pub struct RunArgs {
     /// Fraction of lowest-scoring channels always kept (the reference code's 1 % rule); 0 turns it off.
     #[arg(long, default_value_t = 0.01)]
     keep_lowest: f64,
+    /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
+/// Arguments of `slimllm pipeline run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    p: PipelineArgs,
     /// Perplexity texts evaluated before and after.
     #[arg(long, value_delimiter = ',', default_value = "ptb-valid")]
     eval: Vec<EvalText>,
@@ -115,50 +155,110 @@ pub struct RunArgs {
     /// Run name: results go to `data/runs/<run>/`. Default: derived from the settings.
     #[arg(long)]
     run: Option<String>,
-    /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
-    #[arg(long)]
-    cache: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    /// The pipeline configuration these flags describe, checked.
+    fn config(&self) -> Result<PipelineConfig> {
+        let a = self;
+        ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
+        ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
+        Ok(PipelineConfig {
+            calib: CalibConfig { source: a.calib_source, n_windows: a.calib_windows, seq_len: a.calib_len, seed: a.seed },
+            target: a.target,
+            pruned_layers: a.pruned_layers,
+            alpha: a.alpha,
+            scorer: match a.scorer {
+                Scorer::Slimllm => ScorerKind::SlimLlm,
+                Scorer::Magnitude => ScorerKind::Magnitude,
+            },
+            keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
+            recovery: match a.recovery {
+                Recovery::Affine => RecoveryKind::Affine,
+                Recovery::None => RecoveryKind::None,
+            },
+            gqa: match a.gqa {
+                Gqa::PerGroup => GqaMode::PerGroup,
+                Gqa::WholeGroup => GqaMode::WholeGroup,
+            },
+            mode: match a.calib_mode {
+                Mode::Sequential => CalibMode::Sequential,
+                Mode::Dense => CalibMode::Dense,
+            },
+        })
+    }
+
+    fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.cache.clone().unwrap_or_else(Store::default_root))?)
+    }
 }
 
 pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
-    let PipelineCommand::Run(a) = c;
-    ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
-    ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
-    let cfg = PipelineConfig {
-        calib: CalibConfig { source: a.calib_source, n_windows: a.calib_windows, seq_len: a.calib_len, seed: a.seed },
-        target: a.target,
-        pruned_layers: a.pruned_layers,
-        alpha: a.alpha,
-        scorer: match a.scorer {
-            Scorer::Slimllm => ScorerKind::SlimLlm,
-            Scorer::Magnitude => ScorerKind::Magnitude,
-        },
-        keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
-        recovery: match a.recovery {
-            Recovery::Affine => RecoveryKind::Affine,
-            Recovery::None => RecoveryKind::None,
-        },
-        gqa: match a.gqa {
-            Gqa::PerGroup => GqaMode::PerGroup,
-            Gqa::WholeGroup => GqaMode::WholeGroup,
-        },
-        mode: match a.calib_mode {
-            Mode::Sequential => CalibMode::Sequential,
-            Mode::Dense => CalibMode::Dense,
-        },
+    match c {
+        PipelineCommand::Run(a) => run_and_evaluate(a, g),
+        PipelineCommand::Explain(p) => {
+            let lines = explain_pipeline(&p.model, &p.config()?, &p.store()?)?;
+            for l in &lines {
+                println!("{l}");
+            }
+            let hits = lines.iter().filter(|l| l.is_hit()).count();
+            println!("{hits} of {} entries cached, {} would run", lines.len(), lines.len() - hits);
+            Ok(())
+        }
+    }
+}
+
+/// `slimllm stage <name>`: the pipeline with that stage's entries recomputed and every other
+/// stage taken from the cache where it can be; no evaluation.
+pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
+    let cfg = a.p.config()?;
+    let store = a.p.store()?;
+    let force = match a.stage {
+        StageName::Capture => Stage::Capture,
+        StageName::Score => Stage::Score,
+        StageName::Alloc => Stage::Alloc,
+        StageName::Surgery => Stage::Surgery,
+        StageName::Recover => Stage::Recover,
     };
+    let opts = RunOptions { progress: progress(g), force: Some(force) };
+    let out = dispatch(g.backend.kind(), StageJob { p: &a.p, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
+    eprint!("{}", out.report.table());
+    println!(
+        "{}",
+        json!({"stage": force, "stages": out.report.stages(), "params_after": out.params_after, "pruned_model": out.pruned_dir.display().to_string()})
+    );
+    Ok(())
+}
+
+struct StageJob<'a> {
+    p: &'a PipelineArgs,
+    cfg: &'a PipelineConfig,
+    store: &'a Store,
+    data_root: &'a Path,
+    opts: RunOptions,
+}
+
+impl BackendRun for StageJob<'_> {
+    type Output = slim_pipeline::PipelineOutcome;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        run_pipeline::<B>(&self.p.model, self.cfg, self.store, self.data_root, &device, &self.opts)
+    }
+}
+
+fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
+    let cfg = a.p.config()?;
     let run_name = a.run.clone().unwrap_or_else(|| {
         format!(
             "{}-{}-{:.0}pct-{}-{}-{}",
-            a.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-            a.scorer.to_possible_value().expect("no skipped variants").get_name(),
-            a.target * 100.0,
-            a.recovery.to_possible_value().expect("no skipped variants").get_name(),
-            a.gqa.to_possible_value().expect("no skipped variants").get_name(),
-            a.calib_mode.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+            a.p.scorer.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.target * 100.0,
+            a.p.recovery.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.gqa.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.calib_mode.to_possible_value().expect("no skipped variants").get_name(),
         )
     });
-    let store = Store::open(&a.cache.clone().unwrap_or_else(Store::default_root))?;
+    let store = a.p.store()?;
     let summary = dispatch(g.backend.kind(), Job { a: &a, cfg: &cfg, store: &store, g, run_name: &run_name })?;
     let run_dir = g.data_root.join("runs").join(&run_name);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -181,15 +281,16 @@ impl BackendRun for Job<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<serde_json::Value> {
         let (a, g) = (self.a, self.g);
         let t = std::time::Instant::now();
-        let out = run_pipeline::<B>(&a.model, self.cfg, self.store, &g.data_root, &device, progress(g))?;
+        let opts = RunOptions { progress: progress(g), force: None };
+        let out = run_pipeline::<B>(&a.p.model, self.cfg, self.store, &g.data_root, &device, &opts)?;
         let prune_s = t.elapsed().as_secs_f64();
         let mut report: RunReport = out.report;
         let mut ppl = serde_json::Map::new();
         if !a.no_eval {
-            let dense_key = model_key(&a.model)?;
+            let dense_key = model_key(&a.p.model)?;
             let pcfg = PplConfig { seq_len: 128, batch: 8, max_windows: a.eval_windows, progress: progress(g) };
             for data in &a.eval {
-                let before = eval_ppl_cached::<B>(self.store, &mut report, &a.model, dense_key, *data, &g.data_root, &pcfg, &device)?;
+                let before = eval_ppl_cached::<B>(self.store, &mut report, &a.p.model, dense_key, *data, &g.data_root, &pcfg, &device)?;
                 let after = eval_ppl_cached::<B>(self.store, &mut report, &out.pruned_dir, out.pruned_key, *data, &g.data_root, &pcfg, &device)?;
                 tracing::info!("{}: perplexity {:.3} → {:.3} ({} windows)", data.name(), before.ppl, after.ppl, after.windows);
                 ppl.insert(data.name().to_string(), json!({"before": before, "after": after}));
@@ -202,7 +303,7 @@ impl BackendRun for Job<'_> {
         let pick = |which: &str| first.and_then(|n| ppl.get(n)).and_then(|v| v[which]["ppl"].as_f64());
         Ok(json!({
             "run": self.run_name,
-            "model": a.model.display().to_string(),
+            "model": a.p.model.display().to_string(),
             "config": self.cfg,
             "backend": g.backend.kind().name(),
             "params_before": out.params_before,

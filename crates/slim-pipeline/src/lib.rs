@@ -10,10 +10,13 @@
 //! - `dense`: every layer's statistics come from the unpruned model, so one capture serves
 //!   every scorer, allocation and recovery.
 
+mod explain;
+mod graph;
 mod keys;
 mod report;
 mod run;
 
+pub use explain::{explain_pipeline, ExplainLine};
 pub use keys::{model_key, STAGE_VERSION};
 pub use report::{RunReport, StageReport};
 pub use run::{eval_ppl_cached, run_pipeline, PipelineOutcome};
@@ -73,6 +76,51 @@ impl PipelineConfig {
             mode: CalibMode::Sequential,
         }
     }
+}
+
+/// One of the five stages, as `slimllm stage <name>` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Calibration windows, layer importance and the per-layer statistics.
+    Capture,
+    /// Head and channel selection.
+    Score,
+    /// Per-layer pruning ratios.
+    Alloc,
+    /// Slicing the weights into the pruned model directory.
+    Surgery,
+    /// The affine refit of o_proj and down_proj.
+    Recover,
+}
+
+impl Stage {
+    /// The label the run report files this stage's entries under.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Capture => "capture",
+            Stage::Score => "score",
+            Stage::Alloc => "alloc",
+            Stage::Surgery => "surgery",
+            Stage::Recover => "recover",
+        }
+    }
+
+    /// Whether the report label `label` belongs to this stage (the calibration windows
+    /// belong to capture).
+    pub fn covers(self, label: &str) -> bool {
+        label == self.label() || (self == Stage::Capture && label == "calib")
+    }
+}
+
+/// How to run, as opposed to what to compute (nothing here enters a cache key).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Show progress bars.
+    pub progress: bool,
+    /// Recompute this stage's entries even when the cache holds them, replacing them;
+    /// every other stage is reused where it can be.
+    pub force: Option<Stage>,
 }
 
 #[cfg(test)]

@@ -1,21 +1,21 @@
 //! Running the stage graph: cache lookups, the sequential (or dense) per-layer pass,
 //! surgery into a model directory, and perplexity before and after.
 
+use crate::graph::{head_prune, Graph};
 use crate::keys::{doc, model_key};
 use crate::report::RunReport;
-use crate::{CalibMode, PipelineConfig};
+use crate::{CalibMode, PipelineConfig, RunOptions, Stage};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
-use slim_artifact::schema::{Affine, AttnStats, GqaMode, LayerImportance, MlpStats};
+use slim_artifact::schema::{Affine, AttnStats, LayerImportance, MlpStats};
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats};
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
-use slim_recover::RecoveryKind;
-use slim_score::{ChannelInputs, HeadInputs, HeadPrune};
+use slim_score::{ChannelInputs, HeadInputs};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -47,10 +47,22 @@ struct HeadDecision {
     kv_kept: Vec<usize>,
 }
 
-/// Looks `doc` up in the store, or computes and stores it; records the outcome.
-fn cached<T: Serialize + DeserializeOwned>(store: &Store, report: &mut RunReport, label: &str, doc: &KeyDoc, compute: impl FnOnce() -> Result<T>) -> Result<(T, Key)> {
+/// Looks `doc` up in the store, or computes and stores it; records the outcome. Entries of
+/// the stage `force` names are recomputed and replace what the store held.
+fn cached<T: Serialize + DeserializeOwned>(
+    store: &Store,
+    report: &mut RunReport,
+    force: Option<Stage>,
+    label: &str,
+    doc: &KeyDoc,
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<(T, Key)> {
     let t = Instant::now();
     let key = doc.key();
+    let forced = force.is_some_and(|s| s.covers(label));
+    if forced {
+        store.remove(doc.stage(), &key)?;
+    }
     if let Some(entry) = store.lookup(doc.stage(), &key)? {
         let v = entry.get_bin::<T>("value")?;
         report.record(label, true, t.elapsed().as_secs_f64());
@@ -67,25 +79,20 @@ fn cached<T: Serialize + DeserializeOwned>(store: &Store, report: &mut RunReport
     Ok((v, key))
 }
 
-fn head_prune(counts: &slim_alloc::PruneCounts, mode: GqaMode) -> HeadPrune {
-    match counts.mode.unwrap_or(mode) {
-        GqaMode::PerGroup => HeadPrune::PerGroup { heads_per_group: counts.heads_per_group },
-        GqaMode::WholeGroup => HeadPrune::WholeGroup { groups: counts.groups },
-    }
-}
-
 /// Runs the whole pipeline on `model_dir` with backend `B`.
-pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &Store, data_root: &Path, device: &B::Device, progress: bool) -> Result<PipelineOutcome> {
+pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &Store, data_root: &Path, device: &B::Device, opts: &RunOptions) -> Result<PipelineOutcome> {
+    let (progress, force) = (opts.progress, opts.force);
     let mut report = RunReport::default();
     let t = Instant::now();
     let mkey = model_key(model_dir)?;
+    let graph = Graph { cfg, model: mkey };
     report.record("hash", false, t.elapsed().as_secs_f64());
     let dense_cfg = ModelConfig::load(model_dir)?;
     let n_layers = dense_cfg.num_layers();
 
     // Calibration windows.
-    let calib_doc = doc("calib", &cfg.calib, &[("model", mkey)])?;
-    let (ids, calib_key) = cached(store, &mut report, "calib", &calib_doc, || {
+    let calib_doc = graph.calib()?;
+    let (ids, calib_key) = cached(store, &mut report, force, "calib", &calib_doc, || {
         let tok = match cfg.calib.source {
             slim_capture::CalibSource::Random => None,
             _ => Some(Tokenizer::load(model_dir)?),
@@ -105,8 +112,8 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     };
 
     // Layer importance (dense pass).
-    let imp_doc = doc("importance", &json!({}), &[("model", mkey), ("calib", calib_key)])?;
-    let (importance, imp_key) = cached(store, &mut report, "capture", &imp_doc, || {
+    let imp_doc = graph.importance(calib_key)?;
+    let (importance, imp_key) = cached(store, &mut report, force, "capture", &imp_doc, || {
         let w = load_weights(&mut weights)?;
         let model = Llama::<B>::from_weights(dense_cfg.clone(), &w, device)?;
         let bar = layer_bar(progress, n_layers as u64, "importance");
@@ -116,14 +123,9 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     })?;
 
     // Allocation.
-    let mut alloc_cfg = slim_alloc::AllocConfig::paper_defaults(cfg.target, n_layers);
-    alloc_cfg.num_selected = cfg.pruned_layers.unwrap_or(alloc_cfg.num_selected);
-    alloc_cfg.alpha = cfg.alpha.unwrap_or(alloc_cfg.alpha);
-    alloc_cfg.mode = cfg.gqa;
-    alloc_cfg.recovery_adds_bias = cfg.recovery != RecoveryKind::None;
-    ensure!((1..=n_layers).contains(&alloc_cfg.num_selected), "--pruned-layers must lie in 1..={n_layers}, got {}", alloc_cfg.num_selected);
-    let alloc_doc = doc("alloc", &alloc_cfg, &[("model", mkey), ("importance", imp_key)])?;
-    let (plan, alloc_key) = cached(store, &mut report, "alloc", &alloc_doc, || slim_alloc::solve(&dense_cfg, &importance.cos, &alloc_cfg))?;
+    let alloc_cfg = graph.alloc_config(n_layers)?;
+    let alloc_doc = graph.alloc(&alloc_cfg, imp_key)?;
+    let (plan, alloc_key) = cached(store, &mut report, force, "alloc", &alloc_doc, || slim_alloc::solve(&dense_cfg, &importance.cos, &alloc_cfg))?;
     tracing::info!("allocation: r0 = {:.4}, {} → {} parameters ({:.2} % removed)", plan.r0, plan.params_before, plan.params_after, 100.0 * plan.achieved);
 
     // Per-layer pass.
@@ -133,7 +135,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     let mut dense_model: Option<Llama<B>> = None; // for dense-mode capture
     let mut x: Option<Tensor<B, 3>> = None; // input of the current layer (sequential)
     let mut xd: Option<Tensor<B, 3>> = None; // input of the current layer (dense model)
-    let mut chain = doc("chain", &json!({"layer": 0}), &[("model", mkey), ("calib", calib_key)])?.key();
+    let mut chain = graph.chain_start(calib_key)?;
     let mut decisions = Vec::with_capacity(n_layers);
     let bar = layer_bar(progress, n_layers as u64, "layers");
     for l in 0..n_layers {
@@ -160,13 +162,9 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             }),
             None => cur_w.insert(load_weights(&mut weights)?),
         };
-        let stats_inputs: Vec<(&str, Key)> = match cfg.mode {
-            CalibMode::Sequential => vec![("chain", chain)],
-            CalibMode::Dense => vec![("model", mkey), ("calib", calib_key)],
-        };
         // Attention statistics.
-        let ca_doc = doc("capture-attn", &json!({"layer": l, "mode": cfg.mode}), &stats_inputs)?;
-        let (astats, ca_key) = cached(store, &mut report, "capture", &ca_doc, || -> Result<AttnStats> {
+        let ca_doc = graph.capture_attn(l, chain, calib_key)?;
+        let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
             let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
             let mut taps = LayerTaps::empty();
             let _ = m.attn_block(l, xi, TapSet { attn_heads: true, ..TapSet::NONE }, &mut taps);
@@ -174,15 +172,15 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             attn_stats(l, taps.attn_heads.context("attention tap")?, o, cur_cfg.layers[l].num_heads, cur_cfg.head_dim)
         })?;
         let shape = cur_cfg.layers[l].clone();
-        let sa_doc = doc("score-attn", &json!({"scorer": cfg.scorer, "prune": head_prune(counts, cfg.gqa)}), &[("stats", ca_key), ("model", mkey)])?;
-        let (heads, sa_key) = cached(store, &mut report, "score", &sa_doc, || {
+        let sa_doc = graph.score_attn(counts, ca_key)?;
+        let (heads, sa_key) = cached(store, &mut report, force, "score", &sa_doc, || {
             let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
             let inputs = HeadInputs { stats: &astats, o_proj: o, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads };
             let s = slim_score::select_heads(cfg.scorer, &inputs, head_prune(counts, cfg.gqa))?;
             Ok(HeadDecision { kept: s.kept, kv_kept: s.kv_kept })
         })?;
-        let ra_doc = doc("recover-attn", &json!({"recovery": cfg.recovery}), &[("stats", ca_key), ("keep", sa_key)])?;
-        let (attn_affine, ra_key) = cached(store, &mut report, "recover", &ra_doc, || -> Result<Option<Affine>> {
+        let ra_doc = graph.recover_attn(ca_key, sa_key)?;
+        let (attn_affine, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Option<Affine>> {
             slim_recover::recover_attention(cfg.recovery, &astats, &heads.kept)
         })?;
         let t = Instant::now();
@@ -193,12 +191,8 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         report.record("surgery", false, t.elapsed().as_secs_f64());
 
         // MLP statistics (sequential: after this layer's attention was pruned).
-        let mut cm_inputs = stats_inputs.clone();
-        if cfg.mode == CalibMode::Sequential {
-            cm_inputs.push(("attn", ra_key));
-        }
-        let cm_doc = doc("capture-mlp", &json!({"layer": l, "mode": cfg.mode}), &cm_inputs)?;
-        let (mstats, cm_key) = cached(store, &mut report, "capture", &cm_doc, || -> Result<MlpStats> {
+        let cm_doc = graph.capture_mlp(l, chain, calib_key, ra_key)?;
+        let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
             let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
             let mut taps = LayerTaps::empty();
             let h = m.attn_block(l, xi, TapSet::NONE, &mut taps);
@@ -206,13 +200,13 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
         })?;
         let p = format!("model.layers.{l}.mlp");
-        let sm_doc = doc("score-mlp", &json!({"scorer": cfg.scorer, "channels": counts.channels, "keep_lowest": cfg.keep_lowest}), &[("stats", cm_key), ("model", mkey)])?;
-        let (channels, sm_key) = cached(store, &mut report, "score", &sm_doc, || {
+        let sm_doc = graph.score_mlp(counts, cm_key)?;
+        let (channels, sm_key) = cached(store, &mut report, force, "score", &sm_doc, || {
             let inputs = ChannelInputs { stats: &mstats, gate: w_now.get(&format!("{p}.gate_proj.weight"))?, up: w_now.get(&format!("{p}.up_proj.weight"))?, down: w_now.get(&format!("{p}.down_proj.weight"))? };
             Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
         })?;
-        let rm_doc = doc("recover-mlp", &json!({"recovery": cfg.recovery}), &[("stats", cm_key), ("keep", sm_key), ("model", mkey)])?;
-        let (mlp_affine, rm_key) = cached(store, &mut report, "recover", &rm_doc, || -> Result<Option<Affine>> {
+        let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
+        let (mlp_affine, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Option<Affine>> {
             slim_recover::recover_mlp(cfg.recovery, &mstats, w_now.get(&format!("{p}.down_proj.weight"))?, &channels)
         })?;
         let t = Instant::now();
@@ -228,7 +222,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
             xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
         }
-        chain = doc("chain", &json!({"layer": l + 1}), &[("prev", chain), ("attn", ra_key), ("mlp", rm_key)])?.key();
+        chain = graph.chain_next(l, chain, ra_key, rm_key)?;
         let s = &cur_cfg.layers[l];
         tracing::info!(
             "layer {l:>3}: ratio {ratio:.3}, heads {}→{}, kv heads {}→{}, channels {}→{}",
@@ -246,8 +240,11 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     bar.finish_and_clear();
 
     // Surgery output: the pruned model directory.
-    let sg_doc = doc("surgery", &json!({"layers": n_layers}), &[("model", mkey), ("decisions", chain), ("alloc", alloc_key)])?;
+    let sg_doc = graph.surgery(n_layers, chain, alloc_key)?;
     let t = Instant::now();
+    if force == Some(Stage::Surgery) {
+        store.remove("surgery", &sg_doc.key())?;
+    }
     let pruned_dir = match store.lookup("surgery", &sg_doc.key())? {
         Some(e) => {
             report.record("surgery", true, t.elapsed().as_secs_f64());
@@ -346,7 +343,7 @@ pub fn eval_ppl_cached<B: Backend>(
     device: &B::Device,
 ) -> Result<slim_eval::PplResult> {
     let d = doc("eval", &json!({"data": data.name(), "seq_len": ppl.seq_len, "windows": ppl.max_windows}), &[("model", model_key)])?;
-    Ok(cached(store, report, "eval", &d, || {
+    Ok(cached(store, report, None, "eval", &d, || {
         let text = data.load(data_root)?;
         let ids = Tokenizer::load(model_dir)?.encode(&text)?;
         let m = Llama::<B>::load(model_dir, device)?;

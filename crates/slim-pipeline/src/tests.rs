@@ -1,7 +1,7 @@
 //! Cache behaviour of the stage graph on a tiny synthetic GQA model, asserted from the
 //! run report (what ran, what was reused), never from timings.
 
-use crate::{run_pipeline, CalibMode, PipelineConfig, RunReport};
+use crate::{explain_pipeline, run_pipeline, CalibMode, PipelineConfig, RunOptions, RunReport, Stage};
 use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
@@ -27,7 +27,7 @@ fn config(mode: CalibMode) -> PipelineConfig {
 }
 
 fn run(dir: &Path, store: &Store, cfg: &PipelineConfig) -> (RunReport, crate::PipelineOutcome) {
-    let out = run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, false).unwrap();
+    let out = run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default()).unwrap();
     (out.report.clone(), out)
 }
 
@@ -86,6 +86,75 @@ fn dense_mode_scorer_and_recovery_changes_reuse_the_capture() {
     assert_eq!(r.ran("capture"), 0, "{}", r.table());
     assert_eq!(r.ran("score"), 6);
     let (r, _) = run(&mdir, &store, &PipelineConfig { recovery: RecoveryKind::None, ..cfg });
-    assert_eq!(r.ran("capture"), 0, "{}", r.table());
-    assert!(r.ran("recover") > 0);
+    for stage in ["capture", "alloc", "score"] {
+        assert_eq!(r.ran(stage), 0, "{stage} ran: {}", r.table());
+    }
+    assert_eq!(r.ran("recover"), 6);
+}
+
+#[test]
+fn sequential_recovery_change_reuses_the_plan_and_the_first_layers_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    run(&mdir, &store, &cfg);
+    let (r, _) = run(&mdir, &store, &PipelineConfig { recovery: RecoveryKind::None, ..cfg });
+    assert_eq!(r.reused("alloc"), 1, "{}", r.table());
+    // The first pruned layer's attention capture and head choice stand; everything after
+    // its (changed) attention recovery is calibrated anew.
+    assert_eq!((r.reused("capture"), r.ran("capture")), (2, 5), "{}", r.table());
+    assert_eq!(r.reused("score"), 1, "{}", r.table());
+}
+
+#[test]
+fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    let (_, first) = run(&mdir, &store, &cfg);
+    let want = std::fs::read(first.pruned_dir.join("model.safetensors")).unwrap();
+    for (stage, label, n) in [(Stage::Score, "score", 6), (Stage::Recover, "recover", 6), (Stage::Alloc, "alloc", 1), (Stage::Capture, "capture", 7)] {
+        let opts = RunOptions { progress: false, force: Some(stage) };
+        let out = run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        let r = &out.report;
+        assert_eq!((r.ran(label), r.reused(label)), (n, 0), "{label}: {}", r.table());
+        for other in ["capture", "score", "alloc", "recover"].into_iter().filter(|o| *o != label) {
+            assert_eq!(r.ran(other), 0, "forcing {label} reran {other}: {}", r.table());
+        }
+        assert_eq!(out.pruned_dir, first.pruned_dir);
+        assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want, "forcing {label} changed the model");
+    }
+    let opts = RunOptions { progress: false, force: Some(Stage::Surgery) };
+    let out = run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+    assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
+}
+
+#[test]
+fn explain_matches_what_the_next_run_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    // Nothing cached: the walk stops after the importance pass it cannot see.
+    let lines = explain_pipeline(&mdir, &cfg, &store).unwrap();
+    assert_eq!(lines.iter().map(|l| l.stage.as_str()).collect::<Vec<_>>(), ["calib", "importance", "alloc"]);
+    assert!(lines.iter().all(|l| !l.is_hit()));
+    run(&mdir, &store, &cfg);
+    let lines = explain_pipeline(&mdir, &cfg, &store).unwrap();
+    assert_eq!(lines.len(), 3 + 3 * 6 + 1);
+    assert!(lines.iter().all(|l| l.is_hit()), "{lines:#?}");
+    // A scorer change: the first pruned layer's attention capture is still a hit, its head
+    // scores are not, and the reason names the scorer.
+    let cfg2 = PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg };
+    let lines = explain_pipeline(&mdir, &cfg2, &store).unwrap();
+    let misses: Vec<String> = lines.iter().filter(|l| !l.is_hit()).map(|l| l.to_string()).collect();
+    let (r, _) = run(&mdir, &store, &cfg2);
+    let ran: usize = ["capture", "score", "recover"].iter().map(|s| r.ran(s)).sum();
+    assert_eq!(misses.len(), ran + 1, "explain: {misses:#?}\nrun: {}", r.table()); // + the surgery entry
+    assert!(misses[0].contains("score-attn") && misses[0].contains("scorer"), "{}", misses[0]);
 }

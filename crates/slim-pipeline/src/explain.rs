@@ -1,0 +1,104 @@
+//! `slimllm pipeline explain`: for every entry a run would need, whether the cache holds it
+//! and, if not, why not — computed from the key documents alone, without running a stage.
+
+use crate::graph::Graph;
+use crate::keys::model_key;
+use crate::PipelineConfig;
+use anyhow::Result;
+use slim_alloc::Allocation;
+use slim_artifact::{Explanation, KeyDoc, Store};
+use slim_checkpoint::ModelConfig;
+use std::fmt;
+use std::path::Path;
+
+/// One entry the run would need.
+#[derive(Clone, Debug)]
+pub struct ExplainLine {
+    /// Stage folder of the entry (`capture-attn`, `score-mlp`, …).
+    pub stage: String,
+    /// The layer, for per-layer entries.
+    pub layer: Option<usize>,
+    /// What the store says about it.
+    pub explanation: Explanation,
+}
+
+impl ExplainLine {
+    /// True when the entry is in the cache.
+    pub fn is_hit(&self) -> bool {
+        matches!(self.explanation, Explanation::Hit { .. })
+    }
+}
+
+impl fmt::Display for ExplainLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.layer {
+            Some(l) => format!("{} [layer {l}]", self.stage),
+            None => self.stage.clone(),
+        };
+        match &self.explanation {
+            Explanation::Hit { key } => write!(f, "{what:<28} cached ({key})"),
+            Explanation::NoPrevious { .. } => write!(f, "{what:<28} runs: no entry of this stage yet"),
+            Explanation::Changed { changes, .. } => {
+                let why: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                write!(f, "{what:<28} runs: {}", why.join("; "))
+            }
+        }
+    }
+}
+
+/// Explains, entry by entry, what `run_pipeline` would compute and what it would reuse.
+///
+/// The per-layer keys need the allocation's head and channel counts: when the allocation
+/// is not cached it is solved here from the cached importance (cheap and pure); when the
+/// importance is not cached either, the walk stops there, since everything after it runs.
+pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -> Result<Vec<ExplainLine>> {
+    let graph = Graph { cfg, model: model_key(model_dir)? };
+    let dense = ModelConfig::load(model_dir)?;
+    let n_layers = dense.num_layers();
+    let mut out = Vec::new();
+    let mut line = |doc: &KeyDoc, layer: Option<usize>| -> Result<bool> {
+        let explanation = store.explain(doc)?;
+        let hit = matches!(explanation, Explanation::Hit { .. });
+        out.push(ExplainLine { stage: doc.stage().to_string(), layer, explanation });
+        Ok(hit)
+    };
+
+    let calib = graph.calib()?;
+    line(&calib, None)?;
+    let importance = graph.importance(calib.key())?;
+    let importance_hit = line(&importance, None)?;
+    let alloc_cfg = graph.alloc_config(n_layers)?;
+    let alloc = graph.alloc(&alloc_cfg, importance.key())?;
+    let alloc_hit = line(&alloc, None)?;
+    let plan: Allocation = if alloc_hit {
+        store.lookup("alloc", &alloc.key())?.expect("explain saw the entry").get_bin("value")?
+    } else if importance_hit {
+        let imp: slim_artifact::schema::LayerImportance =
+            store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
+        slim_alloc::solve(&dense, &imp.cos, &alloc_cfg)?
+    } else {
+        return Ok(out);
+    };
+
+    let mut chain = graph.chain_start(calib.key())?;
+    for (l, counts) in plan.counts.iter().enumerate() {
+        if counts.heads == 0 && counts.channels == 0 {
+            continue;
+        }
+        let ca = graph.capture_attn(l, chain, calib.key())?;
+        line(&ca, Some(l))?;
+        let sa = graph.score_attn(counts, ca.key())?;
+        line(&sa, Some(l))?;
+        let ra = graph.recover_attn(ca.key(), sa.key())?;
+        line(&ra, Some(l))?;
+        let cm = graph.capture_mlp(l, chain, calib.key(), ra.key())?;
+        line(&cm, Some(l))?;
+        let sm = graph.score_mlp(counts, cm.key())?;
+        line(&sm, Some(l))?;
+        let rm = graph.recover_mlp(cm.key(), sm.key())?;
+        line(&rm, Some(l))?;
+        chain = graph.chain_next(l, chain, ra.key(), rm.key())?;
+    }
+    line(&graph.surgery(n_layers, chain, alloc.key())?, None)?;
+    Ok(out)
+}
