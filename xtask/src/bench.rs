@@ -29,6 +29,14 @@ enum Bench {
         #[arg(long)]
         torch_venv: Option<PathBuf>,
     },
+    /// Wall time of the 20 % SlimLLM pipeline on SmolLM2-135M (32 × 128 calibration tokens,
+    /// sequential, empty cache, model loading excluded) next to one dense forward pass over
+    /// the same 4,096 tokens, and their ratio.
+    Pipeline {
+        /// Fraction of parameters to remove.
+        #[arg(long, default_value_t = 0.2)]
+        target: f64,
+    },
 }
 
 /// Runs `cargo xtask bench`.
@@ -71,7 +79,47 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Bench::Pipeline { target } => bench_pipeline(&root, *target),
     }
+}
+
+/// Runs the pipeline on a scratch cache, then `slimllm bench` at batch 32 × 128 (the
+/// calibration batch), and prints both and the ratio.
+fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
+    let cache = util::scratch_dir(&root.join("data"), "bench-cache")?;
+    let run = "bench-pipeline";
+    let mut cmd = slimllm();
+    cmd.args(["--quiet", "pipeline", "run", "--model", MODEL, "--target", &target.to_string(), "--no-eval", "--run", run]);
+    cmd.arg("--cache").arg(&cache);
+    let result = util::run(&mut cmd, root);
+    let _ = std::fs::remove_dir_all(&cache);
+    result?;
+    let path = root.join("data/runs").join(run).join("summary.json");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let stages = summary["stages"].as_array().cloned().unwrap_or_default();
+    let secs = |name: &str| stages.iter().filter(|s| s["name"] == name).map(|s| s["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let total = summary["pruning_seconds"].as_f64().ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
+    let load = secs("load");
+    let mut cmd = slimllm();
+    cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3"]);
+    let out = util::run_capture(&mut cmd, root)?;
+    let fwd: f64 = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["median_s"].as_f64()))
+        .ok_or_else(|| format_err!("slimllm bench printed no median_s"))?;
+    for s in &stages {
+        println!("  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}", s["name"].as_str().unwrap_or("?"), s["seconds"].as_f64().unwrap_or(0.0), s["ran"], s["reused"]);
+    }
+    println!(
+        "pipeline {:.0} % (model load excluded): {:.1} s; load {:.1} s; dense forward over 32 x 128 tokens: {:.2} s; ratio {:.2} (goal: at most 5)",
+        target * 100.0,
+        total - load,
+        load,
+        fwd,
+        (total - load) / fwd
+    );
+    Ok(())
 }
 
 /// The throughput a benchmark printed: `tokens_per_s` of the last JSON line that has it, else the number before the

@@ -6,6 +6,7 @@
 
 mod bench;
 mod ci;
+mod compare;
 mod fetch;
 mod pipeline;
 mod util;
@@ -23,7 +24,8 @@ struct Cli {
 enum Command {
     /// Download, verify and unpack models and data sets into data/ (idempotent).
     Fetch(fetch::Args),
-    /// Fetch what the pipeline needs, then run it through `slimllm` (extra arguments are passed through).
+    /// Fetch what the pipeline needs, then run it through `slimllm` (extra arguments are passed through);
+    /// `pipeline compare-scorers --scorer A --scorer B [--target T ...]` prints a side-by-side table.
     Pipeline(pipeline::Args),
     /// Benchmarks.
     Bench(bench::Args),

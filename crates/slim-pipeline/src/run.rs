@@ -16,6 +16,7 @@ use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats}
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
 use slim_score::{ChannelInputs, HeadInputs};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -104,21 +105,31 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
 
     // The dense model, loaded lazily: a full cache hit never needs it.
     let mut weights: Option<Weights> = None;
+    // Seconds spent reading weights and building models, reported as the `load` stage
+    // (it is also inside the times of the stages that needed it).
+    let load_s = Cell::new(0.0);
     let load_weights = |weights: &mut Option<Weights>| -> Result<Weights> {
         if weights.is_none() {
-            *weights = Some(Weights::load(model_dir)?);
+            *weights = Some(timed(&load_s, || Weights::load(model_dir))?);
         }
         Ok(weights.clone().expect("just loaded"))
     };
 
     // Layer importance (dense pass).
     let imp_doc = graph.importance(calib_key)?;
+    // The dense model the importance pass builds is kept: it is where both calibration
+    // modes start (nothing is pruned yet), so the per-layer pass need not build it again.
+    let mut built: Option<Llama<B>> = None;
     let (importance, imp_key) = cached(store, &mut report, force, "capture", &imp_doc, || {
-        let w = load_weights(&mut weights)?;
-        let model = Llama::<B>::from_weights(dense_cfg.clone(), &w, device)?;
+        if weights.is_none() {
+            weights = Some(timed(&load_s, || Weights::load(model_dir))?);
+        }
+        let w = weights.as_ref().expect("just loaded");
+        let model = timed(&load_s, || Llama::<B>::from_weights(dense_cfg.clone(), w, device))?;
         let bar = layer_bar(progress, n_layers as u64, "importance");
         let r: LayerImportance = layer_importance(&model, &ids, nw, sl, &mut |_| bar.inc(1))?;
         bar.finish_and_clear();
+        built = Some(model);
         Ok(r)
     })?;
 
@@ -131,8 +142,10 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     // Per-layer pass.
     let mut cur_cfg = dense_cfg.clone();
     let mut cur_w: Option<Weights> = None; // pruned so far; loaded on first need
-    let mut model: Option<Llama<B>> = None; // runtime of cur_w, for sequential capture
-    let mut dense_model: Option<Llama<B>> = None; // for dense-mode capture
+    let (mut model, mut dense_model): (Option<Llama<B>>, Option<Llama<B>>) = match cfg.mode {
+        CalibMode::Sequential => (built.take(), None), // runtime of cur_w, for sequential capture
+        CalibMode::Dense => (None, built.take()),      // the unpruned model, for dense capture
+    };
     let mut x: Option<Tensor<B, 3>> = None; // input of the current layer (sequential)
     let mut xd: Option<Tensor<B, 3>> = None; // input of the current layer (dense model)
     let mut chain = graph.chain_start(calib_key)?;
@@ -158,14 +171,14 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             // Sequential mode never needs the dense weights again: move them instead of copying.
             None if cfg.mode == CalibMode::Sequential => cur_w.insert(match weights.take() {
                 Some(w) => w,
-                None => Weights::load(model_dir)?,
+                None => timed(&load_s, || Weights::load(model_dir))?,
             }),
             None => cur_w.insert(load_weights(&mut weights)?),
         };
         // Attention statistics.
         let ca_doc = graph.capture_attn(l, chain, calib_key)?;
         let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
-            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
+            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
             let mut taps = LayerTaps::empty();
             let _ = m.attn_block(l, xi, TapSet { attn_heads: true, ..TapSet::NONE }, &mut taps);
             let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
@@ -192,10 +205,16 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
 
         // MLP statistics (sequential: after this layer's attention was pruned).
         let cm_doc = graph.capture_mlp(l, chain, calib_key, ra_key)?;
+        // Sequential mode: the output of this layer's pruned attention, kept so that moving
+        // the input past this layer only runs its (pruned) MLP.
+        let mut after_attn: Option<Tensor<B, 3>> = None;
         let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
-            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device)?;
+            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
             let mut taps = LayerTaps::empty();
             let h = m.attn_block(l, xi, TapSet::NONE, &mut taps);
+            if cfg.mode == CalibMode::Sequential {
+                after_attn = Some(h.clone());
+            }
             let _ = m.mlp_block(l, h, TapSet { mlp_in: true, mlp_act: true, ..TapSet::NONE }, &mut taps);
             mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
         })?;
@@ -217,7 +236,10 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         report.record("surgery", false, t.elapsed().as_secs_f64());
         // Advance the layer inputs past this layer.
         if let (Some(m), Some(xi)) = (&model, x.take()) {
-            x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+            x = Some(match after_attn.take() {
+                Some(h) => m.mlp_block(l, h, TapSet::NONE, &mut LayerTaps::empty()),
+                None => m.layer_forward(l, xi, TapSet::NONE).0,
+            });
         }
         if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
             xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
@@ -263,6 +285,9 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
         }
     };
+    if load_s.get() > 0.0 {
+        report.record("load", false, load_s.get());
+    }
     let after_cfg = ModelConfig::load(&pruned_dir)?;
     Ok(PipelineOutcome {
         report,
@@ -295,20 +320,21 @@ fn layer_input<'m, B: Backend>(
     nw: usize,
     sl: usize,
     device: &B::Device,
+    load_s: &Cell<f64>,
 ) -> Result<(&'m Llama<B>, Tensor<B, 3>)> {
     let (m, xi) = match mode {
         CalibMode::Sequential => {
             if model.is_none() {
-                *model = Some(Llama::from_weights(cur_cfg.clone(), cur_w, device)?);
+                *model = Some(timed(load_s, || Llama::from_weights(cur_cfg.clone(), cur_w, device))?);
             }
             (model.as_ref().expect("built"), x)
         }
         CalibMode::Dense => {
             if dense_model.is_none() {
                 if dense_w.is_none() {
-                    *dense_w = Some(Weights::load(model_dir)?);
+                    *dense_w = Some(timed(load_s, || Weights::load(model_dir))?);
                 }
-                *dense_model = Some(Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device)?);
+                *dense_model = Some(timed(load_s, || Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device))?);
             }
             (dense_model.as_ref().expect("built"), xd)
         }
@@ -321,6 +347,14 @@ fn layer_input<'m, B: Backend>(
         *xi = Some(h);
     }
     Ok((m, xi.clone().expect("set")))
+}
+
+/// Runs `f`, adding its wall time to `acc`.
+fn timed<T>(acc: &Cell<f64>, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let v = f();
+    acc.set(acc.get() + t.elapsed().as_secs_f64());
+    v
 }
 
 fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
