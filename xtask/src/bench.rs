@@ -28,6 +28,10 @@ enum Bench {
         /// A Python venv with torch and transformers (e.g. `.venv-ref`, made by tools/reference/setup.sh).
         #[arg(long)]
         torch_venv: Option<PathBuf>,
+        /// Rounds: each runs slimllm, then PyTorch, one after the other; the medians over
+        /// rounds are compared (this machine's throughput drifts by ±15 % between runs).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Wall time of the 20 % SlimLLM pipeline on SmolLM2-135M (32 × 128 calibration tokens,
     /// sequential, empty cache, model loading excluded) next to one dense forward pass over
@@ -43,39 +47,30 @@ enum Bench {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let root = util::repo_root();
     match &args.bench {
-        Bench::Forward { torch_venv } => {
-            let mut cmd = slimllm();
-            cmd.args([
-                "bench",
-                "--model",
-                MODEL,
-                "--batch",
-                BATCH,
-                "--seq-len",
-                SEQ_LEN,
-            ]);
-            let ours = tokens_per_s(&util::run_capture(&mut cmd, &root)?)
-                .ok_or_else(|| format_err!("slimllm bench-forward printed no tokens_per_s"))?;
-            println!("slimllm: {ours:.1} tokens/s");
-            if let Some(venv) = torch_venv {
-                let venv = if venv.is_absolute() {
-                    venv.clone()
-                } else {
-                    std::env::current_dir()?.join(venv)
-                };
-                let mut py = Command::new(venv.join("bin/python"));
-                py.args([
-                    "tools/reference/bench_forward.py",
-                    "--model",
-                    MODEL,
-                    "--batch",
-                    BATCH,
-                    "--seq-len",
-                    SEQ_LEN,
-                ]);
-                let torch = tokens_per_s(&util::run_capture(&mut py, &root)?)
-                    .ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?;
-                println!("slimllm: {ours:.1} tokens/s, torch: {torch:.1} tokens/s, ratio slimllm/torch: {:.3}", ours / torch);
+        Bench::Forward { torch_venv, rounds } => {
+            let venv = torch_venv.as_ref().map(|v| if v.is_absolute() { v.clone() } else { root.join(v) });
+            let (mut ours, mut torch) = (Vec::new(), Vec::new());
+            for round in 1..=(*rounds).max(1) {
+                let mut cmd = slimllm();
+                cmd.args(["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+                ours.push(tokens_per_s(&util::run_capture(&mut cmd, &root)?).ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?);
+                if let Some(venv) = &venv {
+                    let mut py = Command::new(venv.join("bin/python"));
+                    py.args(["tools/reference/bench_forward.py", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+                    torch.push(tokens_per_s(&util::run_capture(&mut py, &root)?).ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?);
+                }
+                let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
+                println!("round {round}: slimllm {} tokens/s, torch {} tokens/s", last(&ours), last(&torch));
+            }
+            let (o, t) = (median(&ours), median(&torch));
+            match t {
+                Some(t) => println!(
+                    "median over {} rounds: slimllm {:.1} tokens/s, torch {t:.1} tokens/s, ratio slimllm/torch: {:.3}",
+                    ours.len(),
+                    o.unwrap_or(f64::NAN),
+                    o.unwrap_or(f64::NAN) / t
+                ),
+                None => println!("median over {} rounds: slimllm {:.1} tokens/s", ours.len(), o.unwrap_or(f64::NAN)),
             }
             Ok(())
         }
@@ -122,6 +117,14 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of `v` (mean of the middle two for an even count); `None` when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
 /// The throughput a benchmark printed: `tokens_per_s` of the last JSON line that has it, else the number before the
 /// last `tokens/s`.
 fn tokens_per_s(stdout: &str) -> Option<f64> {
@@ -144,7 +147,14 @@ fn tokens_per_s(stdout: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::tokens_per_s;
+    use super::{median, tokens_per_s};
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
 
     #[test]
     fn parses_throughput() {

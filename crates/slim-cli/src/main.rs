@@ -16,6 +16,22 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (include/mimalloc.h); the
+/// crate exports no constant for it. A test checks the index by its documented default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory committed for 10 s instead of mimalloc's 1 s: a forward pass frees
+/// and reallocates hundreds of megabytes of activations and logits, and with the default
+/// every pass faulted them back in, zeroing pages (14 % of a prefill profile; prefill of
+/// SmolLM2 at 8 × 128 went from ~470 to ~650 tokens/s). An explicit
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide integer option; mimalloc reads it on its next purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+    }
+}
+
 /// Structured pruning of LLaMA-family language models (SlimLLM), measured.
 #[derive(Parser)]
 #[command(name = "slimllm", version, about, long_about = None)]
@@ -85,6 +101,7 @@ enum Command {
 }
 
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -129,4 +146,15 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
     }
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_index_names_the_purge_delay() {
+        // mimalloc v3's options.c sets the purge delay's default to 1000 ms; no neighbouring
+        // option defaults to 1000 (eager_commit_delay is 1, use_numa_nodes 0).
+        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert!(v == 1000 || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some(), "option {} reads {v}", super::MI_OPTION_PURGE_DELAY);
+    }
 }

@@ -24,6 +24,30 @@ impl<B: Backend> Linear<B> {
         Ok(Self { wt, bias })
     }
 
+    /// Several maps of the same input as one: their weights (and biases) stacked by output
+    /// rows (`[Σ out, in]`), stored transposed.
+    fn stacked(w: &Weights, prefixes: &[&str], has_bias: bool, device: &B::Device) -> Result<Self> {
+        let mut data = Vec::new();
+        let mut bias = Vec::new();
+        let mut rows = 0;
+        let mut cols = None;
+        for prefix in prefixes {
+            let t = w.get(&format!("{prefix}.weight"))?;
+            ensure!(t.shape.len() == 2, "`{prefix}.weight` is not 2-D");
+            ensure!(*cols.get_or_insert(t.shape[1]) == t.shape[1], "`{prefix}.weight` has {} inputs, the others {cols:?}", t.shape[1]);
+            rows += t.shape[0];
+            data.extend_from_slice(&t.data);
+            if has_bias {
+                let b = w.get(&format!("{prefix}.bias"))?;
+                ensure!(b.shape == [t.shape[0]], "`{prefix}.bias` has shape {:?}, expected [{}]", b.shape, t.shape[0]);
+                bias.extend_from_slice(&b.data);
+            }
+        }
+        let stacked = HostTensor::new(vec![rows, cols.unwrap_or(0)], data)?;
+        let bias = if has_bias { Some(host_to_tensor::<B, 1>(&HostTensor::new(vec![rows], bias)?, device)?) } else { None };
+        Ok(Self { wt: host_to_tensor::<B, 2>(&stacked.transpose2()?, device)?, bias })
+    }
+
     /// # Shapes
     /// x: `[n, in]` → `[n, out]`
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -35,12 +59,12 @@ struct Layer<B: Backend> {
     shape: LayerShape,
     input_norm: Tensor<B, 1>,
     post_norm: Tensor<B, 1>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    /// q_proj, k_proj and v_proj as one map (`[d, (hq + 2·hk)·dh]`), one matmul per layer.
+    qkv: Linear<B>,
     o: Linear<B>,
-    gate: Linear<B>,
-    up: Linear<B>,
+    /// gate_proj and up_proj as one map (`[d, 2f]`: gate columns, then up columns), so the
+    /// MLP's input is read once by one wider matmul.
+    gate_up: Linear<B>,
     down: Linear<B>,
     kv_index: Tensor<B, 1, Int>,
 }
@@ -53,12 +77,9 @@ impl<B: Backend> Layer<B> {
         Ok(Layer {
             input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
             post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
-            q: Linear::load(w, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias, device)?,
-            k: Linear::load(w, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias, device)?,
-            v: Linear::load(w, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias, device)?,
+            qkv: Linear::stacked(w, &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")).each_ref().map(String::as_str), cfg.qkv_bias, device)?,
             o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
-            gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), false, device)?,
-            up: Linear::load(w, &format!("{p}.mlp.up_proj"), false, device)?,
+            gate_up: Linear::stacked(w, &[&format!("{p}.mlp.gate_proj"), &format!("{p}.mlp.up_proj")], false, device)?,
             down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
             kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
             shape: shape.clone(),
@@ -204,9 +225,12 @@ impl<B: Backend> Llama<B> {
             out.attn_in = Some(a.clone());
         }
         let rope = RopeTables::<B>::new(0, t, dh, self.cfg.rope_theta, &self.device);
-        let q = kernels::rope(layer.q.forward(a.clone()), &rope);
-        let k = kernels::rope(layer.k.forward(a.clone()), &rope);
-        let v = layer.v.forward(a);
+        let (qw, kw) = (layer.shape.num_heads * dh, layer.shape.num_kv_heads * dh);
+        let qkv = layer.qkv.forward(a); // [N, qw + 2·kw]
+        let n = b * t;
+        let q = kernels::rope(qkv.clone().slice([0..n, 0..qw]), &rope);
+        let k = kernels::rope(qkv.clone().slice([0..n, qw..qw + kw]), &rope);
+        let v = qkv.slice([0..n, qw + kw..qw + 2 * kw]);
         let dims = AttnDims { batch: b, q_len: t, kv_len: t, head_dim: dh };
         let z = kernels::attention(q, k, v, &layer.shape.kv_head_of, &layer.kv_index, dims); // [N, hq·dh]
         if taps.attn_heads {
@@ -227,7 +251,7 @@ impl<B: Backend> Llama<B> {
         if taps.mlp_in {
             out.mlp_in = Some(u.clone());
         }
-        let g = kernels::silu_mul(layer.gate.forward(u.clone()), layer.up.forward(u));
+        let g = kernels::silu_mul(layer.gate_up.forward(u));
         if taps.mlp_act {
             out.mlp_act = Some(g.clone());
         }

@@ -73,16 +73,15 @@ pub(crate) fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) 
     }
 }
 
-/// `silu(g) · u`, the SwiGLU activation.
+/// `silu(gate) · up`, the SwiGLU activation, from the fused gate/up projection.
 ///
 /// # Shapes
-/// g, u: `[n, f]` → `[n, f]`
-pub(crate) fn silu_mul<B: Backend>(g: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
-    let dims = g.dims();
-    match (to_flex(g), to_flex(u)) {
-        (Ok(g), Ok(u)) => from_host(cpu::silu_mul(slice(&g), slice(&u)), dims),
-        (Err(g), Err(u)) => ops::silu_mul(g, u),
-        _ => unreachable!("both tensors come from the same backend"),
+/// gu: `[n, 2f]` (gate columns, then up columns) → `[n, f]`
+pub(crate) fn silu_mul<B: Backend>(gu: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, f2] = gu.dims();
+    match to_flex(gu) {
+        Ok(gu) => from_host(cpu::silu_mul(slice(&gu), f2 / 2), [n, f2 / 2]),
+        Err(gu) => ops::silu_mul(gu),
     }
 }
 

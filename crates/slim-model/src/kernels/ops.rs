@@ -24,9 +24,11 @@ pub(crate) fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) 
 }
 
 /// # Shapes
-/// g, u: `[n, f]` → `[n, f]`
-pub(crate) fn silu_mul<B: Backend>(g: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
-    silu(g) * u
+/// gu: `[n, 2f]` (gate and up side by side) → `[n, f]`
+pub(crate) fn silu_mul<B: Backend>(gu: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, f2] = gu.dims();
+    let f = f2 / 2;
+    silu(gu.clone().slice([0..n, 0..f])) * gu.slice([0..n, f..f2])
 }
 
 /// # Shapes

@@ -64,9 +64,11 @@ fn silu_mul_matches_f64() {
     let (n, f) = (5, 33);
     let (g, u) = (randn(n * f, 6.0, 3), randn(n * f, 1.0, 4));
     let want: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64).collect();
-    assert!(max_rel(&cpu::silu_mul(&g, &u), &want, 1e-3) < 1e-6);
-    assert!(max_rel(&host(ops::silu_mul(t2(&g, [n, f]), t2(&u, [n, f]))), &want, 1e-3) < 1e-6);
-    assert!(max_rel(&host(super::silu_mul(t2(&g, [n, f]), t2(&u, [n, f]))), &want, 1e-3) < 1e-6);
+    // The fused layout: each row is [gate | up].
+    let gu: Vec<f32> = g.chunks(f).zip(u.chunks(f)).flat_map(|(g, u)| g.iter().chain(u).copied()).collect();
+    assert!(max_rel(&cpu::silu_mul(&gu, f), &want, 1e-3) < 1e-6);
+    assert!(max_rel(&host(ops::silu_mul(t2(&gu, [n, 2 * f]))), &want, 1e-3) < 1e-6);
+    assert!(max_rel(&host(super::silu_mul(t2(&gu, [n, 2 * f]))), &want, 1e-3) < 1e-6);
 }
 
 #[test]
