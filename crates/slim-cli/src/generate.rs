@@ -1,10 +1,10 @@
-//! `slimllm generate`: greedy decoding (recomputing the prefix; the KV cache comes with the
-//! evaluation work).
+//! `slimllm generate`: greedy or sampled decoding with the KV cache, optionally through the
+//! model's chat template.
 
 use crate::GlobalArgs;
 use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
-use burn_tensor::ElementConversion;
+use slim_eval::GenConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
 use std::path::PathBuf;
 
@@ -14,48 +14,57 @@ pub struct GenerateArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Prompt text (no chat template).
+    /// Prompt text.
     #[arg(long)]
     prompt: String,
-    /// Tokens to generate.
+    /// Wrap the prompt as a user message in the model's chat template
+    /// (`tokenizer_config.json`'s `chat_template`) and open the assistant's turn.
+    #[arg(long)]
+    chat: bool,
+    /// Tokens to generate at most (generation also stops at EOS).
     #[arg(long, default_value_t = 16)]
     max_new: usize,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling: sample among the most likely tokens covering this probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recompute the whole prefix at every step instead of using the KV cache (a check; slow).
+    #[arg(long)]
+    recompute: bool,
 }
 
 pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
     let tok = Tokenizer::load(&a.model)?;
-    let ids = tok.encode(&a.prompt)?;
+    let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", &a.prompt)])? } else { a.prompt.clone() };
+    let ids = tok.encode(&text)?;
     ensure!(!ids.is_empty(), "the prompt tokenizes to nothing");
-    let new = dispatch(g.backend.kind(), Greedy { model: &a.model, ids, max_new: a.max_new })?;
-    println!("{}", serde_json::json!({"prompt": a.prompt, "completion": tok.decode(&new)?, "ids": new}));
+    let cfg = GenConfig { max_new: a.max_new, temperature: a.temperature, top_p: a.top_p, seed: a.seed, recompute: a.recompute };
+    let t = std::time::Instant::now();
+    let new = dispatch(g.backend.kind(), Job { model: &a.model, ids: &ids, cfg })?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"prompt": a.prompt, "chat": a.chat, "rendered_prompt": text, "completion": tok.decode(&new)?, "ids": new,
+                           "prompt_tokens": ids.len(), "seconds": secs, "config": {"temperature": a.temperature, "top_p": a.top_p, "seed": a.seed, "kv_cache": !a.recompute}})
+    );
     Ok(())
 }
 
-struct Greedy<'a> {
+struct Job<'a> {
     model: &'a std::path::Path,
-    ids: Vec<u32>,
-    max_new: usize,
+    ids: &'a [u32],
+    cfg: GenConfig,
 }
 
-impl BackendRun for Greedy<'_> {
+impl BackendRun for Job<'_> {
     type Output = Vec<u32>;
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<u32>> {
         let model = Llama::<B>::load(self.model, &device)?;
-        let eos = model.config().eos_token_id;
-        let mut ids = self.ids;
-        let mut new = Vec::new();
-        for _ in 0..self.max_new {
-            let t = ids.len();
-            let logits = model.forward(model.ids_tensor(&ids, 1, t)?);
-            let v = logits.dims()[2];
-            let last = logits.slice([0..1, t - 1..t, 0..v]).reshape([v]);
-            let next = last.argmax(0).into_scalar().elem::<i64>() as u32;
-            if Some(next) == eos {
-                break;
-            }
-            ids.push(next);
-            new.push(next);
-        }
-        Ok(new)
+        slim_eval::generate(&model, self.ids, &self.cfg)
     }
 }

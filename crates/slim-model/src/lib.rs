@@ -17,7 +17,8 @@ mod taps;
 mod tokenizer;
 
 pub use backend::{dispatch, BackendKind, BackendRun, Cpu};
-pub use runtime::{host_to_tensor, tensor_to_host, Llama};
+pub use runtime::{host_to_tensor, tensor_to_host, KvCache, Llama};
+pub use slim_checkpoint::synthetic::SplitMix;
 pub use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 pub use taps::{LayerTaps, TapSet};
 pub use tokenizer::Tokenizer;

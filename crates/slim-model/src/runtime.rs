@@ -216,6 +216,12 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// x: `[batch, len, d]` → `[batch, len, d]`
     pub fn attn_block(&self, l: usize, x: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
+        self.attention(l, x, taps, out, None)
+    }
+
+    /// Attention of layer `l`; with a cache, the new positions follow the cached ones and
+    /// their keys and values are appended to it.
+    fn attention(&self, l: usize, x: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>, cache: Option<&mut LayerCache<B>>) -> Tensor<B, 3> {
         let layer = &self.layers[l];
         let [b, t, d] = x.dims();
         let dh = self.cfg.head_dim;
@@ -224,19 +230,49 @@ impl<B: Backend> Llama<B> {
         if taps.attn_in {
             out.attn_in = Some(a.clone());
         }
-        let rope = RopeTables::<B>::new(0, t, dh, self.cfg.rope_theta, &self.device);
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let rope = RopeTables::<B>::new(start, t, dh, self.cfg.rope_theta, &self.device);
         let (qw, kw) = (layer.shape.num_heads * dh, layer.shape.num_kv_heads * dh);
         let qkv = layer.qkv.forward(a); // [N, qw + 2·kw]
         let n = b * t;
         let q = kernels::rope(qkv.clone().slice([0..n, 0..qw]), &rope);
         let k = kernels::rope(qkv.clone().slice([0..n, qw..qw + kw]), &rope);
         let v = qkv.slice([0..n, qw + kw..qw + 2 * kw]);
-        let dims = AttnDims { batch: b, q_len: t, kv_len: t, head_dim: dh };
+        let (k, v, kv_len) = match cache {
+            None => (k, v, t),
+            Some(c) => c.append(k.reshape([b, t, kw]), v.reshape([b, t, kw])),
+        };
+        let dims = AttnDims { batch: b, q_len: t, kv_len, head_dim: dh };
         let z = kernels::attention(q, k, v, &layer.shape.kv_head_of, &layer.kv_index, dims); // [N, hq·dh]
         if taps.attn_heads {
             out.attn_heads = Some(z.clone());
         }
         (x2 + layer.o.forward(z)).reshape([b, t, d])
+    }
+
+    /// An empty KV cache for `batch` sequences.
+    pub fn new_cache(&self, batch: usize) -> KvCache<B> {
+        KvCache { batch, layers: (0..self.layers.len()).map(|_| LayerCache { k: None, v: None, len: 0 }).collect() }
+    }
+
+    /// Logits of `ids`, which continue the sequences whose keys and values `cache` holds
+    /// (empty for a prompt); the new keys and values are appended to the cache. Feeding a
+    /// prompt and then one token at a time gives the logits of [`Llama::forward`] over the
+    /// whole sequence (tested).
+    ///
+    /// # Shapes
+    /// ids: `[batch, new]` → `[batch, new, vocab]`
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
+        let [b, _] = ids.dims();
+        ensure!(b == cache.batch, "a cache for {} sequences was given {b}", cache.batch);
+        ensure!(cache.layers.len() == self.layers.len(), "the cache has {} layers, the model {}", cache.layers.len(), self.layers.len());
+        let mut x = self.embed(ids);
+        for (l, c) in cache.layers.iter_mut().enumerate() {
+            let mut taps = LayerTaps::empty();
+            let h = self.attention(l, x, TapSet::NONE, &mut taps, Some(c));
+            x = self.mlp_block(l, h, TapSet::NONE, &mut taps);
+        }
+        Ok(self.logits(x))
     }
 
     /// The MLP half of layer `l` with its residual: `h + mlp(norm(h))`.
@@ -260,5 +296,49 @@ impl<B: Backend> Llama<B> {
             out.mlp_out = Some(y.clone());
         }
         (h + y).reshape([b, t, d])
+    }
+}
+
+/// Keys and values of every layer for positions already processed, per sequence.
+pub struct KvCache<B: Backend> {
+    batch: usize,
+    layers: Vec<LayerCache<B>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |c| c.len)
+    }
+
+    /// True before the first call.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct LayerCache<B: Backend> {
+    /// `[batch, len, hk·dh]`, RoPE applied.
+    k: Option<Tensor<B, 3>>,
+    v: Option<Tensor<B, 3>>,
+    len: usize,
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// Appends `t` new positions and returns all keys and values token-major with their count.
+    ///
+    /// # Shapes
+    /// k, v: `[batch, t, w]` → `[batch·(len + t), w]` each
+    fn append(&mut self, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (Tensor<B, 2>, Tensor<B, 2>, usize) {
+        let [b, t, w] = k.dims();
+        let cat = |old: Option<Tensor<B, 3>>, new: Tensor<B, 3>| match old {
+            Some(o) => Tensor::cat(vec![o, new], 1),
+            None => new,
+        };
+        let (k, v) = (cat(self.k.take(), k), cat(self.v.take(), v));
+        self.len += t;
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        (k.reshape([b * self.len, w]), v.reshape([b * self.len, w]), self.len)
     }
 }

@@ -153,3 +153,61 @@ fn layerwise_taps_are_consistent_with_the_layer_output() {
     let diff = (taps.mlp_act.unwrap().matmul(down) - mlp_out).abs().max().into_scalar();
     assert!(diff < 1e-5, "mlp_out differs from act·W_down by {diff}");
 }
+
+/// Prompt through the cache, then one token at a time: every step's logits equal those of
+/// a full forward pass over the whole prefix.
+fn check_cache_matches_recompute(spec: &SyntheticSpec, batch: usize, prompt: usize, steps: usize) {
+    let (cfg, w) = spec.build();
+    let dev = Dev::default();
+    let model = Llama::<Cpu>::from_weights(cfg.clone(), &w, &dev).unwrap();
+    let total = prompt + steps;
+    let mut rng = SplitMix(99);
+    let ids: Vec<u32> = (0..batch * total).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+    let seq = |len: usize| -> Vec<u32> { (0..batch).flat_map(|b| ids[b * total..b * total + len].to_vec()).collect() };
+    let cols = |from: usize, to: usize| -> Vec<u32> { (0..batch).flat_map(|b| ids[b * total + from..b * total + to].to_vec()).collect() };
+    let mut cache = model.new_cache(batch);
+    let mut fed = 0;
+    for step in 0..=steps {
+        let upto = prompt + step;
+        let new = model.forward_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut cache).unwrap();
+        fed = upto;
+        assert_eq!(cache.len(), upto);
+        let full = model.forward(model.ids_tensor(&seq(upto), batch, upto).unwrap());
+        let v = cfg.vocab_size;
+        let last_new = new.clone().slice([0..batch, new.dims()[1] - 1..new.dims()[1], 0..v]).into_data().into_vec::<f32>().unwrap();
+        let last_full = full.slice([0..batch, upto - 1..upto, 0..v]).into_data().into_vec::<f32>().unwrap();
+        let err = last_new.iter().zip(&last_full).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+        assert!(err < 1e-5, "step {step}: cached logits differ from recomputed by {err}");
+        let argmax = |x: &[f32]| x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        for b in 0..batch {
+            assert_eq!(argmax(&last_new[b * v..(b + 1) * v]), argmax(&last_full[b * v..(b + 1) * v]), "step {step}, sequence {b}: greedy token differs");
+        }
+    }
+}
+
+#[test]
+fn kv_cache_matches_recompute_gqa() {
+    check_cache_matches_recompute(&SyntheticSpec::dense("llama", 3, 30, 6, 2, 10, 43, 61, 11), 2, 5, 6);
+}
+
+#[test]
+fn kv_cache_matches_recompute_on_uneven_pruned_layers_with_biases() {
+    let mut spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 17);
+    spec.layers[0] = LayerShape { num_heads: 3, num_kv_heads: 3, kv_head_of: vec![0, 1, 2], intermediate_size: 13, o_proj_bias: true, down_proj_bias: true };
+    spec.layers[2] = LayerShape { num_heads: 4, num_kv_heads: 2, kv_head_of: vec![0, 0, 1, 1], intermediate_size: 40, o_proj_bias: false, down_proj_bias: true };
+    check_cache_matches_recompute(&spec, 1, 4, 7);
+}
+
+#[test]
+fn chat_template_renders_like_hf() {
+    // SmolLM2's template, as its tokenizer_config.json carries it; the expected string is
+    // what transformers' apply_chat_template(..., add_generation_prompt=True) returns.
+    let dir = tempfile::tempdir().unwrap();
+    let template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    std::fs::write(dir.path().join("tokenizer_config.json"), serde_json::json!({"chat_template": template, "bos_token": "<|im_start|>"}).to_string()).unwrap();
+    let got = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap();
+    assert_eq!(got, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+    std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
+    let err = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap_err().to_string();
+    assert!(err.contains("no chat_template"), "{err}");
+}
