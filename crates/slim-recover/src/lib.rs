@@ -12,18 +12,32 @@
 //! A pruned output that is constant over the calibration tokens (variance at most
 //! `1e-12·(Σ_j |w_kj| σ_j)²`, i.e. rounding noise of its own quadratic form) has no slope:
 //! there `a_k = 1` and `b_k = mean(Y_k) − mean(Ŷ_k)`, which only restores the mean.
+//!
+//! Variants from spec §9 and §13.3, chosen by [`RecoveryKind`]: none (Wanda-sp,
+//! LLM-Pruner), FLAP's bias compensation (`a ≡ 1`, module `flap`), and a ridge least-squares
+//! refit of the kept columns (module `lstsq`), which changes weight values and so is a
+//! [`Refit::Columns`], not an [`Affine`]. [`refit_attention`] and [`refit_mlp`] return any
+//! of them as a [`Refit`]; [`recover_attention`] and [`recover_mlp`] return those that
+//! are affine.
 
+mod flap;
+mod lstsq;
 mod moments;
+mod refit;
 
 #[cfg(test)]
 mod tests;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::{Affine, AttnStats, MlpStats};
 use slim_checkpoint::HostTensor;
 
 use moments::Moments;
+
+pub use flap::{attention_flap_bias, mlp_flap_bias};
+pub use lstsq::{lstsq_refit, mlp_lstsq, LstsqConfig, RidgePrior};
+pub use refit::{refit_error, ColumnRefit, Refit};
 
 /// Which recovery to apply after pruning a projection's inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +47,11 @@ pub enum RecoveryKind {
     None,
     /// SlimLLM's per-output-dimension scale and bias, fitted by least squares.
     Affine,
+    /// FLAP's bias compensation: pruned inputs replaced by their calibration mean, scale 1.
+    FlapBias,
+    /// Ridge least-squares refit of the kept columns plus a bias ([`LstsqConfig`]).
+    /// MLP only: the attention side needs a statistic that is not captured.
+    Lstsq,
 }
 
 /// The correction that changes nothing: scale 1, bias 0.
@@ -62,7 +81,9 @@ pub fn mlp_affine(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result
     Ok(Moments::mlp(stats, down, kept, false)?.fit())
 }
 
-/// The o_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
+/// The o_proj correction of an affine recovery kind: `None` for [`RecoveryKind::None`].
+///
+/// [`RecoveryKind::Lstsq`] is an error: see [`refit_attention`].
 pub fn recover_attention(
     kind: RecoveryKind,
     stats: &AttnStats,
@@ -71,10 +92,15 @@ pub fn recover_attention(
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => attention_affine(stats, kept).map(Some),
+        RecoveryKind::FlapBias => attention_flap_bias(stats, kept).map(Some),
+        RecoveryKind::Lstsq => bail!(missing_z_cov(stats.layer)),
     }
 }
 
-/// The down_proj correction of a recovery kind: `None` for [`RecoveryKind::None`].
+/// The down_proj correction of an affine recovery kind: `None` for [`RecoveryKind::None`].
+///
+/// [`RecoveryKind::Lstsq`] changes the weights themselves and has no affine form: it is an
+/// error here; use [`refit_mlp`].
 pub fn recover_mlp(
     kind: RecoveryKind,
     stats: &MlpStats,
@@ -84,7 +110,66 @@ pub fn recover_mlp(
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => mlp_affine(stats, down, kept).map(Some),
+        RecoveryKind::FlapBias => mlp_flap_bias(stats, down, kept).map(Some),
+        RecoveryKind::Lstsq => bail!(
+            "layer {}: lstsq refits the kept down_proj columns and has no affine form; call refit_mlp",
+            stats.layer
+        ),
     }
+}
+
+/// The o_proj refit of any recovery kind.
+///
+/// [`RecoveryKind::Lstsq`] is an error: it needs the covariance of the o_proj input `Z`
+/// (`[H·d_h, H·d_h]`), and `AttnStats` hold only its mean and mean square per channel
+/// (`head_cov` is the covariance of the heads' contributions per output dimension, which
+/// does not determine it).
+pub fn refit_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) -> Result<Refit> {
+    Ok(match recover_attention(kind, stats, kept)? {
+        None => Refit::None,
+        Some(a) => Refit::Affine(a),
+    })
+}
+
+/// The down_proj refit of any recovery kind; `lstsq` configures [`RecoveryKind::Lstsq`]
+/// and is ignored by the others.
+pub fn refit_mlp(
+    kind: RecoveryKind,
+    stats: &MlpStats,
+    down: &HostTensor,
+    kept: &[usize],
+    lstsq: &LstsqConfig,
+) -> Result<Refit> {
+    Ok(match kind {
+        RecoveryKind::Lstsq => Refit::Columns(mlp_lstsq(stats, down, kept, lstsq)?),
+        _ => match recover_mlp(kind, stats, down, kept)? {
+            None => Refit::None,
+            Some(a) => Refit::Affine(a),
+        },
+    })
+}
+
+/// [`refit_error`] of the MLP output `G W_dᵀ` with kept channels `kept`.
+///
+/// # Shapes
+/// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → scalar
+pub fn mlp_refit_error(
+    stats: &MlpStats,
+    down: &HostTensor,
+    kept: &[usize],
+    refit: &Refit,
+) -> Result<f64> {
+    stats.validate().map_err(anyhow::Error::msg)?;
+    refit_error(down, &stats.g_mean, &stats.g_cov, kept, refit)
+        .map_err(|e| anyhow::format_err!("layer {}: down_proj refit error: {e}", stats.layer))
+}
+
+fn missing_z_cov(layer: usize) -> String {
+    format!(
+        "layer {layer}: lstsq recovery of o_proj needs the covariance of the o_proj input Z \
+         ([H·d_h, H·d_h]), which the captured attention statistics do not hold; \
+         use affine or flap-bias for attention"
+    )
 }
 
 /// Mean squared error, over the calibration tokens and the `d` output dimensions, of the

@@ -4,6 +4,8 @@
 
 #![allow(clippy::needless_range_loop)] // Index loops mirror the formulas.
 
+mod variants;
+
 use super::*;
 use slim_artifact::schema::{AttnStats, MlpStats};
 

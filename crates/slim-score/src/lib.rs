@@ -4,7 +4,10 @@
 //! A [`Scorer`] (in the style of ripgrep's `Matcher`) rates attention units and MLP channels;
 //! [`select_heads`] and [`select_channels`] turn those ratings into kept sets, with the
 //! SlimLLM greedy swap and the keep-lowest-1 % rule.
-//! Variants live one per module and are chosen by [`ScorerKind`].
+//! Variants live one per module and are chosen by [`ScorerKind`]: SlimLLM itself, and as
+//! baselines from spec §9 magnitude, Wanda-sp, FLAP's fluctuation metric and random scores.
+//! Every variant goes through the same selection code, so the keep-lowest rule and the GQA
+//! modes behave identically for all of them.
 //!
 //! Grouped-query attention (spec §8.2) is handled through [`HeadPrune`]:
 //! per-group pruning (option B) removes the same number of query heads from every KV group,
@@ -13,9 +16,12 @@
 //! whole-group pruning is exactly the paper's algorithm, and per-group pruning can only
 //! prune nothing; with a single KV group per-group pruning is the paper's algorithm.
 
+mod flap;
 mod magnitude;
+mod random;
 mod slimllm;
 mod util;
+mod wanda_sp;
 
 #[cfg(test)]
 mod tests;
@@ -25,8 +31,11 @@ use serde::{Deserialize, Serialize};
 use slim_artifact::schema::{AttnStats, GqaMode, MlpStats};
 use slim_checkpoint::HostTensor;
 
+pub use flap::Flap;
 pub use magnitude::Magnitude;
+pub use random::{Random, RANDOM_SEED};
 pub use slimllm::{attn_unit_objective, SlimLlm};
+pub use wanda_sp::WandaSp;
 
 /// Which scorer to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +46,19 @@ pub enum ScorerKind {
     /// Magnitude baseline: Frobenius norm of a head's o_proj columns, norm of a down_proj column.
     #[serde(rename = "magnitude")]
     Magnitude,
+    /// Wanda-sp: `mean_i |W_ij|·sqrt(E[x_j²])` per o_proj/down_proj input channel, summed per head.
+    #[serde(rename = "wanda-sp")]
+    WandaSp,
+    /// FLAP's WIFV: `Var(x_j)·‖W_{:,j}‖²` per channel; a head sums its channels' squares.
+    #[serde(rename = "flap")]
+    Flap,
+    /// Uniform random scores from a fixed seed and the layer index: the floor to beat.
+    #[serde(rename = "random")]
+    Random,
 }
+
+/// The scorer of [`ScorerKind::Random`].
+static RANDOM: Random = Random::new(RANDOM_SEED);
 
 impl ScorerKind {
     /// The scorer implementing this kind.
@@ -45,6 +66,9 @@ impl ScorerKind {
         match self {
             ScorerKind::SlimLlm => &SlimLlm,
             ScorerKind::Magnitude => &Magnitude,
+            ScorerKind::WandaSp => &WandaSp,
+            ScorerKind::Flap => &Flap,
+            ScorerKind::Random => &RANDOM,
         }
     }
 }

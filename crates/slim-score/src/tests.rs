@@ -4,6 +4,8 @@
 
 #![allow(clippy::needless_range_loop)] // Index loops mirror the formulas.
 
+mod variants;
+
 use super::*;
 use slim_artifact::schema::{AttnStats, MlpStats};
 
@@ -51,6 +53,8 @@ fn sum_abs_corr(a: &Rows, b: &Rows) -> f64 {
 }
 
 struct AttnCase {
+    /// Per head `Z_h`, `n × d_h`: the o_proj input channels `h·d_h..(h+1)·d_h`.
+    z: Vec<Rows>,
     /// Per head `Y_h`, `n × d`.
     y: Vec<Rows>,
     stats: AttnStats,
@@ -136,6 +140,7 @@ fn attn_case(n: usize, h: usize, n_kv: usize, d: usize, dh: usize, seed: u64) ->
     };
     let g = h / n_kv;
     AttnCase {
+        z,
         y,
         stats,
         o_proj,

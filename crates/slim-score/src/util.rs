@@ -1,7 +1,8 @@
 //! Shared helpers: Python-compatible rounding, stable prune orders, input validation and
-//! conversion of host tensors to faer matrices.
+//! conversion of host tensors to faer matrices, per-column weight sums and per-unit channel
+//! sums shared by the activation-weighted scorers.
 
-use crate::{ChannelInputs, HeadInputs};
+use crate::{ChannelInputs, HeadInputs, Units};
 use anyhow::{ensure, Result};
 use faer::Mat;
 use slim_checkpoint::HostTensor;
@@ -87,4 +88,50 @@ pub(crate) fn validate_channels(inputs: &ChannelInputs<'_>) -> Result<usize> {
 pub(crate) fn to_mat(t: &HostTensor) -> Mat<f64> {
     let (r, c) = (t.shape[0], t.shape[1]);
     Mat::from_fn(r, c, |i, j| t.data[i * c + j] as f64)
+}
+
+/// Per input column `j` of a 2-D weight: `Σ_i |W_ij|` and `Σ_i W_ij²`, in f64.
+///
+/// # Shapes
+/// `[r, c]` → (`[c]`, `[c]`)
+pub(crate) fn column_sums(t: &HostTensor) -> (Vec<f64>, Vec<f64>) {
+    let c = t.shape[1];
+    let mut abs = vec![0.0; c];
+    let mut sq = vec![0.0; c];
+    for row in t.data.chunks_exact(c) {
+        for ((a, s), &w) in abs.iter_mut().zip(sq.iter_mut()).zip(row) {
+            let w = w as f64;
+            *a += w.abs();
+            *s += w * w;
+        }
+    }
+    (abs, sq)
+}
+
+/// The score of each unit: the sum of `per_channel` over the `d_h` o_proj input channels
+/// of every head of the unit (head h owns channels `h·d_h..(h+1)·d_h`).
+///
+/// # Shapes
+/// `per_channel` `[H·d_h]` → `[U]`
+pub(crate) fn unit_channel_sums(per_channel: &[f64], units: &Units, dh: usize) -> Vec<f64> {
+    units
+        .members
+        .iter()
+        .map(|m| {
+            m.iter()
+                .map(|&h| per_channel[h * dh..(h + 1) * dh].iter().sum::<f64>())
+                .sum()
+        })
+        .collect()
+}
+
+/// Fails, naming the statistic and the first bad index, unless every value is finite.
+pub(crate) fn ensure_finite(layer: usize, name: &str, values: &[f64]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(anyhow::format_err!(
+            "layer {layer}: statistic {name} has a non-finite value ({}) at index {i}",
+            values[i]
+        )),
+    }
 }
