@@ -18,7 +18,7 @@ use crate::{pipeline::slimllm, util};
 #[derive(Parser, Debug)]
 #[command(name = "compare-scorers", about = "Prune with each scorer from one cached capture and print a side-by-side table")]
 pub struct CompareArgs {
-    /// A scorer to compare (repeat the flag): `slimllm`, `magnitude`.
+    /// A scorer to compare (repeat the flag): `slimllm`, `magnitude`, `wanda-sp`, `flap`, `random`.
     #[arg(long = "scorer", required = true)]
     scorers: Vec<String>,
     /// Fractions of total parameters to remove (repeat the flag).

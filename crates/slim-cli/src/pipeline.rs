@@ -61,6 +61,12 @@ pub enum Scorer {
     Slimllm,
     /// Weight magnitude: o_proj column norms per head, down_proj column norm per channel.
     Magnitude,
+    /// Wanda structured: |W|·‖x‖ over each head's or channel's input columns.
+    WandaSp,
+    /// FLAP's fluctuation metric: input variance times the squared weight-column norm.
+    Flap,
+    /// Seeded random choice: the floor every scorer must beat.
+    Random,
 }
 
 /// Output-projection recovery.
@@ -70,6 +76,11 @@ pub enum Recovery {
     Affine,
     /// No correction.
     None,
+    /// FLAP's bias compensation: pruned inputs replaced by their calibration mean.
+    FlapBias,
+    /// Ridge least-squares refit of down_proj's kept columns plus a bias (beyond the paper;
+    /// o_proj gets the affine fit until its input covariance is captured).
+    Lstsq,
 }
 
 /// Grouped-query attention unit.
@@ -133,6 +144,10 @@ pub struct PipelineArgs {
     /// Fraction of lowest-scoring channels always kept (the reference code's 1 % rule); 0 turns it off.
     #[arg(long, default_value_t = 0.01)]
     keep_lowest: f64,
+    /// `lstsq` ridge ε: λ = ε · mean(diag Σ[K,K]), the penalty pulling the refit toward
+    /// the sliced weights.
+    #[arg(long, default_value_t = 1e-2)]
+    lstsq_ridge: f64,
     /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -163,6 +178,7 @@ impl PipelineArgs {
         let a = self;
         ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
         ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
+        ensure!(a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(), "--lstsq-ridge must be finite and at least 0, got {}", a.lstsq_ridge);
         Ok(PipelineConfig {
             calib: CalibConfig { source: a.calib_source, n_windows: a.calib_windows, seq_len: a.calib_len, seed: a.seed },
             target: a.target,
@@ -171,16 +187,22 @@ impl PipelineArgs {
             scorer: match a.scorer {
                 Scorer::Slimllm => ScorerKind::SlimLlm,
                 Scorer::Magnitude => ScorerKind::Magnitude,
+                Scorer::WandaSp => ScorerKind::WandaSp,
+                Scorer::Flap => ScorerKind::Flap,
+                Scorer::Random => ScorerKind::Random,
             },
             keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
             recovery: match a.recovery {
                 Recovery::Affine => RecoveryKind::Affine,
                 Recovery::None => RecoveryKind::None,
+                Recovery::FlapBias => RecoveryKind::FlapBias,
+                Recovery::Lstsq => RecoveryKind::Lstsq,
             },
             gqa: match a.gqa {
                 Gqa::PerGroup => GqaMode::PerGroup,
                 Gqa::WholeGroup => GqaMode::WholeGroup,
             },
+            lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
             mode: match a.calib_mode {
                 Mode::Sequential => CalibMode::Sequential,
                 Mode::Dense => CalibMode::Dense,

@@ -8,6 +8,7 @@ use serde_json::json;
 use slim_alloc::{AllocConfig, PruneCounts};
 use slim_artifact::schema::GqaMode;
 use slim_artifact::{Key, KeyDoc};
+use slim_recover::RecoveryKind;
 use slim_score::HeadPrune;
 
 /// Key documents of one pipeline configuration on one model.
@@ -78,8 +79,17 @@ impl Graph<'_> {
         doc("score-attn", &json!({"scorer": self.cfg.scorer, "prune": head_prune(counts, self.cfg.gqa)}), &[("stats", stats), ("model", self.model)])
     }
 
+    /// The recovery o_proj gets: `lstsq` needs the covariance of o_proj's input, which the
+    /// capture does not hold yet, so attention falls back to `affine` (and shares its entries).
+    pub fn attn_recovery(&self) -> RecoveryKind {
+        match self.cfg.recovery {
+            RecoveryKind::Lstsq => RecoveryKind::Affine,
+            r => r,
+        }
+    }
+
     pub fn recover_attn(&self, stats: Key, keep: Key) -> Result<KeyDoc> {
-        doc("recover-attn", &json!({"recovery": self.cfg.recovery}), &[("stats", stats), ("keep", keep)])
+        doc("recover-attn", &json!({"recovery": self.attn_recovery()}), &[("stats", stats), ("keep", keep)])
     }
 
     /// In sequential mode the MLP is captured after the layer's attention was pruned, so
@@ -96,8 +106,13 @@ impl Graph<'_> {
         doc("score-mlp", &json!({"scorer": self.cfg.scorer, "channels": counts.channels, "keep_lowest": self.cfg.keep_lowest}), &[("stats", stats), ("model", self.model)])
     }
 
+    /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
     pub fn recover_mlp(&self, stats: Key, keep: Key) -> Result<KeyDoc> {
-        doc("recover-mlp", &json!({"recovery": self.cfg.recovery}), &[("stats", stats), ("keep", keep), ("model", self.model)])
+        let config = match self.cfg.recovery {
+            RecoveryKind::Lstsq => json!({"recovery": self.cfg.recovery, "lstsq": self.cfg.lstsq, "format": 2}),
+            r => json!({"recovery": r, "format": 2}),
+        };
+        doc("recover-mlp", &config, &[("stats", stats), ("keep", keep), ("model", self.model)])
     }
 
     pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {

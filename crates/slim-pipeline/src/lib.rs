@@ -24,7 +24,7 @@ pub use run::{eval_ppl_cached, run_pipeline, PipelineOutcome};
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
 use slim_capture::CalibConfig;
-use slim_recover::RecoveryKind;
+use slim_recover::{LstsqConfig, RecoveryKind};
 use slim_score::{KeepLowest, ScorerKind};
 
 /// Where calibration statistics come from.
@@ -54,6 +54,8 @@ pub struct PipelineConfig {
     pub keep_lowest: KeepLowest,
     /// Output-projection recovery.
     pub recovery: RecoveryKind,
+    /// Settings of the `lstsq` recovery (part of the key only when it is used).
+    pub lstsq: LstsqConfig,
     /// Grouped-query attention unit.
     pub gqa: GqaMode,
     /// Calibration mode.
@@ -72,6 +74,7 @@ impl PipelineConfig {
             scorer: ScorerKind::SlimLlm,
             keep_lowest: KeepLowest::paper(),
             recovery: RecoveryKind::Affine,
+            lstsq: LstsqConfig::standard(),
             gqa,
             mode: CalibMode::Sequential,
         }

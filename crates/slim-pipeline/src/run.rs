@@ -15,6 +15,7 @@ use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats};
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
+use slim_recover::Refit;
 use slim_score::{ChannelInputs, HeadInputs};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -194,7 +195,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         })?;
         let ra_doc = graph.recover_attn(ca_key, sa_key)?;
         let (attn_affine, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Option<Affine>> {
-            slim_recover::recover_attention(cfg.recovery, &astats, &heads.kept)
+            slim_recover::recover_attention(graph.attn_recovery(), &astats, &heads.kept)
         })?;
         let t = Instant::now();
         slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, attn_affine.as_ref())?;
@@ -225,11 +226,15 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
         })?;
         let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
-        let (mlp_affine, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Option<Affine>> {
-            slim_recover::recover_mlp(cfg.recovery, &mstats, w_now.get(&format!("{p}.down_proj.weight"))?, &channels)
+        let (mlp_refit, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Refit> {
+            slim_recover::refit_mlp(cfg.recovery, &mstats, w_now.get(&format!("{p}.down_proj.weight"))?, &channels, &cfg.lstsq)
         })?;
         let t = Instant::now();
-        slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, mlp_affine.as_ref())?;
+        match mlp_refit {
+            Refit::None => slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, None)?,
+            Refit::Affine(a) => slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, Some(&a))?,
+            Refit::Columns(c) => slim_surgery::prune_mlp_columns(&mut cur_cfg, w_now, l, &channels, c.weight, &c.bias)?,
+        };
         if let Some(m) = &mut model {
             m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
         }

@@ -158,3 +158,24 @@ fn explain_matches_what_the_next_run_does() {
     assert_eq!(misses.len(), ran + 1, "explain: {misses:#?}\nrun: {}", r.table()); // + the surgery entry
     assert!(misses[0].contains("score-attn") && misses[0].contains("scorer"), "{}", misses[0]);
 }
+
+#[test]
+fn lstsq_recovery_refits_down_proj_and_shares_the_attention_fit_with_affine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    let (_, affine) = run(&mdir, &store, &cfg);
+    let (r, lstsq) = run(&mdir, &store, &PipelineConfig { recovery: RecoveryKind::Lstsq, ..cfg });
+    // The first pruned layer's captures (attention, and the MLP's after the shared affine
+    // o_proj fit), its head and channel choices and its o_proj fit are reused; its down_proj
+    // refit and everything above it are new.
+    assert_eq!((r.reused("capture"), r.reused("score"), r.reused("recover")), (3, 2, 1), "{}", r.table());
+    assert_eq!(lstsq.params_after, affine.params_after);
+    let m = Llama::<Cpu>::load(&lstsq.pruned_dir, &burn_flex::FlexDevice).unwrap();
+    let logits = m.forward(m.ids_tensor(&[1, 2, 3], 1, 3).unwrap());
+    assert!(logits.into_data().into_vec::<f32>().unwrap().iter().all(|x| x.is_finite()));
+    let pruned = ModelConfig::load(&lstsq.pruned_dir).unwrap();
+    assert!(pruned.layers.iter().filter(|s| s.intermediate_size < 45).all(|s| s.down_proj_bias));
+}

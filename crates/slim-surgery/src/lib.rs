@@ -57,6 +57,25 @@ pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[u
     Ok(shape)
 }
 
+/// Like [`prune_mlp`], but down_proj's kept columns are replaced by `down` (`[d, |K|]`,
+/// column i for channel `channels[i]`) and `bias` (`[d]`) is added to its bias: a
+/// recovery that refits the weights themselves (least squares) rather than scaling them.
+pub fn prune_mlp_columns(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], down: HostTensor, bias: &[f64]) -> Result<LayerShape> {
+    let d = cfg.hidden_size;
+    ensure!(down.shape == [d, channels.len()], "layer {l}: refitted down_proj has shape {:?}, expected [{d}, {}]", down.shape, channels.len());
+    ensure!(bias.len() == d, "layer {l}: refitted down_proj bias has {} entries for {d} outputs", bias.len());
+    ensure!(down.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()), "layer {l}: refitted down_proj is not finite");
+    prune_mlp(cfg, w, l, channels, None)?;
+    let p = format!("model.layers.{l}.mlp.down_proj");
+    w.insert(format!("{p}.weight"), down);
+    let had_bias = cfg.layers[l].down_proj_bias;
+    let old = if had_bias { Some(w.take(&format!("{p}.bias"))?) } else { None };
+    let b: Vec<f32> = (0..d).map(|k| bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
+    w.insert(format!("{p}.bias"), HostTensor::new(vec![d], b)?);
+    cfg.layers[l].down_proj_bias = true;
+    Ok(cfg.layers[l].clone())
+}
+
 /// Stores `weight` (already column-sliced) under `prefix`, scaled row-wise by the affine
 /// scale, with bias `b + old_bias`. Returns whether the projection now has a bias.
 fn fold_affine(w: &mut Weights, prefix: &str, mut weight: HostTensor, had_bias: bool, affine: Option<&Affine>) -> Result<bool> {

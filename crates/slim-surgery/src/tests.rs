@@ -64,3 +64,21 @@ fn folded_affine_scales_rows_and_adds_bias() {
     prune_mlp(&mut cfg, &mut w, 0, &[0, 1], Some(&Affine { scale: vec![1.0; 6], bias: vec![1.0; 6] })).unwrap();
     assert!((w.get("model.layers.0.mlp.down_proj.bias").unwrap().data[2] - 1.3).abs() < 1e-6);
 }
+
+#[test]
+fn refitted_columns_replace_down_proj_and_their_bias_adds_on() {
+    let (mut cfg, mut w) = SyntheticSpec::dense("llama", 1, 6, 2, 2, 2, 5, 9, 4).build();
+    let new = HostTensor::new(vec![6, 2], (0..12).map(|i| i as f32 * 0.25).collect()).unwrap();
+    let s = prune_mlp_columns(&mut cfg, &mut w, 0, &[1, 4], new.clone(), &[0.5; 6]).unwrap();
+    assert_eq!((s.intermediate_size, s.down_proj_bias), (2, true));
+    assert_eq!(w.get("model.layers.0.mlp.down_proj.weight").unwrap(), &new);
+    assert_eq!(w.get("model.layers.0.mlp.down_proj.bias").unwrap().data, vec![0.5; 6]);
+    w.check_against(&cfg).unwrap();
+    // Gate and up are sliced exactly as by prune_mlp; a second refit adds to the bias.
+    let (mut cfg2, mut w2) = SyntheticSpec::dense("llama", 1, 6, 2, 2, 2, 5, 9, 4).build();
+    prune_mlp(&mut cfg2, &mut w2, 0, &[1, 4], None).unwrap();
+    assert_eq!(w.get("model.layers.0.mlp.gate_proj.weight").unwrap(), w2.get("model.layers.0.mlp.gate_proj.weight").unwrap());
+    prune_mlp_columns(&mut cfg, &mut w, 0, &[0, 1], new.clone(), &[1.0; 6]).unwrap();
+    assert_eq!(w.get("model.layers.0.mlp.down_proj.bias").unwrap().data, vec![1.5; 6]);
+    assert!(prune_mlp_columns(&mut cfg, &mut w, 0, &[0], new, &[0.0; 6]).is_err(), "shape mismatch is rejected");
+}
