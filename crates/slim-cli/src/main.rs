@@ -3,6 +3,7 @@
 //! Parsing lives here; each command's work lives in its own module.
 
 mod bench;
+mod cache;
 mod eval;
 mod generate;
 mod import;
@@ -98,6 +99,9 @@ enum Command {
     /// Rerun one stage: its cache entries are recomputed and replaced, every other stage is
     /// reused from the cache where it can be. Takes the same settings as `pipeline run`.
     Stage(pipeline::StageArgs),
+    /// The artifact cache: verify entries against their manifests, remove unreferenced ones.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 fn main() {
@@ -128,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a, &g),
         Command::Pipeline(c) => pipeline::run(c, &g),
         Command::Stage(a) => pipeline::stage(a, &g),
+        Command::Cache(c) => cache::run(c),
     }
 }
 

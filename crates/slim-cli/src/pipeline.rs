@@ -333,6 +333,7 @@ impl BackendRun for Job<'_> {
             "removed_fraction": 1.0 - out.params_after as f64 / out.params_before as f64,
             "alloc": out.alloc,
             "ppl_data": first,
+            "eval_windows": a.eval_windows,
             "ppl_before": pick("before"),
             "ppl_after": pick("after"),
             "ppl": ppl,

@@ -102,3 +102,34 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
     line(&graph.surgery(n_layers, chain, alloc.key())?, None)?;
     Ok(out)
 }
+
+/// Every cache entry a run of `cfg` on `model_dir` refers to and that the store holds: what
+/// [`explain_pipeline`] finds cached, plus the perplexity entries of the dense and pruned
+/// models for `evals` (`(data, seq_len, windows)`). `slimllm cache gc` keeps these.
+pub fn referenced_entries(
+    model_dir: &Path,
+    cfg: &PipelineConfig,
+    store: &Store,
+    evals: &[(slim_data::EvalText, usize, Option<usize>)],
+) -> Result<std::collections::BTreeSet<(String, slim_artifact::Key)>> {
+    let mut keep = std::collections::BTreeSet::new();
+    let lines = explain_pipeline(model_dir, cfg, store)?;
+    let mut models = vec![model_key(model_dir)?];
+    for l in &lines {
+        if let Explanation::Hit { key } = l.explanation {
+            keep.insert((l.stage.clone(), key));
+            if l.stage == "surgery" {
+                models.push(key);
+            }
+        }
+    }
+    for m in models {
+        for &(data, seq_len, windows) in evals {
+            let key = crate::run::eval_doc(m, data, seq_len, windows)?.key();
+            if store.lookup("eval", &key)?.is_some() {
+                keep.insert(("eval".to_string(), key));
+            }
+        }
+    }
+    Ok(keep)
+}

@@ -16,7 +16,7 @@ mod keys;
 mod report;
 mod run;
 
-pub use explain::{explain_pipeline, ExplainLine};
+pub use explain::{explain_pipeline, referenced_entries, ExplainLine};
 pub use keys::{model_key, STAGE_VERSION};
 pub use report::{RunReport, StageReport};
 pub use run::{eval_ppl_cached, run_pipeline, PipelineOutcome};
@@ -54,7 +54,9 @@ pub struct PipelineConfig {
     pub keep_lowest: KeepLowest,
     /// Output-projection recovery.
     pub recovery: RecoveryKind,
-    /// Settings of the `lstsq` recovery (part of the key only when it is used).
+    /// Settings of the `lstsq` recovery (part of the key only when it is used; absent from
+    /// configs written before it existed, which read as the standard settings).
+    #[serde(default = "LstsqConfig::standard")]
     pub lstsq: LstsqConfig,
     /// Grouped-query attention unit.
     pub gqa: GqaMode,

@@ -381,7 +381,7 @@ pub fn eval_ppl_cached<B: Backend>(
     ppl: &slim_eval::PplConfig,
     device: &B::Device,
 ) -> Result<slim_eval::PplResult> {
-    let d = doc("eval", &json!({"data": data.name(), "seq_len": ppl.seq_len, "windows": ppl.max_windows}), &[("model", model_key)])?;
+    let d = eval_doc(model_key, data, ppl.seq_len, ppl.max_windows)?;
     Ok(cached(store, report, None, "eval", &d, || {
         let text = data.load(data_root)?;
         let ids = Tokenizer::load(model_dir)?.encode(&text)?;
@@ -389,4 +389,9 @@ pub fn eval_ppl_cached<B: Backend>(
         slim_eval::perplexity(&m, &ids, ppl)
     })?
     .0)
+}
+
+/// Key document of a perplexity entry.
+pub(crate) fn eval_doc(model: Key, data: slim_data::EvalText, seq_len: usize, windows: Option<usize>) -> Result<KeyDoc> {
+    doc("eval", &json!({"data": data.name(), "seq_len": seq_len, "windows": windows}), &[("model", model)])
 }

@@ -179,3 +179,25 @@ fn lstsq_recovery_refits_down_proj_and_shares_the_attention_fit_with_affine() {
     let pruned = ModelConfig::load(&lstsq.pruned_dir).unwrap();
     assert!(pruned.layers.iter().filter(|s| s.intermediate_size < 45).all(|s| s.down_proj_bias));
 }
+
+#[test]
+fn a_run_refers_to_exactly_the_entries_it_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    run(&mdir, &store, &cfg);
+    let all: std::collections::BTreeSet<_> = store.entries().unwrap().into_iter().collect();
+    assert_eq!(crate::referenced_entries(&mdir, &cfg, &store, &[]).unwrap(), all);
+    // A second recipe adds entries the first does not refer to; gc with the first's set
+    // removes exactly those, and the first still runs entirely from the cache.
+    run(&mdir, &store, &PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg.clone() });
+    let keep = crate::referenced_entries(&mdir, &cfg, &store, &[]).unwrap();
+    let removed = store.gc(&keep).unwrap();
+    assert!(!removed.is_empty());
+    let (r, _) = run(&mdir, &store, &cfg);
+    for stage in ["calib", "capture", "score", "alloc", "recover"] {
+        assert_eq!(r.ran(stage), 0, "{stage} ran after gc: {}", r.table());
+    }
+}
