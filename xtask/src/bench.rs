@@ -52,7 +52,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let (mut ours, mut torch) = (Vec::new(), Vec::new());
             for round in 1..=(*rounds).max(1) {
                 let mut cmd = slimllm();
-                cmd.args(["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
+                cmd.args(["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN, "--no-decode"]);
                 ours.push(tokens_per_s(&util::run_capture(&mut cmd, &root)?).ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?);
                 if let Some(venv) = &venv {
                     let mut py = Command::new(venv.join("bin/python"));
@@ -96,7 +96,7 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     let total = summary["pruning_seconds"].as_f64().ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
     let load = secs("load");
     let mut cmd = slimllm();
-    cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3"]);
+    cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3", "--no-decode"]);
     let out = util::run_capture(&mut cmd, root)?;
     let fwd: f64 = out
         .lines()

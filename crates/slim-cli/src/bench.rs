@@ -1,10 +1,12 @@
-//! `slimllm bench`: dense prefill throughput of a model directory (warm-up excluded,
-//! median and spread of repeats). Timing lives here, never in tests.
+//! `slimllm bench`: throughput of one or more model directories, side by side: prefill
+//! tokens/s over a grid of batch × length, and decode tokens/s with the KV cache. One
+//! warm-up run is excluded; the median and the spread of the repeats are reported. Timing
+//! lives here, never in tests.
 
 use crate::GlobalArgs;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
-use serde_json::json;
+use serde_json::{json, Value};
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,57 +14,129 @@ use std::time::Instant;
 /// Arguments of `slimllm bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Model directory.
-    #[arg(long)]
-    model: PathBuf,
-    /// Sequences per forward pass.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
-    /// Timed repeats after one warm-up pass.
+    /// Model directory (repeat the flag to compare models).
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
+    /// Sequences per prefill pass (comma-separated for a grid).
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    batch: Vec<usize>,
+    /// Tokens per sequence in prefill (comma-separated for a grid).
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    seq_len: Vec<usize>,
+    /// Timed repeats after one warm-up run.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Tokens generated one at a time with the KV cache in the decode measurement (batch 1).
+    #[arg(long, default_value_t = 64)]
+    decode: usize,
+    /// Prompt length before the decode measurement (prefilled through the cache, not timed).
+    #[arg(long, default_value_t = 128)]
+    decode_prompt: usize,
+    /// Skip the decode measurement.
+    #[arg(long)]
+    no_decode: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
-    let times = dispatch(g.backend.kind(), Prefill { a: &a })?;
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let tokens = (a.batch * a.seq_len) as f64;
-    let v = json!({
-        "model": a.model.display().to_string(), "backend": g.backend.kind().name(), "batch": a.batch, "seq_len": a.seq_len,
-        "repeats": a.repeats, "seconds": times, "median_s": median, "min_s": sorted[0], "max_s": sorted[sorted.len() - 1],
-        "tokens_per_s": tokens / median, "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    println!("{v}");
+    ensure!(a.repeats > 0, "--repeats must be at least 1");
+    ensure!(a.batch.iter().chain(&a.seq_len).all(|&x| x > 0), "--batch and --seq-len must be positive");
+    let mut results = Vec::new();
+    for model in &a.model {
+        for row in dispatch(g.backend.kind(), Job { a: &a, model })? {
+            println!("{row}");
+            results.push(row);
+        }
+    }
+    eprint!("{}", table(&results));
+    if let Some(out) = &a.out {
+        slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.kind().name(), "results": results}))?;
+    }
     Ok(())
 }
 
-struct Prefill<'a> {
-    a: &'a BenchArgs,
+/// One result line: the repeats' times, their median and spread, tokens/s at the median.
+fn row(model: &std::path::Path, kind: &str, batch: usize, seq_len: usize, tokens: usize, mut times: Vec<f64>) -> Value {
+    let raw = times.clone();
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 };
+    json!({
+        "model": model.display().to_string(), "kind": kind, "batch": batch, "seq_len": seq_len,
+        "repeats": n, "seconds": raw, "median_s": median, "min_s": times[0], "max_s": times[n - 1],
+        "tokens_per_s": tokens as f64 / median, "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    })
 }
 
-impl BackendRun for Prefill<'_> {
-    type Output = Vec<f64>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<f64>> {
+/// The results as a Markdown table, models side by side per measurement.
+fn table(rows: &[Value]) -> String {
+    let mut s = String::from("| model | measurement | batch × length | tokens/s (median) | spread (min–max s) |\n|---|---|---|---|---|\n");
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {} × {} | {:.1} | {:.3}–{:.3} |\n",
+            r["model"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["batch"],
+            r["seq_len"],
+            r["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["min_s"].as_f64().unwrap_or(f64::NAN),
+            r["max_s"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    s
+}
+
+struct Job<'a> {
+    a: &'a BenchArgs,
+    model: &'a std::path::Path,
+}
+
+impl BackendRun for Job<'_> {
+    type Output = Vec<Value>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Value>> {
         let a = self.a;
-        let model = Llama::<B>::load(&a.model, &device)?;
+        let model = Llama::<B>::load(self.model, &device)?;
         let v = model.config().vocab_size as u32;
         // Fixed pseudo-random tokens: throughput does not depend on their values.
-        let ids: Vec<u32> = (0..a.batch * a.seq_len).map(|i| (i as u32).wrapping_mul(2_654_435_761) % v).collect();
-        let mut times = Vec::with_capacity(a.repeats);
-        for i in 0..=a.repeats {
-            let t = Instant::now();
-            let logits = model.forward(model.ids_tensor(&ids, a.batch, a.seq_len)?);
-            // Reading a value back forces asynchronous backends to finish.
-            let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();
-            if i > 0 {
-                times.push(t.elapsed().as_secs_f64());
+        let ids = |n: usize| -> Vec<u32> { (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761) % v).collect() };
+        let mut out = Vec::new();
+        for &batch in &a.batch {
+            for &len in &a.seq_len {
+                let x = ids(batch * len);
+                let mut times = Vec::with_capacity(a.repeats);
+                for i in 0..=a.repeats {
+                    let t = Instant::now();
+                    let logits = model.forward(model.ids_tensor(&x, batch, len)?);
+                    // Reading a value back forces asynchronous backends to finish.
+                    let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();
+                    if i > 0 {
+                        times.push(t.elapsed().as_secs_f64());
+                    }
+                }
+                out.push(row(self.model, "prefill", batch, len, batch * len, times));
             }
         }
-        Ok(times)
+        if !a.no_decode && a.decode > 0 {
+            let prompt = ids(a.decode_prompt.max(1));
+            let next = ids(a.decode_prompt + a.decode + 1);
+            let mut times = Vec::with_capacity(a.repeats);
+            for i in 0..=a.repeats {
+                let mut cache = model.new_cache(1);
+                let _ = model.forward_cached(model.ids_tensor(&prompt, 1, prompt.len())?, &mut cache)?.slice([0..1, 0..1, 0..1]).into_scalar();
+                let t = Instant::now();
+                for s in 0..a.decode {
+                    let tok = next[prompt.len() + s];
+                    let logits = model.forward_cached(model.ids_tensor(&[tok], 1, 1)?, &mut cache)?;
+                    let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();
+                }
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            out.push(row(self.model, "decode", 1, a.decode_prompt, a.decode, times));
+        }
+        Ok(out)
     }
 }
