@@ -44,8 +44,12 @@ pub struct PplArgs {
 pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
     match c {
         EvalCommand::Ppl(a) => {
-            let text = a.data.load(&g.data_root)?;
+            // The model first: a wrong --model is the likelier mistake and the cheaper check;
+            // then that the result can be written, before the long part.
+            slim_checkpoint::ModelConfig::load(&a.model)?;
+            crate::check_out(a.out.as_deref())?;
             let tok = Tokenizer::load(&a.model)?;
+            let text = a.data.load(&g.data_root)?;
             let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
             tracing::info!("{}: {} tokens", a.data.name(), ids.len());
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };

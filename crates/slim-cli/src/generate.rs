@@ -25,10 +25,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 16)]
     max_new: usize,
     /// Sampling temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f64,
     /// Nucleus sampling: sample among the most likely tokens covering this probability mass.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
@@ -39,6 +39,8 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
+    ensure!(a.temperature >= 0.0 && a.temperature.is_finite(), "--temperature must be finite and at least 0, got {}", a.temperature);
+    ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must lie in (0, 1], got {}", a.top_p);
     let tok = Tokenizer::load(&a.model)?;
     let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", &a.prompt)])? } else { a.prompt.clone() };
     let ids = tok.encode(&text)?;

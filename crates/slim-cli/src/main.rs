@@ -143,13 +143,24 @@ fn progress(g: &GlobalArgs) -> bool {
 
 /// Writes `value` as the last line of stdout and, when given, to `out` (atomically).
 fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result<()> {
-    if let Some(path) = out {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| anyhow::format_err!("creating {}: {e}", parent.display()))?;
-        }
-        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
-    }
+    // stdout first: a failing --out never loses the result.
     println!("{}", serde_json::to_string(value)?);
+    if let Some(path) = out {
+        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+            .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Checks before any long work that `--out` can be written: its folder exists (created if
+/// missing) and accepts a file.
+fn check_out(out: Option<&std::path::Path>) -> Result<()> {
+    let Some(path) = out else { return Ok(()) };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| anyhow::format_err!("--out {}: cannot create folder {}: {e}", path.display(), parent.display()))?;
+    let probe = parent.join(format!(".slimllm-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| anyhow::format_err!("--out {}: folder {} is not writable: {e}", path.display(), parent.display()))?;
+    let _ = std::fs::remove_file(probe);
     Ok(())
 }
 

@@ -108,7 +108,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "data/models/smollm2-135m")]
     model: PathBuf,
     /// Fraction of the model's total parameters to remove (tied embeddings counted once).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     target: f64,
     /// Layers to prune (top-K by input/output similarity); default L − 4.
     #[arg(long)]
@@ -146,7 +146,7 @@ pub struct PipelineArgs {
     keep_lowest: f64,
     /// `lstsq` ridge ε: λ = ε · mean(diag Σ[K,K]), the penalty pulling the refit toward
     /// the sliced weights.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 1e-2, allow_negative_numbers = true)]
     lstsq_ridge: f64,
     /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
     #[arg(long)]
@@ -178,6 +178,8 @@ impl PipelineArgs {
         let a = self;
         ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
         ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
+        ensure!(a.calib_windows >= 1, "--calib-windows must be at least 1, got {}", a.calib_windows);
+        ensure!(a.calib_len >= 2, "--calib-len must be at least 2 tokens, got {}", a.calib_len);
         ensure!(a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(), "--lstsq-ridge must be finite and at least 0, got {}", a.lstsq_ridge);
         Ok(PipelineConfig {
             calib: CalibConfig { source: a.calib_source, n_windows: a.calib_windows, seq_len: a.calib_len, seed: a.seed },

@@ -32,7 +32,7 @@ impl Tokenizer {
     /// `messages` as `(role, content)` pairs, ending with the assistant's turn opened.
     pub fn chat_prompt(dir: &Path, messages: &[(&str, &str)]) -> Result<String> {
         let path = dir.join("tokenizer_config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (the chat_template lives there)", path.display()))?;
         let cfg: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let template = cfg["chat_template"].as_str().with_context(|| format!("{} has no chat_template", path.display()))?;
         let token = |k: &str| cfg[k].as_str().unwrap_or("").to_string();

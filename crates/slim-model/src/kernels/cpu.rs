@@ -198,6 +198,9 @@ pub(crate) struct AttnDims {
 pub(crate) fn causal_attention(q: &[f32], k: &[f32], v: &[f32], kv_head_of: &[usize], d: AttnDims, scale: f32) -> Vec<f32> {
     let AttnDims { batch, q_len: tq, kv_len: tk, head_dim: dh } = d;
     let hq = kv_head_of.len();
+    if batch * tq * hq * dh == 0 {
+        return Vec::new();
+    }
     let (qw, kw) = (hq * dh, k.len() / (batch * tk).max(1));
     assert!(tk >= tq, "attention: {tk} keys for {tq} queries");
     assert_eq!(q.len(), batch * tq * qw, "attention: query buffer size");
