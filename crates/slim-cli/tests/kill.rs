@@ -1,0 +1,123 @@
+//! Crash safety: `slimllm pipeline run` is killed with SIGKILL at random moments, many times,
+//! on one cache; after each kill a rerun must complete, and the cache must end up holding
+//! exactly the entries of an uninterrupted run on a fresh cache, byte for byte (every payload
+//! hash in every manifest, and the pruned model's files). `SLIMLLM_KILLS=N` sets the number
+//! of kills (default 8 here, so that CI stays quick; docs/reliability.md reports a long run).
+
+#![cfg(unix)]
+
+use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn model(dir: &Path) {
+    let (cfg, w) = SyntheticSpec::dense("llama", 6, 96, 8, 4, 12, 256, 301, 3).build();
+    slim_checkpoint::save_model_dir(dir, &cfg, &w, dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap(); // hashed, never parsed with random calibration
+}
+
+fn pipeline(model: &Path, cache: &Path, run_root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slimllm"));
+    c.args(["--quiet", "--data-root"]).arg(run_root);
+    c.args(["pipeline", "run", "--model"]).arg(model);
+    c.args(["--target", "0.3", "--calib-source", "random", "--calib-windows", "16", "--calib-len", "64", "--pruned-layers", "5", "--no-eval", "--run", "kill"]);
+    c.arg("--cache").arg(cache);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Every file under `root` except manifests' timestamps: (relative path → bytes digest),
+/// temp folders excluded. Manifests are compared by their payload lists.
+fn snapshot(cache: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![cache.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(cache).unwrap().display().to_string();
+            if rel.split('/').any(|c| c.starts_with(".tmp")) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if rel.ends_with("manifest.json") {
+                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                out.insert(rel, m["payloads"].to_string());
+            } else {
+                out.insert(rel, format!("{:x}", md5_like(&std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out
+}
+
+/// Where a killed run was, from the last log line it wrote: before the allocation (calibration
+/// windows, importance pass), in the per-layer pass (capture, score, recover, surgery of layer
+/// k), or after the last layer (writing the pruned model).
+fn phase(log: &str) -> String {
+    let last = log.lines().rev().find(|l| l.contains("INFO"));
+    match last {
+        None => "calib/importance".into(),
+        Some(l) if l.contains("allocation") => "layer 0 (capture/score/recover)".into(),
+        Some(l) => match l.split("layer").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.trim().parse::<usize>().ok()) {
+            Some(k) => format!("after layer {k}"),
+            None => "other".into(),
+        },
+    }
+}
+
+/// FNV-1a: enough to compare files byte for byte here.
+fn md5_like(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+}
+
+#[test]
+fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, runs) = (tmp.path().join("model"), tmp.path().join("data"));
+    model(&m);
+    // The uninterrupted reference, and its duration.
+    let reference = tmp.path().join("ref-cache");
+    let t = Instant::now();
+    let out = pipeline(&m, &reference, &runs).output().unwrap();
+    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let full = t.elapsed();
+    let want = snapshot(&reference);
+    assert!(want.len() > 20, "the reference cache is suspiciously small: {want:?}");
+
+    let kills: usize = std::env::var("SLIMLLM_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let cache = tmp.path().join("cache");
+    let mut rng = SplitMix(2026);
+    let mut landed = 0;
+    let mut hit: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..kills {
+        // A fresh cache each time, killed at a uniform moment of a full run, so that every
+        // stage is hit in proportion to its duration; odd rounds also kill the first rerun,
+        // which resumes from a partial cache.
+        let _ = std::fs::remove_dir_all(&cache);
+        for round in 0..1 + i % 2 {
+            let mut child = pipeline(&m, &cache, &runs).spawn().unwrap();
+            let frac = if round == 0 { 0.02 + 0.93 * rng.unit() } else { 0.3 * rng.unit() };
+            std::thread::sleep(Duration::from_secs_f64(full.as_secs_f64() * frac));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                landed += 1;
+                let log = child.wait_with_output().unwrap().stderr;
+                *hit.entry(phase(&String::from_utf8_lossy(&log))).or_insert(0) += 1;
+            } else {
+                child.wait().unwrap();
+            }
+        }
+        // The next run completes from whatever the killed one left.
+        let out = pipeline(&m, &cache, &runs).output().unwrap();
+        assert!(out.status.success(), "rerun after kill {i} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got = snapshot(&cache);
+        let missing: Vec<_> = want.keys().filter(|k| got.get(*k) != want.get(*k)).collect();
+        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "after kill {i}: differing {missing:?}, extra {extra:?}");
+    }
+    assert!(landed * 2 >= kills, "only {landed} kills landed before the run finished ({kills} rounds)");
+    eprintln!("{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); killed during: {hit:?}", want.len());
+}
