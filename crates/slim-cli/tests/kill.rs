@@ -121,3 +121,22 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
     assert!(landed * 2 >= kills, "only {landed} kills landed before the run finished ({kills} rounds)");
     eprintln!("{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); killed during: {hit:?}", want.len());
 }
+
+#[test]
+fn concurrent_runs_on_one_cache_both_finish_with_the_reference_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, runs) = (tmp.path().join("model"), tmp.path().join("data"));
+    model(&m);
+    let reference = tmp.path().join("ref-cache");
+    assert!(pipeline(&m, &reference, &runs).output().unwrap().status.success());
+    let want = snapshot(&reference);
+    for round in 0..3 {
+        let cache = tmp.path().join(format!("cache-{round}"));
+        let children: Vec<_> = (0..3).map(|_| pipeline(&m, &cache, &runs).spawn().unwrap()).collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "a concurrent run failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(snapshot(&cache), want, "round {round}: the shared cache differs from the reference");
+    }
+}
