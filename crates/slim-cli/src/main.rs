@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod import;
 mod pipeline;
+mod report;
 mod tokenize;
 
 use anyhow::Result;
@@ -99,6 +100,8 @@ enum Command {
     /// Rerun one stage: its cache entries are recomputed and replaced, every other stage is
     /// reused from the cache where it can be. Takes the same settings as `pipeline run`.
     Stage(pipeline::StageArgs),
+    /// A Markdown report with charts from run summaries and bench results.
+    Report(report::ReportArgs),
     /// The artifact cache: verify entries against their manifests, remove unreferenced ones.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(c) => pipeline::run(c, &g),
         Command::Stage(a) => pipeline::stage(a, &g),
         Command::Cache(c) => cache::run(c),
+        Command::Report(a) => report::run(a),
     }
 }
 

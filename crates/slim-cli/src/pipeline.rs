@@ -170,6 +170,9 @@ pub struct RunArgs {
     /// Run name: results go to `data/runs/<run>/`. Default: derived from the settings.
     #[arg(long)]
     run: Option<String>,
+    /// Also write `data/runs/<run>/report/report.md` (tables and charts) at the end.
+    #[arg(long)]
+    report: bool,
 }
 
 impl PipelineArgs {
@@ -288,6 +291,10 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     slim_artifact::write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     tracing::info!("summary written to {}", run_dir.join("summary.json").display());
+    if a.report {
+        let path = crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
+        tracing::info!("report written to {}", path.display());
+    }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -1,0 +1,193 @@
+//! `slimllm report RUN_OR_RESULT… --out DIR`: a Markdown page with tables and SVG charts
+//! from run summaries (`data/runs/<run>/summary.json`) and `slimllm bench --out` results:
+//! perplexity against parameters kept, per-layer ratios and kept heads and channels, stage
+//! timings, throughput.
+
+mod charts;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `slimllm report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Run folders (holding `summary.json`) or result files (a run's `summary.json`, or the
+    /// JSON `slimllm bench --out` writes).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Folder to write `report.md` and its charts into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// What the inputs hold, sorted by kind.
+#[derive(Default)]
+struct Inputs {
+    runs: Vec<(String, Value)>,
+    bench: Vec<Value>,
+}
+
+fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
+    let mut inp = Inputs::default();
+    for p in paths {
+        let file = if p.is_dir() { p.join("summary.json") } else { p.clone() };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        if v.get("params_after").is_some() && v.get("stages").is_some() {
+            let name = v["run"].as_str().map(String::from).unwrap_or_else(|| file.parent().and_then(Path::file_name).map_or("run".into(), |n| n.to_string_lossy().into_owned()));
+            inp.runs.push((name, v));
+        } else if let Some(rows) = v["results"].as_array() {
+            inp.bench.extend(rows.iter().cloned());
+        } else {
+            bail!("{}: neither a run summary nor a `slimllm bench --out` result", file.display());
+        }
+    }
+    Ok(inp)
+}
+
+pub fn run(a: ReportArgs) -> Result<()> {
+    let inp = read_inputs(&a.inputs)?;
+    let path = write_report(&inp, &a.out)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Writes the report of the given run folders into `out`; used by `pipeline run --report`.
+pub fn write_for_runs(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
+    write_report(&read_inputs(runs)?, out)
+}
+
+fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut md = String::from("# slimllm report\n\n");
+    if !inp.runs.is_empty() {
+        md += &models_section(&inp.runs);
+        let points = charts::ppl_points(&inp.runs);
+        if !points.is_empty() {
+            charts::ppl_vs_params(&points, &out.join("ppl_vs_params.svg"))?;
+            md += "\n![perplexity against parameters kept](ppl_vs_params.svg)\n";
+        }
+        md += &stages_section(&inp.runs);
+        for (name, s) in &inp.runs {
+            md += &layers_section(name, s);
+            let file = format!("layers-{}.svg", sanitize(name));
+            if charts::layers(name, s, &out.join(&file))? {
+                let _ = writeln!(md, "\n![per-layer plan of {name}]({file})");
+            }
+        }
+    }
+    if !inp.bench.is_empty() {
+        md += &bench_section(&inp.bench);
+    }
+    let path = out.join("report.md");
+    slim_checkpoint::weights::write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// Parameters and perplexity before and after, one row per run.
+fn models_section(runs: &[(String, Value)]) -> String {
+    let mut md = String::from("## Models\n\n| run | scorer | recovery | GQA | calibration | parameters before → after | removed | perplexity before → after |\n|---|---|---|---|---|---|---|---|\n");
+    for (name, s) in runs {
+        let c = &s["config"];
+        let ppl: Vec<String> = s["ppl"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}: {:.2} → {:.2} ({} windows)", f(&v["before"]["ppl"]), f(&v["after"]["ppl"]), v["after"]["windows"]))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} → {} | {:.3} % | {} |",
+            c["scorer"].as_str().unwrap_or("?"),
+            c["recovery"].as_str().unwrap_or("?"),
+            c["gqa"].as_str().unwrap_or("?"),
+            c["mode"].as_str().unwrap_or("?"),
+            s["params_before"],
+            s["params_after"],
+            100.0 * f(&s["removed_fraction"]),
+            if ppl.is_empty() { "not evaluated".into() } else { ppl.join("; ") }
+        );
+    }
+    md
+}
+
+/// Seconds per stage, one row per run.
+fn stages_section(runs: &[(String, Value)]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for (_, s) in runs {
+        for st in s["stages"].as_array().into_iter().flatten() {
+            let n = st["name"].as_str().unwrap_or("?").to_string();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let mut md = format!("\n## Stage timings (seconds; entries reused from the cache in parentheses)\n\n| run | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
+    for (name, s) in runs {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                s["stages"].as_array().into_iter().flatten().find(|st| st["name"] == n.as_str()).map_or("-".into(), |st| {
+                    let reused = st["reused"].as_u64().unwrap_or(0);
+                    if reused > 0 {
+                        format!("{:.1} ({reused})", f(&st["seconds"]))
+                    } else {
+                        format!("{:.1}", f(&st["seconds"]))
+                    }
+                })
+            })
+            .collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    }
+    md
+}
+
+/// The per-layer plan of one run.
+fn layers_section(name: &str, s: &Value) -> String {
+    let mut md = format!(
+        "\n## Per-layer plan: {name}\n\nr0 = {:.4}, {} layers pruned, α = {}\n\n| layer | importance (cos) | ratio | heads | KV heads | channels |\n|---|---|---|---|---|---|\n",
+        f(&s["alloc"]["r0"]),
+        s["alloc"]["pruned_layers"],
+        s["alloc"]["alpha"]
+    );
+    let imp = s["layer_importance"].as_array();
+    for l in s["layers"].as_array().into_iter().flatten() {
+        let i = l["layer"].as_u64().unwrap_or(0) as usize;
+        let cos = imp.and_then(|v| v.get(i)).map_or(f64::NAN, f);
+        let _ = writeln!(md, "| {i} | {cos:.4} | {:.3} | {} | {} | {} |", f(&l["ratio"]), l["heads"], l["kv_heads"], l["channels"]);
+    }
+    md
+}
+
+/// Throughput rows, models side by side.
+fn bench_section(rows: &[Value]) -> String {
+    let mut md = String::from("\n## Throughput\n\n| model | measurement | batch × length | tokens/s (median) | spread (min–max s) | repeats |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} × {} | {:.1} | {:.3}–{:.3} | {} |",
+            r["model"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("prefill"),
+            r["batch"],
+            r["seq_len"],
+            f(&r["tokens_per_s"]),
+            f(&r["min_s"]),
+            f(&r["max_s"]),
+            r["repeats"]
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests;

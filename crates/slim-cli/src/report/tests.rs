@@ -1,0 +1,42 @@
+use super::*;
+
+fn summary(run: &str, after: f64, params_after: u64) -> Value {
+    serde_json::json!({
+        "run": run, "params_before": 1000, "params_after": params_after, "removed_fraction": 1.0 - params_after as f64 / 1000.0,
+        "config": {"scorer": "slimllm", "recovery": "affine", "gqa": "whole-group", "mode": "sequential"},
+        "ppl": {"ptb-valid": {"before": {"ppl": 10.0, "windows": 4}, "after": {"ppl": after, "windows": 4}}},
+        "stages": [{"name": "capture", "seconds": 1.5, "ran": 3, "reused": 0}, {"name": "score", "seconds": 0.25, "ran": 0, "reused": 2}],
+        "alloc": {"r0": 0.3, "pruned_layers": 2, "alpha": 10.0},
+        "layer_importance": [0.9, 0.95, 0.97],
+        "layers": [{"layer": 0, "ratio": 0.0, "heads": 4, "kv_heads": 2, "channels": 10}, {"layer": 1, "ratio": 0.3, "heads": 2, "kv_heads": 1, "channels": 7}],
+    })
+}
+
+#[test]
+fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (run, ppl, params) in [("a", 20.0, 800), ("b", 35.5, 500)] {
+        let d = tmp.path().join(run);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.json"), summary(run, ppl, params).to_string()).unwrap();
+    }
+    let bench = tmp.path().join("bench.json");
+    std::fs::write(&bench, serde_json::json!({"results": [{"model": "m", "kind": "decode", "batch": 1, "seq_len": 128, "tokens_per_s": 21.5, "min_s": 1.0, "max_s": 1.2, "repeats": 5}]}).to_string()).unwrap();
+    let out = tmp.path().join("report");
+    let inputs = [tmp.path().join("a"), tmp.path().join("b"), bench];
+    let path = write_report(&read_inputs(&inputs).unwrap(), &out).unwrap();
+    let md = std::fs::read_to_string(path).unwrap();
+    assert!(md.contains("| a | slimllm | affine | whole-group | sequential | 1000 → 800 | 20.000 % | ptb-valid: 10.00 → 20.00 (4 windows) |"), "{md}");
+    assert!(md.contains("| b |") && md.contains("10.00 → 35.50"));
+    assert!(md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"), "{md}");
+    assert!(md.contains("| 1 | 0.9500 | 0.300 | 2 | 1 | 7 |"), "{md}");
+    assert!(md.contains("| m | decode | 1 × 128 | 21.5 |"), "{md}");
+    for chart in ["ppl_vs_params.svg", "layers-a.svg", "layers-b.svg"] {
+        let svg = std::fs::read_to_string(out.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{chart}");
+        assert!(md.contains(chart), "{chart} not linked");
+    }
+    // Three points: the dense model once, then each run.
+    assert_eq!(charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(), 3);
+    assert!(read_inputs(&[out.join("report.md")]).is_err(), "a Markdown file is not an input");
+}
