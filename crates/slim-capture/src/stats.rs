@@ -34,7 +34,7 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
     // Σ^(k) = Ycᵀ Yc / n per output dimension k: [d, H, n] @ [d, n, H] → [d, H, H]
     let a = yc.permute([2, 0, 1]); // [d, H, n]
     let cov = a.clone().matmul(a.swap_dims(1, 2)).div_scalar(n as f64);
-    Ok(AttnStats {
+    let stats = AttnStats {
         layer,
         n_tokens: n,
         num_heads,
@@ -44,7 +44,9 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
         head_cov: to_f64(cov)?,
         z_mean: to_f64(z_mean)?,
         z_sq_mean: to_f64(z_sq_mean)?,
-    })
+    };
+    ensure_finite(layer, "attention", [&stats.head_mean, &stats.head_cov, &stats.z_mean, &stats.z_sq_mean])?;
+    Ok(stats)
 }
 
 /// MLP statistics of one layer from its input `u` and intermediate `g`.
@@ -59,7 +61,19 @@ pub fn mlp_stats<B: Backend>(layer: usize, u: Tensor<B, 2>, g: Tensor<B, 2>) -> 
     let g_mean = g.clone().mean_dim(0); // [1, m]
     let gc = g - g_mean.clone();
     let cov = gc.clone().transpose().matmul(gc).div_scalar(n as f64); // [m, m]
-    Ok(MlpStats { layer, n_tokens: n, hidden: d, intermediate: m, u_sq_mean: to_f64(u_sq_mean)?, g_mean: to_f64(g_mean)?, g_cov: to_f64(cov)? })
+    let stats = MlpStats { layer, n_tokens: n, hidden: d, intermediate: m, u_sq_mean: to_f64(u_sq_mean)?, g_mean: to_f64(g_mean)?, g_cov: to_f64(cov)? };
+    ensure_finite(layer, "MLP", [&stats.u_sq_mean, &stats.g_mean, &stats.g_cov])?;
+    Ok(stats)
+}
+
+/// NaN or Inf in the activations would flow silently into every score and fit: stop here,
+/// naming the layer and the block.
+fn ensure_finite<const N: usize>(layer: usize, block: &str, parts: [&Vec<f64>; N]) -> Result<()> {
+    ensure!(
+        parts.iter().all(|p| p.iter().all(|x| x.is_finite())),
+        "layer {layer}: the {block} activations hold NaN or Inf on the calibration tokens (broken weights or overflow in the layers below); nothing was scored"
+    );
+    Ok(())
 }
 
 /// Mean over rows of the cosine similarity between matching rows of `a` and `b`.

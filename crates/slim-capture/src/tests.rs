@@ -106,3 +106,19 @@ fn sampler_draws_distinct_long_documents_deterministically() {
     let too_many = CalibConfig { n_windows: 7, ..cfg };
     assert!(sample_windows(&docs, &too_many, &encode).is_err(), "only 6 long documents exist");
 }
+
+#[test]
+fn nan_or_inf_in_the_activations_is_an_error_naming_the_layer() {
+    let mut rng = SplitMix(8);
+    let (n, h, dh, d, m) = (6, 2, 3, 5, 4);
+    let mut z = rand(&mut rng, n * h * dh);
+    z[7] = f32::NAN;
+    let o = HostTensor::new(vec![d, h * dh], rand(&mut rng, d * h * dh)).unwrap();
+    let err = attn_stats(3, t2(&z, n, h * dh), &o, h, dh).unwrap_err().to_string();
+    assert!(err.contains("layer 3") && err.contains("NaN or Inf"), "{err}");
+    let u = rand(&mut rng, n * d);
+    let mut g = rand(&mut rng, n * m);
+    g[2] = f32::INFINITY;
+    let err = mlp_stats(5, t2(&u, n, d), t2(&g, n, m)).unwrap_err().to_string();
+    assert!(err.contains("layer 5") && err.contains("MLP"), "{err}");
+}
