@@ -62,7 +62,7 @@ fn cached<T: Serialize + DeserializeOwned>(
     let t = Instant::now();
     let key = doc.key();
     let forced = force.is_some_and(|s| s.covers(label));
-    if forced {
+    if forced && store.lookup(doc.stage(), &key)?.is_some() {
         store.remove(doc.stage(), &key)?;
     }
     if let Some(entry) = store.lookup(doc.stage(), &key)? {
@@ -269,7 +269,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     // Surgery output: the pruned model directory.
     let sg_doc = graph.surgery(n_layers, chain, alloc_key)?;
     let t = Instant::now();
-    if force == Some(Stage::Surgery) {
+    if force == Some(Stage::Surgery) && store.lookup("surgery", &sg_doc.key())?.is_some() {
         store.remove("surgery", &sg_doc.key())?;
     }
     let pruned_dir = match store.lookup("surgery", &sg_doc.key())? {

@@ -131,6 +131,13 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
     let opts = RunOptions { progress: false, force: Some(Stage::Surgery) };
     let out = run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
     assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
+    // Forcing a stage on an empty cache simply runs everything.
+    for stage in [Stage::Capture, Stage::Surgery] {
+        let empty = Store::open(&tmp.path().join(format!("empty-{stage:?}"))).unwrap();
+        let opts = RunOptions { progress: false, force: Some(stage) };
+        let out = run_pipeline::<Cpu>(&mdir, &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
+    }
 }
 
 #[test]
