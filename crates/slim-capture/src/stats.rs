@@ -23,17 +23,24 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
     let device = z.device();
     let z_mean = z.clone().mean_dim(0); // [1, hd]
     let z_sq_mean = z.clone().powi_scalar(2).mean_dim(0); // [1, hd]
-    // W_O^(h)ᵀ for every head: [H, d_h, d]
+    // Y_h = Z_h · W_O^(h)ᵀ, so the covariance of two heads' contributions to output k is
+    //   cov(Y_h[:,k], Y_g[:,k]) = W_O[k, h·] · C[h·, g·] · W_O[k, g·]ᵀ
+    // with C = cov(Z) ([H·d_h]²): one large product instead of d small ones, and no
+    // [H, n, d] tensor. (Profiled: the per-dimension products and the permute they needed
+    // were ~12 % of the capture stage.)
     let wo: Tensor<B, 2> = host_to_tensor(o_proj, &device)?; // [d, hd]
-    let wo_t = wo.transpose().reshape([num_heads, head_dim, d]);
-    // Y_h = Z_h · W_O^(h)ᵀ: [H, n, d]
-    let zh = z.reshape([n, num_heads, head_dim]).swap_dims(0, 1); // [H, n, d_h]
-    let y = zh.matmul(wo_t);
-    let mean = y.clone().mean_dim(1); // [H, 1, d]
-    let yc = y - mean.clone();
-    // Σ^(k) = Ycᵀ Yc / n per output dimension k: [d, H, n] @ [d, n, H] → [d, H, H]
-    let a = yc.permute([2, 0, 1]); // [d, H, n]
-    let cov = a.clone().matmul(a.swap_dims(1, 2)).div_scalar(n as f64);
+    let zc = z - z_mean.clone();
+    let c = zc.clone().transpose().matmul(zc).div_scalar(n as f64); // [hd, hd]
+    // P_h = W_O[:, h·] · C[h·, :]: [H, d, hd]
+    let wo_blocks = wo.clone().reshape([d, num_heads, head_dim]).swap_dims(0, 1); // [H, d, d_h]
+    let c_rows = c.reshape([num_heads, head_dim, hd]); // [H, d_h, hd]
+    let p = wo_blocks.clone().matmul(c_rows);
+    // cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
+    let cov = (p * wo.clone().unsqueeze::<3>()).reshape([num_heads, d, num_heads, head_dim]).sum_dim(3); // [H, d, H, 1]
+    let cov = cov.reshape([num_heads, d, num_heads]).swap_dims(0, 1); // [d, H, H]
+    // mean of Y_h = mean(Z_h) · W_O^(h)ᵀ: [H, d]
+    let zm = z_mean.clone().reshape([num_heads, 1, head_dim]); // [H, 1, d_h]
+    let mean = zm.matmul(wo_blocks.swap_dims(1, 2)); // [H, 1, d]
     let stats = AttnStats {
         layer,
         n_tokens: n,
