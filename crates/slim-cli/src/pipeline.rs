@@ -369,6 +369,20 @@ fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
             std::fs::copy(e.path(), &to).with_context(|| format!("copying {}", e.path().display()))?;
         }
     }
-    let _ = std::fs::remove_dir_all(dst);
-    std::fs::rename(&tmp, dst).with_context(|| format!("moving {} into place", dst.display()))
+    // Another run of the same name may be placing its (identical) copy at the same moment:
+    // move whatever is in the way aside and retry, so that one complete copy ends up there.
+    for attempt in 0..8 {
+        match std::fs::rename(&tmp, dst) {
+            Ok(()) => return Ok(()),
+            Err(_) if dst.exists() => {
+                let aside = dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
+                if std::fs::rename(dst, &aside).is_ok() {
+                    let _ = std::fs::remove_dir_all(&aside);
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("moving {} into place", dst.display())),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    anyhow::bail!("moving {} into place: the folder keeps changing", dst.display())
 }
