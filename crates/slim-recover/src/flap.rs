@@ -13,7 +13,7 @@ use anyhow::{ensure, Result};
 use slim_artifact::schema::{Affine, AttnStats, MlpStats};
 use slim_checkpoint::HostTensor;
 
-use crate::refit::check_kept;
+use crate::refit::{check_kept, check_mlp_down};
 
 /// The o_proj bias for kept query heads `kept`: `b_k = Σ_{h∉K} μ_{h,k}`, where
 /// `μ_h = mean(Y_h) = W_O^(h) E[Z_h]` is head h's mean contribution, the same as
@@ -24,8 +24,7 @@ use crate::refit::check_kept;
 pub fn attention_flap_bias(stats: &AttnStats, kept: &[usize]) -> Result<Affine> {
     stats.validate().map_err(anyhow::Error::msg)?;
     let (h, d) = (stats.num_heads, stats.hidden);
-    check_kept(kept, h)
-        .map_err(|e| anyhow::format_err!("layer {}: {e} (query heads)", stats.layer))?;
+    check_kept(kept, h, "head").map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
     ensure_finite(stats.layer, "head_mean", &stats.head_mean)?;
     let mut pruned = vec![true; h];
     kept.iter().for_each(|&a| pruned[a] = false);
@@ -48,16 +47,8 @@ pub fn attention_flap_bias(stats: &AttnStats, kept: &[usize]) -> Result<Affine> 
 /// # Shapes
 /// `down` `[d, m]`, `g_mean` `[m]` → scale (all 1), bias `[d]`
 pub fn mlp_flap_bias(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result<Affine> {
-    stats.validate().map_err(anyhow::Error::msg)?;
-    let (d, m) = (stats.hidden, stats.intermediate);
-    ensure!(
-        down.shape == [d, m],
-        "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",
-        stats.layer,
-        down.shape
-    );
-    check_kept(kept, m)
-        .map_err(|e| anyhow::format_err!("layer {}: {e} (MLP channels)", stats.layer))?;
+    let (d, m) = check_mlp_down(stats, down)?;
+    check_kept(kept, m, "channel").map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
     ensure_finite(stats.layer, "g_mean", &stats.g_mean)?;
     let mut pruned = vec![true; m];
     kept.iter().for_each(|&j| pruned[j] = false);

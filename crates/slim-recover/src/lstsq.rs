@@ -31,7 +31,7 @@
 //! The attention side needs `Σ` of the o_proj input `Z` (`[H·d_h, H·d_h]`), which the
 //! captured `AttnStats` do not hold; see [`crate::refit_attention`].
 
-use crate::refit::{check_kept, check_linear, ColumnRefit};
+use crate::refit::{check_kept, check_linear, check_mlp_down, ColumnRefit};
 use anyhow::{ensure, Context, Result};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, MatRef, Side};
@@ -94,7 +94,7 @@ pub fn lstsq_refit(
     cfg: &LstsqConfig,
 ) -> Result<ColumnRefit> {
     let (out, inp) = check_linear(weight, mean, cov)?;
-    check_kept(kept, inp)?;
+    check_kept(kept, inp, "input")?;
     let eps = cfg.ridge_rel;
     ensure!(
         eps.is_finite() && eps >= 0.0,
@@ -169,14 +169,7 @@ pub fn mlp_lstsq(
     kept: &[usize],
     cfg: &LstsqConfig,
 ) -> Result<ColumnRefit> {
-    stats.validate().map_err(anyhow::Error::msg)?;
-    let (d, m) = (stats.hidden, stats.intermediate);
-    ensure!(
-        down.shape == [d, m],
-        "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",
-        stats.layer,
-        down.shape
-    );
+    check_mlp_down(stats, down)?;
     lstsq_refit(down, &stats.g_mean, &stats.g_cov, kept, cfg)
         .with_context(|| format!("layer {}: least-squares refit of down_proj", stats.layer))
 }

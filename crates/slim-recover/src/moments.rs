@@ -23,14 +23,7 @@ pub(crate) struct Moments {
 }
 
 fn check_kept(kept: &[usize], n: usize, what: &str, layer: usize) -> Result<()> {
-    ensure!(!kept.is_empty(), "layer {layer}: no {what} kept");
-    let mut seen = vec![false; n];
-    for &i in kept {
-        ensure!(i < n, "layer {layer}: kept {what} {i} out of range for {n}");
-        ensure!(!seen[i], "layer {layer}: kept {what} {i} listed twice");
-        seen[i] = true;
-    }
-    Ok(())
+    crate::refit::check_kept(kept, n, what).map_err(|e| anyhow::format_err!("layer {layer}: {e}"))
 }
 
 impl Moments {
@@ -75,14 +68,7 @@ impl Moments {
         kept: &[usize],
         with_var_y: bool,
     ) -> Result<Self> {
-        let (d, m) = (stats.hidden, stats.intermediate);
-        stats.validate().map_err(anyhow::Error::msg)?;
-        ensure!(
-            down.shape == [d, m],
-            "layer {}: down_proj has shape {:?}, expected [{d}, {m}]",
-            stats.layer,
-            down.shape
-        );
+        let (d, m) = crate::refit::check_mlp_down(stats, down)?;
         check_kept(kept, m, "channel", stats.layer)?;
         let nk = kept.len();
         let w = |k: usize, j: usize| down.data[k * m + j] as f64;

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
-use slim_artifact::schema::Affine;
+use slim_artifact::schema::{Affine, MlpStats};
 use slim_checkpoint::HostTensor;
 
 /// How an output projection `W` (`[out, in]`) is rebuilt after keeping the input columns
@@ -45,7 +45,7 @@ pub fn refit_error(
     refit: &Refit,
 ) -> Result<f64> {
     let (out, inp) = check_linear(weight, mean, cov)?;
-    check_kept(kept, inp)?;
+    check_kept(kept, inp, "input")?;
     let w = |k: usize, j: usize| weight.data[k * inp + j] as f64;
     let mut dmat = Mat::from_fn(out, inp, |k, j| -w(k, j)); // out × in
     let mut bias = vec![0.0; out];
@@ -142,16 +142,25 @@ pub(crate) fn check_linear(
     Ok((out, inp))
 }
 
-/// Checks that `kept` is a non-empty list of distinct inputs below `n`.
-pub(crate) fn check_kept(kept: &[usize], n: usize) -> Result<()> {
-    ensure!(!kept.is_empty(), "no input kept");
+/// Checks that `kept` is a non-empty list of distinct `what`s (inputs, heads, channels)
+/// below `n`.
+pub(crate) fn check_kept(kept: &[usize], n: usize, what: &str) -> Result<()> {
+    ensure!(!kept.is_empty(), "no {what} kept");
     let mut seen = vec![false; n];
     for &i in kept {
-        ensure!(i < n, "kept input {i} out of range for {n}");
-        ensure!(!seen[i], "kept input {i} listed twice");
+        ensure!(i < n, "kept {what} {i} out of range for {n}");
+        ensure!(!seen[i], "kept {what} {i} listed twice");
         seen[i] = true;
     }
     Ok(())
+}
+
+/// Validates MLP statistics and that `down` is `[hidden, intermediate]`; returns `(d, m)`.
+pub(crate) fn check_mlp_down(stats: &MlpStats, down: &HostTensor) -> Result<(usize, usize)> {
+    stats.validate().map_err(anyhow::Error::msg)?;
+    let (d, m) = (stats.hidden, stats.intermediate);
+    ensure!(down.shape == [d, m], "layer {}: down_proj has shape {:?}, expected [{d}, {m}]", stats.layer, down.shape);
+    Ok((d, m))
 }
 
 /// Serde for [`HostTensor`] (shape and row-major data), checking the length on the way in.
