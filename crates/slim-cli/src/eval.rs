@@ -1,4 +1,4 @@
-//! `slimllm eval …`: perplexity (and, later, zero-shot tasks).
+//! `slimllm eval …`: perplexity and zero-shot tasks.
 
 use crate::{emit_json, progress, GlobalArgs};
 use anyhow::{Context, Result};
@@ -16,6 +16,9 @@ pub enum EvalCommand {
     /// blank line, tokenized once, non-overlapping windows (remainder dropped), loss over
     /// the seq-len − 1 next-token predictions of every window.
     Ppl(PplArgs),
+    /// Zero-shot multiple choice (the paper's seven tasks and LAMBADA) with lm-eval 0.3's
+    /// prompts and scoring; data from `cargo xtask fetch zeroshot`.
+    Zeroshot(crate::zeroshot::ZeroshotArgs),
 }
 
 /// Arguments of `slimllm eval ppl`.
@@ -43,6 +46,7 @@ pub struct PplArgs {
 
 pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
     match c {
+        EvalCommand::Zeroshot(a) => crate::zeroshot::run(a, g),
         EvalCommand::Ppl(a) => {
             // The model first: a wrong --model is the likelier mistake and the cheaper check;
             // then that the result can be written, before the long part.
@@ -50,13 +54,32 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             crate::check_out(a.out.as_deref())?;
             let tok = Tokenizer::load(&a.model)?;
             let text = a.data.load(&g.data_root)?;
-            let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
+            let ids = tok
+                .encode(&text)
+                .with_context(|| format!("tokenizing {}", a.data.name()))?;
             tracing::info!("{}: {} tokens", a.data.name(), ids.len());
-            let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
+            let cfg = PplConfig {
+                seq_len: a.seq_len,
+                batch: a.batch,
+                max_windows: a.windows,
+                progress: progress(g),
+            };
             let t = std::time::Instant::now();
-            let r = dispatch(g.backend.kind(), PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
+            let r = dispatch(
+                g.backend.kind(),
+                PplJob {
+                    model: &a.model,
+                    ids: &ids,
+                    cfg: &cfg,
+                },
+            )?;
             let secs = t.elapsed().as_secs_f64();
-            tracing::info!("ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)", r.ppl, r.windows, (r.windows * a.seq_len) as f64 / secs);
+            tracing::info!(
+                "ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)",
+                r.ppl,
+                r.windows,
+                (r.windows * a.seq_len) as f64 / secs
+            );
             let v = json!({
                 "ppl": r.ppl, "windows": r.windows, "tokens_scored": r.tokens_scored,
                 "model": a.model.display().to_string(), "data": a.data.name(), "seq_len": a.seq_len,

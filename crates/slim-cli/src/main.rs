@@ -10,6 +10,7 @@ mod import;
 mod pipeline;
 mod report;
 mod tokenize;
+mod zeroshot;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -114,7 +115,10 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLIMLLM_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLIMLLM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .init();
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");
@@ -150,8 +154,11 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
     // stdout first: a failing --out never loses the result.
     println!("{}", serde_json::to_string(value)?);
     if let Some(path) = out {
-        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
-            .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
+        slim_checkpoint::weights::write_atomic(
+            path,
+            serde_json::to_string_pretty(value)?.as_bytes(),
+        )
+        .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
     }
     Ok(())
 }
@@ -160,10 +167,25 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
 /// missing) and accepts a file.
 fn check_out(out: Option<&std::path::Path>) -> Result<()> {
     let Some(path) = out else { return Ok(()) };
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| anyhow::format_err!("--out {}: cannot create folder {}: {e}", path.display(), parent.display()))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| {
+        anyhow::format_err!(
+            "--out {}: cannot create folder {}: {e}",
+            path.display(),
+            parent.display()
+        )
+    })?;
     let probe = parent.join(format!(".slimllm-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| anyhow::format_err!("--out {}: folder {} is not writable: {e}", path.display(), parent.display()))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        anyhow::format_err!(
+            "--out {}: folder {} is not writable: {e}",
+            path.display(),
+            parent.display()
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -175,6 +197,10 @@ mod tests {
         // mimalloc v3's options.c sets the purge delay's default to 1000 ms; no neighbouring
         // option defaults to 1000 (eager_commit_delay is 1, use_numa_nodes 0).
         let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert!(v == 1000 || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some(), "option {} reads {v}", super::MI_OPTION_PURGE_DELAY);
+        assert!(
+            v == 1000 || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some(),
+            "option {} reads {v}",
+            super::MI_OPTION_PURGE_DELAY
+        );
     }
 }

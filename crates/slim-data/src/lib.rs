@@ -9,12 +9,15 @@
 //! [`TextSource`] loads those, [`join_for_ppl`] prepares text the way LLM-Pruner / SlimLLM do before tokenizing it for
 //! perplexity, and [`EvalText`] names the prepared evaluation texts (`ptb-valid`, `ptb-test`, `brown-nonfiction`).
 //!
+//! [`zeroshot`] builds the lm-eval 0.3 requests of the zero-shot tasks from `datasets/zeroshot/<task>.jsonl`.
+//!
 //! This crate knows nothing about tokenizers or models.
 
 pub mod brown;
 mod eval_text;
 mod join;
 mod source;
+pub mod zeroshot;
 
 pub use brown::BrownGenre;
 pub use eval_text::EvalText;

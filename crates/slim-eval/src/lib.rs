@@ -1,10 +1,12 @@
 //! Evaluation of a model directory: perplexity on held-out text with the LLM-Pruner /
 //! SlimLLM protocol (non-overlapping windows, no BOS unless the tokenizer adds one,
 //! loss over the `seq_len − 1` shifted predictions of every window); and generation,
-//! greedy or sampled, with the KV cache.
+//! greedy or sampled, with the KV cache; and zero-shot multiple choice with lm-eval 0.3's
+//! semantics ([`zeroshot`]).
 
 mod generate;
 mod ppl;
+pub mod zeroshot;
 
 pub use generate::{generate, pick, GenConfig};
 pub use ppl::{perplexity, token_nll, windows, PplConfig, PplResult};

@@ -12,7 +12,11 @@ fn repo() -> PathBuf {
 
 fn smollm2() -> PathBuf {
     let dir = repo().join("data/models/smollm2-135m");
-    assert!(dir.join("model.safetensors").is_file(), "{} is missing: run `cargo xtask fetch smollm2-135m`", dir.display());
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run `cargo xtask fetch smollm2-135m`",
+        dir.display()
+    );
     dir
 }
 
@@ -21,14 +25,34 @@ fn smollm2() -> PathBuf {
 #[test]
 fn ptb_valid_first_16_windows_match_transformers() {
     let dir = smollm2();
-    let text = EvalText::PtbValid.load(&repo().join("data")).expect("run `cargo xtask fetch ptb`");
+    let text = EvalText::PtbValid
+        .load(&repo().join("data"))
+        .expect("run `cargo xtask fetch ptb`");
     let ids = Tokenizer::load(&dir).unwrap().encode(&text).unwrap();
-    assert_eq!(ids.len(), 93_459, "PTB-valid token count (transformers' tokenizer gives 93,459)");
+    assert_eq!(
+        ids.len(),
+        93_459,
+        "PTB-valid token count (transformers' tokenizer gives 93,459)"
+    );
     let model = Llama::<Cpu>::load(&dir, &burn_flex::FlexDevice).unwrap();
-    let r = perplexity(&model, &ids, &PplConfig { seq_len: 128, batch: 8, max_windows: Some(16), progress: false }).unwrap();
+    let r = perplexity(
+        &model,
+        &ids,
+        &PplConfig {
+            seq_len: 128,
+            batch: 8,
+            max_windows: Some(16),
+            progress: false,
+        },
+    )
+    .unwrap();
     assert_eq!((r.windows, r.tokens_scored), (16, 16 * 127));
     let rel = (r.ppl - 132.449).abs() / 132.449;
-    assert!(rel < 1e-4, "ppl {} vs 132.449 (relative difference {rel})", r.ppl);
+    assert!(
+        rel < 1e-4,
+        "ppl {} vs 132.449 (relative difference {rel})",
+        r.ppl
+    );
 }
 
 #[test]

@@ -1,0 +1,372 @@
+//! Zero-shot multiple choice with lm-eval 0.3 semantics.
+//!
+//! Each request's context and continuation are tokenized separately without special tokens (an empty context
+//! becomes the end-of-text token), and the request's log-likelihood is the sum of the continuation tokens'
+//! log-probabilities after `context ++ continuation`, as lm-eval's `loglikelihood` computes it. The choices of a
+//! document that share their context are scored together: the context runs once into a KV cache, which is copied
+//! for the choices, and the continuations run as one right-padded batch (padding at the end cannot change earlier
+//! positions under causal attention). Only the positions whose next token is scored go through the lm_head.
+//!
+//! Metrics as lm-eval 0.3: acc is the argmax of the log-likelihoods (first maximum on ties), acc_norm the argmax of
+//! the log-likelihood divided by the choice's length in characters (without the leading space), each with the
+//! standard error of a mean (sample standard deviation / √n). LAMBADA: acc is 1 when every continuation token is
+//! the model's argmax, and perplexity is exp(−mean log-likelihood) over documents.
+
+use anyhow::{ensure, Context, Result};
+use burn_tensor::{backend::Backend, Tensor};
+use rayon::prelude::*;
+use serde::Serialize;
+use slim_data::zeroshot::{McDoc, PaperMetric, Task};
+use slim_model::{Llama, Tokenizer};
+
+use crate::ppl::token_nll;
+
+/// The log-likelihood of one request and whether greedy decoding would produce its continuation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Loglik {
+    /// Sum of the continuation tokens' log-probabilities (nats).
+    pub ll: f64,
+    /// Every continuation token is the argmax of its logits.
+    pub greedy: bool,
+}
+
+/// A document's requests as token ids, grouped by shared context.
+#[derive(Clone, Debug)]
+pub struct TokDoc {
+    /// One group per distinct context: its ids and the (request index, continuation ids) that follow it.
+    pub groups: Vec<(Vec<u32>, Vec<(usize, Vec<u32>)>)>,
+    /// Requests in the document.
+    pub requests: usize,
+}
+
+impl TokDoc {
+    /// Tokens a shared-context pass feeds the model.
+    pub fn tokens(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|(c, conts)| c.len() + conts.iter().map(|(_, k)| k.len()).sum::<usize>())
+            .sum()
+    }
+}
+
+/// Tokenizes `doc` the way lm-eval 0.3 does; `eot` stands in for an empty context.
+pub fn tokenize_doc(tok: &Tokenizer, doc: &McDoc, eot: u32) -> Result<TokDoc> {
+    let mut groups: Vec<(String, Vec<u32>, Vec<(usize, Vec<u32>)>)> = Vec::new();
+    for (i, r) in doc.requests.iter().enumerate() {
+        let cont = tok.encode_plain(&r.continuation)?;
+        ensure!(
+            !cont.is_empty(),
+            "request {i} of document {}: the continuation `{}` has no token",
+            doc.doc_id,
+            r.continuation
+        );
+        match groups.iter_mut().find(|g| g.0 == r.context) {
+            Some(g) => g.2.push((i, cont)),
+            None => {
+                let ctx = if r.context.is_empty() {
+                    vec![eot]
+                } else {
+                    tok.encode_plain(&r.context)?
+                };
+                groups.push((r.context.clone(), ctx, vec![(i, cont)]));
+            }
+        }
+    }
+    Ok(TokDoc {
+        groups: groups.into_iter().map(|g| (g.1, g.2)).collect(),
+        requests: doc.requests.len(),
+    })
+}
+
+/// Scores every request of `doc` (one document alone; [`score_tasks`] batches many).
+pub fn score_doc<B: Backend>(model: &Llama<B>, doc: &TokDoc) -> Result<Vec<Loglik>> {
+    let mut out = vec![vec![None; doc.requests]];
+    for group in 0..doc.groups.len() {
+        score_units(
+            model,
+            std::slice::from_ref(doc),
+            &[Unit { doc: 0, group }],
+            &mut out,
+        )?;
+    }
+    collect(out.pop().expect("one document"))
+}
+
+/// One context group of one document.
+#[derive(Clone, Copy)]
+struct Unit {
+    doc: usize,
+    group: usize,
+}
+
+/// Context tokens per batch (the contexts of a batch have equal lengths, so no padding), and continuation
+/// positions per batch (which bounds the logits held at once: 1024 × vocab floats).
+const CONTEXT_TOKENS: usize = 2048;
+const CONTINUATION_POSITIONS: usize = 1024;
+
+/// Scores `units` (all of whose contexts have the same length) of `docs` in one context pass and one
+/// continuation pass, storing each request's result in `out[doc][request]`.
+fn score_units<B: Backend>(
+    model: &Llama<B>,
+    docs: &[TokDoc],
+    units: &[Unit],
+    out: &mut [Vec<Option<Loglik>>],
+) -> Result<()> {
+    let groups: Vec<_> = units.iter().map(|u| &docs[u.doc].groups[u.group]).collect();
+    let c = groups[0].0.len();
+    ensure!(
+        groups.iter().all(|g| g.0.len() == c),
+        "contexts of one batch must have one length"
+    );
+    let b = groups.len();
+    let ids: Vec<u32> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
+    let mut cache = model.new_cache(b);
+    let h = model.hidden_cached(model.ids_tensor(&ids, b, c)?, &mut cache)?;
+    let d = h.dims()[2];
+    // Row g predicts the first token of each continuation of group g.
+    let first = host_rows(model.logits(h.slice([0..b, c - 1..c, 0..d])))?;
+    let v = first.len() / b;
+    // The continuation pass: one row per request, its group's cache, all but its last token, padded at the end.
+    let rows: Vec<(usize, usize, &Vec<u32>)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, grp)| grp.1.iter().map(move |(r, k)| (g, *r, k)))
+        .collect();
+    let w = rows
+        .iter()
+        .map(|r| r.2.len())
+        .max()
+        .expect("a group has a request")
+        - 1;
+    let rest = if w > 0 {
+        let mut ids = Vec::with_capacity(rows.len() * w);
+        for (_, _, k) in &rows {
+            ids.extend_from_slice(&k[..k.len() - 1]);
+            ids.extend(std::iter::repeat_n(k[0], w - (k.len() - 1)));
+        }
+        let mut cache = cache.select(&rows.iter().map(|r| r.0).collect::<Vec<_>>())?;
+        let h = model.hidden_cached(model.ids_tensor(&ids, rows.len(), w)?, &mut cache)?;
+        host_rows(model.logits(h))?
+    } else {
+        Vec::new()
+    };
+    let scored: Vec<Loglik> = rows
+        .par_iter()
+        .enumerate()
+        .map(|(i, &(g, _, k))| {
+            let row0 = &first[g * v..(g + 1) * v];
+            let mut ll = -token_nll(row0, k[0] as usize);
+            let mut greedy = argmax(row0) == k[0] as usize;
+            for j in 1..k.len() {
+                let row = &rest[(i * w + j - 1) * v..(i * w + j) * v];
+                ll -= token_nll(row, k[j] as usize);
+                greedy &= argmax(row) == k[j] as usize;
+            }
+            Loglik { ll, greedy }
+        })
+        .collect();
+    for (&(g, r, _), s) in rows.iter().zip(scored) {
+        out[units[g].doc][r] = Some(s);
+    }
+    Ok(())
+}
+
+fn collect(scores: Vec<Option<Loglik>>) -> Result<Vec<Loglik>> {
+    scores
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.with_context(|| format!("request {i} was not scored")))
+        .collect()
+}
+
+fn host_rows<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
+    t.into_data()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::format_err!("reading logits: {e:?}"))
+}
+
+/// Index of the first maximum.
+fn argmax(xs: &[f32]) -> usize {
+    xs.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+}
+
+/// Index of the first maximum of `xs`, as numpy's argmax.
+fn argmax_f64(xs: &[f64]) -> usize {
+    xs.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+}
+
+/// A task's metrics, named as lm-eval names them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskScore {
+    /// Documents scored.
+    pub n: usize,
+    /// Accuracy (LAMBADA: greedy last-word accuracy).
+    pub acc: f64,
+    /// Its standard error.
+    pub acc_stderr: Option<f64>,
+    /// Length-normalized accuracy, for the tasks that report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acc_norm: Option<f64>,
+    /// Its standard error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acc_norm_stderr: Option<f64>,
+    /// LAMBADA's perplexity of the last word.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppl: Option<f64>,
+}
+
+impl TaskScore {
+    /// The value of the metric the paper reports for `task`.
+    pub fn paper_value(&self, task: Task) -> Option<f64> {
+        match task.paper_metric()? {
+            PaperMetric::Acc => Some(self.acc),
+            PaperMetric::AccNorm => self.acc_norm,
+        }
+    }
+}
+
+/// Whether the document was answered right: (acc, acc_norm).
+pub fn doc_correct(doc: &McDoc, lls: &[Loglik]) -> (bool, bool) {
+    let ll: Vec<f64> = lls.iter().map(|l| l.ll).collect();
+    let norm: Vec<f64> = ll
+        .iter()
+        .zip(&doc.choices)
+        .map(|(l, c)| l / c.chars().count().max(1) as f64)
+        .collect();
+    (argmax_f64(&ll) == doc.gold, argmax_f64(&norm) == doc.gold)
+}
+
+/// Mean and standard error (sample standard deviation / √n) of 0/1 outcomes.
+pub fn mean_stderr(hits: &[bool]) -> (f64, Option<f64>) {
+    let n = hits.len() as f64;
+    let p = hits.iter().filter(|&&h| h).count() as f64 / n;
+    let se = (hits.len() > 1).then(|| (p * (1.0 - p) / (n - 1.0)).sqrt());
+    (p, se)
+}
+
+/// The metrics of `task` from its documents and their requests' scores.
+pub fn aggregate(task: Task, docs: &[McDoc], scores: &[Vec<Loglik>]) -> Result<TaskScore> {
+    ensure!(
+        docs.len() == scores.len() && !docs.is_empty(),
+        "{} documents but {} scored",
+        docs.len(),
+        scores.len()
+    );
+    if task == Task::Lambada {
+        let hits: Vec<bool> = scores.iter().map(|s| s[0].greedy).collect();
+        let (acc, acc_stderr) = mean_stderr(&hits);
+        let mean_ll = scores.iter().map(|s| s[0].ll).sum::<f64>() / docs.len() as f64;
+        return Ok(TaskScore {
+            n: docs.len(),
+            acc,
+            acc_stderr,
+            acc_norm: None,
+            acc_norm_stderr: None,
+            ppl: Some((-mean_ll).exp()),
+        });
+    }
+    let (hits, norm_hits): (Vec<bool>, Vec<bool>) = docs
+        .iter()
+        .zip(scores)
+        .map(|(d, s)| doc_correct(d, s))
+        .unzip();
+    let (acc, acc_stderr) = mean_stderr(&hits);
+    let (acc_norm, acc_norm_stderr) = if task.has_acc_norm() {
+        let (m, se) = mean_stderr(&norm_hits);
+        (Some(m), se)
+    } else {
+        (None, None)
+    };
+    Ok(TaskScore {
+        n: docs.len(),
+        acc,
+        acc_stderr,
+        acc_norm,
+        acc_norm_stderr,
+        ppl: None,
+    })
+}
+
+/// Scores the documents of several tasks, given as (name, tokenized documents), with one progress bar
+/// (requests, rate and ETA) over all of them. Within a task, context groups of equal token length are batched
+/// together (longest first), up to [`CONTEXT_TOKENS`] context tokens and [`CONTINUATION_POSITIONS`] continuation
+/// positions per batch; the result of each request does not depend on the batching (tested).
+pub fn score_tasks<B: Backend>(
+    model: &Llama<B>,
+    tasks: &[(&str, &[TokDoc])],
+    progress: bool,
+) -> Result<Vec<Vec<Vec<Loglik>>>> {
+    let total: usize = tasks
+        .iter()
+        .flat_map(|t| t.1.iter().map(|d| d.requests))
+        .sum();
+    let bar = if progress {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>13} [{bar:30}] {pos}/{len} requests, {per_sec}, ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let mut out = Vec::with_capacity(tasks.len());
+    for (name, docs) in tasks {
+        bar.set_message(name.to_string());
+        let mut units: Vec<Unit> = docs
+            .iter()
+            .enumerate()
+            .flat_map(|(d, doc)| (0..doc.groups.len()).map(move |g| Unit { doc: d, group: g }))
+            .collect();
+        let ctx_len = |u: &Unit| docs[u.doc].groups[u.group].0.len();
+        units.sort_by_key(|u| std::cmp::Reverse(ctx_len(u)));
+        let mut scores: Vec<Vec<Option<Loglik>>> =
+            docs.iter().map(|d| vec![None; d.requests]).collect();
+        let mut start = 0;
+        while start < units.len() {
+            let c = ctx_len(&units[start]);
+            let (mut end, mut rows, mut longest) = (start, 0, 0);
+            while end < units.len() && ctx_len(&units[end]) == c {
+                let conts = &docs[units[end].doc].groups[units[end].group].1;
+                let (r, l) = (
+                    rows + conts.len(),
+                    longest.max(conts.iter().map(|k| k.1.len()).max().unwrap_or(1)),
+                );
+                if end > start
+                    && ((end + 1 - start) * c > CONTEXT_TOKENS
+                        || r * (l - 1) > CONTINUATION_POSITIONS)
+                {
+                    break;
+                }
+                (end, rows, longest) = (end + 1, r, l);
+            }
+            score_units(model, docs, &units[start..end], &mut scores).with_context(|| {
+                let u = &units[start];
+                format!(
+                    "{name}: the batch starting at document {} (context of {c} tokens)",
+                    u.doc
+                )
+            })?;
+            bar.inc(rows as u64);
+            start = end;
+        }
+        out.push(
+            scores
+                .into_iter()
+                .map(collect)
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| name.to_string())?,
+        );
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
