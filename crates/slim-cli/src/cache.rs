@@ -43,18 +43,35 @@ pub fn run(c: CacheCommand) -> Result<()> {
             }
             let n = store.entries()?.len();
             if repair {
-                let broken: BTreeSet<_> = problems.iter().map(|p| (p.stage.clone(), p.key)).collect();
+                let broken: BTreeSet<_> =
+                    problems.iter().map(|p| (p.stage.clone(), p.key)).collect();
                 for (stage, key) in &broken {
                     store.remove(stage, key)?;
                 }
                 println!("{n} entries checked, {} broken and removed", broken.len());
             } else {
-                println!("{n} entries checked, {} problems{}", problems.len(), if problems.is_empty() { "" } else { " (rerun with --repair to remove them)" });
+                println!(
+                    "{n} entries checked, {} problems{}",
+                    problems.len(),
+                    if problems.is_empty() {
+                        ""
+                    } else {
+                        " (rerun with --repair to remove them)"
+                    }
+                );
             }
-            anyhow::ensure!(repair || problems.is_empty(), "the cache has {} problems", problems.len());
+            anyhow::ensure!(
+                repair || problems.is_empty(),
+                "the cache has {} problems",
+                problems.len()
+            );
             Ok(())
         }
-        CacheCommand::Gc { runs, dry_run, cache } => {
+        CacheCommand::Gc {
+            runs,
+            dry_run,
+            cache,
+        } => {
             let store = Store::open(&cache.unwrap_or_else(Store::default_root))?;
             let keep = kept_by_runs(&store, &runs)?;
             let all = store.entries()?;
@@ -67,7 +84,17 @@ pub fn run(c: CacheCommand) -> Result<()> {
                 store.gc(&keep)?;
                 store.clean_tmp(std::time::Duration::from_secs(3600))?;
             }
-            println!("{} entries, {} referenced by runs, {} {}", all.len(), keep.len(), drop.len(), if dry_run { "would be removed" } else { "removed" });
+            println!(
+                "{} entries, {} referenced by runs, {} {}",
+                all.len(),
+                keep.len(),
+                drop.len(),
+                if dry_run {
+                    "would be removed"
+                } else {
+                    "removed"
+                }
+            );
             Ok(())
         }
     }
@@ -81,12 +108,18 @@ fn kept_by_runs(store: &Store, runs: &Path) -> Result<BTreeSet<(String, slim_art
     };
     for e in dir.flatten() {
         let path = e.path().join("summary.json");
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let s: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let s: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cfg: PipelineConfig = match serde_json::from_value(s["config"].clone()) {
             Ok(c) => c,
             Err(err) => {
-                tracing::warn!("{}: no usable pipeline config ({err}); its entries are not protected", path.display());
+                tracing::warn!(
+                    "{}: no usable pipeline config ({err}); its entries are not protected",
+                    path.display()
+                );
                 continue;
             }
         };
@@ -95,7 +128,9 @@ fn kept_by_runs(store: &Store, runs: &Path) -> Result<BTreeSet<(String, slim_art
         // the scored count (all windows, or exactly that many).
         let mut evals = Vec::new();
         for (name, v) in s["ppl"].as_object().into_iter().flatten() {
-            let Ok(data) = name.parse::<EvalText>() else { continue };
+            let Ok(data) = name.parse::<EvalText>() else {
+                continue;
+            };
             let seq_len = 128;
             match s.get("eval_windows") {
                 Some(w) => evals.push((data, seq_len, w.as_u64().map(|w| w as usize))),
@@ -109,7 +144,9 @@ fn kept_by_runs(store: &Store, runs: &Path) -> Result<BTreeSet<(String, slim_art
         }
         match referenced_entries(&model, &cfg, store, &evals) {
             Ok(k) => keep.extend(k),
-            Err(err) => tracing::warn!("{}: {err:#}; its entries are not protected", path.display()),
+            Err(err) => {
+                tracing::warn!("{}: {err:#}; its entries are not protected", path.display())
+            }
         }
     }
     Ok(keep)

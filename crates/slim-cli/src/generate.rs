@@ -14,9 +14,9 @@ pub struct GenerateArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Prompt text.
-    #[arg(long)]
-    prompt: String,
+    /// Prompt text; repeat the flag to continue several prompts, one after the other.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
     /// Wrap the prompt as a user message in the model's chat template
     /// (`tokenizer_config.json`'s `chat_template`) and open the assistant's turn.
     #[arg(long)]
@@ -36,37 +36,67 @@ pub struct GenerateArgs {
     /// Recompute the whole prefix at every step instead of using the KV cache (a check; slow).
     #[arg(long)]
     recompute: bool,
+    /// Also write the JSON result to this file (`slimllm report` shows it).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
-    ensure!(a.temperature >= 0.0 && a.temperature.is_finite(), "--temperature must be finite and at least 0, got {}", a.temperature);
-    ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must lie in (0, 1], got {}", a.top_p);
+    ensure!(
+        a.temperature >= 0.0 && a.temperature.is_finite(),
+        "--temperature must be finite and at least 0, got {}",
+        a.temperature
+    );
+    ensure!(
+        a.top_p > 0.0 && a.top_p <= 1.0,
+        "--top-p must lie in (0, 1], got {}",
+        a.top_p
+    );
+    let model_cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
+    crate::check_out(a.out.as_deref())?;
     let tok = Tokenizer::load(&a.model)?;
-    let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", &a.prompt)])? } else { a.prompt.clone() };
-    let ids = tok.encode(&text)?;
-    ensure!(!ids.is_empty(), "the prompt tokenizes to nothing");
+    let mut prompts = Vec::new();
+    for p in &a.prompt {
+        let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", p)])? } else { p.clone() };
+        let ids = tok.encode(&text)?;
+        ensure!(!ids.is_empty(), "the prompt `{p}` tokenizes to nothing");
+        prompts.push((text, ids));
+    }
     let cfg = GenConfig { max_new: a.max_new, temperature: a.temperature, top_p: a.top_p, seed: a.seed, recompute: a.recompute };
     let t = std::time::Instant::now();
-    let new = dispatch(g.backend.kind(), Job { model: &a.model, ids: &ids, cfg })?;
+    let outs = dispatch(g.backend.kind(), Job { model: &a.model, prompts: &prompts, cfg })?;
     let secs = t.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({"prompt": a.prompt, "chat": a.chat, "rendered_prompt": text, "completion": tok.decode(&new)?, "ids": new,
-                           "prompt_tokens": ids.len(), "seconds": secs, "config": {"temperature": a.temperature, "top_p": a.top_p, "seed": a.seed, "kv_cache": !a.recompute}})
-    );
-    Ok(())
+    let mut generations = Vec::new();
+    for ((p, (text, ids)), (new, s)) in a.prompt.iter().zip(&prompts).zip(outs) {
+        generations.push(serde_json::json!({
+            "prompt": p, "rendered_prompt": text, "completion": tok.decode(&new)?, "ids": new,
+            "prompt_tokens": ids.len(), "seconds": s,
+        }));
+    }
+    let v = serde_json::json!({
+        "model": a.model.display().to_string(), "params": model_cfg.num_params(), "generations": generations, "seconds": secs,
+        "config": {"chat": a.chat, "max_new": a.max_new, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed, "kv_cache": !a.recompute},
+    });
+    crate::emit_json(&v, a.out.as_deref())
 }
 
 struct Job<'a> {
     model: &'a std::path::Path,
-    ids: &'a [u32],
+    prompts: &'a [(String, Vec<u32>)],
     cfg: GenConfig,
 }
 
 impl BackendRun for Job<'_> {
-    type Output = Vec<u32>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<u32>> {
+    /// New ids and seconds, per prompt.
+    type Output = Vec<(Vec<u32>, f64)>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
         let model = Llama::<B>::load(self.model, &device)?;
-        slim_eval::generate(&model, self.ids, &self.cfg)
+        self.prompts
+            .iter()
+            .map(|(_, ids)| {
+                let t = std::time::Instant::now();
+                Ok((slim_eval::generate(&model, ids, &self.cfg)?, t.elapsed().as_secs_f64()))
+            })
+            .collect()
     }
 }

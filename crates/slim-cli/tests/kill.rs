@@ -25,7 +25,21 @@ fn pipeline(model: &Path, cache: &Path, run_root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_slimllm"));
     c.args(["--quiet", "--data-root"]).arg(run_root);
     c.args(["pipeline", "run", "--model"]).arg(model);
-    c.args(["--target", "0.3", "--calib-source", "random", "--calib-windows", "16", "--calib-len", "64", "--pruned-layers", "5", "--no-eval", "--run", "kill"]);
+    c.args([
+        "--target",
+        "0.3",
+        "--calib-source",
+        "random",
+        "--calib-windows",
+        "16",
+        "--calib-len",
+        "64",
+        "--pruned-layers",
+        "5",
+        "--no-eval",
+        "--run",
+        "kill",
+    ]);
     c.arg("--cache").arg(cache);
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     c
@@ -46,7 +60,8 @@ fn snapshot(cache: &Path) -> BTreeMap<String, String> {
             if p.is_dir() {
                 stack.push(p);
             } else if rel.ends_with("manifest.json") {
-                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
                 out.insert(rel, m["payloads"].to_string());
             } else {
                 out.insert(rel, format!("{:x}", md5_like(&std::fs::read(&p).unwrap())));
@@ -64,7 +79,12 @@ fn phase(log: &str) -> String {
     match last {
         None => "calib/importance".into(),
         Some(l) if l.contains("allocation") => "layer 0 (capture/score/recover)".into(),
-        Some(l) => match l.split("layer").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.trim().parse::<usize>().ok()) {
+        Some(l) => match l
+            .split("layer")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        {
             Some(k) => format!("after layer {k}"),
             None => "other".into(),
         },
@@ -73,7 +93,9 @@ fn phase(log: &str) -> String {
 
 /// FNV-1a: enough to compare files byte for byte here.
 fn md5_like(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[test]
@@ -86,15 +108,29 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
     // first also warms the file cache, and kill moments are fractions of this).
     let reference = tmp.path().join("ref-cache");
     let out = pipeline(&m, &reference, &runs).output().unwrap();
-    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let warm = tmp.path().join("warm-cache");
     let t = Instant::now();
-    assert!(pipeline(&m, &warm, &runs).output().unwrap().status.success());
+    assert!(pipeline(&m, &warm, &runs)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let full = t.elapsed();
     let want = snapshot(&reference);
-    assert!(want.len() > 20, "the reference cache is suspiciously small: {want:?}");
+    assert!(
+        want.len() > 20,
+        "the reference cache is suspiciously small: {want:?}"
+    );
 
-    let kills: usize = std::env::var("SLIMLLM_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let kills: usize = std::env::var("SLIMLLM_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let cache = tmp.path().join("cache");
     let mut rng = SplitMix(2026);
     let mut landed = 0;
@@ -122,7 +158,9 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
                 seen += usize::from(line.contains("INFO"));
                 log.push_str(&line);
             }
-            std::thread::sleep(Duration::from_secs_f64(full.as_secs_f64() / 8.0 * rng.unit()));
+            std::thread::sleep(Duration::from_secs_f64(
+                full.as_secs_f64() / 8.0 * rng.unit(),
+            ));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
                 landed += 1;
@@ -135,13 +173,26 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
         }
         // The next run completes from whatever the killed one left.
         let out = pipeline(&m, &cache, &runs).output().unwrap();
-        assert!(out.status.success(), "rerun after kill {i} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rerun after kill {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = snapshot(&cache);
-        let missing: Vec<_> = want.keys().filter(|k| got.get(*k) != want.get(*k)).collect();
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| got.get(*k) != want.get(*k))
+            .collect();
         let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "after kill {i}: differing {missing:?}, extra {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "after kill {i}: differing {missing:?}, extra {extra:?}"
+        );
     }
-    assert!(landed >= kills, "only {landed} kills landed before the run finished ({kills} rounds)");
+    assert!(
+        landed >= kills,
+        "only {landed} kills landed before the run finished ({kills} rounds)"
+    );
     eprintln!("{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); killed during: {hit:?}", want.len());
 }
 
@@ -152,15 +203,29 @@ fn concurrent_runs_on_one_cache_both_finish_with_the_reference_result() {
     let (m, runs) = (tmp.path().join("model"), tmp.path().join("data"));
     model(&m);
     let reference = tmp.path().join("ref-cache");
-    assert!(pipeline(&m, &reference, &runs).output().unwrap().status.success());
+    assert!(pipeline(&m, &reference, &runs)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let want = snapshot(&reference);
     for round in 0..3 {
         let cache = tmp.path().join(format!("cache-{round}"));
-        let children: Vec<_> = (0..3).map(|_| pipeline(&m, &cache, &runs).spawn().unwrap()).collect();
+        let children: Vec<_> = (0..3)
+            .map(|_| pipeline(&m, &cache, &runs).spawn().unwrap())
+            .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "a concurrent run failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "a concurrent run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        assert_eq!(snapshot(&cache), want, "round {round}: the shared cache differs from the reference");
+        assert_eq!(
+            snapshot(&cache),
+            want,
+            "round {round}: the shared cache differs from the reference"
+        );
     }
 }

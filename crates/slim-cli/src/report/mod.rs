@@ -1,9 +1,11 @@
 //! `slimllm report RUN_OR_RESULT… --out DIR`: a Markdown page with tables and SVG charts
-//! from run summaries (`data/runs/<run>/summary.json`) and `slimllm bench --out` results:
-//! perplexity against parameters kept, per-layer ratios and kept heads and channels, stage
-//! timings, throughput.
+//! from run summaries (`data/runs/<run>/summary.json`) and the `--out` results of
+//! `slimllm bench`, `slimllm eval zeroshot` and `slimllm generate`: perplexity and zero-shot
+//! accuracy against parameters kept, per-layer ratios and kept heads and channels, stage
+//! timings, throughput, generations.
 
 mod charts;
+mod evals;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// Run folders (holding `summary.json`) or result files (a run's `summary.json`, or the
-    /// JSON `slimllm bench --out` writes).
+    /// JSON that `slimllm bench`, `slimllm eval zeroshot` or `slimllm generate` writes with `--out`).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Folder to write `report.md` and its charts into.
@@ -27,21 +29,40 @@ pub struct ReportArgs {
 struct Inputs {
     runs: Vec<(String, Value)>,
     bench: Vec<Value>,
+    zeroshot: Vec<Value>,
+    generations: Vec<Value>,
 }
 
 fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
     let mut inp = Inputs::default();
     for p in paths {
-        let file = if p.is_dir() { p.join("summary.json") } else { p.clone() };
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let file = if p.is_dir() {
+            p.join("summary.json")
+        } else {
+            p.clone()
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
         if v.get("params_after").is_some() && v.get("stages").is_some() {
-            let name = v["run"].as_str().map(String::from).unwrap_or_else(|| file.parent().and_then(Path::file_name).map_or("run".into(), |n| n.to_string_lossy().into_owned()));
+            let name = v["run"].as_str().map(String::from).unwrap_or_else(|| {
+                file.parent()
+                    .and_then(Path::file_name)
+                    .map_or("run".into(), |n| n.to_string_lossy().into_owned())
+            });
             inp.runs.push((name, v));
         } else if let Some(rows) = v["results"].as_array() {
             inp.bench.extend(rows.iter().cloned());
+        } else if v["results"].is_object() && v["n_samples"].is_object() {
+            inp.zeroshot.push(v);
+        } else if v["generations"].is_array() {
+            inp.generations.push(v);
         } else {
-            bail!("{}: neither a run summary nor a `slimllm bench --out` result", file.display());
+            bail!(
+                "{}: neither a run summary nor the result of `slimllm bench`, `eval zeroshot` or `generate`",
+                file.display()
+            );
         }
     }
     Ok(inp)
@@ -78,6 +99,17 @@ fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
             }
         }
     }
+    if !inp.zeroshot.is_empty() {
+        md += &evals::zeroshot_section(&inp.zeroshot);
+        let points = evals::accuracy_points(&inp.zeroshot);
+        if !points.is_empty() {
+            charts::accuracy_vs_params(&points, &out.join("zeroshot_vs_params.svg"))?;
+            md += "\n![seven-task average against parameters](zeroshot_vs_params.svg)\n";
+        }
+    }
+    if !inp.generations.is_empty() {
+        md += &evals::generations_section(&inp.generations);
+    }
     if !inp.bench.is_empty() {
         md += &bench_section(&inp.bench);
     }
@@ -87,7 +119,15 @@ fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn f(v: &Value) -> f64 {
@@ -103,7 +143,14 @@ fn models_section(runs: &[(String, Value)]) -> String {
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| format!("{k}: {:.2} → {:.2} ({} windows)", f(&v["before"]["ppl"]), f(&v["after"]["ppl"]), v["after"]["windows"]))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {:.2} → {:.2} ({} windows)",
+                    f(&v["before"]["ppl"]),
+                    f(&v["after"]["ppl"]),
+                    v["after"]["windows"]
+                )
+            })
             .collect();
         let _ = writeln!(
             md,
@@ -115,7 +162,11 @@ fn models_section(runs: &[(String, Value)]) -> String {
             s["params_before"],
             s["params_after"],
             100.0 * f(&s["removed_fraction"]),
-            if ppl.is_empty() { "not evaluated".into() } else { ppl.join("; ") }
+            if ppl.is_empty() {
+                "not evaluated".into()
+            } else {
+                ppl.join("; ")
+            }
         );
     }
     md
@@ -137,14 +188,19 @@ fn stages_section(runs: &[(String, Value)]) -> String {
         let cells: Vec<String> = names
             .iter()
             .map(|n| {
-                s["stages"].as_array().into_iter().flatten().find(|st| st["name"] == n.as_str()).map_or("-".into(), |st| {
-                    let reused = st["reused"].as_u64().unwrap_or(0);
-                    if reused > 0 {
-                        format!("{:.1} ({reused})", f(&st["seconds"]))
-                    } else {
-                        format!("{:.1}", f(&st["seconds"]))
-                    }
-                })
+                s["stages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|st| st["name"] == n.as_str())
+                    .map_or("-".into(), |st| {
+                        let reused = st["reused"].as_u64().unwrap_or(0);
+                        if reused > 0 {
+                            format!("{:.1} ({reused})", f(&st["seconds"]))
+                        } else {
+                            format!("{:.1}", f(&st["seconds"]))
+                        }
+                    })
             })
             .collect();
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
@@ -164,7 +220,14 @@ fn layers_section(name: &str, s: &Value) -> String {
     for l in s["layers"].as_array().into_iter().flatten() {
         let i = l["layer"].as_u64().unwrap_or(0) as usize;
         let cos = imp.and_then(|v| v.get(i)).map_or(f64::NAN, f);
-        let _ = writeln!(md, "| {i} | {cos:.4} | {:.3} | {} | {} | {} |", f(&l["ratio"]), l["heads"], l["kv_heads"], l["channels"]);
+        let _ = writeln!(
+            md,
+            "| {i} | {cos:.4} | {:.3} | {} | {} | {} |",
+            f(&l["ratio"]),
+            l["heads"],
+            l["kv_heads"],
+            l["channels"]
+        );
     }
     md
 }

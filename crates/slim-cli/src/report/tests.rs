@@ -18,7 +18,11 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
     for (run, ppl, params) in [("a", 20.0, 800), ("b", 35.5, 500)] {
         let d = tmp.path().join(run);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("summary.json"), summary(run, ppl, params).to_string()).unwrap();
+        std::fs::write(
+            d.join("summary.json"),
+            summary(run, ppl, params).to_string(),
+        )
+        .unwrap();
     }
     let bench = tmp.path().join("bench.json");
     std::fs::write(&bench, serde_json::json!({"results": [{"model": "m", "kind": "decode", "batch": 1, "seq_len": 128, "tokens_per_s": 21.5, "min_s": 1.0, "max_s": 1.2, "repeats": 5}]}).to_string()).unwrap();
@@ -28,7 +32,10 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
     let md = std::fs::read_to_string(path).unwrap();
     assert!(md.contains("| a | slimllm | affine | whole-group | sequential | 1000 → 800 | 20.000 % | ptb-valid: 10.00 → 20.00 (4 windows) |"), "{md}");
     assert!(md.contains("| b |") && md.contains("10.00 → 35.50"));
-    assert!(md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"), "{md}");
+    assert!(
+        md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"),
+        "{md}"
+    );
     assert!(md.contains("| 1 | 0.9500 | 0.300 | 2 | 1 | 7 |"), "{md}");
     assert!(md.contains("| m | decode | 1 × 128 | 21.5 |"), "{md}");
     for chart in ["ppl_vs_params.svg", "layers-a.svg", "layers-b.svg"] {
@@ -37,6 +44,68 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
         assert!(md.contains(chart), "{chart} not linked");
     }
     // Three points: the dense model once, then each run.
-    assert_eq!(charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(), 3);
-    assert!(read_inputs(&[out.join("report.md")]).is_err(), "a Markdown file is not an input");
+    assert_eq!(
+        charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(),
+        3
+    );
+    assert!(
+        read_inputs(&[out.join("report.md")]).is_err(),
+        "a Markdown file is not an input"
+    );
+}
+
+#[test]
+fn the_report_shows_zero_shot_results_and_generations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = |acc: f64, norm: Option<f64>| {
+        let mut v = serde_json::json!({"n": 10, "acc": acc, "acc_stderr": 0.05});
+        if let Some(n) = norm {
+            v["acc_norm"] = n.into();
+            v["acc_norm_stderr"] = 0.04.into();
+        }
+        v
+    };
+    let zs = |model: &str, params: u64, avg: f64| {
+        serde_json::json!({
+            "results": {
+                "boolq": task(0.6, None), "piqa": task(0.7, Some(0.71)), "hellaswag": task(0.4, Some(0.45)), "winogrande": task(0.5, None),
+                "arc_easy": task(0.55, Some(0.5)), "arc_challenge": task(0.25, Some(0.3)), "openbookqa": task(0.2, Some(0.33)),
+                "lambada": {"n": 10, "acc": 0.3, "acc_stderr": 0.1, "ppl": 40.5},
+            },
+            "average": {"value": avg},
+            "n_samples": {"boolq": 10},
+            "config": {"model": model, "params": params, "limit": 10},
+        })
+    };
+    let files = [
+        ("zs-dense.json", zs("data/models/smollm2-135m", 134_515_008, 0.48)),
+        ("zs-20.json", zs("data/runs/p20/model", 107_000_000, 0.44)),
+        ("gen.json", serde_json::json!({
+            "model": "data/runs/p20/model", "params": 107_000_000,
+            "generations": [{"prompt": "The capital of France is", "completion": " Paris.\n\nThe"}],
+            "config": {"chat": false, "max_new": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+        })),
+    ];
+    let inputs: Vec<_> = files
+        .iter()
+        .map(|(name, v)| {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, v.to_string()).unwrap();
+            p
+        })
+        .collect();
+    let out = tmp.path().join("report");
+    let md = std::fs::read_to_string(write_report(&read_inputs(&inputs).unwrap(), &out).unwrap()).unwrap();
+    // The paper's metric per task: acc for BoolQ, acc_norm (starred) for HellaSwag.
+    assert!(md.contains("| boolq | piqa | hellaswag* |"), "{md}");
+    assert!(
+        md.contains("| smollm2-135m | 134.52 M | 60.00 ± 5.00 | 70.00 ± 5.00 | 45.00 ± 4.00 | 50.00 ± 5.00 | 55.00 ± 5.00 | 30.00 ± 4.00 | 33.00 ± 4.00 | **48.00** | 30.00 | 40.50 | first 10 |"),
+        "{md}"
+    );
+    assert!(md.contains("| p20 | 107.00 M |"), "{md}");
+    assert!(md.contains("### p20 (107.00 M parameters; greedy, at most 8 new tokens)"), "{md}");
+    assert!(md.contains("- **The capital of France is** →  Paris.⏎⏎The"), "{md}");
+    let svg = std::fs::read_to_string(out.join("zeroshot_vs_params.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && md.contains("zeroshot_vs_params.svg"));
+    assert_eq!(evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot).iter().filter(|p| p.3).count(), 1, "one dense point");
 }
