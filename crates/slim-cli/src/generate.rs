@@ -57,14 +57,31 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
     let tok = Tokenizer::load(&a.model)?;
     let mut prompts = Vec::new();
     for p in &a.prompt {
-        let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", p)])? } else { p.clone() };
+        let text = if a.chat {
+            Tokenizer::chat_prompt(&a.model, &[("user", p)])?
+        } else {
+            p.clone()
+        };
         let ids = tok.encode(&text)?;
         ensure!(!ids.is_empty(), "the prompt `{p}` tokenizes to nothing");
         prompts.push((text, ids));
     }
-    let cfg = GenConfig { max_new: a.max_new, temperature: a.temperature, top_p: a.top_p, seed: a.seed, recompute: a.recompute };
+    let cfg = GenConfig {
+        max_new: a.max_new,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        recompute: a.recompute,
+    };
     let t = std::time::Instant::now();
-    let outs = dispatch(g.backend.kind(), Job { model: &a.model, prompts: &prompts, cfg })?;
+    let outs = dispatch(
+        g.backend.kind(),
+        Job {
+            model: &a.model,
+            prompts: &prompts,
+            cfg,
+        },
+    )?;
     let secs = t.elapsed().as_secs_f64();
     let mut generations = Vec::new();
     for ((p, (text, ids)), (new, s)) in a.prompt.iter().zip(&prompts).zip(outs) {
@@ -95,7 +112,10 @@ impl BackendRun for Job<'_> {
             .iter()
             .map(|(_, ids)| {
                 let t = std::time::Instant::now();
-                Ok((slim_eval::generate(&model, ids, &self.cfg)?, t.elapsed().as_secs_f64()))
+                Ok((
+                    slim_eval::generate(&model, ids, &self.cfg)?,
+                    t.elapsed().as_secs_f64(),
+                ))
             })
             .collect()
     }

@@ -35,33 +35,67 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Perplexity (log scale) against parameters kept.
 pub(super) fn ppl_vs_params(points: &[(String, f64, f64, bool)], path: &Path) -> Result<()> {
-    scatter(points, path, "Perplexity against parameters kept", "perplexity (log scale)", true)
+    scatter(
+        points,
+        path,
+        "Perplexity against parameters kept",
+        "perplexity (log scale)",
+        true,
+    )
 }
 
 /// The seven-task zero-shot average against parameters.
 pub(super) fn accuracy_vs_params(points: &[(String, f64, f64, bool)], path: &Path) -> Result<()> {
-    scatter(points, path, "Zero-shot average against parameters", "seven-task average (%)", false)
+    scatter(
+        points,
+        path,
+        "Zero-shot average against parameters",
+        "seven-task average (%)",
+        false,
+    )
 }
 
 /// Labelled points, the dense model in blue; a log y axis for perplexities.
-fn scatter(points: &[(String, f64, f64, bool)], path: &Path, caption: &str, y_desc: &str, log_y: bool) -> Result<()> {
-    let (ymin, ymax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
+fn scatter(
+    points: &[(String, f64, f64, bool)],
+    path: &Path,
+    caption: &str,
+    y_desc: &str,
+    log_y: bool,
+) -> Result<()> {
+    let (ymin, ymax) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
     if log_y {
-        scatter_on(points, path, caption, y_desc, (ymin * 0.8..ymax * 1.25).log_scale())
+        scatter_on(
+            points,
+            path,
+            caption,
+            y_desc,
+            (ymin * 0.8..ymax * 1.25).log_scale(),
+        )
     } else {
         let pad = ((ymax - ymin) * 0.15).max(1.0);
         scatter_on(points, path, caption, y_desc, (ymin - pad)..(ymax + pad))
     }
 }
 
-fn scatter_on<Y>(points: &[(String, f64, f64, bool)], path: &Path, caption: &str, y_desc: &str, y: Y) -> Result<()>
+fn scatter_on<Y>(
+    points: &[(String, f64, f64, bool)],
+    path: &Path,
+    caption: &str,
+    y_desc: &str,
+    y: Y,
+) -> Result<()>
 where
     Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
     Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
 {
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xmin, xmax) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((xmax - xmin) * 0.1).max(1.0);
     let mut c = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 20))
@@ -70,10 +104,16 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d((xmin - pad)..(xmax + pad), y)
         .map_err(err)?;
-    c.configure_mesh().x_desc("parameters kept (millions)").y_desc(y_desc).draw().map_err(err)?;
+    c.configure_mesh()
+        .x_desc("parameters kept (millions)")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
     c.draw_series(points.iter().map(|(label, x, y, dense)| {
         let color = if *dense { BLUE } else { RED };
-        EmptyElement::at((*x, *y)) + Circle::new((0, 0), 5, color.filled()) + Text::new(label.clone(), (7, -12), ("sans-serif", 11))
+        EmptyElement::at((*x, *y))
+            + Circle::new((0, 0), 5, color.filled())
+            + Text::new(label.clone(), (7, -12), ("sans-serif", 11))
     }))
     .map_err(err)?;
     root.present().map_err(err)?;

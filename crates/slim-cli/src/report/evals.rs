@@ -10,7 +10,9 @@ use std::path::Path;
 /// A short name for a model directory: the run name for `…/runs/<run>/model`, else the folder name.
 pub(super) fn model_name(path: &str) -> String {
     let p = Path::new(path);
-    let last = p.file_name().map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+    let last = p
+        .file_name()
+        .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
     match p.parent().and_then(Path::file_name) {
         Some(run) if last == "model" => run.to_string_lossy().into_owned(),
         _ => last,
@@ -19,7 +21,10 @@ pub(super) fn model_name(path: &str) -> String {
 
 /// `(label, parameters in millions, seven-task average in %)` of each result that holds all seven tasks.
 pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)> {
-    let dense_params = results.iter().filter_map(|r| r["config"]["params"].as_f64()).fold(0.0, f64::max);
+    let dense_params = results
+        .iter()
+        .filter_map(|r| r["config"]["params"].as_f64())
+        .fold(0.0, f64::max);
     results
         .iter()
         .filter_map(|r| {
@@ -35,7 +40,11 @@ pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)
 pub(super) fn zeroshot_section(results: &[Value]) -> String {
     let mut md = String::from("\n## Zero-shot accuracy (%, lm-eval 0.3 semantics; acc_norm where marked *)\n\n| model | parameters | ");
     for t in Task::PAPER {
-        let star = if t.paper_metric() == Some(PaperMetric::AccNorm) { "*" } else { "" };
+        let star = if t.paper_metric() == Some(PaperMetric::AccNorm) {
+            "*"
+        } else {
+            ""
+        };
         let _ = write!(md, "{t}{star} | ");
     }
     md += "average | LAMBADA acc | LAMBADA ppl | documents per task |\n|---|---|";
@@ -44,18 +53,35 @@ pub(super) fn zeroshot_section(results: &[Value]) -> String {
     for r in results {
         let res = &r["results"];
         let cell = |t: Task| {
-            let key = if t.paper_metric() == Some(PaperMetric::AccNorm) { "acc_norm" } else { "acc" };
+            let key = if t.paper_metric() == Some(PaperMetric::AccNorm) {
+                "acc_norm"
+            } else {
+                "acc"
+            };
             res[t.name()][key].as_f64().map_or("-".into(), |v| {
-                let se = res[t.name()][format!("{key}_stderr")].as_f64().unwrap_or(f64::NAN);
+                let se = res[t.name()][format!("{key}_stderr")]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
                 format!("{:.2} ± {:.2}", 100.0 * v, 100.0 * se)
             })
         };
         let cells: Vec<String> = Task::PAPER.iter().map(|&t| cell(t)).collect();
-        let avg = r["average"]["value"].as_f64().map_or("-".into(), |v| format!("**{:.2}**", 100.0 * v));
+        let avg = r["average"]["value"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("**{:.2}**", 100.0 * v));
         let lam = &res["lambada"];
-        let lam_acc = lam["acc"].as_f64().map_or("-".into(), |v| format!("{:.2}", 100.0 * v));
-        let lam_ppl = lam["ppl"].as_f64().map_or("-".into(), |v| format!("{v:.2}"));
-        let mut ns: Vec<u64> = r["n_samples"].as_object().into_iter().flatten().filter_map(|(_, n)| n.as_u64()).collect();
+        let lam_acc = lam["acc"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{:.2}", 100.0 * v));
+        let lam_ppl = lam["ppl"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.2}"));
+        let mut ns: Vec<u64> = r["n_samples"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n.as_u64())
+            .collect();
         ns.dedup();
         let docs = match r["config"]["limit"].as_u64() {
             Some(l) => format!("first {l}"),
@@ -77,18 +103,34 @@ pub(super) fn generations_section(results: &[Value]) -> String {
     let mut md = String::from("\n## Generations\n");
     for r in results {
         let c = &r["config"];
-        let how = if c["temperature"].as_f64() == Some(0.0) { "greedy".to_string() } else { format!("T = {}, top-p = {}, seed {}", c["temperature"], c["top_p"], c["seed"]) };
+        let how = if c["temperature"].as_f64() == Some(0.0) {
+            "greedy".to_string()
+        } else {
+            format!(
+                "T = {}, top-p = {}, seed {}",
+                c["temperature"], c["top_p"], c["seed"]
+            )
+        };
         let _ = writeln!(
             md,
             "\n### {} ({:.2} M parameters; {how}, at most {} new tokens{})\n",
             model_name(r["model"].as_str().unwrap_or("?")),
             f(&r["params"]) / 1e6,
             c["max_new"],
-            if c["chat"].as_bool() == Some(true) { ", chat template" } else { "" }
+            if c["chat"].as_bool() == Some(true) {
+                ", chat template"
+            } else {
+                ""
+            }
         );
         for g in r["generations"].as_array().into_iter().flatten() {
             let quote = |s: &str| s.replace('\n', "⏎").replace('|', "\\|");
-            let _ = writeln!(md, "- **{}** → {}", quote(g["prompt"].as_str().unwrap_or("")), quote(g["completion"].as_str().unwrap_or("")));
+            let _ = writeln!(
+                md,
+                "- **{}** → {}",
+                quote(g["prompt"].as_str().unwrap_or("")),
+                quote(g["completion"].as_str().unwrap_or(""))
+            );
         }
     }
     md

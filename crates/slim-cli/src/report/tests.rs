@@ -78,13 +78,19 @@ fn the_report_shows_zero_shot_results_and_generations() {
         })
     };
     let files = [
-        ("zs-dense.json", zs("data/models/smollm2-135m", 134_515_008, 0.48)),
+        (
+            "zs-dense.json",
+            zs("data/models/smollm2-135m", 134_515_008, 0.48),
+        ),
         ("zs-20.json", zs("data/runs/p20/model", 107_000_000, 0.44)),
-        ("gen.json", serde_json::json!({
-            "model": "data/runs/p20/model", "params": 107_000_000,
-            "generations": [{"prompt": "The capital of France is", "completion": " Paris.\n\nThe"}],
-            "config": {"chat": false, "max_new": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0},
-        })),
+        (
+            "gen.json",
+            serde_json::json!({
+                "model": "data/runs/p20/model", "params": 107_000_000,
+                "generations": [{"prompt": "The capital of France is", "completion": " Paris.\n\nThe"}],
+                "config": {"chat": false, "max_new": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+            }),
+        ),
     ];
     let inputs: Vec<_> = files
         .iter()
@@ -95,7 +101,8 @@ fn the_report_shows_zero_shot_results_and_generations() {
         })
         .collect();
     let out = tmp.path().join("report");
-    let md = std::fs::read_to_string(write_report(&read_inputs(&inputs).unwrap(), &out).unwrap()).unwrap();
+    let md = std::fs::read_to_string(write_report(&read_inputs(&inputs).unwrap(), &out).unwrap())
+        .unwrap();
     // The paper's metric per task: acc for BoolQ, acc_norm (starred) for HellaSwag.
     assert!(md.contains("| boolq | piqa | hellaswag* |"), "{md}");
     assert!(
@@ -103,9 +110,22 @@ fn the_report_shows_zero_shot_results_and_generations() {
         "{md}"
     );
     assert!(md.contains("| p20 | 107.00 M |"), "{md}");
-    assert!(md.contains("### p20 (107.00 M parameters; greedy, at most 8 new tokens)"), "{md}");
-    assert!(md.contains("- **The capital of France is** →  Paris.⏎⏎The"), "{md}");
+    assert!(
+        md.contains("### p20 (107.00 M parameters; greedy, at most 8 new tokens)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- **The capital of France is** →  Paris.⏎⏎The"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(out.join("zeroshot_vs_params.svg")).unwrap();
     assert!(svg.starts_with("<svg") && md.contains("zeroshot_vs_params.svg"));
-    assert_eq!(evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot).iter().filter(|p| p.3).count(), 1, "one dense point");
+    assert_eq!(
+        evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot)
+            .iter()
+            .filter(|p| p.3)
+            .count(),
+        1,
+        "one dense point"
+    );
 }
