@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: fetch what the tests need (`fetch ci`), then `cargo test --workspace --release`.
+//! `cargo xtask ci`: fetch what the tests need (`fetch ci`), `cargo test --workspace --release`, then a short
+//! run of every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
 
 use std::process::Command;
 
@@ -21,5 +22,10 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
     util::run(
         Command::new(util::cargo()).args(["test", "--workspace", "--release"]),
         &ctx.root,
-    )
+    )?;
+    crate::fuzz::run(&crate::fuzz::Args {
+        targets: Vec::new(),
+        runs: -1,
+        seconds: Some(20),
+    })
 }

@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod compare;
 mod fetch;
+mod fuzz;
 mod pipeline;
 mod util;
 
@@ -29,8 +30,11 @@ enum Command {
     Pipeline(pipeline::Args),
     /// Benchmarks.
     Bench(bench::Args),
-    /// What CI runs: fetch the test data, then `cargo test --workspace --release`.
+    /// What CI runs: fetch the test data, `cargo test --workspace --release`, then a short run
+    /// of every fuzz target.
     Ci(ci::Args),
+    /// Run the libFuzzer harnesses of fuzz/ (installs cargo-fuzz when missing).
+    Fuzz(fuzz::Args),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Ci(args) => ci::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");

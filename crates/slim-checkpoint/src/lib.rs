@@ -12,10 +12,12 @@
 pub mod config;
 pub mod synthetic;
 pub mod tensor;
+pub mod tokenizer_json;
 pub mod weights;
 
 pub use config::{Arch, LayerShape, ModelConfig};
 pub use tensor::HostTensor;
+pub use tokenizer_json::{load_tokenizer_json, parse_tokenizer_json};
 pub use weights::{save_model_dir, Weights};
 
 #[cfg(test)]

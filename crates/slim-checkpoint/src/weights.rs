@@ -39,7 +39,19 @@ impl Weights {
         // writer would only change the bytes we read, which validation below catches or
         // which yields wrong weights, never undefined behaviour in safe code that copies them.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let st = SafeTensors::deserialize(&mmap).map_err(|e| format_err!("{}: invalid safetensors: {e}", path.display()))?;
+        self.load_bytes(&mmap, path)
+    }
+
+    /// Parses the bytes of a safetensors file (`path` names it in errors), converting every
+    /// tensor to f32.
+    pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut w = Self::new();
+        w.load_bytes(bytes, path)?;
+        Ok(w)
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format_err!("{}: invalid safetensors: {e}", path.display()))?;
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let bytes = view.data();

@@ -11,9 +11,8 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads `dir/tokenizer.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| format_err!("{}: {e}", path.display()))?;
+        // Errors name the file; the tokenizers crate's panics on malformed files become errors.
+        let inner = slim_checkpoint::load_tokenizer_json(&dir.join("tokenizer.json"))?;
         Ok(Self { inner })
     }
 
