@@ -196,7 +196,10 @@ pub(crate) fn read_entry(dir: &Path, stage: &str, key: Key) -> Result<Entry, Man
     })
 }
 
-fn parse_manifest(path: &Path, bytes: &[u8], stage: &str, key: Key) -> Result<Manifest> {
+/// Parses and checks the bytes of a manifest found at `path` under `stage`/`key`: the schema
+/// tag, the stage and key it names, and that every payload name stays inside the entry.
+/// (Public for the fuzz harness; the store calls it on every lookup.)
+pub fn parse_manifest(path: &Path, bytes: &[u8], stage: &str, key: Key) -> Result<Manifest> {
     // Check the schema tag before the full parse, so that a manifest of a newer schema is
     // reported as incompatible rather than as corrupt.
     #[derive(Deserialize)]

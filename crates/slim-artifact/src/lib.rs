@@ -46,7 +46,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use entry::{Entry, Manifest, Payload, Producer, CODEC_BYTES, CODEC_FILE, CODEC_JSON};
+pub use entry::{parse_manifest, Entry, Manifest, Payload, Producer, CODEC_BYTES, CODEC_FILE, CODEC_JSON};
 pub use error::{Result, StoreError};
 pub use explain::{Change, Explanation};
 pub use fsutil::write_json_atomic;
