@@ -48,19 +48,53 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let root = util::repo_root();
     match &args.bench {
         Bench::Forward { torch_venv, rounds } => {
-            let venv = torch_venv.as_ref().map(|v| if v.is_absolute() { v.clone() } else { root.join(v) });
+            let venv = torch_venv.as_ref().map(|v| {
+                if v.is_absolute() {
+                    v.clone()
+                } else {
+                    root.join(v)
+                }
+            });
             let (mut ours, mut torch) = (Vec::new(), Vec::new());
             for round in 1..=(*rounds).max(1) {
                 let mut cmd = slimllm();
-                cmd.args(["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN, "--no-decode"]);
-                ours.push(tokens_per_s(&util::run_capture(&mut cmd, &root)?).ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?);
+                cmd.args([
+                    "bench",
+                    "--model",
+                    MODEL,
+                    "--batch",
+                    BATCH,
+                    "--seq-len",
+                    SEQ_LEN,
+                    "--no-decode",
+                ]);
+                ours.push(
+                    tokens_per_s(&util::run_capture(&mut cmd, &root)?)
+                        .ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?,
+                );
                 if let Some(venv) = &venv {
                     let mut py = Command::new(venv.join("bin/python"));
-                    py.args(["tools/reference/bench_forward.py", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN]);
-                    torch.push(tokens_per_s(&util::run_capture(&mut py, &root)?).ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?);
+                    py.args([
+                        "tools/reference/bench_forward.py",
+                        "--model",
+                        MODEL,
+                        "--batch",
+                        BATCH,
+                        "--seq-len",
+                        SEQ_LEN,
+                    ]);
+                    torch.push(
+                        tokens_per_s(&util::run_capture(&mut py, &root)?).ok_or_else(|| {
+                            format_err!("bench_forward.py printed no tokens_per_s")
+                        })?,
+                    );
                 }
                 let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
-                println!("round {round}: slimllm {} tokens/s, torch {} tokens/s", last(&ours), last(&torch));
+                println!(
+                    "round {round}: slimllm {} tokens/s, torch {} tokens/s",
+                    last(&ours),
+                    last(&torch)
+                );
             }
             let (o, t) = (median(&ours), median(&torch));
             match t {
@@ -84,7 +118,18 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     let cache = util::scratch_dir(&root.join("data"), "bench-cache")?;
     let run = "bench-pipeline";
     let mut cmd = slimllm();
-    cmd.args(["--quiet", "pipeline", "run", "--model", MODEL, "--target", &target.to_string(), "--no-eval", "--run", run]);
+    cmd.args([
+        "--quiet",
+        "pipeline",
+        "run",
+        "--model",
+        MODEL,
+        "--target",
+        &target.to_string(),
+        "--no-eval",
+        "--run",
+        run,
+    ]);
     cmd.arg("--cache").arg(&cache);
     let result = util::run(&mut cmd, root);
     let _ = std::fs::remove_dir_all(&cache);
@@ -92,19 +137,48 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     let path = root.join("data/runs").join(run).join("summary.json");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     let stages = summary["stages"].as_array().cloned().unwrap_or_default();
-    let secs = |name: &str| stages.iter().filter(|s| s["name"] == name).map(|s| s["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>();
-    let total = summary["pruning_seconds"].as_f64().ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
+    let secs = |name: &str| {
+        stages
+            .iter()
+            .filter(|s| s["name"] == name)
+            .map(|s| s["seconds"].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let total = summary["pruning_seconds"]
+        .as_f64()
+        .ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
     let load = secs("load");
     let mut cmd = slimllm();
-    cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3", "--no-decode"]);
+    cmd.args([
+        "bench",
+        "--model",
+        MODEL,
+        "--batch",
+        "32",
+        "--seq-len",
+        "128",
+        "--repeats",
+        "3",
+        "--no-decode",
+    ]);
     let out = util::run_capture(&mut cmd, root)?;
     let fwd: f64 = out
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["median_s"].as_f64()))
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["median_s"].as_f64())
+        })
         .ok_or_else(|| format_err!("slimllm bench printed no median_s"))?;
     for s in &stages {
-        println!("  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}", s["name"].as_str().unwrap_or("?"), s["seconds"].as_f64().unwrap_or(0.0), s["ran"], s["reused"]);
+        println!(
+            "  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}",
+            s["name"].as_str().unwrap_or("?"),
+            s["seconds"].as_f64().unwrap_or(0.0),
+            s["ran"],
+            s["reused"]
+        );
     }
     println!(
         "pipeline {:.0} % (model load excluded): {:.1} s; load {:.1} s; dense forward over 32 x 128 tokens: {:.2} s; ratio {:.2} (goal: at most 5)",
@@ -122,7 +196,13 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    (n > 0).then(|| if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    (n > 0).then(|| {
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    })
 }
 
 /// The throughput a benchmark printed: `tokens_per_s` of the last JSON line that has it, else the number before the

@@ -16,7 +16,10 @@ use crate::{pipeline::slimllm, util};
 
 /// Options of `compare-scorers`.
 #[derive(Parser, Debug)]
-#[command(name = "compare-scorers", about = "Prune with each scorer from one cached capture and print a side-by-side table")]
+#[command(
+    name = "compare-scorers",
+    about = "Prune with each scorer from one cached capture and print a side-by-side table"
+)]
 pub struct CompareArgs {
     /// A scorer to compare (repeat the flag): `slimllm`, `magnitude`, `wanda-sp`, `flap`, `random`.
     #[arg(long = "scorer", required = true)]
@@ -46,17 +49,45 @@ pub struct CompareArgs {
 
 /// Runs the comparison; `argv` are the arguments after `compare-scorers`.
 pub fn run(argv: &[String]) -> anyhow::Result<()> {
-    let a = CompareArgs::try_parse_from(std::iter::once("compare-scorers".to_string()).chain(argv.iter().cloned()))
-        .map_err(|e| format_err!("{e}"))?;
+    let a = CompareArgs::try_parse_from(
+        std::iter::once("compare-scorers".to_string()).chain(argv.iter().cloned()),
+    )
+    .map_err(|e| format_err!("{e}"))?;
     let root = util::repo_root();
     let texts: Vec<&str> = a.eval.split(',').collect();
     let mut rows = Vec::new();
     for &target in &a.targets {
         for scorer in &a.scorers {
-            let run = format!("compare-{}-{}pct-{}-{}-{}", scorer, (target * 100.0).round(), a.recovery, a.gqa, a.calib_mode);
+            let run = format!(
+                "compare-{}-{}pct-{}-{}-{}",
+                scorer,
+                (target * 100.0).round(),
+                a.recovery,
+                a.gqa,
+                a.calib_mode
+            );
             let mut cmd = slimllm();
-            cmd.args(["--quiet", "pipeline", "run", "--target", &target.to_string(), "--scorer", scorer]);
-            cmd.args(["--recovery", &a.recovery, "--gqa", &a.gqa, "--calib-mode", &a.calib_mode, "--eval", &a.eval, "--run", &run]);
+            cmd.args([
+                "--quiet",
+                "pipeline",
+                "run",
+                "--target",
+                &target.to_string(),
+                "--scorer",
+                scorer,
+            ]);
+            cmd.args([
+                "--recovery",
+                &a.recovery,
+                "--gqa",
+                &a.gqa,
+                "--calib-mode",
+                &a.calib_mode,
+                "--eval",
+                &a.eval,
+                "--run",
+                &run,
+            ]);
             if let Some(n) = a.eval_windows {
                 cmd.args(["--eval-windows", &n.to_string()]);
             }
@@ -72,37 +103,62 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     let ppl_heads: Vec<String> = texts.iter().map(|t| format!("{t} PPL")).collect();
     header.extend(ppl_heads.iter().map(String::as_str));
     header.extend(["pruning s", "capture ran", "capture reused"]);
-    let mut table = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    let mut table = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
     for r in &rows {
         table += &format!("| {} |\n", r.join(" | "));
     }
-    let dense: Vec<String> = texts.iter().map(|t| format!("{t} {}", rows_dense(&root, &a, t))).collect();
+    let dense: Vec<String> = texts
+        .iter()
+        .map(|t| format!("{t} {}", rows_dense(&root, &a, t)))
+        .collect();
     println!("{table}\ndense model: {}", dense.join(", "));
-    let out = root.join("data/runs").join(format!("compare-scorers-{}.md", a.calib_mode));
-    util::write_atomic(&out, format!("{table}\ndense model: {}\n", dense.join(", ")).as_bytes())?;
+    let out = root
+        .join("data/runs")
+        .join(format!("compare-scorers-{}.md", a.calib_mode));
+    util::write_atomic(
+        &out,
+        format!("{table}\ndense model: {}\n", dense.join(", ")).as_bytes(),
+    )?;
     println!("written to {}", out.display());
     Ok(())
 }
 
 fn read_summary(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn row(target: f64, scorer: &str, s: &Value, texts: &[&str]) -> Vec<String> {
     let stage = |name: &str, field: &str| {
-        s["stages"].as_array().and_then(|v| v.iter().find(|x| x["name"] == name)).map_or(0, |x| x[field].as_u64().unwrap_or(0))
+        s["stages"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == name))
+            .map_or(0, |x| x[field].as_u64().unwrap_or(0))
     };
     let mut r = vec![
         format!("{:.0} %", target * 100.0),
         scorer.to_string(),
         s["params_after"].to_string(),
-        format!("{:.3}", 100.0 * s["removed_fraction"].as_f64().unwrap_or(f64::NAN)),
+        format!(
+            "{:.3}",
+            100.0 * s["removed_fraction"].as_f64().unwrap_or(f64::NAN)
+        ),
     ];
     for t in texts {
-        r.push(format!("{:.2}", s["ppl"][*t]["after"]["ppl"].as_f64().unwrap_or(f64::NAN)));
+        r.push(format!(
+            "{:.2}",
+            s["ppl"][*t]["after"]["ppl"].as_f64().unwrap_or(f64::NAN)
+        ));
     }
-    r.push(format!("{:.1}", s["pruning_seconds"].as_f64().unwrap_or(f64::NAN)));
+    r.push(format!(
+        "{:.1}",
+        s["pruning_seconds"].as_f64().unwrap_or(f64::NAN)
+    ));
     r.push(stage("capture", "ran").to_string());
     r.push(stage("capture", "reused").to_string());
     r
@@ -110,7 +166,14 @@ fn row(target: f64, scorer: &str, s: &Value, texts: &[&str]) -> Vec<String> {
 
 /// The dense model's perplexity on `text`, from the first comparison run's summary.
 fn rows_dense(root: &Path, a: &CompareArgs, text: &str) -> String {
-    let run = format!("compare-{}-{}pct-{}-{}-{}", a.scorers[0], (a.targets[0] * 100.0).round(), a.recovery, a.gqa, a.calib_mode);
+    let run = format!(
+        "compare-{}-{}pct-{}-{}-{}",
+        a.scorers[0],
+        (a.targets[0] * 100.0).round(),
+        a.recovery,
+        a.gqa,
+        a.calib_mode
+    );
     read_summary(&root.join("data/runs").join(run).join("summary.json"))
         .ok()
         .and_then(|s| s["ppl"][text]["before"]["ppl"].as_f64())
@@ -123,12 +186,26 @@ mod tests {
 
     #[test]
     fn parses_repeated_scorers_and_targets() {
-        let argv: Vec<String> = ["--scorer", "slimllm", "--scorer", "magnitude", "--target", "0.2", "--target", "0.5"].map(String::from).to_vec();
+        let argv: Vec<String> = [
+            "--scorer",
+            "slimllm",
+            "--scorer",
+            "magnitude",
+            "--target",
+            "0.2",
+            "--target",
+            "0.5",
+        ]
+        .map(String::from)
+        .to_vec();
         let a = CompareArgs::try_parse_from(std::iter::once("x".to_string()).chain(argv)).unwrap();
         assert_eq!(a.scorers, ["slimllm", "magnitude"]);
         assert_eq!(a.targets, [0.2, 0.5]);
         assert_eq!(a.calib_mode, "dense");
-        assert!(CompareArgs::try_parse_from(["x"]).is_err(), "a scorer is required");
+        assert!(
+            CompareArgs::try_parse_from(["x"]).is_err(),
+            "a scorer is required"
+        );
     }
 
     #[test]
@@ -139,6 +216,18 @@ mod tests {
             "stages": [{"name": "capture", "ran": 0, "reused": 53}],
         });
         let r = row(0.2, "magnitude", &s, &["ptb-valid"]);
-        assert_eq!(r, ["20 %", "magnitude", "107611776", "20.000", "196.23", "12.5", "0", "53"]);
+        assert_eq!(
+            r,
+            [
+                "20 %",
+                "magnitude",
+                "107611776",
+                "20.000",
+                "196.23",
+                "12.5",
+                "0",
+                "53"
+            ]
+        );
     }
 }

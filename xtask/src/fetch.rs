@@ -49,7 +49,7 @@ pub enum Target {
     Zeroshot,
     /// Everything above.
     All,
-    /// What the tests need: smollm2-135m, ptb, brown, llama-vocab.
+    /// What the tests need: smollm2-135m, ptb, brown, llama-vocab, zeroshot.
     Ci,
 }
 
@@ -110,6 +110,7 @@ fn expand(names: &[Target]) -> Vec<Target> {
                 Target::Ptb,
                 Target::Brown,
                 Target::LlamaVocab,
+                Target::Zeroshot,
             ],
             _ => std::slice::from_ref(&name),
         };
@@ -151,7 +152,8 @@ mod tests {
                 Target::Ptb,
                 Target::Smollm2,
                 Target::Brown,
-                Target::LlamaVocab
+                Target::LlamaVocab,
+                Target::Zeroshot
             ]
         );
         assert_eq!(expand(&[Target::All]).len(), 6);

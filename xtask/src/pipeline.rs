@@ -24,7 +24,13 @@ pub struct Args {
 const NEEDS: &[Target] = &[Target::Smollm2, Target::Ptb, Target::Brown];
 
 /// The `slimllm` invocations, in order.
-const STEPS: &[&[&str]] = &[&["pipeline", "run", "--model", "data/models/smollm2-135m", "--report"]];
+const STEPS: &[&[&str]] = &[&[
+    "pipeline",
+    "run",
+    "--model",
+    "data/models/smollm2-135m",
+    "--report",
+]];
 
 /// Runs `cargo xtask pipeline`.
 pub fn run(args: &Args) -> anyhow::Result<()> {

@@ -116,9 +116,9 @@ fn import(ctx: &Ctx, name: &str, gguf: &Path, gguf_sha256: &str) -> anyhow::Resu
     util::remove(&tmp)?;
     let mut cmd = crate::pipeline::slimllm();
     cmd.args(["import", "--gguf"])
-    .arg(rel(ctx, gguf))
-    .arg("--out")
-    .arg(rel(ctx, &tmp));
+        .arg(rel(ctx, gguf))
+        .arg("--out")
+        .arg(rel(ctx, &tmp));
     util::run(&mut cmd, &ctx.root)?;
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
         anyhow::ensure!(

@@ -1,6 +1,6 @@
 //! Integration tests on the real data sets under the repository's `data/` folder.
 //!
-//! They need `cargo xtask fetch ptb brown` (part of `cargo xtask ci`); without the data they fail, naming the command.
+//! They need `cargo xtask fetch ptb brown zeroshot` (part of `cargo xtask ci`); without the data they fail, naming the command.
 
 use std::{
     fs,
@@ -129,5 +129,33 @@ fn brown_text_files_follow_the_detag_rule() {
             doc.id,
             doc.id
         );
+    }
+}
+
+/// Every document of every fetched zero-shot task builds: the counts of sources.md, a request per choice, a gold
+/// choice in range; the prompt shapes that lm-eval 0.3 uses hold on the whole set, not only on the unit-test samples.
+#[test]
+fn every_zeroshot_document_builds_with_the_expected_shape() {
+    use slim_data::zeroshot::Task;
+    for task in Task::ALL {
+        let docs = need(task.load(&data_root(), None));
+        assert_eq!(docs.len(), task.size(), "{task}");
+        for d in &docs {
+            assert!(d.gold < d.requests.len() && d.requests.len() == d.choices.len(), "{task} doc {}", d.doc_id);
+            for r in &d.requests {
+                assert!(r.continuation.starts_with(' ') && !r.context.is_empty(), "{task} doc {}: {r:?}", d.doc_id);
+            }
+            let choices = d.requests.len();
+            match task {
+                Task::Boolq => assert!(d.requests[0].continuation == " yes" && d.requests[0].context.ends_with("?\nAnswer:")),
+                Task::Piqa | Task::ArcEasy | Task::ArcChallenge => {
+                    assert!(d.requests[0].context.starts_with("Question: ") && d.requests[0].context.ends_with("\nAnswer:"))
+                }
+                Task::Openbookqa => assert!(!d.requests[0].context.contains("Answer:")),
+                Task::Winogrande => assert!(choices == 2 && d.requests[0].continuation == d.requests[1].continuation),
+                Task::Hellaswag => assert_eq!(choices, 4),
+                Task::Lambada => assert!(choices == 1 && !d.requests[0].continuation[1..].contains(' ')),
+            }
+        }
     }
 }
