@@ -110,9 +110,27 @@ pub struct ModelConfig {
     pub raw: Map<String, Value>,
 }
 
+/// Upper bounds on the sizes a config may declare, each far beyond any released LLaMA or Qwen
+/// model (LLaMA-3.1-405B: 126 layers, width 16,384, 128 heads, FFN 53,248, vocabulary 128,256),
+/// so that a corrupt or hostile config.json is an error, not an allocation of billions of
+/// layers (found by the config_json fuzz target: 300,001 layers took seconds per load).
+const MAX_DIM: [(&str, u64); 8] = [
+    ("num_hidden_layers", 4096),
+    ("hidden_size", 1 << 20),
+    ("num_attention_heads", 1 << 14),
+    ("num_key_value_heads", 1 << 14),
+    ("head_dim", 1 << 14),
+    ("intermediate_size", 1 << 22),
+    ("vocab_size", 1 << 24),
+    ("max_position_embeddings", 1 << 26),
+];
+
 fn get_usize(m: &Map<String, Value>, key: &str) -> Result<usize> {
     let v = m.get(key).ok_or_else(|| format_err!("missing key `{key}`"))?;
     let n = v.as_u64().ok_or_else(|| format_err!("key `{key}` is not a non-negative integer: {v}"))?;
+    if let Some((_, max)) = MAX_DIM.iter().find(|(k, _)| *k == key) {
+        ensure!(n <= *max, "key `{key}` is {n}, above the limit of {max}");
+    }
     usize::try_from(n).with_context(|| format!("key `{key}` too large"))
 }
 
@@ -191,6 +209,14 @@ impl ModelConfig {
         };
         for (i, l) in layers.iter().enumerate() {
             l.validate(i)?;
+            // Pruning only removes: no layer is wider than the dense shape the config declares.
+            ensure!(
+                l.num_heads <= num_heads && l.num_kv_heads <= num_kv_heads && l.intermediate_size <= intermediate_size,
+                "layer {i}: {} heads, {} KV heads, {} channels exceed the dense {num_heads}, {num_kv_heads}, {intermediate_size}",
+                l.num_heads,
+                l.num_kv_heads,
+                l.intermediate_size
+            );
         }
         Ok(Self {
             arch,

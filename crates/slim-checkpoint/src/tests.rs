@@ -74,3 +74,24 @@ fn select_rows_and_cols() {
     assert_eq!(t.select_cols(&[2, 0]).unwrap().data, vec![3., 1., 6., 4.]);
     assert!(t.select_cols(&[3]).is_err());
 }
+
+/// The config_json fuzz target's timeout: 300,001 layers (a corrupt digit) made every load
+/// build a shape per layer; sizes past generous limits are now errors naming the key.
+#[test]
+fn absurd_sizes_are_errors_naming_the_key() {
+    let e = ModelConfig::from_json_str(include_str!("../tests/data/fuzz-config-300001-layers.json")).unwrap_err();
+    assert!(format!("{e:#}").contains("num_hidden_layers` is 300001, above the limit of 4096"), "{e:#}");
+    for (key, value) in [("vocab_size", 1u64 << 40), ("hidden_size", 1 << 30), ("intermediate_size", 1 << 30), ("num_attention_heads", 1 << 20)] {
+        let mut v = smol_like();
+        v[key] = json!(value);
+        let e = format!("{:#}", ModelConfig::from_json_str(&v.to_string()).unwrap_err());
+        assert!(e.contains(&format!("`{key}` is {value}, above the limit")), "{e}");
+    }
+    // A pruned layer wider than the dense shape is not a pruned layer.
+    let mut v = smol_like();
+    let mut wide = LayerShape::dense(9, 3, 1536);
+    wide.intermediate_size = 4000;
+    v[SLIMLLM_KEY] = json!({"format_version": crate::config::SLIMLLM_FORMAT_VERSION, "layers": [LayerShape::dense(9, 3, 1536), wide]});
+    let e = format!("{:#}", ModelConfig::from_json_str(&v.to_string()).unwrap_err());
+    assert!(e.contains("layer 1: 9 heads, 3 KV heads, 4000 channels exceed the dense 9, 3, 1536"), "{e}");
+}

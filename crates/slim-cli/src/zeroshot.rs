@@ -38,8 +38,12 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     anyhow::ensure!(a.limit != Some(0), "--limit must be at least 1");
     check_out(a.out.as_deref())?;
     check_out(a.samples.as_deref()).context("--samples")?;
-    let mut tasks = a.tasks.clone();
-    tasks.dedup();
+    let mut tasks: Vec<Task> = Vec::new();
+    for t in &a.tasks {
+        if !tasks.contains(t) {
+            tasks.push(*t);
+        }
+    }
     let tok = Tokenizer::load(&a.model)?;
     // lm-eval's stand-in for an empty context: the end-of-text token.
     let eot = cfg.eos_token_id.or(cfg.bos_token_id).unwrap_or(0);
