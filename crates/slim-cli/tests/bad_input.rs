@@ -62,6 +62,9 @@ const CASES: &[(&str, &[&str])] = &[
     ("tokenize --model {root}/broken --text-file {root}/bad.gguf", &["broken", "tokenizer.json"]),
     ("eval ppl --model {root}/model --data ptb-valid --out {root}/bad.gguf/x.json", &["--out", "bad.gguf"]),
     ("cache verify --cache {root}/model/config.json", &["config.json"]),
+    ("eval zeroshot --model {root}/model --tasks arc", &["unknown task `arc`", "arc_easy"]),
+    ("eval zeroshot --model {root}/model --tasks boolq --limit 0", &["--limit", "at least 1"]),
+    ("eval zeroshot --model {root}/model --tasks boolq", &["boolq.jsonl", "cargo xtask fetch zeroshot"]),
 ];
 
 #[test]
