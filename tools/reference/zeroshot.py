@@ -138,6 +138,24 @@ def aggregate(task, per_doc):
     return r
 
 
+def read_prior(path):
+    """(task, doc_id) -> (lls, greedy) of the complete lines of a samples file; a torn last line
+    (the process was killed while writing it) is cut off so that appending starts on a fresh line."""
+    prior = {}
+    if not os.path.exists(path):
+        return prior
+    with open(path, "rb") as f:
+        data = f.read()
+    keep = data[: data.rfind(b"\n") + 1]
+    if len(keep) != len(data):
+        with open(path, "wb") as f:
+            f.write(keep)
+    for line in keep.decode("utf-8").splitlines():
+        rec = json.loads(line)
+        prior[(rec["task"], rec["doc_id"])] = (rec["lls"], rec["greedy"])
+    return prior
+
+
 def main() -> None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +165,8 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(root, "data", "datasets", "zeroshot"), help="folder of <task>.jsonl")
     ap.add_argument("--out", default=None, help="also write the result JSON to this file")
     ap.add_argument("--samples", default=None, help="write one JSON line per document (lls, greedy, gold) here")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the documents already in --samples (a killed run's), score only the rest, append")
     ap.add_argument("--threads", type=int, default=cores(),
                     help="torch threads (default: usable cores; fewer helps when other jobs share the CPU)")
     ap.add_argument("--self-check", action="store_true",
@@ -196,10 +216,20 @@ def main() -> None:
             return
 
         results, done_tok, start = {}, 0, time.perf_counter()
-        samples = open(args.samples, "w", encoding="utf-8") if args.samples else None
+        if args.resume and not args.samples:
+            sys.exit("--resume needs --samples")
+        prior = read_prior(args.samples) if args.resume else {}
+        if prior:
+            print(f"resuming: {len(prior)} documents already scored in {args.samples}", file=sys.stderr)
+        samples = open(args.samples, "a" if args.resume else "w", encoding="utf-8", buffering=1) if args.samples else None
         for t, docs in work.items():
             per_doc = []
             for i, (doc_id, items, gold, norm) in enumerate(docs, 1):
+                if (t, doc_id) in prior:
+                    lls, greedy = prior[(t, doc_id)]
+                    per_doc.append(doc_metrics(t, lls, greedy, gold, norm))
+                    total_tok -= sum(len(f) - 1 for f, _ in items)
+                    continue
                 scores = score_batch(model, torch, items)  # the requests of one document: one padded batch
                 lls, greedy = [s[0] for s in scores], [s[1] for s in scores]
                 per_doc.append(doc_metrics(t, lls, greedy, gold, norm))
