@@ -1,17 +1,17 @@
 //! Every artifact format of the cache: the first byte picks the format, the rest is the file.
 //! 0: manifest.json (checked as a lookup checks it, against its own stage and key);
-//! 1–8: the binary `value` payloads the pipeline stores (calibration ids, layer importance,
-//! allocation, attention and MLP statistics, kept heads or channels, the attention affine fit,
-//! the MLP refit), each validated as its reader does.
+//! 1–9: the binary `value` payloads the pipeline stores (calibration ids, layer importance,
+//! allocation, attention and MLP statistics, kept heads or channels, the Taylor capture, the
+//! attention and MLP refits, the global allocation's scores), each validated as its reader does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use slim_artifact::codec::decode;
-use slim_artifact::schema::{Affine, AttnStats, LayerImportance, LayerKeep, MlpStats};
+use slim_artifact::schema::{AttnStats, LayerImportance, LayerKeep, MlpStats, TaylorStats};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else { return };
-    match kind % 9 {
+    match kind % 10 {
         0 => {
             // Take the stage and key the manifest claims, so that the checks past them run.
             let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
@@ -42,10 +42,15 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode::<LayerKeep>(bytes);
         }
         7 => {
-            let _ = decode::<Option<Affine>>(bytes);
+            if let Ok(s) = decode::<TaylorStats>(bytes) {
+                let _ = s.validate();
+            }
+        }
+        8 => {
+            let _ = decode::<slim_recover::Refit>(bytes);
         }
         _ => {
-            let _ = decode::<slim_recover::Refit>(bytes);
+            let _ = decode::<Vec<slim_alloc::LayerScores>>(bytes);
         }
     }
 });

@@ -124,7 +124,7 @@ tok["added_tokens"] = [t for t in tok["added_tokens"] if t["id"] < 300]
 put("tokenizer_json", "smollm2-300", json.dumps(tok, ensure_ascii=False).encode())
 
 # --- artifacts: kind byte + the file, for every kind of the synthetic cache.
-kinds = {"calib": 1, "importance": 2, "alloc": 3, "capture-attn": 4, "capture-mlp": 5, "score-attn": 6, "score-mlp": 6, "recover-attn": 7, "recover-mlp": 8}
+kinds = {"calib": 1, "importance": 2, "alloc": 3, "capture-attn": 4, "capture-mlp": 5, "score-attn": 6, "score-mlp": 6, "capture-taylor": 7, "recover-attn": 8, "recover-mlp": 8, "global-scores": 9}
 for stage, kind in kinds.items():
     entries = sorted(glob.glob(os.path.join(cache, stage, "*")))
     for e in entries[:2]:

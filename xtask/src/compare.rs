@@ -1,35 +1,47 @@
-//! `cargo xtask pipeline compare-scorers --scorer slimllm --scorer magnitude [...]`: the
-//! same pruning with each scorer, side by side, from one cached capture.
+//! `cargo xtask pipeline compare-scorers | compare-allocations | compare-recoveries | grid`:
+//! the same pruning with each variant, side by side, from one cached capture per
+//! calibration mode.
+//!
+//! - `compare-scorers --scorer A --scorer B …` (and `compare-allocations --allocation …`,
+//!   `compare-recoveries --recovery …`): the cross product of the listed scorers, allocations
+//!   and recoveries (each defaults to the paper's choice) at every `--target`.
+//! - `grid`: the comparison of docs/variants.md: the paper's recipe, every scorer, every
+//!   allocation and every recovery changed one at a time from it, the peers' own recipes
+//!   (FLAP, LLM-Pruner, Wanda-sp), and recipes that combine the best of each.
 //!
 //! Dense calibration is the default: every layer's statistics come from the unpruned model,
-//! so the first scorer's run captures and every later one reuses the capture (the table's
-//! `capture ran` column shows it). `--calib-mode sequential` compares the paper's recipe
+//! so the first run captures and every later one reuses the capture (the table's `capture
+//! ran` column shows it). `--calib-mode sequential` compares the paper's sequential recipe
 //! instead, where only the capture below the first differing decision is shared.
+//! Every row is a `slimllm pipeline run` whose perplexities are cached with the model, and,
+//! with `--zeroshot-limit N`, a `slimllm eval zeroshot --limit N` of the pruned model,
+//! kept next to the run's summary (rerunning the grid reuses it).
 
 use std::path::Path;
 
 use anyhow::{format_err, Context};
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::grid_rows;
 use crate::{pipeline::slimllm, util};
 
-/// Options of `compare-scorers`.
+/// Options of the comparison commands.
 #[derive(Parser, Debug)]
-#[command(
-    name = "compare-scorers",
-    about = "Prune with each scorer from one cached capture and print a side-by-side table"
-)]
+#[command(name = "compare", about = "Prune with each variant from one cached capture and print a side-by-side table")]
 pub struct CompareArgs {
-    /// A scorer to compare (repeat the flag): `slimllm`, `magnitude`, `wanda-sp`, `flap`, `random`.
-    #[arg(long = "scorer", required = true)]
+    /// Scorers (repeat): `slimllm`, `magnitude`, `wanda-sp`, `flap`, `taylor`, `random`.
+    #[arg(long = "scorer")]
     scorers: Vec<String>,
-    /// Fractions of total parameters to remove (repeat the flag).
+    /// Allocations (repeat): `cosine`, `uniform`, `flap-global`.
+    #[arg(long = "allocation")]
+    allocations: Vec<String>,
+    /// Recoveries (repeat): `affine`, `none`, `flap-bias`, `lstsq`.
+    #[arg(long = "recovery")]
+    recoveries: Vec<String>,
+    /// Fractions of total parameters to remove (repeat).
     #[arg(long = "target", default_values_t = [0.2])]
     targets: Vec<f64>,
-    /// Output-projection recovery for every run.
-    #[arg(long, default_value = "affine")]
-    recovery: String,
     /// GQA unit for every run.
     #[arg(long, default_value = "whole-group")]
     gqa: String,
@@ -37,57 +49,51 @@ pub struct CompareArgs {
     #[arg(long, default_value = "dense")]
     calib_mode: String,
     /// Perplexity texts (comma-separated).
-    #[arg(long, default_value = "ptb-valid")]
+    #[arg(long, default_value = "ptb-valid,ptb-test")]
     eval: String,
-    /// Evaluate only the first N windows, for quick grids.
+    /// Evaluate only the first N perplexity windows, for quick grids.
     #[arg(long)]
     eval_windows: Option<usize>,
+    /// Also score the seven zero-shot tasks on the first N documents of each.
+    #[arg(long)]
+    zeroshot_limit: Option<usize>,
     /// Cache root passed to `slimllm` (default: its own default).
     #[arg(long)]
     cache: Option<String>,
+    /// Name of the table files under data/runs (default: the command's name and the mode).
+    #[arg(long)]
+    name: Option<String>,
 }
 
-/// Runs the comparison; `argv` are the arguments after `compare-scorers`.
-pub fn run(argv: &[String]) -> anyhow::Result<()> {
-    let a = CompareArgs::try_parse_from(
-        std::iter::once("compare-scorers".to_string()).chain(argv.iter().cloned()),
-    )
-    .map_err(|e| format_err!("{e}"))?;
+/// Runs `command` (`compare-scorers`, `compare-allocations`, `compare-recoveries`, `grid`);
+/// `argv` are the arguments after it.
+pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
+    let a = CompareArgs::try_parse_from(std::iter::once(command.to_string()).chain(argv.iter().cloned())).map_err(|e| format_err!("{e}"))?;
+    let rows = match command {
+        "grid" => grid_rows::grid(&a.calib_mode),
+        _ => {
+            let need = match command {
+                "compare-scorers" => a.scorers.is_empty().then_some("--scorer"),
+                "compare-allocations" => a.allocations.is_empty().then_some("--allocation"),
+                "compare-recoveries" => a.recoveries.is_empty().then_some("--recovery"),
+                other => anyhow::bail!("unknown comparison `{other}`"),
+            };
+            if let Some(flag) = need {
+                anyhow::bail!("{command} needs at least one {flag}");
+            }
+            grid_rows::cross(&a.scorers, &a.allocations, &a.recoveries, &a.calib_mode)
+        }
+    };
     let root = util::repo_root();
     let texts: Vec<&str> = a.eval.split(',').collect();
-    let mut rows = Vec::new();
+    let mut results = Vec::new();
     for &target in &a.targets {
-        for scorer in &a.scorers {
-            let run = format!(
-                "compare-{}-{}pct-{}-{}-{}",
-                scorer,
-                (target * 100.0).round(),
-                a.recovery,
-                a.gqa,
-                a.calib_mode
-            );
+        for row in &rows {
+            let run = row.run_name(target, &a.gqa);
             let mut cmd = slimllm();
-            cmd.args([
-                "--quiet",
-                "pipeline",
-                "run",
-                "--target",
-                &target.to_string(),
-                "--scorer",
-                scorer,
-            ]);
-            cmd.args([
-                "--recovery",
-                &a.recovery,
-                "--gqa",
-                &a.gqa,
-                "--calib-mode",
-                &a.calib_mode,
-                "--eval",
-                &a.eval,
-                "--run",
-                &run,
-            ]);
+            cmd.args(["--quiet", "pipeline", "run", "--target", &target.to_string()]);
+            cmd.args(["--scorer", &row.scorer, "--allocation", &row.allocation, "--recovery", &row.recovery]);
+            cmd.args(["--gqa", &a.gqa, "--calib-mode", &row.mode, "--eval", &a.eval, "--run", &run]);
             if let Some(n) = a.eval_windows {
                 cmd.args(["--eval-windows", &n.to_string()]);
             }
@@ -95,139 +101,68 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
                 cmd.args(["--cache", c]);
             }
             util::run(&mut cmd, &root)?;
-            let summary = read_summary(&root.join("data/runs").join(&run).join("summary.json"))?;
-            rows.push(row(target, scorer, &summary, &texts));
+            let dir = root.join("data/runs").join(&run);
+            let summary = read_json(&dir.join("summary.json"))?;
+            let zs = match a.zeroshot_limit {
+                Some(n) => Some(zeroshot(&root, &dir, &summary, n)?),
+                None => None,
+            };
+            results.push(grid_rows::result(target, row, &summary, &texts, zs.as_ref()));
         }
     }
-    let mut header = vec!["target", "scorer", "params after", "removed %"];
-    let ppl_heads: Vec<String> = texts.iter().map(|t| format!("{t} PPL")).collect();
-    header.extend(ppl_heads.iter().map(String::as_str));
-    header.extend(["pruning s", "capture ran", "capture reused"]);
-    let mut table = format!(
-        "| {} |\n|{}\n",
-        header.join(" | "),
-        "---|".repeat(header.len())
-    );
-    for r in &rows {
-        table += &format!("| {} |\n", r.join(" | "));
-    }
-    let dense: Vec<String> = texts
-        .iter()
-        .map(|t| format!("{t} {}", rows_dense(&root, &a, t)))
-        .collect();
-    println!("{table}\ndense model: {}", dense.join(", "));
-    let out = root
-        .join("data/runs")
-        .join(format!("compare-scorers-{}.md", a.calib_mode));
-    util::write_atomic(
-        &out,
-        format!("{table}\ndense model: {}\n", dense.join(", ")).as_bytes(),
-    )?;
-    println!("written to {}", out.display());
+    let dense = dense_row(&root, &results, &texts, a.zeroshot_limit)?;
+    let table = grid_rows::table(&results, &texts, a.zeroshot_limit.is_some(), &dense);
+    println!("{table}");
+    let name = a.name.clone().unwrap_or_else(|| format!("{command}-{}", a.calib_mode));
+    let out = root.join("data/runs").join(format!("{name}.md"));
+    util::write_atomic(&out, table.as_bytes())?;
+    let doc = json!({"kind": "slimllm-grid", "command": command, "calib_mode": a.calib_mode, "gqa": a.gqa, "eval": texts,
+                     "zeroshot_limit": a.zeroshot_limit, "dense": dense, "rows": results});
+    util::write_atomic(&out.with_extension("json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    println!("written to {} and .json", out.display());
     Ok(())
 }
 
-fn read_summary(path: &Path) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-fn row(target: f64, scorer: &str, s: &Value, texts: &[&str]) -> Vec<String> {
-    let stage = |name: &str, field: &str| {
-        s["stages"]
-            .as_array()
-            .and_then(|v| v.iter().find(|x| x["name"] == name))
-            .map_or(0, |x| x[field].as_u64().unwrap_or(0))
+/// The zero-shot result of a run's pruned model on the first `limit` documents of each
+/// task: read from the run directory when an earlier grid wrote it for the same model.
+/// The file name holds the pruned model's cache key, so a changed model is evaluated anew.
+fn zeroshot(root: &Path, run_dir: &Path, summary: &Value, limit: usize) -> anyhow::Result<Value> {
+    let model = summary["pruned_model"].as_str().context("summary.json has no pruned_model")?;
+    let entry = summary["cache_entry"].as_str().context("summary.json has no cache_entry")?;
+    zeroshot_of(root, model, &run_dir.join(format!("zeroshot-{limit}-{entry}.json")), limit)
+}
+
+/// The seven tasks of the paper (LAMBADA is left out of the grid).
+const PAPER_TASKS: &str = "boolq,piqa,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa";
+
+fn zeroshot_of(root: &Path, model: &str, out: &Path, limit: usize) -> anyhow::Result<Value> {
+    if let Ok(v) = read_json(out) {
+        return Ok(v);
+    }
+    let mut cmd = slimllm();
+    cmd.args(["--quiet", "eval", "zeroshot", "--model", model, "--tasks", PAPER_TASKS, "--limit", &limit.to_string(), "--out"]);
+    cmd.arg(out);
+    util::run(&mut cmd, root)?;
+    read_json(out)
+}
+
+/// The dense model's figures, from the first run's summary (and its own zero-shot run).
+fn dense_row(root: &Path, results: &[Value], texts: &[&str], zs: Option<usize>) -> anyhow::Result<Value> {
+    let Some(first) = results.first() else { return Ok(Value::Null) };
+    let summary = read_json(&root.join("data/runs").join(first["run"].as_str().unwrap_or_default()).join("summary.json"))?;
+    let ppl: serde_json::Map<String, Value> = texts.iter().map(|t| (t.to_string(), summary["ppl"][*t]["before"]["ppl"].clone())).collect();
+    let avg = match zs {
+        Some(n) => {
+            let model = summary["model"].as_str().context("summary.json has no model")?;
+            let out = root.join("data/runs").join(format!("dense-zeroshot-{n}.json"));
+            zeroshot_of(root, model, &out, n)?["average"]["value"].clone()
+        }
+        None => Value::Null,
     };
-    let mut r = vec![
-        format!("{:.0} %", target * 100.0),
-        scorer.to_string(),
-        s["params_after"].to_string(),
-        format!(
-            "{:.3}",
-            100.0 * s["removed_fraction"].as_f64().unwrap_or(f64::NAN)
-        ),
-    ];
-    for t in texts {
-        r.push(format!(
-            "{:.2}",
-            s["ppl"][*t]["after"]["ppl"].as_f64().unwrap_or(f64::NAN)
-        ));
-    }
-    r.push(format!(
-        "{:.1}",
-        s["pruning_seconds"].as_f64().unwrap_or(f64::NAN)
-    ));
-    r.push(stage("capture", "ran").to_string());
-    r.push(stage("capture", "reused").to_string());
-    r
-}
-
-/// The dense model's perplexity on `text`, from the first comparison run's summary.
-fn rows_dense(root: &Path, a: &CompareArgs, text: &str) -> String {
-    let run = format!(
-        "compare-{}-{}pct-{}-{}-{}",
-        a.scorers[0],
-        (a.targets[0] * 100.0).round(),
-        a.recovery,
-        a.gqa,
-        a.calib_mode
-    );
-    read_summary(&root.join("data/runs").join(run).join("summary.json"))
-        .ok()
-        .and_then(|s| s["ppl"][text]["before"]["ppl"].as_f64())
-        .map_or_else(|| "?".into(), |p| format!("{p:.2}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_repeated_scorers_and_targets() {
-        let argv: Vec<String> = [
-            "--scorer",
-            "slimllm",
-            "--scorer",
-            "magnitude",
-            "--target",
-            "0.2",
-            "--target",
-            "0.5",
-        ]
-        .map(String::from)
-        .to_vec();
-        let a = CompareArgs::try_parse_from(std::iter::once("x".to_string()).chain(argv)).unwrap();
-        assert_eq!(a.scorers, ["slimllm", "magnitude"]);
-        assert_eq!(a.targets, [0.2, 0.5]);
-        assert_eq!(a.calib_mode, "dense");
-        assert!(
-            CompareArgs::try_parse_from(["x"]).is_err(),
-            "a scorer is required"
-        );
-    }
-
-    #[test]
-    fn a_row_reads_the_summary_fields() {
-        let s: Value = serde_json::json!({
-            "params_after": 107611776u64, "removed_fraction": 0.2, "pruning_seconds": 12.5,
-            "ppl": {"ptb-valid": {"after": {"ppl": 196.234}, "before": {"ppl": 99.0}}},
-            "stages": [{"name": "capture", "ran": 0, "reused": 53}],
-        });
-        let r = row(0.2, "magnitude", &s, &["ptb-valid"]);
-        assert_eq!(
-            r,
-            [
-                "20 %",
-                "magnitude",
-                "107611776",
-                "20.000",
-                "196.23",
-                "12.5",
-                "0",
-                "53"
-            ]
-        );
-    }
+    Ok(json!({"params": summary["params_before"], "ppl": ppl, "zeroshot_average": avg}))
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod ci;
 mod compare;
+mod grid_rows;
 mod fetch;
 mod fuzz;
 mod pipeline;

@@ -1,5 +1,6 @@
 //! `cargo xtask pipeline [args...]`: fetch what the pipeline needs, then run it through the `slimllm` binary;
-//! `cargo xtask pipeline compare-scorers ...` compares scorers from one cached capture ([`crate::compare`]).
+//! `cargo xtask pipeline compare-scorers | compare-allocations | compare-recoveries | grid ...` compares variants
+//! from one cached capture ([`crate::compare`]).
 //!
 //! The stage graph and its caching live in `slimllm pipeline run` (slim-pipeline): this command fetches what it
 //! needs and forwards to it. With no extra arguments it prunes 20 % of SmolLM2-135M's parameters with SlimLLM and
@@ -39,8 +40,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         force: false,
     };
     fetch::fetch(&ctx, NEEDS)?;
-    if args.extra.first().map(String::as_str) == Some("compare-scorers") {
-        return crate::compare::run(&args.extra[1..]);
+    if let Some(cmd @ ("compare-scorers" | "compare-allocations" | "compare-recoveries" | "grid")) = args.extra.first().map(String::as_str) {
+        return crate::compare::run(cmd, &args.extra[1..]);
     }
     for (i, step) in STEPS.iter().enumerate() {
         let mut cmd = slimllm();

@@ -16,18 +16,33 @@
 //! Multi-head attention (one query head per KV head) is always pruned as whole groups, where
 //! a group is one head: that is the paper's algorithm, and per-group pruning of groups of
 //! one could prune nothing.
+//!
+//! Two peer allocations sit beside SlimLLM's (spec §9, §13.3): [`solve_uniform`], the same
+//! ratio on every layer of a fixed range (LLM-Pruner), and [`solve_global`], FLAP's global
+//! ranking of per-layer standardized head and channel scores. All three return an
+//! [`Allocation`] whose `params_after` is the parameter count of the pruned shapes.
 
+mod global;
 mod solve;
+mod uniform;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_global;
+#[cfg(test)]
+mod tests_uniform;
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
 use slim_checkpoint::{LayerShape, ModelConfig};
 
+pub use global::{
+    global_ranking, solve_global, standardize, GlobalConfig, GlobalUnit, LayerScores, UnitKind,
+};
 pub use solve::{allocate, solve, AllocConfig, Allocation};
+pub use uniform::{allocate_uniform, solve_uniform, uniform_ratios, UniformConfig};
 
 /// The `k` layers with the highest `cos`, most redundant first (ties: lower layer first).
 pub fn selected_layers(cos: &[f64], k: usize) -> Vec<usize> {
@@ -206,4 +221,46 @@ pub(crate) fn pruned_config(
         counts.push(c);
     }
     Ok((out, counts))
+}
+
+/// The config after every layer loses its `counts` (as [`pruned_config`] builds it): a layer
+/// whose `counts.mode` is `Some` takes [`pruned_shape`], with the recovery biases when
+/// `recovery_adds_bias`; a layer whose mode is `None` must lose nothing and stays as it is.
+///
+/// # Shapes
+/// `counts` `[L]`
+pub fn apply_counts(
+    cfg: &ModelConfig,
+    counts: &[PruneCounts],
+    recovery_adds_bias: bool,
+) -> Result<ModelConfig> {
+    ensure!(
+        counts.len() == cfg.num_layers(),
+        "{} layer counts for {} layers",
+        counts.len(),
+        cfg.num_layers()
+    );
+    let mut out = cfg.clone();
+    for (l, (shape, c)) in cfg.layers.iter().zip(counts).enumerate() {
+        ensure!(
+            c.heads < shape.num_heads
+                && c.kv_heads < shape.num_kv_heads
+                && c.channels < shape.intermediate_size,
+            "layer {l}: removing {} heads, {} KV heads, {} channels leaves nothing of {} heads, {} KV heads, {} channels",
+            c.heads,
+            c.kv_heads,
+            c.channels,
+            shape.num_heads,
+            shape.num_kv_heads,
+            shape.intermediate_size
+        );
+        match c.mode {
+            Some(_) => out.layers[l] = pruned_shape(shape, c, recovery_adds_bias),
+            None => ensure!(
+                c.heads == 0 && c.kv_heads == 0 && c.channels == 0,
+                "layer {l}: counts without a mode remove something"
+            ),
+        }
+    }
+    Ok(out)
 }

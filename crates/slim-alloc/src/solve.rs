@@ -37,10 +37,12 @@ impl AllocConfig {
     }
 }
 
-/// The outcome of an allocation.
+/// The outcome of an allocation (SlimLLM's [`solve`], [`crate::solve_uniform`] or
+/// [`crate::solve_global`]; the field docs say where a variant reads a field differently).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
-    /// Mean ratio over the selected layers before clipping.
+    /// Mean ratio over the selected layers before clipping (uniform: the common ratio before
+    /// clipping; global: the z-score threshold, that of the last unit removed).
     pub r0: f64,
     /// The requested fraction.
     pub target: f64,
@@ -50,9 +52,11 @@ pub struct Allocation {
     pub params_before: u64,
     /// Parameters after pruning (with recovery biases when counted).
     pub params_after: u64,
-    /// Pruned layers, most redundant first.
+    /// Pruned layers, most redundant first (uniform: the layer range in order; global: the
+    /// touched layers by descending ratio, ties lower layer first).
     pub selected: Vec<usize>,
-    /// `[L]` clipped ratio of every layer.
+    /// `[L]` clipped ratio of every layer (global: the fraction of the layer's MLP channels
+    /// removed; its head counts are in `counts` only).
     pub ratios: Vec<f64>,
     /// `[L]` what every layer loses.
     pub counts: Vec<PruneCounts>,
@@ -94,28 +98,54 @@ pub fn allocate(
 /// A target beyond what the clip limit allows is an error naming the maximum.
 pub fn solve(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<Allocation> {
     check(cfg, cos, alloc)?;
-    let p = alloc.target;
-    ensure!(
-        p.is_finite() && p > 0.0 && p < 1.0,
-        "target {p} must lie strictly between 0 and 1"
-    );
-    let before = cfg.num_params() as f64;
-    let goal = (1.0 - p) * before;
     // At r0_hi every selected layer sits at its clip limit.
     let w = layer_ratios(cos, alloc.num_selected, alloc.alpha, 1.0);
     let r0_hi = selected_layers(cos, alloc.num_selected)
         .iter()
         .map(|&l| ratio_cap(&cfg.layers[l]) / w[l])
         .fold(0.0, f64::max);
-    let at = |r0: f64| allocate(cfg, cos, alloc, r0);
+    bisect_r0(
+        cfg,
+        alloc.target,
+        r0_hi,
+        |r0| allocate(cfg, cos, alloc, r0),
+        || {
+            format!(
+                "K = {}, alpha = {}, {:?} pruning",
+                alloc.num_selected, alloc.alpha, alloc.mode
+            )
+        },
+    )
+}
+
+/// The bisection shared by the `r0` variants ([`solve`], [`crate::solve_uniform`]).
+///
+/// `at(r0)` is the allocation for `r0`; its parameter count must be a non-increasing step
+/// function of `r0 ≥ 0`, and every layer that can be pruned must sit at its clip limit at
+/// `r0_hi`. `r0` is bisected to the first step at or below `(1 − target)·params`, and the
+/// closer of that step and the one before is returned (the one at or below on a tie; the
+/// step at `r0 = 0` is never returned). A target beyond `at(r0_hi)` is an error naming the
+/// maximum fraction, "… can be removed with {how()}".
+pub(crate) fn bisect_r0(
+    cfg: &ModelConfig,
+    target: f64,
+    r0_hi: f64,
+    at: impl Fn(f64) -> Result<Allocation>,
+    how: impl FnOnce() -> String,
+) -> Result<Allocation> {
+    let p = target;
+    ensure!(
+        p.is_finite() && p > 0.0 && p < 1.0,
+        "target {p} must lie strictly between 0 and 1"
+    );
+    let before = cfg.num_params() as f64;
+    let goal = (1.0 - p) * before;
     let top = at(r0_hi)?;
     if (top.params_after as f64) > goal {
         bail!(
-            "target {p} is unreachable: at most {:.4} of the parameters can be removed with K = {}, alpha = {}, {:?} pruning",
+            "target {p} is unreachable: at most {:.4} of the parameters can be removed with {}",
             top.achieved,
-            alloc.num_selected,
-            alloc.alpha,
-            alloc.mode
+            how()
         );
     }
     let (mut lo, mut hi) = (0.0f64, r0_hi);

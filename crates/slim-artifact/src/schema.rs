@@ -22,8 +22,8 @@ pub struct LayerImportance {
     pub n_tokens: usize,
 }
 
-/// Statistics of one layer's attention sufficient for every head scorer and the affine
-/// o_proj recovery (spec §13.2). `Y_h = Z_h · W_O^(h)ᵀ` is head h's contribution to the
+/// Statistics of one layer's attention sufficient for every head scorer and every o_proj
+/// recovery, affine or least-squares (spec §13.2). `Y_h = Z_h · W_O^(h)ᵀ` is head h's contribution to the
 /// attention output, `Z` the per-head attention output before o_proj.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttnStats {
@@ -45,6 +45,9 @@ pub struct AttnStats {
     pub z_mean: Vec<f64>,
     /// `[H·d_h]`: mean of the square of each o_proj input channel.
     pub z_sq_mean: Vec<f64>,
+    /// `[H·d_h, H·d_h]`: population covariance of `Z`, the o_proj input (head h owns
+    /// channels `h·d_h..(h+1)·d_h`); the least-squares refit of o_proj solves with it.
+    pub z_cov: Vec<f64>,
 }
 
 /// Statistics of one layer's MLP sufficient for every channel scorer and the affine
@@ -96,14 +99,19 @@ impl AttnStats {
         if h == 0 || d == 0 || dh == 0 {
             return Err(format!("layer {}: empty attention statistics (H={h}, d={d}, d_h={dh})", self.layer));
         }
+        // Checked: the dimensions come from decoded bytes, and [H·d_h]² overflows first.
+        let size = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
         for (name, len, want) in [
-            ("head_mean", self.head_mean.len(), h * d),
-            ("head_cov", self.head_cov.len(), d * h * h),
-            ("z_mean", self.z_mean.len(), h * dh),
-            ("z_sq_mean", self.z_sq_mean.len(), h * dh),
+            ("head_mean", self.head_mean.len(), size(&[h, d])),
+            ("head_cov", self.head_cov.len(), size(&[d, h, h])),
+            ("z_mean", self.z_mean.len(), size(&[h, dh])),
+            ("z_sq_mean", self.z_sq_mean.len(), size(&[h, dh])),
+            ("z_cov", self.z_cov.len(), size(&[h, dh, h, dh])),
         ] {
-            if len != want {
-                return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer));
+            match want {
+                Some(want) if len == want => {}
+                Some(want) => return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer)),
+                None => return Err(format!("layer {}: {name} size overflows (H={h}, d={d}, d_h={dh})", self.layer)),
             }
         }
         Ok(())
@@ -120,6 +128,69 @@ impl MlpStats {
         for (name, len, want) in [("u_sq_mean", self.u_sq_mean.len(), d), ("g_mean", self.g_mean.len(), m), ("g_cov", self.g_cov.len(), m * m)] {
             if len != want {
                 return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// First-order Taylor importance of one layer's structures (LLM-Pruner's `|∂ℒ/∂W ⊙ W|`,
+/// the gradient of the dense model's mean next-token loss on the calibration windows),
+/// summed over each structure's weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaylorLayer {
+    /// Decoder layer.
+    pub layer: usize,
+    /// Query heads `H`.
+    pub num_heads: usize,
+    /// KV heads `H_kv`.
+    pub num_kv_heads: usize,
+    /// Intermediate width `m`.
+    pub intermediate: usize,
+    /// `[H]`: over query head h's `d_h` rows of q_proj.
+    pub q: Vec<f64>,
+    /// `[H_kv]`: over KV head k's `d_h` rows of k_proj.
+    pub k: Vec<f64>,
+    /// `[H_kv]`: over KV head k's `d_h` rows of v_proj.
+    pub v: Vec<f64>,
+    /// `[H]`: over query head h's `d_h` input columns of o_proj.
+    pub o: Vec<f64>,
+    /// `[m]`: over row j of gate_proj.
+    pub gate: Vec<f64>,
+    /// `[m]`: over row j of up_proj.
+    pub up: Vec<f64>,
+    /// `[m]`: over input column j of down_proj.
+    pub down: Vec<f64>,
+}
+
+/// [`TaylorLayer`] of every decoder layer, from one gradient pass of the dense model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaylorStats {
+    /// The mean next-token loss the gradient is of (nats).
+    pub loss: f64,
+    /// One per decoder layer.
+    pub layers: Vec<TaylorLayer>,
+}
+
+impl TaylorStats {
+    /// Checks that every layer is numbered in order and every array has the length its
+    /// dimensions say, with finite non-negative values.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, t) in self.layers.iter().enumerate() {
+            if t.layer != i {
+                return Err(format!("Taylor entry {i} is numbered layer {}", t.layer));
+            }
+            let (h, k, m) = (t.num_heads, t.num_kv_heads, t.intermediate);
+            if h == 0 || k == 0 || m == 0 {
+                return Err(format!("layer {i}: empty Taylor statistics (H={h}, H_kv={k}, m={m})"));
+            }
+            for (name, v, want) in [("q", &t.q, h), ("k", &t.k, k), ("v", &t.v, k), ("o", &t.o, h), ("gate", &t.gate, m), ("up", &t.up, m), ("down", &t.down, m)] {
+                if v.len() != want {
+                    return Err(format!("layer {i}: Taylor {name} has {} values, expected {want}", v.len()));
+                }
+                if let Some(x) = v.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+                    return Err(format!("layer {i}: Taylor {name} holds {x}, not a finite non-negative sum"));
+                }
             }
         }
         Ok(())

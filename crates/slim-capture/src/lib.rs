@@ -3,15 +3,18 @@
 //!
 //! [`calib`] draws the windows; [`stats`] turns one layer's activation taps into
 //! [`AttnStats`](slim_artifact::schema::AttnStats) / [`MlpStats`](slim_artifact::schema::MlpStats)
-//! with burn tensor ops; [`importance`] is the dense cosine pass.
+//! with burn tensor ops; [`importance`] is the dense cosine pass; [`taylor`] is the gradient
+//! pass of the Taylor scorer.
 
 pub mod calib;
 pub mod importance;
 pub mod stats;
+pub mod taylor;
 
 pub use calib::{calibration_windows, CalibConfig, CalibSource};
 pub use importance::layer_importance;
 pub use stats::{attn_stats, mlp_stats};
+pub use taylor::{taylor_stats, TAYLOR_CHUNK};
 
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,9 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
     // were ~12 % of the capture stage.)
     let wo: Tensor<B, 2> = host_to_tensor(o_proj, &device)?; // [d, hd]
     let zc = z - z_mean.clone();
+    // C is also stored (`z_cov`) for the least-squares refit of o_proj; computed as g_cov is.
     let c = zc.clone().transpose().matmul(zc).div_scalar(n as f64); // [hd, hd]
+    let z_cov = to_f64(c.clone())?;
     // P_h = W_O[:, h·] · C[h·, :]: [H, d, hd]
     let wo_blocks = wo.clone().reshape([d, num_heads, head_dim]).swap_dims(0, 1); // [H, d, d_h]
     let c_rows = c.reshape([num_heads, head_dim, hd]); // [H, d_h, hd]
@@ -51,8 +53,9 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
         head_cov: to_f64(cov)?,
         z_mean: to_f64(z_mean)?,
         z_sq_mean: to_f64(z_sq_mean)?,
+        z_cov,
     };
-    ensure_finite(layer, "attention", [&stats.head_mean, &stats.head_cov, &stats.z_mean, &stats.z_sq_mean])?;
+    ensure_finite(layer, "attention", [&stats.head_mean, &stats.head_cov, &stats.z_mean, &stats.z_sq_mean, &stats.z_cov])?;
     Ok(stats)
 }
 

@@ -47,6 +47,31 @@ fn attn_stats_match_direct_f64() {
 }
 
 #[test]
+fn attn_z_cov_matches_direct_f64() {
+    // Channels with distinct offsets and scales, so that centering and layout both matter.
+    let (n, h, dh, d) = (29, 3, 4, 5);
+    let hd = h * dh;
+    let mut rng = SplitMix(13);
+    let z: Vec<f32> = (0..n * hd).map(|i| (1.0 + (i % hd) as f32 * 0.5) * rng.uniform() + (i % hd) as f32 - 4.0).collect();
+    let wo = rand(&mut rng, d * hd);
+    let s = attn_stats(1, t2(&z, n, hd), &HostTensor::new(vec![d, hd], wo).unwrap(), h, dh).unwrap();
+    s.validate().unwrap();
+    assert_eq!(s.z_cov.len(), hd * hd);
+    let zz = |t: usize, c: usize| z[t * hd + c] as f64;
+    let mean: Vec<f64> = (0..hd).map(|c| (0..n).map(|t| zz(t, c)).sum::<f64>() / n as f64).collect();
+    for a in 0..hd {
+        for b in 0..hd {
+            let c: f64 = (0..n).map(|t| (zz(t, a) - mean[a]) * (zz(t, b) - mean[b])).sum::<f64>() / n as f64;
+            let scale = ((s.z_cov[a * hd + a] * s.z_cov[b * hd + b]).sqrt()).max(1e-12);
+            assert!((s.z_cov[a * hd + b] - c).abs() <= 1e-5 * scale, "z_cov[{a}, {b}]: {} vs {c}", s.z_cov[a * hd + b]);
+        }
+        // The diagonal is the variance the per-channel moments give.
+        let var = s.z_sq_mean[a] - s.z_mean[a] * s.z_mean[a];
+        assert!((s.z_cov[a * hd + a] - var).abs() <= 1e-4 * (1.0 + s.z_sq_mean[a]), "diag {a}");
+    }
+}
+
+#[test]
 fn mlp_stats_match_direct_f64() {
     let (n, d, m) = (19, 5, 11);
     let mut rng = SplitMix(5);

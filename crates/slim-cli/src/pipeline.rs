@@ -15,7 +15,7 @@ use slim_data::EvalText;
 use slim_eval::PplConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun};
 use slim_pipeline::{
-    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, CalibMode, PipelineConfig,
+    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, AllocationKind, CalibMode, PipelineConfig,
     RunOptions, RunReport, Stage,
 };
 use slim_recover::RecoveryKind;
@@ -70,6 +70,21 @@ pub enum Scorer {
     Flap,
     /// Seeded random choice: the floor every scorer must beat.
     Random,
+    /// LLM-Pruner's first-order Taylor |∂ℒ/∂W ⊙ W| summed over each head's and channel's
+    /// weights (one gradient pass of the dense model on the calibration windows).
+    Taylor,
+}
+
+/// Per-layer ratio allocation.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Allocation {
+    /// The paper: top-K layers by input/output cosine similarity, softmax with temperature.
+    Cosine,
+    /// LLM-Pruner: the same ratio on layers 4..L−2.
+    Uniform,
+    /// FLAP: heads and channels of all layers ranked together by per-layer standardized
+    /// importance from the dense model, heads weighted by their parameter cost.
+    FlapGlobal,
 }
 
 /// Output-projection recovery.
@@ -81,8 +96,8 @@ pub enum Recovery {
     None,
     /// FLAP's bias compensation: pruned inputs replaced by their calibration mean.
     FlapBias,
-    /// Ridge least-squares refit of down_proj's kept columns plus a bias (beyond the paper;
-    /// o_proj gets the affine fit until its input covariance is captured).
+    /// Ridge least-squares refit of o_proj's and down_proj's kept columns plus a bias, from
+    /// the calibration covariance of their inputs (beyond the paper).
     Lstsq,
 }
 
@@ -119,6 +134,9 @@ pub struct PipelineArgs {
     /// Softmax temperature α of the layer allocation; default 10 up to 35 % and 7 above.
     #[arg(long)]
     alpha: Option<f64>,
+    /// Per-layer ratio allocation (`--pruned-layers` and `--alpha` apply to `cosine` only).
+    #[arg(long, value_enum, default_value_t = Allocation::Cosine)]
+    allocation: Allocation,
     /// Head and channel scorer.
     #[arg(long, value_enum, default_value_t = Scorer::Slimllm)]
     scorer: Scorer,
@@ -203,6 +221,11 @@ impl PipelineArgs {
             a.calib_len
         );
         ensure!(
+            matches!(a.allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
+            "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
+            a.allocation.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+        );
+        ensure!(
             a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(),
             "--lstsq-ridge must be finite and at least 0, got {}",
             a.lstsq_ridge
@@ -217,12 +240,18 @@ impl PipelineArgs {
             target: a.target,
             pruned_layers: a.pruned_layers,
             alpha: a.alpha,
+            allocation: match a.allocation {
+                Allocation::Cosine => AllocationKind::Cosine,
+                Allocation::Uniform => AllocationKind::Uniform,
+                Allocation::FlapGlobal => AllocationKind::FlapGlobal,
+            },
             scorer: match a.scorer {
                 Scorer::Slimllm => ScorerKind::SlimLlm,
                 Scorer::Magnitude => ScorerKind::Magnitude,
                 Scorer::WandaSp => ScorerKind::WandaSp,
                 Scorer::Flap => ScorerKind::Flap,
                 Scorer::Random => ScorerKind::Random,
+                Scorer::Taylor => ScorerKind::Taylor,
             },
             keep_lowest: if a.keep_lowest == 0.0 {
                 KeepLowest::None

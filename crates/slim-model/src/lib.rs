@@ -10,6 +10,7 @@
 //! pass. Backends are chosen at the edge with [`BackendKind`] and [`dispatch`].
 
 mod backend;
+mod grad;
 mod kernels;
 mod rope;
 mod runtime;
@@ -17,6 +18,7 @@ mod taps;
 mod tokenizer;
 
 pub use backend::{dispatch, BackendKind, BackendRun, Cpu};
+pub use grad::{taylor_sums, LayerTaylorSums, TaylorSums};
 pub use runtime::{host_to_tensor, tensor_to_host, KvCache, Llama};
 pub use slim_checkpoint::synthetic::SplitMix;
 pub use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};

@@ -291,6 +291,19 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
+    /// Layer `l`'s four weight matrices, stored transposed (`[in, out]`): q/k/v stacked,
+    /// o_proj, gate/up stacked, down_proj (used by the gradient pass).
+    pub(crate) fn layer_weights(&self, l: usize) -> [&Tensor<B, 2>; 4] {
+        let y = &self.layers[l];
+        [&y.qkv.wt, &y.o.wt, &y.gate_up.wt, &y.down.wt]
+    }
+
+    /// Mutable [`Llama::layer_weights`].
+    pub(crate) fn layer_weights_mut(&mut self, l: usize) -> [&mut Tensor<B, 2>; 4] {
+        let y = &mut self.layers[l];
+        [&mut y.qkv.wt, &mut y.o.wt, &mut y.gate_up.wt, &mut y.down.wt]
+    }
+
     /// Runs decoder layer `l`, returning its output and the requested taps.
     ///
     /// # Shapes

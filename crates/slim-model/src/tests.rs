@@ -48,7 +48,7 @@ fn rope(x: &mut [f64], pos: usize, theta: f64) {
 }
 
 /// Logits of one sequence, `[len, vocab]`.
-fn reference_logits(cfg: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f64>> {
+pub(crate) fn reference_logits(cfg: &ModelConfig, w: &Weights, ids: &[u32]) -> Vec<Vec<f64>> {
     let (d, dh, t) = (cfg.hidden_size, cfg.head_dim, ids.len());
     let emb = mat(w, "model.embed_tokens.weight").0;
     let mut x: Vec<Vec<f64>> = ids.iter().map(|&i| emb[i as usize * d..(i as usize + 1) * d].to_vec()).collect();

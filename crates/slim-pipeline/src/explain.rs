@@ -3,7 +3,7 @@
 
 use crate::graph::Graph;
 use crate::keys::model_key;
-use crate::PipelineConfig;
+use crate::{AllocationKind, PipelineConfig};
 use anyhow::Result;
 use slim_alloc::Allocation;
 use slim_artifact::{Explanation, KeyDoc, Store};
@@ -67,15 +67,52 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
     line(&calib, None)?;
     let importance = graph.importance(calib.key())?;
     let importance_hit = line(&importance, None)?;
-    let alloc_cfg = graph.alloc_config(n_layers)?;
-    let alloc = graph.alloc(&alloc_cfg, importance.key())?;
+    let taylor = match graph.taylor(calib.key())? {
+        Some(t) => {
+            line(&t, None)?;
+            Some(t.key())
+        }
+        None => None,
+    };
+    // The allocation entry, and how to solve it when it is not cached (None: its inputs are
+    // not cached either, so everything after it runs).
+    let (alloc, solve): (KeyDoc, Option<Box<dyn Fn() -> Result<Allocation>>>) = match cfg.allocation {
+        AllocationKind::Cosine => {
+            let a = graph.alloc_config(n_layers)?;
+            let d = graph.alloc(&a, importance.key())?;
+            let solve = if importance_hit {
+                let imp: slim_artifact::schema::LayerImportance = store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
+                let dense = dense.clone();
+                Some(Box::new(move || slim_alloc::solve(&dense, &imp.cos, &a)) as Box<dyn Fn() -> Result<Allocation>>)
+            } else {
+                None
+            };
+            (d, solve)
+        }
+        AllocationKind::Uniform => {
+            let u = graph.uniform_config(n_layers);
+            let dense = dense.clone();
+            (graph.alloc_uniform(&u)?, Some(Box::new(move || slim_alloc::solve_uniform(&dense, &u)) as Box<dyn Fn() -> Result<Allocation>>))
+        }
+        AllocationKind::FlapGlobal => {
+            let g = graph.global_config();
+            let sdoc = graph.global_scores(calib.key(), taylor)?;
+            let solve = if line(&sdoc, None)? {
+                let scores: Vec<slim_alloc::LayerScores> = store.lookup("global-scores", &sdoc.key())?.expect("explain saw the entry").get_bin("value")?;
+                let dense = dense.clone();
+                let g2 = g.clone();
+                Some(Box::new(move || slim_alloc::solve_global(&dense, &scores, &g2)) as Box<dyn Fn() -> Result<Allocation>>)
+            } else {
+                None
+            };
+            (graph.alloc_global(&g, sdoc.key())?, solve)
+        }
+    };
     let alloc_hit = line(&alloc, None)?;
     let plan: Allocation = if alloc_hit {
         store.lookup("alloc", &alloc.key())?.expect("explain saw the entry").get_bin("value")?
-    } else if importance_hit {
-        let imp: slim_artifact::schema::LayerImportance =
-            store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
-        slim_alloc::solve(&dense, &imp.cos, &alloc_cfg)?
+    } else if let Some(solve) = solve {
+        solve()?
     } else {
         return Ok(out);
     };
@@ -87,13 +124,13 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
         }
         let ca = graph.capture_attn(l, chain, calib.key())?;
         line(&ca, Some(l))?;
-        let sa = graph.score_attn(counts, ca.key())?;
+        let sa = graph.score_attn(counts, ca.key(), taylor)?;
         line(&sa, Some(l))?;
         let ra = graph.recover_attn(ca.key(), sa.key())?;
         line(&ra, Some(l))?;
         let cm = graph.capture_mlp(l, chain, calib.key(), ra.key())?;
         line(&cm, Some(l))?;
-        let sm = graph.score_mlp(counts, cm.key())?;
+        let sm = graph.score_mlp(counts, cm.key(), taylor)?;
         line(&sm, Some(l))?;
         let rm = graph.recover_mlp(cm.key(), sm.key())?;
         line(&rm, Some(l))?;

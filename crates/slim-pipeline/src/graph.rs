@@ -5,11 +5,16 @@ use crate::keys::doc;
 use crate::{CalibMode, PipelineConfig};
 use anyhow::{ensure, Result};
 use serde_json::json;
-use slim_alloc::{AllocConfig, PruneCounts};
+use slim_alloc::{AllocConfig, GlobalConfig, PruneCounts, UniformConfig};
 use slim_artifact::schema::GqaMode;
 use slim_artifact::{Key, KeyDoc};
 use slim_recover::RecoveryKind;
 use slim_score::HeadPrune;
+
+/// Format of the `capture-attn` entries' `AttnStats`: 2 added `z_cov`, the covariance of
+/// o_proj's input that the `lstsq` recovery of o_proj needs (format 1, with no `format` in
+/// its key, cannot be decoded as 2).
+const ATTN_STATS_FORMAT: u32 = 2;
 
 /// Key documents of one pipeline configuration on one model.
 pub(crate) struct Graph<'a> {
@@ -54,6 +59,34 @@ impl Graph<'_> {
         doc("alloc", alloc, &[("model", self.model), ("importance", importance)])
     }
 
+    /// LLM-Pruner's uniform allocation; like the cosine one it reserves the recovery biases.
+    pub fn uniform_config(&self, n_layers: usize) -> UniformConfig {
+        let mut u = UniformConfig::llm_pruner(self.cfg.target, n_layers, self.cfg.gqa);
+        u.recovery_adds_bias = true;
+        u
+    }
+
+    pub fn alloc_uniform(&self, u: &UniformConfig) -> Result<KeyDoc> {
+        doc("alloc", &json!({"uniform": u}), &[("model", self.model)])
+    }
+
+    pub fn global_config(&self) -> GlobalConfig {
+        GlobalConfig::flap(self.cfg.target, self.cfg.gqa)
+    }
+
+    /// Every layer's unit and channel importance from the dense statistics, for the global
+    /// allocation: keyed by what determines the dense captures (model, calibration) and the
+    /// scorer's inputs.
+    pub fn global_scores(&self, calib: Key, taylor: Option<Key>) -> Result<KeyDoc> {
+        let mut inputs = vec![("model", self.model), ("calib", calib)];
+        inputs.extend(taylor.map(|k| ("taylor", k)));
+        doc("global-scores", &json!({"scorer": self.cfg.scorer, "gqa": self.cfg.gqa}), &inputs)
+    }
+
+    pub fn alloc_global(&self, g: &GlobalConfig, scores: Key) -> Result<KeyDoc> {
+        doc("alloc", &json!({"global": g}), &[("model", self.model), ("scores", scores)])
+    }
+
     /// The chain key before layer 0: sequential captures of later layers chain over it.
     pub fn chain_start(&self, calib: Key) -> Result<Key> {
         Ok(doc("chain", &json!({"layer": 0}), &[("model", self.model), ("calib", calib)])?.key())
@@ -72,24 +105,51 @@ impl Graph<'_> {
     }
 
     pub fn capture_attn(&self, l: usize, chain: Key, calib: Key) -> Result<KeyDoc> {
-        doc("capture-attn", &json!({"layer": l, "mode": self.cfg.mode}), &self.stats_inputs(chain, calib))
+        doc("capture-attn", &json!({"layer": l, "mode": self.cfg.mode, "format": ATTN_STATS_FORMAT}), &self.stats_inputs(chain, calib))
     }
 
-    pub fn score_attn(&self, counts: &PruneCounts, stats: Key) -> Result<KeyDoc> {
-        doc("score-attn", &json!({"scorer": self.cfg.scorer, "prune": head_prune(counts, self.cfg.gqa)}), &[("stats", stats), ("model", self.model)])
+    /// [`Graph::capture_attn`] of dense calibration, whatever the configured mode.
+    pub fn capture_attn_dense(&self, l: usize, calib: Key) -> Result<KeyDoc> {
+        doc("capture-attn", &json!({"layer": l, "mode": CalibMode::Dense, "format": ATTN_STATS_FORMAT}), &[("model", self.model), ("calib", calib)])
     }
 
-    /// The recovery o_proj gets: `lstsq` needs the covariance of o_proj's input, which the
-    /// capture does not hold yet, so attention falls back to `affine` (and shares its entries).
-    pub fn attn_recovery(&self) -> RecoveryKind {
-        match self.cfg.recovery {
-            RecoveryKind::Lstsq => RecoveryKind::Affine,
-            r => r,
+    /// [`Graph::capture_mlp`] of dense calibration, whatever the configured mode.
+    pub fn capture_mlp_dense(&self, l: usize, calib: Key) -> Result<KeyDoc> {
+        doc("capture-mlp", &json!({"layer": l, "mode": CalibMode::Dense}), &[("model", self.model), ("calib", calib)])
+    }
+
+    /// The Taylor capture (gradients of the dense model), when the scorer reads it. Like
+    /// the layer importance it comes from the dense model in both calibration modes.
+    pub fn taylor(&self, calib: Key) -> Result<Option<KeyDoc>> {
+        if !self.cfg.scorer.needs_gradients() {
+            return Ok(None);
         }
+        let config = json!({"loss": "mean next-token cross-entropy", "chunk": slim_capture::TAYLOR_CHUNK});
+        Ok(Some(doc("capture-taylor", &config, &[("model", self.model), ("calib", calib)])?))
     }
 
+    /// Inputs of a score entry: its statistics, the model, and the Taylor capture if read.
+    fn score_inputs(&self, stats: Key, taylor: Option<Key>) -> Vec<(&'static str, Key)> {
+        let mut inputs = vec![("stats", stats), ("model", self.model)];
+        inputs.extend(taylor.map(|k| ("taylor", k)));
+        inputs
+    }
+
+    pub fn score_attn(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {
+        doc("score-attn", &json!({"scorer": self.cfg.scorer, "prune": head_prune(counts, self.cfg.gqa)}), &self.score_inputs(stats, taylor))
+    }
+
+    /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
     pub fn recover_attn(&self, stats: Key, keep: Key) -> Result<KeyDoc> {
-        doc("recover-attn", &json!({"recovery": self.attn_recovery()}), &[("stats", stats), ("keep", keep)])
+        doc("recover-attn", &self.recovery_config(), &[("stats", stats), ("keep", keep), ("model", self.model)])
+    }
+
+    /// The recovery settings a recover entry depends on: the `lstsq` settings only when used.
+    fn recovery_config(&self) -> serde_json::Value {
+        match self.cfg.recovery {
+            RecoveryKind::Lstsq => json!({"recovery": self.cfg.recovery, "lstsq": self.cfg.lstsq, "format": 2}),
+            r => json!({"recovery": r, "format": 2}),
+        }
     }
 
     /// In sequential mode the MLP is captured after the layer's attention was pruned, so
@@ -102,17 +162,13 @@ impl Graph<'_> {
         doc("capture-mlp", &json!({"layer": l, "mode": self.cfg.mode}), &inputs)
     }
 
-    pub fn score_mlp(&self, counts: &PruneCounts, stats: Key) -> Result<KeyDoc> {
-        doc("score-mlp", &json!({"scorer": self.cfg.scorer, "channels": counts.channels, "keep_lowest": self.cfg.keep_lowest}), &[("stats", stats), ("model", self.model)])
+    pub fn score_mlp(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {
+        doc("score-mlp", &json!({"scorer": self.cfg.scorer, "channels": counts.channels, "keep_lowest": self.cfg.keep_lowest}), &self.score_inputs(stats, taylor))
     }
 
     /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
     pub fn recover_mlp(&self, stats: Key, keep: Key) -> Result<KeyDoc> {
-        let config = match self.cfg.recovery {
-            RecoveryKind::Lstsq => json!({"recovery": self.cfg.recovery, "lstsq": self.cfg.lstsq, "format": 2}),
-            r => json!({"recovery": r, "format": 2}),
-        };
-        doc("recover-mlp", &config, &[("stats", stats), ("keep", keep), ("model", self.model)])
+        doc("recover-mlp", &self.recovery_config(), &[("stats", stats), ("keep", keep), ("model", self.model)])
     }
 
     pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {

@@ -11,6 +11,7 @@
 //!   every scorer, allocation and recovery.
 
 mod explain;
+mod global;
 mod graph;
 mod keys;
 mod report;
@@ -37,6 +38,32 @@ pub enum CalibMode {
     Dense,
 }
 
+/// How the per-layer pruning ratios are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocationKind {
+    /// The paper: the top-K layers by input/output cosine similarity, `r0·K·softmax(α·cos)`.
+    #[default]
+    Cosine,
+    /// LLM-Pruner: one ratio on layers `4..L−2` (every layer below 7 layers), none elsewhere.
+    Uniform,
+    /// FLAP: every head and channel of every layer ranked together by its per-layer
+    /// standardized importance (from the dense model's statistics), heads weighted by their
+    /// parameter cost, the lowest removed until the target is met.
+    FlapGlobal,
+}
+
+impl AllocationKind {
+    /// The name used on the command line and in run names.
+    pub fn name(self) -> &'static str {
+        match self {
+            AllocationKind::Cosine => "cosine",
+            AllocationKind::Uniform => "uniform",
+            AllocationKind::FlapGlobal => "flap-global",
+        }
+    }
+}
+
 /// Everything that decides what the pipeline computes (hashed into the cache keys).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PipelineConfig {
@@ -48,6 +75,10 @@ pub struct PipelineConfig {
     pub pruned_layers: Option<usize>,
     /// Softmax temperature α; `None` = 10 for targets up to 35 %, 7 above.
     pub alpha: Option<f64>,
+    /// Per-layer ratio allocation (absent from configs written before it existed, which
+    /// read as the paper's cosine allocation).
+    #[serde(default)]
+    pub allocation: AllocationKind,
     /// Head and channel scorer.
     pub scorer: ScorerKind,
     /// The keep-lowest rule for channels.
@@ -73,6 +104,7 @@ impl PipelineConfig {
             target,
             pruned_layers: None,
             alpha: None,
+            allocation: AllocationKind::Cosine,
             scorer: ScorerKind::SlimLlm,
             keep_lowest: KeepLowest::paper(),
             recovery: RecoveryKind::Affine,

@@ -42,6 +42,21 @@ impl RunReport {
         s.cached = s.ran == 0;
     }
 
+    /// Adds every stage account of `other` (entries computed inside another entry's
+    /// computation, such as the dense captures of the global allocation's scores).
+    pub fn merge(&mut self, other: &RunReport) {
+        for st in other.stages() {
+            if !self.stages.contains_key(&st.name) {
+                self.order.push(st.name.clone());
+            }
+            let s = self.stages.entry(st.name.clone()).or_insert_with(|| StageReport { name: st.name.clone(), ..Default::default() });
+            s.seconds += st.seconds;
+            s.ran += st.ran;
+            s.reused += st.reused;
+            s.cached = s.ran == 0;
+        }
+    }
+
     /// Stages in the order they first ran.
     pub fn stages(&self) -> Vec<StageReport> {
         self.order.iter().map(|n| self.stages[n].clone()).collect()

@@ -4,13 +4,13 @@
 use crate::graph::{head_prune, Graph};
 use crate::keys::{doc, model_key};
 use crate::report::RunReport;
-use crate::{CalibMode, PipelineConfig, RunOptions, Stage};
+use crate::{AllocationKind, CalibMode, PipelineConfig, RunOptions, Stage};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
-use slim_artifact::schema::{Affine, AttnStats, LayerImportance, MlpStats};
+use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats};
 use slim_checkpoint::{ModelConfig, Weights};
@@ -51,7 +51,7 @@ struct HeadDecision {
 
 /// Looks `doc` up in the store, or computes and stores it; records the outcome. Entries of
 /// the stage `force` names are recomputed and replace what the store held.
-fn cached<T: Serialize + DeserializeOwned>(
+pub(crate) fn cached<T: Serialize + DeserializeOwned>(
     store: &Store,
     report: &mut RunReport,
     force: Option<Stage>,
@@ -134,11 +134,58 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         Ok(r)
     })?;
 
+    // Taylor capture: gradients of the dense model, for the `taylor` scorer only.
+    let taylor = match graph.taylor(calib_key)? {
+        Some(d) => {
+            let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
+                let w = load_weights(&mut weights)?;
+                let bar = layer_bar(progress, n_layers as u64, "gradients");
+                let t = slim_capture::taylor_stats::<B>(&dense_cfg, &w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
+                bar.finish_and_clear();
+                tracing::info!("Taylor capture: calibration loss {:.4}", t.loss);
+                Ok(t)
+            })?;
+            t.validate().map_err(|e| anyhow::format_err!("Taylor capture {key}: {e}"))?;
+            ensure!(t.layers.len() == n_layers, "Taylor capture {key} holds {} layers, the model {n_layers}", t.layers.len());
+            Some((t, key))
+        }
+        None => None,
+    };
+    let taylor_key = taylor.as_ref().map(|t| t.1);
+
     // Allocation.
-    let alloc_cfg = graph.alloc_config(n_layers)?;
-    let alloc_doc = graph.alloc(&alloc_cfg, imp_key)?;
-    let (plan, alloc_key) = cached(store, &mut report, force, "alloc", &alloc_doc, || slim_alloc::solve(&dense_cfg, &importance.cos, &alloc_cfg))?;
-    tracing::info!("allocation: r0 = {:.4}, {} → {} parameters ({:.2} % removed)", plan.r0, plan.params_before, plan.params_after, 100.0 * plan.achieved);
+    let (plan, alloc_key, alloc_info) = match cfg.allocation {
+        AllocationKind::Cosine => {
+            let a = graph.alloc_config(n_layers)?;
+            let d = graph.alloc(&a, imp_key)?;
+            let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
+            {
+                let info = json!({"kind": "cosine", "r0": p.r0, "pruned_layers": a.num_selected, "alpha": a.alpha, "achieved": p.achieved});
+                (p, k, info)
+            }
+        }
+        AllocationKind::Uniform => {
+            let u = graph.uniform_config(n_layers);
+            let d = graph.alloc_uniform(&u)?;
+            let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_uniform(&dense_cfg, &u))?;
+            {
+                let info = json!({"kind": "uniform", "ratio": p.r0, "layers": [u.first, u.end], "achieved": p.achieved});
+                (p, k, info)
+            }
+        }
+        AllocationKind::FlapGlobal => {
+            let g = graph.global_config();
+            let inputs = crate::global::DenseInputs::<B> { graph: &graph, store, opts, calib: calib_key, taylor: taylor.as_ref().map(|(t, k)| (t, *k)), cfg: &dense_cfg, ids: &ids, n_windows: nw, seq_len: sl, device };
+            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut || load_weights(&mut weights))?;
+            let d = graph.alloc_global(&g, skey)?;
+            let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
+            {
+                let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
+                (p, k, info)
+            }
+        }
+    };
+    tracing::info!("allocation ({}): {} → {} parameters ({:.2} % removed)", cfg.allocation.name(), plan.params_before, plan.params_after, 100.0 * plan.achieved);
 
     // Per-layer pass.
     let mut cur_cfg = dense_cfg.clone();
@@ -186,19 +233,24 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             attn_stats(l, taps.attn_heads.context("attention tap")?, o, cur_cfg.layers[l].num_heads, cur_cfg.head_dim)
         })?;
         let shape = cur_cfg.layers[l].clone();
-        let sa_doc = graph.score_attn(counts, ca_key)?;
+        let sa_doc = graph.score_attn(counts, ca_key, taylor_key)?;
         let (heads, sa_key) = cached(store, &mut report, force, "score", &sa_doc, || {
             let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
-            let inputs = HeadInputs { stats: &astats, o_proj: o, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads };
+            let inputs = HeadInputs { stats: &astats, o_proj: o, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads, taylor: taylor.as_ref().map(|t| &t.0.layers[l]) };
             let s = slim_score::select_heads(cfg.scorer, &inputs, head_prune(counts, cfg.gqa))?;
             Ok(HeadDecision { kept: s.kept, kv_kept: s.kv_kept })
         })?;
         let ra_doc = graph.recover_attn(ca_key, sa_key)?;
-        let (attn_affine, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Option<Affine>> {
-            slim_recover::recover_attention(graph.attn_recovery(), &astats, &heads.kept)
+        let (attn_refit, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Refit> {
+            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
+            slim_recover::refit_attention(cfg.recovery, &astats, o, &heads.kept, &cfg.lstsq)
         })?;
         let t = Instant::now();
-        slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, attn_affine.as_ref())?;
+        match attn_refit {
+            Refit::None => slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, None)?,
+            Refit::Affine(a) => slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, Some(&a))?,
+            Refit::Columns(c) => slim_surgery::prune_attention_columns(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, c.weight, &c.bias)?,
+        };
         if let Some(m) = &mut model {
             m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
         }
@@ -220,9 +272,9 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
         })?;
         let p = format!("model.layers.{l}.mlp");
-        let sm_doc = graph.score_mlp(counts, cm_key)?;
+        let sm_doc = graph.score_mlp(counts, cm_key, taylor_key)?;
         let (channels, sm_key) = cached(store, &mut report, force, "score", &sm_doc, || {
-            let inputs = ChannelInputs { stats: &mstats, gate: w_now.get(&format!("{p}.gate_proj.weight"))?, up: w_now.get(&format!("{p}.up_proj.weight"))?, down: w_now.get(&format!("{p}.down_proj.weight"))? };
+            let inputs = ChannelInputs { stats: &mstats, gate: w_now.get(&format!("{p}.gate_proj.weight"))?, up: w_now.get(&format!("{p}.up_proj.weight"))?, down: w_now.get(&format!("{p}.down_proj.weight"))?, taylor: taylor.as_ref().map(|t| &t.0.layers[l]) };
             Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
         })?;
         let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
@@ -302,7 +354,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         pruned_key: sg_doc.key(),
         layers: decisions,
         importance: importance.cos,
-        alloc: json!({"r0": plan.r0, "pruned_layers": alloc_cfg.num_selected, "alpha": alloc_cfg.alpha, "achieved": plan.achieved}),
+        alloc: alloc_info,
     })
 }
 

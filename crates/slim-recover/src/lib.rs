@@ -34,9 +34,10 @@ use slim_artifact::schema::{Affine, AttnStats, MlpStats};
 use slim_checkpoint::HostTensor;
 
 use moments::Moments;
+use refit::{check_attn_o_proj, head_columns};
 
 pub use flap::{attention_flap_bias, mlp_flap_bias};
-pub use lstsq::{lstsq_refit, mlp_lstsq, LstsqConfig, RidgePrior};
+pub use lstsq::{attention_lstsq, lstsq_refit, mlp_lstsq, LstsqConfig, RidgePrior};
 pub use refit::{refit_error, ColumnRefit, Refit};
 
 /// Which recovery to apply after pruning a projection's inputs.
@@ -49,8 +50,8 @@ pub enum RecoveryKind {
     Affine,
     /// FLAP's bias compensation: pruned inputs replaced by their calibration mean, scale 1.
     FlapBias,
-    /// Ridge least-squares refit of the kept columns plus a bias ([`LstsqConfig`]).
-    /// MLP only: the attention side needs a statistic that is not captured.
+    /// Ridge least-squares refit of the kept columns plus a bias ([`LstsqConfig`]), for
+    /// down_proj ([`mlp_lstsq`]) and o_proj ([`attention_lstsq`]).
     Lstsq,
 }
 
@@ -83,7 +84,8 @@ pub fn mlp_affine(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result
 
 /// The o_proj correction of an affine recovery kind: `None` for [`RecoveryKind::None`].
 ///
-/// [`RecoveryKind::Lstsq`] is an error: see [`refit_attention`].
+/// [`RecoveryKind::Lstsq`] changes the weights themselves and has no affine form: it is an
+/// error here; use [`refit_attention`].
 pub fn recover_attention(
     kind: RecoveryKind,
     stats: &AttnStats,
@@ -93,7 +95,10 @@ pub fn recover_attention(
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => attention_affine(stats, kept).map(Some),
         RecoveryKind::FlapBias => attention_flap_bias(stats, kept).map(Some),
-        RecoveryKind::Lstsq => bail!(missing_z_cov(stats.layer)),
+        RecoveryKind::Lstsq => bail!(
+            "layer {}: lstsq refits the kept o_proj columns and has no affine form; call refit_attention",
+            stats.layer
+        ),
     }
 }
 
@@ -118,16 +123,25 @@ pub fn recover_mlp(
     }
 }
 
-/// The o_proj refit of any recovery kind.
+/// The o_proj refit of any recovery kind for kept query heads `kept`; `o_proj` and
+/// `lstsq` are read by [`RecoveryKind::Lstsq`] ([`attention_lstsq`]) only, whose
+/// [`Refit::Columns`] holds the kept heads' columns in the order of `kept`.
 ///
-/// [`RecoveryKind::Lstsq`] is an error: it needs the covariance of the o_proj input `Z`
-/// (`[H·d_h, H·d_h]`), and `AttnStats` hold only its mean and mean square per channel
-/// (`head_cov` is the covariance of the heads' contributions per output dimension, which
-/// does not determine it).
-pub fn refit_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) -> Result<Refit> {
-    Ok(match recover_attention(kind, stats, kept)? {
-        None => Refit::None,
-        Some(a) => Refit::Affine(a),
+/// # Shapes
+/// `o_proj` `[d, H·d_h]` → [`Refit::Columns`] weight `[d, |S|·d_h]`, bias `[d]`
+pub fn refit_attention(
+    kind: RecoveryKind,
+    stats: &AttnStats,
+    o_proj: &HostTensor,
+    kept: &[usize],
+    lstsq: &LstsqConfig,
+) -> Result<Refit> {
+    Ok(match kind {
+        RecoveryKind::Lstsq => Refit::Columns(attention_lstsq(stats, o_proj, kept, lstsq)?),
+        _ => match recover_attention(kind, stats, kept)? {
+            None => Refit::None,
+            Some(a) => Refit::Affine(a),
+        },
     })
 }
 
@@ -164,12 +178,24 @@ pub fn mlp_refit_error(
         .map_err(|e| anyhow::format_err!("layer {}: down_proj refit error: {e}", stats.layer))
 }
 
-fn missing_z_cov(layer: usize) -> String {
-    format!(
-        "layer {layer}: lstsq recovery of o_proj needs the covariance of the o_proj input Z \
-         ([H·d_h, H·d_h]), which the captured attention statistics do not hold; \
-         use affine or flap-bias for attention"
-    )
+/// [`refit_error`] of the attention output `Z W_Oᵀ` with kept query heads `kept`, from the
+/// moments of `Z` (`z_mean`, `z_cov`); for an affine refit it equals
+/// [`attention_reconstruction_error`].
+///
+/// # Shapes
+/// `o_proj` `[d, H·d_h]`, `z_mean` `[H·d_h]`, `z_cov` `[H·d_h, H·d_h]` → scalar
+pub fn attention_refit_error(
+    stats: &AttnStats,
+    o_proj: &HostTensor,
+    kept: &[usize],
+    refit: &Refit,
+) -> Result<f64> {
+    check_attn_o_proj(stats, o_proj)?;
+    refit::check_kept(kept, stats.num_heads, "head")
+        .map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
+    let columns = head_columns(kept, stats.head_dim);
+    refit_error(o_proj, &stats.z_mean, &stats.z_cov, &columns, refit)
+        .map_err(|e| anyhow::format_err!("layer {}: o_proj refit error: {e}", stats.layer))
 }
 
 /// Mean squared error, over the calibration tokens and the `d` output dimensions, of the

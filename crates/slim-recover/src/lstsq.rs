@@ -28,15 +28,18 @@
 //!   `λ` can exceed it; shrinking towards zero then damages every ordinary channel, while
 //!   shrinking towards `W[:, K]` only weakens the correction.
 //!
-//! The attention side needs `Σ` of the o_proj input `Z` (`[H·d_h, H·d_h]`), which the
-//! captured `AttnStats` do not hold; see [`crate::refit_attention`].
+//! Both output projections are refitted this way: down_proj on the MLP activation `G`
+//! ([`mlp_lstsq`]) and o_proj on the concatenated per-head attention outputs `Z`
+//! ([`attention_lstsq`]), where keeping head h keeps its `d_h` columns `h·d_h..(h+1)·d_h`.
 
-use crate::refit::{check_kept, check_linear, check_mlp_down, ColumnRefit};
+use crate::refit::{
+    check_attn_o_proj, check_kept, check_linear, check_mlp_down, head_columns, ColumnRefit,
+};
 use anyhow::{ensure, Context, Result};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, MatRef, Side};
 use serde::{Deserialize, Serialize};
-use slim_artifact::schema::MlpStats;
+use slim_artifact::schema::{AttnStats, MlpStats};
 use slim_checkpoint::HostTensor;
 
 /// What the ridge penalty pulls the refitted weight towards.
@@ -172,4 +175,25 @@ pub fn mlp_lstsq(
     check_mlp_down(stats, down)?;
     lstsq_refit(down, &stats.g_mean, &stats.g_cov, kept, cfg)
         .with_context(|| format!("layer {}: least-squares refit of down_proj", stats.layer))
+}
+
+/// [`lstsq_refit`] of o_proj on the attention output `Z` (mean `z_mean`, population
+/// covariance `z_cov`) for the kept query heads `kept_heads`: head h's columns
+/// `h·d_h..(h+1)·d_h` are refitted, heads in the order given.
+///
+/// # Shapes
+/// `o_proj` `[d, H·d_h]`, `z_mean` `[H·d_h]`, `z_cov` `[H·d_h, H·d_h]` →
+/// weight `[d, |S|·d_h]`, bias `[d]`
+pub fn attention_lstsq(
+    stats: &AttnStats,
+    o_proj: &HostTensor,
+    kept_heads: &[usize],
+    cfg: &LstsqConfig,
+) -> Result<ColumnRefit> {
+    check_attn_o_proj(stats, o_proj)?;
+    check_kept(kept_heads, stats.num_heads, "head")
+        .map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
+    let kept = head_columns(kept_heads, stats.head_dim);
+    lstsq_refit(o_proj, &stats.z_mean, &stats.z_cov, &kept, cfg)
+        .with_context(|| format!("layer {}: least-squares refit of o_proj", stats.layer))
 }

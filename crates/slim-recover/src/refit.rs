@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
-use slim_artifact::schema::{Affine, MlpStats};
+use slim_artifact::schema::{Affine, AttnStats, MlpStats};
 use slim_checkpoint::HostTensor;
 
 /// How an output projection `W` (`[out, in]`) is rebuilt after keeping the input columns
@@ -161,6 +161,19 @@ pub(crate) fn check_mlp_down(stats: &MlpStats, down: &HostTensor) -> Result<(usi
     let (d, m) = (stats.hidden, stats.intermediate);
     ensure!(down.shape == [d, m], "layer {}: down_proj has shape {:?}, expected [{d}, {m}]", stats.layer, down.shape);
     Ok((d, m))
+}
+
+/// Validates attention statistics and that `o_proj` is `[hidden, H·d_h]`; returns `(d, H·d_h)`.
+pub(crate) fn check_attn_o_proj(stats: &AttnStats, o_proj: &HostTensor) -> Result<(usize, usize)> {
+    stats.validate().map_err(anyhow::Error::msg)?;
+    let (d, hd) = (stats.hidden, stats.num_heads * stats.head_dim);
+    ensure!(o_proj.shape == [d, hd], "layer {}: o_proj has shape {:?}, expected [{d}, {hd}]", stats.layer, o_proj.shape);
+    Ok((d, hd))
+}
+
+/// The o_proj input columns of heads `heads`, in their order: head h owns `h·d_h..(h+1)·d_h`.
+pub(crate) fn head_columns(heads: &[usize], head_dim: usize) -> Vec<usize> {
+    heads.iter().flat_map(|&h| h * head_dim..(h + 1) * head_dim).collect()
 }
 
 /// Serde for [`HostTensor`] (shape and row-major data), checking the length on the way in.

@@ -4,6 +4,8 @@
 
 #![allow(clippy::needless_range_loop)] // Index loops mirror the formulas.
 
+mod attn_lstsq;
+mod ridge;
 mod variants;
 
 use super::*;
@@ -83,6 +85,7 @@ fn attn_case(n: usize, h: usize, d: usize, seed: u64) -> (Vec<Vec<Vec<f64>>>, At
         head_cov,
         z_mean: vec![0.0; 2 * h],
         z_sq_mean: vec![0.0; 2 * h],
+        z_cov: vec![0.0; 4 * h * h],
     };
     (y, stats)
 }

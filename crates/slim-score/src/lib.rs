@@ -5,7 +5,8 @@
 //! [`select_heads`] and [`select_channels`] turn those ratings into kept sets, with the
 //! SlimLLM greedy swap and the keep-lowest-1 % rule.
 //! Variants live one per module and are chosen by [`ScorerKind`]: SlimLLM itself, and as
-//! baselines from spec §9 magnitude, Wanda-sp, FLAP's fluctuation metric and random scores.
+//! baselines from spec §9 magnitude, Wanda-sp, FLAP's fluctuation metric, LLM-Pruner's
+//! first-order Taylor importance and random scores.
 //! Every variant goes through the same selection code, so the keep-lowest rule and the GQA
 //! modes behave identically for all of them.
 //!
@@ -20,6 +21,7 @@ mod flap;
 mod magnitude;
 mod random;
 mod slimllm;
+mod taylor;
 mod util;
 mod wanda_sp;
 
@@ -28,13 +30,14 @@ mod tests;
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
-use slim_artifact::schema::{AttnStats, GqaMode, MlpStats};
+use slim_artifact::schema::{AttnStats, GqaMode, MlpStats, TaylorLayer};
 use slim_checkpoint::HostTensor;
 
 pub use flap::Flap;
 pub use magnitude::Magnitude;
 pub use random::{Random, RANDOM_SEED};
 pub use slimllm::{attn_unit_objective, SlimLlm};
+pub use taylor::Taylor;
 pub use wanda_sp::WandaSp;
 
 /// Which scorer to use.
@@ -55,6 +58,10 @@ pub enum ScorerKind {
     /// Uniform random scores from a fixed seed and the layer index: the floor to beat.
     #[serde(rename = "random")]
     Random,
+    /// LLM-Pruner's first-order Taylor `Σ |∂ℒ/∂W ⊙ W|` over each head's and channel's
+    /// weights (needs the Taylor capture's gradients).
+    #[serde(rename = "taylor")]
+    Taylor,
 }
 
 /// The scorer of [`ScorerKind::Random`].
@@ -69,7 +76,13 @@ impl ScorerKind {
             ScorerKind::WandaSp => &WandaSp,
             ScorerKind::Flap => &Flap,
             ScorerKind::Random => &RANDOM,
+            ScorerKind::Taylor => &Taylor,
         }
+    }
+
+    /// Whether the scorer reads the Taylor capture ([`HeadInputs::taylor`]).
+    pub fn needs_gradients(self) -> bool {
+        self == ScorerKind::Taylor
     }
 }
 
@@ -84,6 +97,8 @@ pub struct HeadInputs<'a> {
     pub kv_head_of: &'a [usize],
     /// Number of KV heads.
     pub num_kv_heads: usize,
+    /// The layer's Taylor sums, when captured (only the `taylor` scorer reads them).
+    pub taylor: Option<&'a TaylorLayer>,
 }
 
 /// What a channel scorer may read for one layer.
@@ -97,6 +112,8 @@ pub struct ChannelInputs<'a> {
     pub up: &'a HostTensor,
     /// `[d, m]` down_proj weight.
     pub down: &'a HostTensor,
+    /// The layer's Taylor sums, when captured (only the `taylor` scorer reads them).
+    pub taylor: Option<&'a TaylorLayer>,
 }
 
 /// How many attention units to prune, and what a unit is.
@@ -349,4 +366,21 @@ pub fn select_channels_with(
     }
     let kept = (0..m).filter(|&j| !pruned[j]).collect();
     Ok(ChannelSelection { kept, scores })
+}
+
+/// Importance of every attention unit of a layer in `mode` (higher = more worth keeping),
+/// for allocations that rank units across layers: the scorer's unit scores, negated when
+/// the scorer prunes its highest scores first (a redundancy such as SlimLLM's).
+pub fn unit_importance(kind: ScorerKind, inputs: &HeadInputs<'_>, mode: GqaMode) -> Result<Vec<f64>> {
+    util::validate_heads(inputs)?;
+    let scorer = kind.scorer();
+    let units = build_units(inputs.kv_head_of, inputs.num_kv_heads, mode);
+    let s = scorer.unit_scores(inputs, &units)?;
+    Ok(if scorer.prune_highest() { s.into_iter().map(|x| -x).collect() } else { s })
+}
+
+/// Importance of every MLP channel of a layer (higher = more worth keeping).
+pub fn channel_importance(kind: ScorerKind, inputs: &ChannelInputs<'_>) -> Result<Vec<f64>> {
+    util::validate_channels(inputs)?;
+    kind.scorer().channel_scores(inputs)
 }

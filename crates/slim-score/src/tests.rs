@@ -4,6 +4,7 @@
 
 #![allow(clippy::needless_range_loop)] // Index loops mirror the formulas.
 
+mod taylor;
 mod variants;
 
 use super::*;
@@ -127,6 +128,9 @@ fn attn_case(n: usize, h: usize, n_kv: usize, d: usize, dh: usize, seed: u64) ->
             z_sq_mean[hh * dh + c] = (0..n).map(|t| z[hh][t][c].powi(2)).sum::<f64>() / nf;
         }
     }
+    let hd = h * dh;
+    let zc = |i: usize, t: usize| z[i / dh][t][i % dh] - z_mean[i];
+    let z_cov: Vec<f64> = (0..hd * hd).map(|ij| (0..n).map(|t| zc(ij / hd, t) * zc(ij % hd, t)).sum::<f64>() / nf).collect();
     let stats = AttnStats {
         layer: 0,
         n_tokens: n,
@@ -137,6 +141,7 @@ fn attn_case(n: usize, h: usize, n_kv: usize, d: usize, dh: usize, seed: u64) ->
         head_cov,
         z_mean,
         z_sq_mean,
+        z_cov,
     };
     let g = h / n_kv;
     AttnCase {
@@ -156,6 +161,7 @@ impl AttnCase {
             o_proj: &self.o_proj,
             kv_head_of: &self.kv_head_of,
             num_kv_heads: self.n_kv,
+            taylor: None,
         }
     }
     fn dense(&self) -> Rows {
@@ -530,6 +536,7 @@ impl MlpCase {
             gate: &self.gate,
             up: &self.up,
             down: &self.down,
+            taylor: None,
         }
     }
 }
@@ -788,7 +795,7 @@ fn channel_selection_at_smollm2_size_keeps_the_requested_count() {
     let (gate, up, down) = (tensor(m, d), tensor(m, d), tensor(d, m));
     let g_cov: Vec<f64> = (0..m * m).map(|i| (-((i / m) as f64 - (i % m) as f64).abs() / 8.0).exp()).collect();
     let stats = MlpStats { layer: 0, n_tokens: 4096, hidden: d, intermediate: m, u_sq_mean: vec![1.0; d], g_mean: vec![0.1; m], g_cov };
-    let inputs = ChannelInputs { stats: &stats, gate: &gate, up: &up, down: &down };
+    let inputs = ChannelInputs { stats: &stats, gate: &gate, up: &up, down: &down, taylor: None };
     let sel = select_channels(ScorerKind::SlimLlm, &inputs, 300, KeepLowest::paper()).unwrap();
     assert_eq!(sel.kept.len(), m - 300);
     assert!(sel.kept.windows(2).all(|w| w[0] < w[1]));

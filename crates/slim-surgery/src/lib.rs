@@ -40,6 +40,17 @@ pub fn prune_attention(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: 
     Ok(shape)
 }
 
+/// Like [`prune_attention`], but o_proj's kept columns are replaced by `o_proj`
+/// (`[d, |S|·d_h]`, columns `i·d_h..(i+1)·d_h` for head `heads[i]`) and `bias` (`[d]`) is
+/// added to its bias: the least-squares refit of the kept heads' columns.
+pub fn prune_attention_columns(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: &[usize], kv_heads: &[usize], o_proj: HostTensor, bias: &[f64]) -> Result<LayerShape> {
+    let (d, cols) = (cfg.hidden_size, heads.len() * cfg.head_dim);
+    ensure!(o_proj.shape == [d, cols], "layer {l}: refitted o_proj has shape {:?}, expected [{d}, {cols}]", o_proj.shape);
+    install_columns(cfg, w, &format!("model.layers.{l}.self_attn.o_proj"), o_proj, bias, |cfg, w| Ok(prune_attention(cfg, w, l, heads, kv_heads, None)?.o_proj_bias))?;
+    cfg.layers[l].o_proj_bias = true;
+    Ok(cfg.layers[l].clone())
+}
+
 /// Keeps MLP channels `channels` (sorted) of layer `l`, then folds `affine` into down_proj.
 pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], affine: Option<&Affine>) -> Result<LayerShape> {
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
@@ -63,17 +74,32 @@ pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[u
 pub fn prune_mlp_columns(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], down: HostTensor, bias: &[f64]) -> Result<LayerShape> {
     let d = cfg.hidden_size;
     ensure!(down.shape == [d, channels.len()], "layer {l}: refitted down_proj has shape {:?}, expected [{d}, {}]", down.shape, channels.len());
-    ensure!(bias.len() == d, "layer {l}: refitted down_proj bias has {} entries for {d} outputs", bias.len());
-    ensure!(down.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()), "layer {l}: refitted down_proj is not finite");
-    prune_mlp(cfg, w, l, channels, None)?;
-    let p = format!("model.layers.{l}.mlp.down_proj");
-    w.insert(format!("{p}.weight"), down);
-    let had_bias = cfg.layers[l].down_proj_bias;
-    let old = if had_bias { Some(w.take(&format!("{p}.bias"))?) } else { None };
-    let b: Vec<f32> = (0..d).map(|k| bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
-    w.insert(format!("{p}.bias"), HostTensor::new(vec![d], b)?);
+    install_columns(cfg, w, &format!("model.layers.{l}.mlp.down_proj"), down, bias, |cfg, w| Ok(prune_mlp(cfg, w, l, channels, None)?.down_proj_bias))?;
     cfg.layers[l].down_proj_bias = true;
     Ok(cfg.layers[l].clone())
+}
+
+/// Checks a refitted output projection (`weight` already shaped `[d, kept]`) and its bias,
+/// runs `prune` (the slicing surgery, which leaves the projection's bias as it was and
+/// returns whether it has one), then stores `weight` under `prefix` and `bias + old_bias`
+/// as its bias.
+fn install_columns(
+    cfg: &mut ModelConfig,
+    w: &mut Weights,
+    prefix: &str,
+    weight: HostTensor,
+    bias: &[f64],
+    prune: impl FnOnce(&mut ModelConfig, &mut Weights) -> Result<bool>,
+) -> Result<()> {
+    let d = cfg.hidden_size;
+    ensure!(bias.len() == d, "{prefix}: refitted bias has {} entries for {d} outputs", bias.len());
+    ensure!(weight.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()), "{prefix}: refitted weight or bias is not finite");
+    let had_bias = prune(cfg, w)?;
+    w.insert(format!("{prefix}.weight"), weight);
+    let old = if had_bias { Some(w.take(&format!("{prefix}.bias"))?) } else { None };
+    let b: Vec<f32> = (0..d).map(|k| bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
+    w.insert(format!("{prefix}.bias"), HostTensor::new(vec![d], b)?);
+    Ok(())
 }
 
 /// Stores `weight` (already column-sliced) under `prefix`, scaled row-wise by the affine
