@@ -100,7 +100,13 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
             if let Some(c) = &a.cache {
                 cmd.args(["--cache", c]);
             }
-            util::run(&mut cmd, &root)?;
+            if let Err(e) = util::run(&mut cmd, &root) {
+                // One failing recipe (an unreachable target, say) does not lose the others.
+                eprintln!("{run}: {e:#}");
+                results.push(json!({"target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
+                                    "recovery": row.recovery, "mode": row.mode, "run": run, "error": format!("{e:#}")}));
+                continue;
+            }
             let dir = root.join("data/runs").join(&run);
             let summary = read_json(&dir.join("summary.json"))?;
             let zs = match a.zeroshot_limit {

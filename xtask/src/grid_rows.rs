@@ -94,6 +94,12 @@ pub fn table(results: &[Value], texts: &[&str], zeroshot: bool, dense: &Value) -
     header.extend(["pruning s", "capture ran", "capture reused"].map(String::from));
     let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for r in results {
+        if let Some(e) = r["error"].as_str() {
+            out += &format!("| {:.0} % | {} | {} | {} | {} | {} | failed: {} |\n", r["target"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                r["label"].as_str().unwrap_or_default(), r["scorer"].as_str().unwrap_or_default(), r["allocation"].as_str().unwrap_or_default(),
+                r["recovery"].as_str().unwrap_or_default(), r["mode"].as_str().unwrap_or_default(), e.lines().next().unwrap_or_default());
+            continue;
+        }
         let mut cells = vec![
             format!("{:.0} %", r["target"].as_f64().unwrap_or(f64::NAN) * 100.0),
             r["label"].as_str().unwrap_or_default().to_string(),

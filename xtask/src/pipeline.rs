@@ -54,8 +54,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `$CARGO run --release -p slim-cli --bin slimllm --`.
+/// `$CARGO run --release -p slim-cli --bin slimllm --`, or the binary `$SLIMLLM_BIN` names (a
+/// long grid then keeps running one build while the sources change).
 pub fn slimllm() -> Command {
+    if let Some(bin) = std::env::var_os("SLIMLLM_BIN") {
+        return Command::new(bin);
+    }
     let mut cmd = Command::new(util::cargo());
     cmd.args([
         "run",

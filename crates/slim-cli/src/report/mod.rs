@@ -6,6 +6,7 @@
 
 mod charts;
 mod evals;
+mod grid;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// Run folders (holding `summary.json`) or result files (a run's `summary.json`, or the
-    /// JSON that `slimllm bench`, `slimllm eval zeroshot` or `slimllm generate` writes with `--out`).
+    /// JSON that `slimllm bench`, `slimllm eval zeroshot` or `slimllm generate` writes with `--out`,
+    /// or a variant grid's `data/runs/<name>.json` from `cargo xtask pipeline grid`).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Folder to write `report.md` and its charts into.
@@ -31,6 +33,7 @@ struct Inputs {
     bench: Vec<Value>,
     zeroshot: Vec<Value>,
     generations: Vec<Value>,
+    grids: Vec<Value>,
 }
 
 fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
@@ -45,7 +48,9 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
             .with_context(|| format!("reading {}", file.display()))?;
         let v: Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-        if v.get("params_after").is_some() && v.get("stages").is_some() {
+        if v["kind"] == "slimllm-grid" {
+            inp.grids.push(v);
+        } else if v.get("params_after").is_some() && v.get("stages").is_some() {
             let name = v["run"].as_str().map(String::from).unwrap_or_else(|| {
                 file.parent()
                     .and_then(Path::file_name)
@@ -60,7 +65,7 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
             inp.generations.push(v);
         } else {
             bail!(
-                "{}: neither a run summary nor the result of `slimllm bench`, `eval zeroshot` or `generate`",
+                "{}: neither a run summary, a variant grid, nor the result of `slimllm bench`, `eval zeroshot` or `generate`",
                 file.display()
             );
         }
@@ -98,6 +103,9 @@ fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
                 let _ = writeln!(md, "\n![per-layer plan of {name}]({file})");
             }
         }
+    }
+    if !inp.grids.is_empty() {
+        md += &grid::grid_section(&inp.grids);
     }
     if !inp.zeroshot.is_empty() {
         md += &evals::zeroshot_section(&inp.zeroshot);

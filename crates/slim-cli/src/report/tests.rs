@@ -129,3 +129,21 @@ fn the_report_shows_zero_shot_results_and_generations() {
         "one dense point"
     );
 }
+
+#[test]
+fn a_variant_grid_becomes_one_table_per_target_best_perplexity_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let row = |label: &str, t: f64, ppl: f64| serde_json::json!({"target": t, "label": label, "scorer": "flap", "allocation": "cosine", "recovery": "affine",
+        "mode": "dense", "removed_fraction": t, "ppl": {"ptb-valid": ppl, "ptb-test": ppl + 1.0}, "zeroshot_average": 0.41});
+    let grid = serde_json::json!({"kind": "slimllm-grid", "command": "grid", "calib_mode": "dense", "eval": ["ptb-valid", "ptb-test"], "zeroshot_limit": 50,
+        "dense": {"params": 1000, "ppl": {"ptb-valid": 10.0, "ptb-test": 11.0}},
+        "rows": [row("worse", 0.2, 30.0), row("better", 0.2, 20.0), row("half", 0.5, 90.0),
+                 {"target": 0.5, "label": "broken", "scorer": "x", "allocation": "y", "recovery": "z", "mode": "dense", "error": "target unreachable\nmore"}]});
+    let file = tmp.path().join("grid.json");
+    std::fs::write(&file, grid.to_string()).unwrap();
+    let md = std::fs::read_to_string(write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap()).unwrap();
+    assert!(md.contains("Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
+    let (b, w) = (md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |").expect("better row"), md.find("| worse |").unwrap());
+    assert!(b < w, "sorted by PTB-valid perplexity: {md}");
+    assert!(md.contains("### 50 % of the parameters removed") && md.contains("| broken | x | y | z | dense | failed: target unreachable |"), "{md}");
+}
