@@ -39,6 +39,10 @@ pub struct CompareArgs {
     /// Recoveries (repeat): `affine`, `none`, `flap-bias`, `lstsq`.
     #[arg(long = "recovery")]
     recoveries: Vec<String>,
+    /// Ridge strengths ε of the `lstsq` recovery (repeat); every lstsq row runs once per value
+    /// (default: slimllm's own default).
+    #[arg(long = "lstsq-ridge")]
+    ridges: Vec<f64>,
     /// Fractions of total parameters to remove (repeat).
     #[arg(long = "target", default_values_t = [0.2])]
     targets: Vec<f64>,
@@ -69,7 +73,7 @@ pub struct CompareArgs {
 /// `argv` are the arguments after it.
 pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
     let a = CompareArgs::try_parse_from(std::iter::once(command.to_string()).chain(argv.iter().cloned())).map_err(|e| format_err!("{e}"))?;
-    let rows = match command {
+    let rows0 = match command {
         "grid" => grid_rows::grid(&a.calib_mode),
         _ => {
             let need = match command {
@@ -84,6 +88,7 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
             grid_rows::cross(&a.scorers, &a.allocations, &a.recoveries, &a.calib_mode)
         }
     };
+    let rows = grid_rows::with_ridges(rows0, &a.ridges);
     let root = util::repo_root();
     let texts: Vec<&str> = a.eval.split(',').collect();
     let mut results = Vec::new();
@@ -94,6 +99,9 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
             cmd.args(["--quiet", "pipeline", "run", "--target", &target.to_string()]);
             cmd.args(["--scorer", &row.scorer, "--allocation", &row.allocation, "--recovery", &row.recovery]);
             cmd.args(["--gqa", &a.gqa, "--calib-mode", &row.mode, "--eval", &a.eval, "--run", &run]);
+            if let Some(e) = row.ridge {
+                cmd.args(["--lstsq-ridge", &e.to_string()]);
+            }
             if let Some(n) = a.eval_windows {
                 cmd.args(["--eval-windows", &n.to_string()]);
             }

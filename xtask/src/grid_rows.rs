@@ -12,17 +12,41 @@ pub struct Row {
     pub recovery: String,
     /// Calibration mode.
     pub mode: String,
+    /// The `lstsq` ridge strength ε, when not slimllm's default.
+    pub ridge: Option<f64>,
 }
 
 impl Row {
     fn new(label: &str, scorer: &str, allocation: &str, recovery: &str, mode: &str) -> Self {
-        Row { label: label.into(), scorer: scorer.into(), allocation: allocation.into(), recovery: recovery.into(), mode: mode.into() }
+        Row { label: label.into(), scorer: scorer.into(), allocation: allocation.into(), recovery: recovery.into(), mode: mode.into(), ridge: None }
     }
 
     /// The run directory name under data/runs.
     pub fn run_name(&self, target: f64, gqa: &str) -> String {
-        format!("cmp-{}-{}-{}-{}-{}-{}pct", self.scorer, self.allocation, self.recovery, gqa, self.mode, (target * 100.0).round())
+        let ridge = self.ridge.map_or_else(String::new, |e| format!("-ridge{e}"));
+        format!("cmp-{}-{}-{}{ridge}-{}-{}-{}pct", self.scorer, self.allocation, self.recovery, gqa, self.mode, (target * 100.0).round())
     }
+
+    /// The recovery as the table shows it (with ε for a chosen lstsq ridge).
+    pub fn recovery_label(&self) -> String {
+        match self.ridge {
+            Some(e) => format!("{} (ε = {e})", self.recovery),
+            None => self.recovery.clone(),
+        }
+    }
+}
+
+/// Every `lstsq` row once per ridge strength in `ridges` (none: the rows as they are).
+pub fn with_ridges(rows: Vec<Row>, ridges: &[f64]) -> Vec<Row> {
+    rows.into_iter()
+        .flat_map(|r| {
+            if r.recovery == "lstsq" && !ridges.is_empty() {
+                ridges.iter().map(|&e| Row { ridge: Some(e), ..r.clone() }).collect()
+            } else {
+                vec![r]
+            }
+        })
+        .collect()
 }
 
 /// The cross product of the given lists (an empty list is the paper's choice).
@@ -72,7 +96,7 @@ pub fn result(target: f64, row: &Row, s: &Value, texts: &[&str], zs: Option<&Val
     let ppl: serde_json::Map<String, Value> = texts.iter().map(|t| (t.to_string(), s["ppl"][*t]["after"]["ppl"].clone())).collect();
     json!({
         "target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
-        "recovery": row.recovery, "mode": row.mode, "run": s["run"], "params_after": s["params_after"],
+        "recovery": row.recovery_label(), "mode": row.mode, "lstsq_ridge": row.ridge, "run": s["run"], "params_after": s["params_after"],
         "removed_fraction": s["removed_fraction"], "ppl": ppl, "pruning_seconds": s["pruning_seconds"],
         "capture_ran": stage("capture", "ran"), "capture_reused": stage("capture", "reused"),
         "zeroshot_average": zs.map_or(Value::Null, |z| z["average"]["value"].clone()),
@@ -142,6 +166,10 @@ mod tests {
         let names: std::collections::BTreeSet<String> = grid("dense").iter().flat_map(|r| [0.2, 0.5].map(|t| r.run_name(t, "whole-group"))).collect();
         assert_eq!(names.len(), 2 * grid("dense").len(), "every grid run has its own directory");
         assert_eq!(rows[3].run_name(0.5, "whole-group"), "cmp-taylor-cosine-lstsq-whole-group-dense-50pct");
+        let swept = with_ridges(rows, &[0.1, 10.0]);
+        assert_eq!(swept.len(), 6, "each lstsq row once per ridge");
+        assert_eq!(swept[4].run_name(0.2, "whole-group"), "cmp-taylor-cosine-lstsq-ridge0.1-whole-group-dense-20pct");
+        assert_eq!(swept[5].recovery_label(), "lstsq (ε = 10)");
     }
 
     #[test]
