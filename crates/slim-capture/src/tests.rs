@@ -147,3 +147,32 @@ fn nan_or_inf_in_the_activations_is_an_error_naming_the_layer() {
     let err = mlp_stats(5, t2(&u, n, d), t2(&g, n, m)).unwrap_err().to_string();
     assert!(err.contains("layer 5") && err.contains("MLP"), "{err}");
 }
+
+#[test]
+fn taylor_capture_sums_each_heads_rows_and_columns() {
+    use slim_checkpoint::synthetic::SyntheticSpec;
+    // Uneven layers: a pruned MHA-like layer 0 and a GQA layer 1.
+    let mut spec = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 11, 29, 3);
+    spec.layers[0] = slim_checkpoint::LayerShape { num_heads: 2, num_kv_heads: 2, kv_head_of: vec![0, 1], intermediate_size: 7, o_proj_bias: true, down_proj_bias: true };
+    let (cfg, w) = spec.build();
+    let mut rng = SplitMix(5);
+    let ids: Vec<u32> = (0..3 * 6).map(|_| rng.below(29) as u32).collect();
+    let stats = crate::taylor_stats::<Cpu>(&cfg, &w, &ids, 3, 6, &burn_flex::FlexDevice, &mut |_| {}).unwrap();
+    let sums = slim_model::taylor_sums::<Cpu>(cfg.clone(), &w, &ids, 3, 6, crate::TAYLOR_CHUNK, &burn_flex::FlexDevice, &mut |_| {}).unwrap();
+    assert!((stats.loss - sums.loss).abs() < 1e-6);
+    let dh = cfg.head_dim;
+    for (l, (t, s)) in stats.layers.iter().zip(&sums.layers).enumerate() {
+        let shape = &cfg.layers[l];
+        let (h, k, m) = (shape.num_heads, shape.num_kv_heads, shape.intermediate_size);
+        assert_eq!((t.num_heads, t.num_kv_heads, t.intermediate), (h, k, m));
+        let head = |v: &[f64], i: usize| v[i * dh..(i + 1) * dh].iter().sum::<f64>();
+        for q in 0..h {
+            assert!(close(t.q[q], head(&s.qkv_rows, q), 1e-9) && close(t.o[q], head(&s.o_cols, q), 1e-9), "layer {l} head {q}");
+        }
+        for kv in 0..k {
+            assert!(close(t.k[kv], head(&s.qkv_rows, h + kv), 1e-9) && close(t.v[kv], head(&s.qkv_rows, h + k + kv), 1e-9), "layer {l} kv {kv}");
+        }
+        assert_eq!((&t.gate[..], &t.up[..], &t.down[..]), (&s.gate_up_rows[..m], &s.gate_up_rows[m..], &s.down_cols[..]));
+        assert!(t.q.iter().chain(&t.gate).all(|&x| x > 0.0), "layer {l}: every structure has some gradient");
+    }
+}

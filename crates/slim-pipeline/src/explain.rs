@@ -46,6 +46,9 @@ impl fmt::Display for ExplainLine {
     }
 }
 
+/// Solves an allocation that is not cached yet, from cached inputs.
+type Solver = Box<dyn Fn() -> Result<Allocation>>;
+
 /// Explains, entry by entry, what `run_pipeline` would compute and what it would reuse.
 ///
 /// The per-layer keys need the allocation's head and channel counts: when the allocation
@@ -76,14 +79,14 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
     };
     // The allocation entry, and how to solve it when it is not cached (None: its inputs are
     // not cached either, so everything after it runs).
-    let (alloc, solve): (KeyDoc, Option<Box<dyn Fn() -> Result<Allocation>>>) = match cfg.allocation {
+    let (alloc, solve): (KeyDoc, Option<Solver>) = match cfg.allocation {
         AllocationKind::Cosine => {
             let a = graph.alloc_config(n_layers)?;
             let d = graph.alloc(&a, importance.key())?;
             let solve = if importance_hit {
                 let imp: slim_artifact::schema::LayerImportance = store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
                 let dense = dense.clone();
-                Some(Box::new(move || slim_alloc::solve(&dense, &imp.cos, &a)) as Box<dyn Fn() -> Result<Allocation>>)
+                Some(Box::new(move || slim_alloc::solve(&dense, &imp.cos, &a)) as Solver)
             } else {
                 None
             };
@@ -92,7 +95,7 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
         AllocationKind::Uniform => {
             let u = graph.uniform_config(n_layers);
             let dense = dense.clone();
-            (graph.alloc_uniform(&u)?, Some(Box::new(move || slim_alloc::solve_uniform(&dense, &u)) as Box<dyn Fn() -> Result<Allocation>>))
+            (graph.alloc_uniform(&u)?, Some(Box::new(move || slim_alloc::solve_uniform(&dense, &u)) as Solver))
         }
         AllocationKind::FlapGlobal => {
             let g = graph.global_config();
@@ -101,7 +104,7 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
                 let scores: Vec<slim_alloc::LayerScores> = store.lookup("global-scores", &sdoc.key())?.expect("explain saw the entry").get_bin("value")?;
                 let dense = dense.clone();
                 let g2 = g.clone();
-                Some(Box::new(move || slim_alloc::solve_global(&dense, &scores, &g2)) as Box<dyn Fn() -> Result<Allocation>>)
+                Some(Box::new(move || slim_alloc::solve_global(&dense, &scores, &g2)) as Solver)
             } else {
                 None
             };

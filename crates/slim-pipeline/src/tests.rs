@@ -258,3 +258,25 @@ fn dense_grid_of_every_variant_captures_once_and_recovery_changes_reuse_capture_
     assert_eq!(captures, 1 + 5 * 2, "activation captures over the whole grid");
     assert_eq!(taylor_passes, 1);
 }
+
+#[test]
+fn explain_walks_the_same_keys_as_the_run_for_every_allocation_and_the_taylor_capture() {
+    use crate::AllocationKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    for mode in [CalibMode::Sequential, CalibMode::Dense] {
+        for allocation in [AllocationKind::Uniform, AllocationKind::FlapGlobal] {
+            let cfg = PipelineConfig { allocation, scorer: ScorerKind::Taylor, ..config(mode) };
+            let before = explain_pipeline(&mdir, &cfg, &store).unwrap();
+            run(&mdir, &store, &cfg);
+            let after = explain_pipeline(&mdir, &cfg, &store).unwrap();
+            let misses: Vec<String> = after.iter().filter(|l| !l.is_hit()).map(|l| l.to_string()).collect();
+            assert!(misses.is_empty(), "{mode:?} {allocation:?}: {misses:#?}");
+            assert!(after.iter().any(|l| l.stage == "capture-taylor"), "the Taylor capture is listed");
+            assert_eq!(after.iter().any(|l| l.stage == "global-scores"), allocation == AllocationKind::FlapGlobal);
+            assert!(after.len() >= before.len());
+        }
+    }
+}

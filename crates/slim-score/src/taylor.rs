@@ -19,7 +19,7 @@ use slim_artifact::schema::TaylorLayer;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Taylor;
 
-fn sums<'a>(t: Option<&'a TaylorLayer>) -> Result<&'a TaylorLayer> {
+fn sums(t: Option<&TaylorLayer>) -> Result<&TaylorLayer> {
     t.context("the taylor scorer needs the Taylor capture (gradients of the dense model), which the inputs lack")
 }
 
