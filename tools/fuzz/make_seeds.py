@@ -7,7 +7,7 @@ Usage: tools/fuzz/make_seeds.py SYNTHETIC_CACHE
 Reads data/models/smollm2-135m (config.json, tokenizer.json, model.safetensors),
 data/models/qwen2.5-coder-0.5b/config.json, a pruned run's config.json under data/runs, and
 the SmolLM2 GGUF under data/downloads. Seeds are kept small (at most 64 KiB) so that one
-execution stays fast.
+execution stays fast (artifacts: 160 KiB, so that attention statistics are in).
 """
 import glob, json, os, struct, sys
 
@@ -123,14 +123,16 @@ tok["model"]["vocab"], tok["model"]["merges"] = vocab, merges
 tok["added_tokens"] = [t for t in tok["added_tokens"] if t["id"] < 300]
 put("tokenizer_json", "smollm2-300", json.dumps(tok, ensure_ascii=False).encode())
 
-# --- artifacts: kind byte + the file, for every kind of the synthetic cache.
+# --- artifacts: kind byte + the file, for every kind of the synthetic cache. Attention
+# statistics hold two covariances (~125 KiB on the synthetic model), so the limit is higher.
+ARTIFACT_LIMIT = 160 * 1024
 kinds = {"calib": 1, "importance": 2, "alloc": 3, "capture-attn": 4, "capture-mlp": 5, "score-attn": 6, "score-mlp": 6, "capture-taylor": 7, "recover-attn": 8, "recover-mlp": 8, "global-scores": 9}
 for stage, kind in kinds.items():
     entries = sorted(glob.glob(os.path.join(cache, stage, "*")))
     for e in entries[:2]:
         for fname, k in [("value", kind), ("manifest.json", 0)]:
             p = os.path.join(e, fname)
-            if os.path.getsize(p) <= 65536:
+            if os.path.getsize(p) <= ARTIFACT_LIMIT:
                 with open(p, "rb") as f:
                     put("artifacts", f"{stage}-{os.path.basename(e)[:8]}-{fname}", bytes([k]) + f.read())
 for t in sorted(os.listdir(out)):
