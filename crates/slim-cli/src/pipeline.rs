@@ -101,6 +101,22 @@ pub enum Recovery {
     Lstsq,
 }
 
+/// A named recipe.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// The paper: slimllm scorer, cosine allocation, affine recovery, sequential calibration.
+    Paper,
+}
+
+impl Preset {
+    /// Scorer, allocation, recovery and calibration mode of the recipe.
+    fn recipe(self) -> (Scorer, Allocation, Recovery, Mode) {
+        match self {
+            Preset::Paper => (Scorer::Slimllm, Allocation::Cosine, Recovery::Affine, Mode::Sequential),
+        }
+    }
+}
+
 /// Grouped-query attention unit.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Gqa {
@@ -134,22 +150,27 @@ pub struct PipelineArgs {
     /// Softmax temperature α of the layer allocation; default 10 up to 35 % and 7 above.
     #[arg(long)]
     alpha: Option<f64>,
-    /// Per-layer ratio allocation (`--pruned-layers` and `--alpha` apply to `cosine` only).
-    #[arg(long, value_enum, default_value_t = Allocation::Cosine)]
-    allocation: Allocation,
-    /// Head and channel scorer.
-    #[arg(long, value_enum, default_value_t = Scorer::Slimllm)]
-    scorer: Scorer,
-    /// Output-projection recovery.
-    #[arg(long, value_enum, default_value_t = Recovery::Affine)]
-    recovery: Recovery,
+    /// A named recipe: the scorer, allocation, recovery and calibration mode below, each of
+    /// which its own flag still overrides (docs/variants.md).
+    #[arg(long, value_enum, default_value_t = Preset::Paper)]
+    preset: Preset,
+    /// Per-layer ratio allocation (default: the preset's; `--pruned-layers` and `--alpha` apply
+    /// to `cosine` only).
+    #[arg(long, value_enum)]
+    allocation: Option<Allocation>,
+    /// Head and channel scorer (default: the preset's).
+    #[arg(long, value_enum)]
+    scorer: Option<Scorer>,
+    /// Output-projection recovery (default: the preset's).
+    #[arg(long, value_enum)]
+    recovery: Option<Recovery>,
     /// Grouped-query attention unit. whole-group is the default: on SmolLM2-135M it gave lower
     /// PTB-valid perplexity than per-group at both 20 % and 50 % (docs/measurements.md).
     #[arg(long, value_enum, default_value_t = Gqa::WholeGroup)]
     gqa: Gqa,
-    /// Calibration mode.
-    #[arg(long, value_enum, default_value_t = Mode::Sequential)]
-    calib_mode: Mode,
+    /// Calibration mode (default: the preset's).
+    #[arg(long, value_enum)]
+    calib_mode: Option<Mode>,
     /// Calibration text: `brown-fiction` or `ptb-train`.
     #[arg(long, default_value = "brown-fiction")]
     calib_source: CalibSource,
@@ -166,8 +187,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 0.01)]
     keep_lowest: f64,
     /// `lstsq` ridge ε: λ = ε · mean(diag Σ[K,K]), the penalty pulling the refit toward
-    /// the sliced weights.
-    #[arg(long, default_value_t = 1e-2, allow_negative_numbers = true)]
+    /// the sliced weights (1 was best of 10⁻³ … 10 on SmolLM2, docs/variants.md).
+    #[arg(long, default_value_t = slim_recover::LstsqConfig::standard().ridge_rel, allow_negative_numbers = true)]
     lstsq_ridge: f64,
     /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
     #[arg(long)]
@@ -197,9 +218,16 @@ pub struct RunArgs {
 }
 
 impl PipelineArgs {
+    /// The scorer, allocation, recovery and calibration mode: each flag, else the preset's.
+    fn recipe(&self) -> (Scorer, Allocation, Recovery, Mode) {
+        let (s, al, r, m) = self.preset.recipe();
+        (self.scorer.unwrap_or(s), self.allocation.unwrap_or(al), self.recovery.unwrap_or(r), self.calib_mode.unwrap_or(m))
+    }
+
     /// The pipeline configuration these flags describe, checked.
     fn config(&self) -> Result<PipelineConfig> {
         let a = self;
+        let (scorer, allocation, recovery, calib_mode) = a.recipe();
         ensure!(
             a.target > 0.0 && a.target < 1.0,
             "--target must lie in (0, 1), got {}",
@@ -221,9 +249,9 @@ impl PipelineArgs {
             a.calib_len
         );
         ensure!(
-            matches!(a.allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
+            matches!(allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
             "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
-            a.allocation.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+            allocation.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
         );
         ensure!(
             a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(),
@@ -240,12 +268,12 @@ impl PipelineArgs {
             target: a.target,
             pruned_layers: a.pruned_layers,
             alpha: a.alpha,
-            allocation: match a.allocation {
+            allocation: match allocation {
                 Allocation::Cosine => AllocationKind::Cosine,
                 Allocation::Uniform => AllocationKind::Uniform,
                 Allocation::FlapGlobal => AllocationKind::FlapGlobal,
             },
-            scorer: match a.scorer {
+            scorer: match scorer {
                 Scorer::Slimllm => ScorerKind::SlimLlm,
                 Scorer::Magnitude => ScorerKind::Magnitude,
                 Scorer::WandaSp => ScorerKind::WandaSp,
@@ -258,7 +286,7 @@ impl PipelineArgs {
             } else {
                 KeepLowest::Fraction(a.keep_lowest)
             },
-            recovery: match a.recovery {
+            recovery: match recovery {
                 Recovery::Affine => RecoveryKind::Affine,
                 Recovery::None => RecoveryKind::None,
                 Recovery::FlapBias => RecoveryKind::FlapBias,
@@ -272,7 +300,7 @@ impl PipelineArgs {
                 ridge_rel: a.lstsq_ridge,
                 ..slim_recover::LstsqConfig::standard()
             },
-            mode: match a.calib_mode {
+            mode: match calib_mode {
                 Mode::Sequential => CalibMode::Sequential,
                 Mode::Dense => CalibMode::Dense,
             },
@@ -364,29 +392,17 @@ impl BackendRun for StageJob<'_> {
 fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     let cfg = a.p.config()?;
     let run_name = a.run.clone().unwrap_or_else(|| {
+        let (scorer, allocation, recovery, mode) = a.p.recipe();
+        let name = |v: Option<clap::builder::PossibleValue>| v.expect("no skipped variants").get_name().to_string();
         format!(
-            "{}-{}-{:.0}pct-{}-{}-{}",
-            a.p.model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into()),
-            a.p.scorer
-                .to_possible_value()
-                .expect("no skipped variants")
-                .get_name(),
+            "{}-{}-{}-{:.0}pct-{}-{}-{}",
+            a.p.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+            name(scorer.to_possible_value()),
+            name(allocation.to_possible_value()),
             a.p.target * 100.0,
-            a.p.recovery
-                .to_possible_value()
-                .expect("no skipped variants")
-                .get_name(),
-            a.p.gqa
-                .to_possible_value()
-                .expect("no skipped variants")
-                .get_name(),
-            a.p.calib_mode
-                .to_possible_value()
-                .expect("no skipped variants")
-                .get_name(),
+            name(recovery.to_possible_value()),
+            name(a.p.gqa.to_possible_value()),
+            name(mode.to_possible_value()),
         )
     });
     let store = a.p.store()?;

@@ -348,7 +348,7 @@ fn variant_serde() {
     }
     assert_eq!(
         serde_json::to_string(&LstsqConfig::standard()).unwrap(),
-        r#"{"ridge_rel":0.01,"prior":"kept"}"#
+        r#"{"ridge_rel":1.0,"prior":"kept"}"#
     );
     let refit = Refit::Columns(ColumnRefit {
         weight: HostTensor::new(vec![2, 1], vec![0.5, -1.5]).unwrap(),
