@@ -18,7 +18,8 @@ pub(crate) fn grid_section(grids: &[Value]) -> String {
         let dense = &g["dense"];
         if !dense.is_null() {
             let ppl: Vec<String> = texts.iter().map(|t| format!("{t} {}", num(&dense["ppl"][t], 2))).collect();
-            let _ = writeln!(md, "Dense model: {} parameters, perplexity {}.", dense["params"], ppl.join(", "));
+            let windows = g["eval_windows"].as_u64().map_or_else(|| "all windows".to_string(), |n| format!("the first {n} windows"));
+            let _ = writeln!(md, "Perplexity on {windows} of each text. Dense model: {} parameters, perplexity {}.", dense["params"], ppl.join(", "));
         }
         let rows = g["rows"].as_array().cloned().unwrap_or_default();
         let mut targets: Vec<f64> = rows.iter().filter_map(|r| r["target"].as_f64()).collect();

@@ -142,7 +142,7 @@ fn a_variant_grid_becomes_one_table_per_target_best_perplexity_first() {
     let file = tmp.path().join("grid.json");
     std::fs::write(&file, grid.to_string()).unwrap();
     let md = std::fs::read_to_string(write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap()).unwrap();
-    assert!(md.contains("Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
+    assert!(md.contains("Perplexity on all windows of each text. Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
     let (b, w) = (md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |").expect("better row"), md.find("| worse |").unwrap());
     assert!(b < w, "sorted by PTB-valid perplexity: {md}");
     assert!(md.contains("### 50 % of the parameters removed") && md.contains("| broken | x | y | z | dense | failed: target unreachable |"), "{md}");
