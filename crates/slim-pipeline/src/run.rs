@@ -159,19 +159,15 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             let a = graph.alloc_config(n_layers)?;
             let d = graph.alloc(&a, imp_key)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
-            {
-                let info = json!({"kind": "cosine", "r0": p.r0, "pruned_layers": a.num_selected, "alpha": a.alpha, "achieved": p.achieved});
-                (p, k, info)
-            }
+            let info = json!({"kind": "cosine", "r0": p.r0, "pruned_layers": a.num_selected, "alpha": a.alpha, "achieved": p.achieved});
+            (p, k, info)
         }
         AllocationKind::Uniform => {
             let u = graph.uniform_config(n_layers);
             let d = graph.alloc_uniform(&u)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_uniform(&dense_cfg, &u))?;
-            {
-                let info = json!({"kind": "uniform", "ratio": p.r0, "layers": [u.first, u.end], "achieved": p.achieved});
-                (p, k, info)
-            }
+            let info = json!({"kind": "uniform", "ratio": p.r0, "layers": [u.first, u.end], "achieved": p.achieved});
+            (p, k, info)
         }
         AllocationKind::FlapGlobal => {
             let g = graph.global_config();
@@ -179,10 +175,8 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut || load_weights(&mut weights))?;
             let d = graph.alloc_global(&g, skey)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
-            {
-                let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
-                (p, k, info)
-            }
+            let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
+            (p, k, info)
         }
     };
     tracing::info!("allocation ({}): {} → {} parameters ({:.2} % removed)", cfg.allocation.name(), plan.params_before, plan.params_after, 100.0 * plan.achieved);
