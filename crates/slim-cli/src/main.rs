@@ -11,6 +11,7 @@ mod pipeline;
 mod report;
 mod tokenize;
 mod zeroshot;
+mod zeroshot_log;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

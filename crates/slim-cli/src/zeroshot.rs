@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use slim_data::zeroshot::{McDoc, Task};
 use slim_eval::zeroshot::{aggregate, score_tasks, tokenize_doc, Loglik, TaskScore, TokDoc};
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
-use std::{io::Write, path::PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `slimllm eval zeroshot`.
 #[derive(clap::Args)]
@@ -28,10 +28,17 @@ pub struct ZeroshotArgs {
     /// Also write the results JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Write every document's log-likelihoods here, one JSON line each (`task`, `doc_id`, `lls`, `greedy`, `gold`).
+    /// Write every document's log-likelihoods here, one JSON line each (`task`, `doc_id`, `lls`, `greedy`, `gold`),
+    /// appended after every chunk of documents.
     #[arg(long)]
     samples: Option<PathBuf>,
+    /// Keep the documents the `--samples` file already holds (from a killed run) and score only the rest.
+    #[arg(long, requires = "samples")]
+    resume: bool,
 }
+
+/// Documents scored between two appends to the samples file.
+const CHUNK: usize = 1000;
 
 pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
@@ -62,22 +69,62 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         );
         work.push((t, docs, toks));
     }
+    let prior = match (&a.samples, a.resume) {
+        (Some(p), true) => crate::zeroshot_log::read_prior(p)?,
+        _ => Default::default(),
+    };
+    // Per task, the documents still to score.
+    let todo: Vec<Vec<usize>> = work
+        .iter()
+        .map(|(t, docs, _)| (0..docs.len()).filter(|&i| !prior.contains_key(&(t.name().to_string(), docs[i].doc_id))).collect())
+        .collect();
+    if a.resume {
+        tracing::info!("resuming: {} documents already scored, {} to go", prior.len(), todo.iter().map(Vec::len).sum::<usize>());
+    }
+    let log = match &a.samples {
+        Some(p) => Some(crate::zeroshot_log::SampleLog::open(p, a.resume)?),
+        None => None,
+    };
     let t0 = std::time::Instant::now();
     let job = Job {
         model: &a.model,
         work: &work,
+        todo: &todo,
+        log,
         progress: crate::progress(g),
     };
-    let scores = dispatch(g.backend.kind(), job)?;
+    let new = dispatch(g.backend.kind(), job)?;
     let secs = t0.elapsed().as_secs_f64();
     let tokens: usize = work
         .iter()
-        .flat_map(|w| w.2.iter().map(TokDoc::tokens))
+        .zip(&todo)
+        .flat_map(|(w, todo)| todo.iter().map(|&i| w.2[i].tokens()))
         .sum();
     tracing::info!(
         "scored {tokens} tokens in {secs:.1}s ({:.0} tokens/s)",
         tokens as f64 / secs
     );
+    // Every document's scores in file order: this run's, else the samples file's.
+    let mut scores: Vec<Vec<Vec<Loglik>>> = Vec::with_capacity(work.len());
+    for (ti, (t, docs, toks)) in work.iter().enumerate() {
+        let mut fresh: std::collections::HashMap<usize, Vec<Loglik>> = todo[ti].iter().copied().zip(new[ti].iter().cloned()).collect();
+        let mut s = Vec::with_capacity(docs.len());
+        for (i, d) in docs.iter().enumerate() {
+            let l = match fresh.remove(&i) {
+                Some(l) => l,
+                None => prior[&(t.name().to_string(), d.doc_id)].clone(),
+            };
+            anyhow::ensure!(
+                l.len() == toks[i].requests,
+                "{t} document {}: the samples file holds {} log-likelihoods, the document has {} requests (a samples file of other data?)",
+                d.doc_id,
+                l.len(),
+                toks[i].requests
+            );
+            s.push(l);
+        }
+        scores.push(s);
+    }
 
     let mut results = Map::new();
     let mut per_task: Vec<(Task, TaskScore)> = Vec::new();
@@ -85,9 +132,6 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         let r = aggregate(*t, docs, s)?;
         results.insert(t.name().into(), serde_json::to_value(&r)?);
         per_task.push((*t, r));
-    }
-    if let Some(path) = &a.samples {
-        write_samples(path, &work, &scores)?;
     }
     let v = json!({
         "results": results,
@@ -134,37 +178,37 @@ fn average(per_task: &[(Task, TaskScore)]) -> Value {
     })
 }
 
-fn write_samples(
-    path: &std::path::Path,
-    work: &[(Task, Vec<McDoc>, Vec<TokDoc>)],
-    scores: &[Vec<Vec<Loglik>>],
-) -> Result<()> {
-    let mut buf = Vec::new();
-    for ((t, docs, _), s) in work.iter().zip(scores) {
-        for (d, l) in docs.iter().zip(s) {
-            let line = json!({
-                "task": t.name(), "doc_id": d.doc_id, "gold": d.gold,
-                "lls": l.iter().map(|x| x.ll).collect::<Vec<_>>(), "greedy": l.iter().map(|x| x.greedy).collect::<Vec<_>>(),
-            });
-            writeln!(buf, "{line}")?;
-        }
-    }
-    slim_checkpoint::weights::write_atomic(path, &buf)
-        .map_err(|e| anyhow::format_err!("--samples {}: {e:#}", path.display()))
-}
-
 struct Job<'a> {
     model: &'a std::path::Path,
     work: &'a [(Task, Vec<McDoc>, Vec<TokDoc>)],
+    /// Per task, the documents to score.
+    todo: &'a [Vec<usize>],
+    log: Option<crate::zeroshot_log::SampleLog>,
     progress: bool,
 }
 
 impl BackendRun for Job<'_> {
+    /// Per task, the scores of its `todo` documents in that order.
     type Output = Vec<Vec<Vec<Loglik>>>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+    fn run<B: Backend>(mut self, device: B::Device) -> Result<Self::Output> {
         let model = Llama::<B>::load(self.model, &device)?;
-        let tasks: Vec<(&str, &[TokDoc])> =
-            self.work.iter().map(|w| (w.0.name(), &w.2[..])).collect();
-        score_tasks(&model, &tasks, self.progress)
+        let mut out = Vec::with_capacity(self.work.len());
+        for ((t, docs, toks), todo) in self.work.iter().zip(self.todo) {
+            let mut scores = Vec::with_capacity(todo.len());
+            // Without a samples file the whole task is one call (one progress bar); with
+            // one, chunks are scored and appended so that a killed run keeps them.
+            let chunk = if self.log.is_some() { CHUNK } else { todo.len().max(1) };
+            for part in todo.chunks(chunk) {
+                let part_toks: Vec<TokDoc> = part.iter().map(|&i| toks[i].clone()).collect();
+                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], self.progress)?.pop().expect("one task in, one out");
+                if let Some(log) = &mut self.log {
+                    let part_docs: Vec<&McDoc> = part.iter().map(|&i| &docs[i]).collect();
+                    log.append(*t, &part_docs, &s)?;
+                }
+                scores.extend(s);
+            }
+            out.push(scores);
+        }
+        Ok(out)
     }
 }

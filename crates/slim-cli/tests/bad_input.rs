@@ -68,6 +68,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("eval zeroshot --model {root}/model --tasks arc", &["unknown task `arc`", "arc_easy"]),
     ("eval zeroshot --model {root}/model --tasks boolq --limit 0", &["--limit", "at least 1"]),
     ("eval zeroshot --model {root}/model --tasks boolq", &["boolq.jsonl", "cargo xtask fetch zeroshot"]),
+    ("eval zeroshot --model {root}/model --resume", &["required", "--samples", "--resume"]),
 ];
 
 #[test]
