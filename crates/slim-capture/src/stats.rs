@@ -1,7 +1,7 @@
 //! Per-layer sufficient statistics from activation taps, computed with burn tensor ops and
 //! handed back in f64 (spec §13.2).
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use slim_artifact::schema::{AttnStats, MlpStats};
 use slim_model::{host_to_tensor, HostTensor};
@@ -98,4 +98,35 @@ pub fn mean_row_cosine<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Result<f
     let cos = dot / (na.clamp_min(1e-8) * nb.clamp_min(1e-8));
     let v = to_f64(cos.mean())?;
     Ok(v[0])
+}
+
+/// The input of layer `l` of `m` on `n_windows × seq_len` ids: the embeddings run through
+/// layers `0..l`.
+///
+/// # Shapes
+/// ids: `n_windows·seq_len` → `[n_windows, seq_len, d]`
+pub fn layer_input<B: Backend>(m: &slim_model::Llama<B>, ids: &[u32], n_windows: usize, seq_len: usize, l: usize) -> Result<Tensor<B, 3>> {
+    let mut h = m.embed(m.ids_tensor(ids, n_windows, seq_len)?);
+    for j in 0..l {
+        h = m.layer_forward(j, h, slim_model::TapSet::NONE).0;
+    }
+    Ok(h)
+}
+
+/// Runs layer `l`'s attention on its input `x` and returns its statistics ([`attn_stats`]);
+/// `o_proj` is the layer's current o_proj weight.
+pub fn capture_attn<B: Backend>(m: &slim_model::Llama<B>, l: usize, x: Tensor<B, 3>, o_proj: &HostTensor) -> Result<AttnStats> {
+    let mut taps = slim_model::LayerTaps::empty();
+    let _ = m.attn_block(l, x, slim_model::TapSet { attn_heads: true, ..slim_model::TapSet::NONE }, &mut taps);
+    let shape = &m.config().layers[l];
+    attn_stats(l, taps.attn_heads.context("attention tap")?, o_proj, shape.num_heads, m.config().head_dim)
+}
+
+/// Runs layer `l` on its input `x` and returns its MLP statistics ([`mlp_stats`]) and the
+/// output of its attention half (the MLP's input before the norm), for callers that move on.
+pub fn capture_mlp<B: Backend>(m: &slim_model::Llama<B>, l: usize, x: Tensor<B, 3>) -> Result<(MlpStats, Tensor<B, 3>)> {
+    let mut taps = slim_model::LayerTaps::empty();
+    let h = m.attn_block(l, x, slim_model::TapSet::NONE, &mut taps);
+    let _ = m.mlp_block(l, h.clone(), slim_model::TapSet { mlp_in: true, mlp_act: true, ..slim_model::TapSet::NONE }, &mut taps);
+    Ok((mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)?, h))
 }

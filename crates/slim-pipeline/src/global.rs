@@ -16,9 +16,9 @@ use burn_tensor::{backend::Backend, Tensor};
 use slim_alloc::{effective_mode, LayerScores};
 use slim_artifact::schema::{AttnStats, MlpStats, TaylorStats};
 use slim_artifact::{Key, Store};
-use slim_capture::{attn_stats, mlp_stats};
+use slim_capture::{capture_attn, capture_mlp};
 use slim_checkpoint::{ModelConfig, Weights};
-use slim_model::{LayerTaps, Llama, TapSet};
+use slim_model::{Llama, TapSet};
 use slim_score::{ChannelInputs, HeadInputs};
 
 /// What the pre-pass reads.
@@ -36,51 +36,44 @@ pub(crate) struct DenseInputs<'a, B: Backend> {
 }
 
 /// Every layer's importances (cached as one `global-scores` entry) and the entry's key.
-/// `weights` loads the dense weights on first need.
+/// `weights` holds the dense weights once `load` has read them (on first need).
 pub(crate) fn global_scores<B: Backend>(
     d: &DenseInputs<'_, B>,
     report: &mut RunReport,
-    weights: &mut dyn FnMut() -> Result<Weights>,
+    weights: &mut Option<Weights>,
+    load: &dyn Fn() -> Result<Weights>,
 ) -> Result<(Vec<LayerScores>, Key)> {
     let doc = d.graph.global_scores(d.calib, d.taylor.map(|t| t.1))?;
     let (graph, store, force) = (d.graph, d.store, d.opts.force);
     let mut inner = RunReport::default();
     let r = cached(store, report, force, "score", &doc, || {
-        let w = weights()?;
+        if weights.is_none() {
+            *weights = Some(load()?);
+        }
+        let w = weights.as_ref().expect("just loaded");
         let n_layers = d.cfg.num_layers();
         let mut model: Option<Llama<B>> = None;
         let mut x: Option<Tensor<B, 3>> = None; // input of layer l, once the model runs
         let mut out = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             let shape = &d.cfg.layers[l];
+            let p = format!("model.layers.{l}");
+            let o_proj = w.get(&format!("{p}.self_attn.o_proj.weight"))?;
             let ca = graph.capture_attn_dense(l, d.calib)?;
             let (astats, _) = cached(store, &mut inner, force, "capture", &ca, || -> Result<AttnStats> {
-                let (m, xi) = input(&mut model, &mut x, l, d, &w)?;
-                let mut taps = LayerTaps::empty();
-                let _ = m.attn_block(l, xi, TapSet { attn_heads: true, ..TapSet::NONE }, &mut taps);
-                let o = w.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
-                attn_stats(l, taps.attn_heads.context("attention tap")?, o, shape.num_heads, d.cfg.head_dim)
+                let (m, xi) = input(&mut model, &mut x, l, d, w)?;
+                capture_attn(m, l, xi, o_proj)
             })?;
             let cm = graph.capture_mlp_dense(l, d.calib)?;
             let (mstats, _) = cached(store, &mut inner, force, "capture", &cm, || -> Result<MlpStats> {
-                let (m, xi) = input(&mut model, &mut x, l, d, &w)?;
-                let mut taps = LayerTaps::empty();
-                let h = m.attn_block(l, xi, TapSet::NONE, &mut taps);
-                let _ = m.mlp_block(l, h, TapSet { mlp_in: true, mlp_act: true, ..TapSet::NONE }, &mut taps);
-                mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
+                let (m, xi) = input(&mut model, &mut x, l, d, w)?;
+                Ok(capture_mlp(m, l, xi)?.0)
             })?;
             if let (Some(m), Some(xi)) = (&model, x.take()) {
                 x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
             }
             let taylor = d.taylor.map(|t| &t.0.layers[l]);
-            let p = format!("model.layers.{l}");
-            let heads = HeadInputs {
-                stats: &astats,
-                o_proj: w.get(&format!("{p}.self_attn.o_proj.weight"))?,
-                kv_head_of: &shape.kv_head_of,
-                num_kv_heads: shape.num_kv_heads,
-                taylor,
-            };
+            let heads = HeadInputs { stats: &astats, o_proj, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads, taylor };
             let channels = ChannelInputs {
                 stats: &mstats,
                 gate: w.get(&format!("{p}.mlp.gate_proj.weight"))?,
@@ -113,11 +106,7 @@ fn input<'m, B: Backend>(
     }
     let m = model.as_ref().expect("built");
     if x.is_none() {
-        let mut h = m.embed(m.ids_tensor(d.ids, d.n_windows, d.seq_len)?);
-        for j in 0..l {
-            h = m.layer_forward(j, h, TapSet::NONE).0;
-        }
-        *x = Some(h);
+        *x = Some(slim_capture::layer_input(m, d.ids, d.n_windows, d.seq_len, l)?);
     }
     Ok((m, x.clone().expect("set")))
 }

@@ -12,7 +12,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
 use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
 use slim_artifact::{Key, KeyDoc, Store};
-use slim_capture::{attn_stats, calibration_windows, layer_importance, mlp_stats};
+use slim_capture::{calibration_windows, capture_attn, capture_mlp, layer_importance};
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
 use slim_recover::Refit;
@@ -138,9 +138,12 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     let taylor = match graph.taylor(calib_key)? {
         Some(d) => {
             let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
-                let w = load_weights(&mut weights)?;
+                if weights.is_none() {
+                    weights = Some(timed(&load_s, || Weights::load(model_dir))?);
+                }
+                let w = weights.as_ref().expect("just loaded");
                 let bar = layer_bar(progress, n_layers as u64, "gradients");
-                let t = slim_capture::taylor_stats::<B>(&dense_cfg, &w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
+                let t = slim_capture::taylor_stats::<B>(&dense_cfg, w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
                 bar.finish_and_clear();
                 tracing::info!("Taylor capture: calibration loss {:.4}", t.loss);
                 Ok(t)
@@ -172,7 +175,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         AllocationKind::FlapGlobal => {
             let g = graph.global_config();
             let inputs = crate::global::DenseInputs::<B> { graph: &graph, store, opts, calib: calib_key, taylor: taylor.as_ref().map(|(t, k)| (t, *k)), cfg: &dense_cfg, ids: &ids, n_windows: nw, seq_len: sl, device };
-            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut || load_weights(&mut weights))?;
+            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut weights, &|| timed(&load_s, || Weights::load(model_dir)))?;
             let d = graph.alloc_global(&g, skey)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
             let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
@@ -221,10 +224,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         let ca_doc = graph.capture_attn(l, chain, calib_key)?;
         let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
             let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
-            let mut taps = LayerTaps::empty();
-            let _ = m.attn_block(l, xi, TapSet { attn_heads: true, ..TapSet::NONE }, &mut taps);
-            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
-            attn_stats(l, taps.attn_heads.context("attention tap")?, o, cur_cfg.layers[l].num_heads, cur_cfg.head_dim)
+            capture_attn(m, l, xi, w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?)
         })?;
         let shape = cur_cfg.layers[l].clone();
         let sa_doc = graph.score_attn(counts, ca_key, taylor_key)?;
@@ -257,13 +257,11 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         let mut after_attn: Option<Tensor<B, 3>> = None;
         let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
             let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
-            let mut taps = LayerTaps::empty();
-            let h = m.attn_block(l, xi, TapSet::NONE, &mut taps);
+            let (stats, h) = capture_mlp(m, l, xi)?;
             if cfg.mode == CalibMode::Sequential {
-                after_attn = Some(h.clone());
+                after_attn = Some(h);
             }
-            let _ = m.mlp_block(l, h, TapSet { mlp_in: true, mlp_act: true, ..TapSet::NONE }, &mut taps);
-            mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)
+            Ok(stats)
         })?;
         let p = format!("model.layers.{l}.mlp");
         let sm_doc = graph.score_mlp(counts, cm_key, taylor_key)?;
@@ -391,11 +389,7 @@ fn layer_input<'m, B: Backend>(
         }
     };
     if xi.is_none() {
-        let mut h = m.embed(m.ids_tensor(ids, nw, sl)?);
-        for j in 0..l {
-            h = m.layer_forward(j, h, TapSet::NONE).0;
-        }
-        *xi = Some(h);
+        *xi = Some(slim_capture::layer_input(m, ids, nw, sl, l)?);
     }
     Ok((m, xi.clone().expect("set")))
 }
