@@ -1,5 +1,6 @@
-//! `cargo xtask bench forward [--torch-venv DIR]`: dense prefill throughput of `slimllm bench-forward`, optionally
-//! next to PyTorch's (`tools/reference/bench_forward.py` run with the venv's python), and their ratio.
+//! `cargo xtask bench forward|decode [--torch-venv DIR]`: dense prefill or KV-cache decode throughput of
+//! `slimllm bench`, optionally next to PyTorch's (`tools/reference/bench_forward.py` run with the venv's python), and
+//! their ratio. `cargo xtask bench pipeline`: the pipeline's wall time against one forward pass.
 //!
 //! Both programs are expected to print their result as a JSON line with a `tokens_per_s` number (the last such line
 //! counts); as a fallback a line of the form `... <number> tokens/s` is accepted.
@@ -33,6 +34,22 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Decode throughput of SmolLM2-135M with the KV cache, batch 1: after a 128-token prompt,
+    /// `--tokens` tokens one at a time (each step computes its logits), next to PyTorch's.
+    Decode {
+        /// A Python venv with torch and transformers (e.g. `.venv-ref`, made by tools/reference/setup.sh).
+        #[arg(long)]
+        torch_venv: Option<PathBuf>,
+        /// Rounds: each runs slimllm, then PyTorch (3 timed repeats each); the medians over rounds are compared.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Tokens decoded per repeat.
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        /// Threads for both (RAYON_NUM_THREADS for slimllm, torch.set_num_threads for PyTorch).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Wall time of the 20 % SlimLLM pipeline on SmolLM2-135M (32 × 128 calibration tokens,
     /// sequential, empty cache, model loading excluded) next to one dense forward pass over
     /// the same 4,096 tokens, and their ratio.
@@ -48,68 +65,112 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let root = util::repo_root();
     match &args.bench {
         Bench::Forward { torch_venv, rounds } => {
-            let venv = torch_venv.as_ref().map(|v| {
-                if v.is_absolute() {
-                    v.clone()
-                } else {
-                    root.join(v)
-                }
-            });
-            let (mut ours, mut torch) = (Vec::new(), Vec::new());
-            for round in 1..=(*rounds).max(1) {
-                let mut cmd = slimllm();
-                cmd.args([
-                    "bench",
-                    "--model",
-                    MODEL,
-                    "--batch",
-                    BATCH,
-                    "--seq-len",
-                    SEQ_LEN,
-                    "--no-decode",
-                ]);
-                ours.push(
-                    tokens_per_s(&util::run_capture(&mut cmd, &root)?)
-                        .ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?,
-                );
-                if let Some(venv) = &venv {
-                    let mut py = Command::new(venv.join("bin/python"));
-                    py.args([
-                        "tools/reference/bench_forward.py",
-                        "--model",
-                        MODEL,
-                        "--batch",
-                        BATCH,
-                        "--seq-len",
-                        SEQ_LEN,
-                    ]);
-                    torch.push(
-                        tokens_per_s(&util::run_capture(&mut py, &root)?).ok_or_else(|| {
-                            format_err!("bench_forward.py printed no tokens_per_s")
-                        })?,
-                    );
-                }
-                let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
-                println!(
-                    "round {round}: slimllm {} tokens/s, torch {} tokens/s",
-                    last(&ours),
-                    last(&torch)
-                );
-            }
-            let (o, t) = (median(&ours), median(&torch));
-            match t {
-                Some(t) => println!(
-                    "median over {} rounds: slimllm {:.1} tokens/s, torch {t:.1} tokens/s, ratio slimllm/torch: {:.3}",
-                    ours.len(),
-                    o.unwrap_or(f64::NAN),
-                    o.unwrap_or(f64::NAN) / t
-                ),
-                None => println!("median over {} rounds: slimllm {:.1} tokens/s", ours.len(), o.unwrap_or(f64::NAN)),
-            }
-            Ok(())
+            let ours = [
+                "bench",
+                "--model",
+                MODEL,
+                "--batch",
+                BATCH,
+                "--seq-len",
+                SEQ_LEN,
+                "--no-decode",
+            ];
+            let torch = ["--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN];
+            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &[])
+        }
+        Bench::Decode {
+            torch_venv,
+            rounds,
+            tokens,
+            threads,
+        } => {
+            let (tokens, threads) = (tokens.to_string(), threads.to_string());
+            // One prefill of a single token runs first (slimllm bench has no decode-only mode); its
+            // JSON line comes before the decode one, and the last line counts.
+            let ours = [
+                "bench",
+                "--model",
+                MODEL,
+                "--batch",
+                "1",
+                "--seq-len",
+                "1",
+                "--repeats",
+                "3",
+                "--decode",
+                &tokens,
+                "--decode-prompt",
+                SEQ_LEN,
+            ];
+            let torch = [
+                "--model",
+                MODEL,
+                "--seq-len",
+                SEQ_LEN,
+                "--repeats",
+                "3",
+                "--decode",
+                &tokens,
+                "--threads",
+                &threads,
+            ];
+            let env = [("RAYON_NUM_THREADS", threads.as_str())];
+            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env)
         }
         Bench::Pipeline { target } => bench_pipeline(&root, *target),
     }
+}
+
+/// `rounds` rounds of `slimllm <ours>` then `<venv>/bin/python tools/reference/bench_forward.py <torch>`, each printing
+/// its tokens/s, with `env` set for slimllm; prints the medians over the rounds and their ratio.
+fn compare_rounds(
+    root: &std::path::Path,
+    venv: Option<&std::path::Path>,
+    rounds: usize,
+    ours_args: &[&str],
+    torch_args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let venv = venv.map(|v| {
+        if v.is_absolute() {
+            v.to_path_buf()
+        } else {
+            root.join(v)
+        }
+    });
+    let (mut ours, mut torch) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        let mut cmd = slimllm();
+        cmd.args(ours_args).envs(env.iter().copied());
+        ours.push(
+            tokens_per_s(&util::run_capture(&mut cmd, root)?)
+                .ok_or_else(|| format_err!("slimllm bench printed no tokens_per_s"))?,
+        );
+        if let Some(venv) = &venv {
+            let mut py = Command::new(venv.join("bin/python"));
+            py.arg("tools/reference/bench_forward.py").args(torch_args);
+            torch.push(
+                tokens_per_s(&util::run_capture(&mut py, root)?)
+                    .ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?,
+            );
+        }
+        let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
+        println!(
+            "round {round}: slimllm {} tokens/s, torch {} tokens/s",
+            last(&ours),
+            last(&torch)
+        );
+    }
+    let o = median(&ours).unwrap_or(f64::NAN);
+    match median(&torch) {
+        Some(t) => println!(
+            "median over {} rounds: slimllm {o:.1} tokens/s, torch {t:.1} tokens/s, ratio slimllm/torch: {:.3}",
+            ours.len(),
+            o / t
+        ),
+        None => println!("median over {} rounds: slimllm {o:.1} tokens/s", ours.len()),
+    }
+    Ok(())
 }
 
 /// Runs the pipeline on a scratch cache, then `slimllm bench` at batch 32 × 128 (the

@@ -83,7 +83,7 @@ fn row(
     json!({
         "model": model.display().to_string(), "kind": kind, "batch": batch, "seq_len": seq_len,
         "repeats": n, "seconds": raw, "median_s": median, "min_s": times[0], "max_s": times[n - 1],
-        "tokens_per_s": tokens as f64 / median, "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "tokens_per_s": tokens as f64 / median, "threads": rayon::current_num_threads(),
     })
 }
 
