@@ -19,6 +19,56 @@ pub(super) fn model_name(path: &str) -> String {
     }
 }
 
+/// Adds one `slimllm eval zeroshot` result to `results`, merged into an earlier result of the same model and
+/// `--limit` (tasks evaluated one invocation at a time make one row): the union of their tasks, seconds and tokens
+/// summed, and the seven-task average computed once all seven are there. A task present in both is an error.
+pub(super) fn add_zeroshot(results: &mut Vec<Value>, v: Value) -> anyhow::Result<()> {
+    let key = |r: &Value| (r["config"]["model"].clone(), r["config"]["limit"].clone());
+    let Some(into) = results.iter_mut().find(|r| key(r) == key(&v)) else {
+        results.push(v);
+        return Ok(());
+    };
+    anyhow::ensure!(
+        into["config"]["params"] == v["config"]["params"],
+        "{}: {} parameters here, {} in an earlier result of the same model",
+        v["config"]["model"],
+        v["config"]["params"],
+        into["config"]["params"]
+    );
+    for (section, obj) in [("results", &v["results"]), ("n_samples", &v["n_samples"])] {
+        for (task, val) in obj.as_object().into_iter().flatten() {
+            anyhow::ensure!(
+                into[section].get(task).is_none(),
+                "{}: task {task} is in two results of this model (limit {})",
+                v["config"]["model"],
+                v["config"]["limit"]
+            );
+            into[section][task] = val.clone();
+        }
+    }
+    for k in ["seconds", "tokens"] {
+        if let (Some(a), Some(b)) = (into["config"][k].as_f64(), v["config"][k].as_f64()) {
+            into["config"][k] = (a + b).into();
+        }
+    }
+    let metric = |t: Task| match t.paper_metric() {
+        Some(PaperMetric::AccNorm) => "acc_norm",
+        _ => "acc",
+    };
+    let vals: Option<Vec<f64>> = Task::PAPER
+        .iter()
+        .map(|&t| into["results"][t.name()][metric(t)].as_f64())
+        .collect();
+    into["average"] = match vals {
+        Some(v) => serde_json::json!({
+            "value": v.iter().sum::<f64>() / v.len() as f64,
+            "metrics": Task::PAPER.iter().map(|&t| (t.name().to_string(), Value::from(metric(t)))).collect::<serde_json::Map<_, _>>(),
+        }),
+        None => Value::Null,
+    };
+    Ok(())
+}
+
 /// `(label, parameters in millions, seven-task average in %)` of each result that holds all seven tasks.
 pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)> {
     let dense_params = results

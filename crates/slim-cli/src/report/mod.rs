@@ -60,7 +60,8 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
         } else if let Some(rows) = v["results"].as_array() {
             inp.bench.extend(rows.iter().cloned());
         } else if v["results"].is_object() && v["n_samples"].is_object() {
-            inp.zeroshot.push(v);
+            evals::add_zeroshot(&mut inp.zeroshot, v)
+                .with_context(|| format!("merging {}", file.display()))?;
         } else if v["generations"].is_array() {
             inp.generations.push(v);
         } else {

@@ -133,17 +133,83 @@ fn the_report_shows_zero_shot_results_and_generations() {
 #[test]
 fn a_variant_grid_becomes_one_table_per_target_best_perplexity_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let row = |label: &str, t: f64, ppl: f64| serde_json::json!({"target": t, "label": label, "scorer": "flap", "allocation": "cosine", "recovery": "affine",
-        "mode": "dense", "removed_fraction": t, "ppl": {"ptb-valid": ppl, "ptb-test": ppl + 1.0}, "zeroshot_average": 0.41});
+    let row = |label: &str, t: f64, ppl: f64| {
+        serde_json::json!({"target": t, "label": label, "scorer": "flap", "allocation": "cosine", "recovery": "affine",
+        "mode": "dense", "removed_fraction": t, "ppl": {"ptb-valid": ppl, "ptb-test": ppl + 1.0}, "zeroshot_average": 0.41})
+    };
     let grid = serde_json::json!({"kind": "slimllm-grid", "command": "grid", "calib_mode": "dense", "eval": ["ptb-valid", "ptb-test"], "zeroshot_limit": 50,
         "dense": {"params": 1000, "ppl": {"ptb-valid": 10.0, "ptb-test": 11.0}},
         "rows": [row("worse", 0.2, 30.0), row("better", 0.2, 20.0), row("half", 0.5, 90.0),
                  {"target": 0.5, "label": "broken", "scorer": "x", "allocation": "y", "recovery": "z", "mode": "dense", "error": "target unreachable\nmore"}]});
     let file = tmp.path().join("grid.json");
     std::fs::write(&file, grid.to_string()).unwrap();
-    let md = std::fs::read_to_string(write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(
+        write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap(),
+    )
+    .unwrap();
     assert!(md.contains("Perplexity on all windows of each text. Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
-    let (b, w) = (md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |").expect("better row"), md.find("| worse |").unwrap());
+    let (b, w) = (
+        md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |")
+            .expect("better row"),
+        md.find("| worse |").unwrap(),
+    );
     assert!(b < w, "sorted by PTB-valid perplexity: {md}");
-    assert!(md.contains("### 50 % of the parameters removed") && md.contains("| broken | x | y | z | dense | failed: target unreachable |"), "{md}");
+    assert!(
+        md.contains("### 50 % of the parameters removed")
+            && md.contains("| broken | x | y | z | dense | failed: target unreachable |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn per_task_zeroshot_results_of_one_model_merge_into_one_row_with_the_average() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = |task: &str, metrics: serde_json::Value, limit: Option<u64>| {
+        serde_json::json!({
+            "results": {task: metrics}, "average": null, "n_samples": {task: 4},
+            "config": {"model": "data/models/m", "params": 1_000_000, "limit": limit, "seconds": 2.0, "tokens": 100},
+        })
+    };
+    let acc = |a: f64| serde_json::json!({"n": 4, "acc": a, "acc_stderr": 0.1});
+    let norm = |a: f64, n: f64| serde_json::json!({"n": 4, "acc": a, "acc_stderr": 0.1, "acc_norm": n, "acc_norm_stderr": 0.1});
+    // The paper's metric: acc for boolq and winogrande, acc_norm for hellaswag, arc_challenge and openbookqa,
+    // acc for piqa and arc_easy. Average of 0.5, 0.75, 0.25, 0.5, 0.5, 0.25, 0.25 = 3.0 / 7.
+    let files = [
+        ("boolq", acc(0.5)),
+        ("piqa", norm(0.75, 0.0)),
+        ("hellaswag", norm(1.0, 0.25)),
+        ("winogrande", acc(0.5)),
+        ("arc_easy", norm(0.5, 0.0)),
+        ("arc_challenge", norm(1.0, 0.25)),
+        ("openbookqa", norm(1.0, 0.25)),
+    ];
+    let mut paths = Vec::new();
+    for (task, m) in &files {
+        let p = tmp.path().join(format!("{task}.json"));
+        std::fs::write(&p, one(task, m.clone(), None).to_string()).unwrap();
+        paths.push(p);
+    }
+    // Six tasks: one row, no average yet.
+    let six = read_inputs(&paths[..6]).unwrap().zeroshot;
+    assert_eq!(six.len(), 1);
+    assert!(six[0]["average"].is_null());
+    let all = read_inputs(&paths).unwrap().zeroshot;
+    assert_eq!(all.len(), 1, "one model, one row");
+    let avg = all[0]["average"]["value"].as_f64().unwrap();
+    assert!((avg - 3.0 / 7.0).abs() < 1e-12, "{avg}");
+    assert_eq!(all[0]["average"]["metrics"]["hellaswag"], "acc_norm");
+    assert_eq!(all[0]["config"]["seconds"].as_f64(), Some(14.0));
+    assert_eq!(all[0]["n_samples"].as_object().unwrap().len(), 7);
+    // Another --limit is another row; the same task twice is an error naming the file.
+    let limited = tmp.path().join("limited.json");
+    std::fs::write(&limited, one("boolq", acc(0.25), Some(2)).to_string()).unwrap();
+    let mut with_limit = paths.clone();
+    with_limit.push(limited);
+    assert_eq!(read_inputs(&with_limit).unwrap().zeroshot.len(), 2);
+    let twice = [paths[0].clone(), paths[0].clone()];
+    let err = format!("{:#}", read_inputs(&twice).err().expect("duplicate task"));
+    assert!(
+        err.contains("boolq.json") && err.contains("task boolq is in two results"),
+        "{err}"
+    );
 }
