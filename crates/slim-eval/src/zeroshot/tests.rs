@@ -204,3 +204,35 @@ fn aggregate_gives_means_and_lm_eval_standard_errors() {
     assert!((r.ppl.unwrap() - 2f64.exp()).abs() < 1e-12);
     assert!(aggregate(Task::Piqa, &docs, &scores[..4]).is_err());
 }
+
+#[test]
+fn continuation_chunks_bound_padding_and_positions() {
+    use super::continuation_chunks;
+    // Longest first; 0.8 fill: 10 takes 9 and 8 but not 7; 7 takes 6 (6 ≥ 5.6) but not 5.
+    assert_eq!(
+        continuation_chunks(&[10, 9, 8, 7, 6, 5, 0, 0], 1000, 0.8),
+        vec![0..3, 3..5, 5..6, 6..8]
+    );
+    // The position cap: width 4, at most 12 positions = 3 rows per chunk; a single row wider than the cap is alone.
+    assert_eq!(
+        continuation_chunks(&[20, 4, 4, 4, 4, 4, 4, 4], 12, 0.8),
+        vec![0..1, 1..4, 4..7, 7..8]
+    );
+    assert_eq!(continuation_chunks(&[0, 0], 12, 0.8), vec![0..2]);
+    assert!(continuation_chunks(&[], 12, 0.8).is_empty());
+    // Every index in exactly one chunk, in order, and no chunk pads more than 20 % of its longest.
+    let mut rng = SplitMix(9);
+    let mut w: Vec<usize> = (0..500).map(|_| rng.below(60) as usize).collect();
+    w.sort_by(|a, b| b.cmp(a));
+    let chunks = continuation_chunks(&w, 256, 0.8);
+    assert_eq!(chunks.first().unwrap().start, 0);
+    assert_eq!(chunks.last().unwrap().end, w.len());
+    for pair in chunks.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start);
+    }
+    for c in &chunks {
+        let top = w[c.start];
+        assert!(c.len() == 1 || c.len() * top <= 256, "{c:?}");
+        assert!(w[c.clone()].iter().all(|&x| x as f64 >= 0.8 * top as f64), "{c:?}");
+    }
+}
