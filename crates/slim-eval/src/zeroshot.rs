@@ -361,6 +361,8 @@ pub fn score_tasks<B: Backend>(
         .progress_chars("=> "),
     );
     let mut out = Vec::with_capacity(tasks.len());
+    // Without a bar (stderr not a terminal), a log line a minute tells a background run's progress.
+    let (t0, mut logged, mut done) = (std::time::Instant::now(), std::time::Instant::now(), 0usize);
     for (name, docs) in tasks {
         bar.set_message(name.to_string());
         let mut units: Vec<Unit> = docs
@@ -392,6 +394,15 @@ pub fn score_tasks<B: Backend>(
                 )
             })?;
             bar.inc(rows as u64);
+            done += rows;
+            if !progress && logged.elapsed().as_secs() >= 60 {
+                logged = std::time::Instant::now();
+                let rate = done as f64 / t0.elapsed().as_secs_f64();
+                tracing::info!(
+                    "{name}: {done}/{total} requests, {rate:.1} requests/s, ETA {:.0} s",
+                    (total - done) as f64 / rate
+                );
+            }
             start = end;
         }
         out.push(
