@@ -213,6 +213,9 @@ def main() -> None:
                     help="torch threads (default: usable cores; fewer helps when other jobs share the CPU)")
     ap.add_argument("--self-check", action="store_true",
                     help="compare batched and naive lls on the first 3 documents of each task, then exit")
+    ap.add_argument("--reverse", action="store_true",
+                    help="score each task's documents last to first: a second process with its own --samples file "
+                         "then splits a long run; concatenate the two files and --resume over them for the result")
     ap.add_argument("--shared-context", action="store_true",
                     help="run a document's shared context once and reuse its KV cache for the choices")
     args = ap.parse_args()
@@ -276,7 +279,7 @@ def main() -> None:
         samples = open(args.samples, "a" if args.resume else "w", encoding="utf-8", buffering=1) if args.samples else None
         for t, docs in work.items():
             per_doc = []
-            for i, (doc_id, items, gold, norm) in enumerate(docs, 1):
+            for i, (doc_id, items, gold, norm) in enumerate(docs[::-1] if args.reverse else docs, 1):
                 if (t, doc_id) in prior:
                     lls, greedy = prior[(t, doc_id)]
                     per_doc.append(doc_metrics(t, lls, greedy, gold, norm))
@@ -306,7 +309,7 @@ def main() -> None:
     out = {
         "results": results,
         "config": {"model": args.model, "data": args.data, "limit": args.limit, "tasks": tasks, "max_length": max_len,
-                   "shared_context": args.shared_context,
+                   "shared_context": args.shared_context, "reverse": args.reverse,
                    "torch": torch.__version__, "transformers": transformers.__version__},
         "timing": {"seconds": round(seconds, 3), "input_tokens": total_tok,
                    "tokens_per_s": round(total_tok / seconds, 1), "threads": args.threads},
