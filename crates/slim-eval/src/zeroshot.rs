@@ -30,11 +30,14 @@ pub struct Loglik {
     pub greedy: bool,
 }
 
+/// The continuations that follow one context: (request index in the document, continuation ids).
+pub type Continuations = Vec<(usize, Vec<u32>)>;
+
 /// A document's requests as token ids, grouped by shared context.
 #[derive(Clone, Debug)]
 pub struct TokDoc {
-    /// One group per distinct context: its ids and the (request index, continuation ids) that follow it.
-    pub groups: Vec<(Vec<u32>, Vec<(usize, Vec<u32>)>)>,
+    /// One group per distinct context: its ids and the continuations that follow it.
+    pub groups: Vec<(Vec<u32>, Continuations)>,
     /// Requests in the document.
     pub requests: usize,
 }
@@ -51,7 +54,7 @@ impl TokDoc {
 
 /// Tokenizes `doc` the way lm-eval 0.3 does; `eot` stands in for an empty context.
 pub fn tokenize_doc(tok: &Tokenizer, doc: &McDoc, eot: u32) -> Result<TokDoc> {
-    let mut groups: Vec<(String, Vec<u32>, Vec<(usize, Vec<u32>)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<u32>, Continuations)> = Vec::new();
     for (i, r) in doc.requests.iter().enumerate() {
         let cont = tok.encode_plain(&r.continuation)?;
         ensure!(
