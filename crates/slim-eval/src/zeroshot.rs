@@ -402,7 +402,7 @@ pub fn score_tasks<B: Backend>(
                 logged = std::time::Instant::now();
                 let rate = done as f64 / t0.elapsed().as_secs_f64();
                 tracing::info!(
-                    "{name}: {done}/{total} requests, {rate:.1} requests/s, ETA {:.0} s",
+                    "{done}/{total} requests of all tasks (now {name}), {rate:.1} requests/s, ETA {:.0} s",
                     (total - done) as f64 / rate
                 );
             }
