@@ -4,8 +4,8 @@ use crate::{check_out, emit_json, GlobalArgs};
 use anyhow::{Context, Result};
 use burn_tensor::backend::Backend;
 use serde_json::{json, Map, Value};
-use slim_data::zeroshot::{McDoc, Task};
-use slim_eval::zeroshot::{aggregate, score_tasks, tokenize_doc, Loglik, TaskScore, TokDoc};
+use slim_data::zeroshot::{McDoc, PaperMetric, Task};
+use slim_eval::zeroshot::{aggregate, score_tasks, tokenize_doc, Loglik, Progress, TaskScore, TokDoc};
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
 use std::path::PathBuf;
 
@@ -135,7 +135,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     }
     let v = json!({
         "results": results,
-        "average": average(&per_task),
+        "average": paper_average(&Value::Object(results.clone())),
         "n_samples": per_task.iter().map(|(t, r)| (t.name().to_string(), json!(r.n))).collect::<Map<_, _>>(),
         "config": {
             "model": a.model.display().to_string(), "params": cfg.num_params(), "limit": a.limit, "num_fewshot": 0,
@@ -153,29 +153,21 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     emit_json(&v, a.out.as_deref())
 }
 
-/// The unweighted mean over the paper's seven tasks of the metric it reports for each; `null` unless all seven ran.
-fn average(per_task: &[(Task, TaskScore)]) -> Value {
-    let vals: Vec<(Task, f64)> = Task::PAPER
+/// The unweighted mean over the paper's seven tasks of the metric it reports for each, from a results object
+/// (`{task: {acc, acc_norm, …}}`); `null` unless all seven are there.
+pub(crate) fn paper_average(results: &Value) -> Value {
+    let metric = |t: Task| t.paper_metric().map_or("acc", PaperMetric::key);
+    let vals: Option<Vec<f64>> = Task::PAPER
         .iter()
-        .filter_map(|t| {
-            per_task
-                .iter()
-                .find(|p| p.0 == *t)
-                .and_then(|p| p.1.paper_value(*t))
-                .map(|v| (*t, v))
-        })
+        .map(|&t| results[t.name()][metric(t)].as_f64())
         .collect();
-    if vals.len() != Task::PAPER.len() {
-        return Value::Null;
+    match vals {
+        Some(v) => json!({
+            "value": v.iter().sum::<f64>() / v.len() as f64,
+            "metrics": Task::PAPER.iter().map(|&t| (t.name().to_string(), json!(metric(t)))).collect::<Map<_, _>>(),
+        }),
+        None => Value::Null,
     }
-    let metric = |t: Task| match t.paper_metric() {
-        Some(slim_data::zeroshot::PaperMetric::AccNorm) => "acc_norm",
-        _ => "acc",
-    };
-    json!({
-        "value": vals.iter().map(|v| v.1).sum::<f64>() / vals.len() as f64,
-        "metrics": vals.iter().map(|(t, _)| (t.name().to_string(), json!(metric(*t)))).collect::<Map<_, _>>(),
-    })
 }
 
 struct Job<'a> {
@@ -192,15 +184,17 @@ impl BackendRun for Job<'_> {
     type Output = Vec<Vec<Vec<Loglik>>>;
     fn run<B: Backend>(mut self, device: B::Device) -> Result<Self::Output> {
         let model = Llama::<B>::load(self.model, &device)?;
+        let requests = self.work.iter().zip(self.todo).map(|(w, todo)| todo.iter().map(|&i| w.2[i].requests).sum::<usize>()).sum();
+        let mut progress = Progress::new(requests, self.progress);
         let mut out = Vec::with_capacity(self.work.len());
         for ((t, docs, toks), todo) in self.work.iter().zip(self.todo) {
             let mut scores = Vec::with_capacity(todo.len());
-            // Without a samples file the whole task is one call (one progress bar); with
-            // one, chunks are scored and appended so that a killed run keeps them.
+            // Without a samples file the whole task is one call; with one, chunks are scored
+            // and appended so that a killed run keeps them. One progress over all of them.
             let chunk = if self.log.is_some() { CHUNK } else { todo.len().max(1) };
             for part in todo.chunks(chunk) {
                 let part_toks: Vec<TokDoc> = part.iter().map(|&i| toks[i].clone()).collect();
-                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], self.progress)?.pop().expect("one task in, one out");
+                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], &mut progress)?.pop().expect("one task in, one out");
                 if let Some(log) = &mut self.log {
                     let part_docs: Vec<&McDoc> = part.iter().map(|&i| &docs[i]).collect();
                     log.append(*t, &part_docs, &s)?;
@@ -209,6 +203,7 @@ impl BackendRun for Job<'_> {
             }
             out.push(scores);
         }
+        progress.finish();
         Ok(out)
     }
 }

@@ -50,6 +50,16 @@ pub enum PaperMetric {
     AccNorm,
 }
 
+impl PaperMetric {
+    /// The metric's key in lm-eval's results: `acc` or `acc_norm`.
+    pub fn key(self) -> &'static str {
+        match self {
+            PaperMetric::Acc => "acc",
+            PaperMetric::AccNorm => "acc_norm",
+        }
+    }
+}
+
 impl Task {
     /// The seven tasks of the paper, in its table order.
     pub const PAPER: [Task; 7] = [

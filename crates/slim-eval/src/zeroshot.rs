@@ -16,7 +16,7 @@ use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
-use slim_data::zeroshot::{McDoc, PaperMetric, Task};
+use slim_data::zeroshot::{McDoc, Task};
 use slim_model::{Llama, Tokenizer};
 
 use crate::ppl::token_nll;
@@ -265,16 +265,6 @@ pub struct TaskScore {
     pub ppl: Option<f64>,
 }
 
-impl TaskScore {
-    /// The value of the metric the paper reports for `task`.
-    pub fn paper_value(&self, task: Task) -> Option<f64> {
-        match task.paper_metric()? {
-            PaperMetric::Acc => Some(self.acc),
-            PaperMetric::AccNorm => self.acc_norm,
-        }
-    }
-}
-
 /// Whether the document was answered right: (acc, acc_norm).
 pub fn doc_correct(doc: &McDoc, lls: &[Loglik]) -> (bool, bool) {
     let ll: Vec<f64> = lls.iter().map(|l| l.ll).collect();
@@ -337,37 +327,19 @@ pub fn aggregate(task: Task, docs: &[McDoc], scores: &[Vec<Loglik>]) -> Result<T
     })
 }
 
-/// Scores the documents of several tasks, given as (name, tokenized documents), with one progress bar
-/// (requests, rate and ETA) over all of them. Within a task, context groups of equal token length are batched
+/// Scores the documents of several tasks, given as (name, tokenized documents), advancing `progress` by each
+/// batch's requests. Within a task, context groups of equal token length are batched
 /// together (longest first), up to [`CONTEXT_TOKENS`] context tokens and [`MAX_GROUPS`] groups per batch; their
 /// continuations run in chunks of similar length ([`continuation_chunks`]); the result of each request does not
 /// depend on the batching (tested).
 pub fn score_tasks<B: Backend>(
     model: &Llama<B>,
     tasks: &[(&str, &[TokDoc])],
-    progress: bool,
+    progress: &mut Progress,
 ) -> Result<Vec<Vec<Vec<Loglik>>>> {
-    let total: usize = tasks
-        .iter()
-        .flat_map(|t| t.1.iter().map(|d| d.requests))
-        .sum();
-    let bar = if progress {
-        indicatif::ProgressBar::new(total as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>13} [{bar:30}] {pos}/{len} requests, {per_sec}, ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
     let mut out = Vec::with_capacity(tasks.len());
-    // Without a bar (stderr not a terminal), a log line a minute tells a background run's progress.
-    let (t0, mut logged, mut done) = (std::time::Instant::now(), std::time::Instant::now(), 0usize);
     for (name, docs) in tasks {
-        bar.set_message(name.to_string());
+        progress.task(name);
         let mut units: Vec<Unit> = docs
             .iter()
             .enumerate()
@@ -396,16 +368,7 @@ pub fn score_tasks<B: Backend>(
                     u.doc
                 )
             })?;
-            bar.inc(rows as u64);
-            done += rows;
-            if !progress && logged.elapsed().as_secs() >= 60 {
-                logged = std::time::Instant::now();
-                let rate = done as f64 / t0.elapsed().as_secs_f64();
-                tracing::info!(
-                    "{done}/{total} requests of all tasks (now {name}), {rate:.1} requests/s, ETA {:.0} s",
-                    (total - done) as f64 / rate
-                );
-            }
+            progress.advance(name, rows);
             start = end;
         }
         out.push(
@@ -416,9 +379,11 @@ pub fn score_tasks<B: Backend>(
                 .with_context(|| name.to_string())?,
         );
     }
-    bar.finish_and_clear();
     Ok(out)
 }
+
+mod progress;
+pub use progress::Progress;
 
 #[cfg(test)]
 mod tests;

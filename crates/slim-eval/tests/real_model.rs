@@ -105,14 +105,14 @@ const TRANSFORMERS_FIRST_3: [(&str, u64, &[f64], &[bool]); 24] = [
 #[test]
 fn zero_shot_log_likelihoods_match_transformers() {
     use slim_data::zeroshot::Task;
-    use slim_eval::zeroshot::{score_tasks, tokenize_doc};
+    use slim_eval::zeroshot::{score_tasks, tokenize_doc, Progress};
     let dir = smollm2();
     let tok = Tokenizer::load(&dir).unwrap();
     let model = Llama::<Cpu>::load(&dir, &burn_flex::FlexDevice).unwrap();
     for task in Task::ALL {
         let docs = task.load(&repo().join("data"), Some(3)).expect("run `cargo xtask fetch zeroshot`");
         let toks: Vec<_> = docs.iter().map(|d| tokenize_doc(&tok, d, 0).unwrap()).collect();
-        let got = score_tasks(&model, &[(task.name(), &toks)], false).unwrap().pop().unwrap();
+        let got = score_tasks(&model, &[(task.name(), &toks)], &mut Progress::new(0, false)).unwrap().pop().unwrap();
         let want: Vec<_> = TRANSFORMERS_FIRST_3.iter().filter(|r| r.0 == task.name()).collect();
         assert_eq!(want.len(), 3);
         for ((d, g), w) in docs.iter().zip(&got).zip(want) {

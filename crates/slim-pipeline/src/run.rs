@@ -110,10 +110,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     // (it is also inside the times of the stages that needed it).
     let load_s = Cell::new(0.0);
     let load_weights = |weights: &mut Option<Weights>| -> Result<Weights> {
-        if weights.is_none() {
-            *weights = Some(timed(&load_s, || Weights::load(model_dir))?);
-        }
-        Ok(weights.clone().expect("just loaded"))
+        Ok(dense_weights(weights, model_dir, &load_s)?.clone())
     };
 
     // Layer importance (dense pass).
@@ -122,10 +119,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     // modes start (nothing is pruned yet), so the per-layer pass need not build it again.
     let mut built: Option<Llama<B>> = None;
     let (importance, imp_key) = cached(store, &mut report, force, "capture", &imp_doc, || {
-        if weights.is_none() {
-            weights = Some(timed(&load_s, || Weights::load(model_dir))?);
-        }
-        let w = weights.as_ref().expect("just loaded");
+        let w = dense_weights(&mut weights, model_dir, &load_s)?;
         let model = timed(&load_s, || Llama::<B>::from_weights(dense_cfg.clone(), w, device))?;
         let bar = layer_bar(progress, n_layers as u64, "importance");
         let r: LayerImportance = layer_importance(&model, &ids, nw, sl, &mut |_| bar.inc(1))?;
@@ -138,10 +132,7 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     let taylor = match graph.taylor(calib_key)? {
         Some(d) => {
             let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
-                if weights.is_none() {
-                    weights = Some(timed(&load_s, || Weights::load(model_dir))?);
-                }
-                let w = weights.as_ref().expect("just loaded");
+                let w = dense_weights(&mut weights, model_dir, &load_s)?;
                 let bar = layer_bar(progress, n_layers as u64, "gradients");
                 let t = slim_capture::taylor_stats::<B>(&dense_cfg, w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
                 bar.finish_and_clear();
@@ -392,6 +383,14 @@ fn layer_input<'m, B: Backend>(
         *xi = Some(slim_capture::layer_input(m, ids, nw, sl, l)?);
     }
     Ok((m, xi.clone().expect("set")))
+}
+
+/// The dense weights, read on first need (the reading timed into `load_s`).
+fn dense_weights<'w>(weights: &'w mut Option<Weights>, model_dir: &Path, load_s: &Cell<f64>) -> Result<&'w Weights> {
+    if weights.is_none() {
+        *weights = Some(timed(load_s, || Weights::load(model_dir))?);
+    }
+    Ok(weights.as_ref().expect("just loaded"))
 }
 
 /// Runs `f`, adding its wall time to `acc`.

@@ -51,21 +51,7 @@ pub(super) fn add_zeroshot(results: &mut Vec<Value>, v: Value) -> anyhow::Result
             into["config"][k] = (a + b).into();
         }
     }
-    let metric = |t: Task| match t.paper_metric() {
-        Some(PaperMetric::AccNorm) => "acc_norm",
-        _ => "acc",
-    };
-    let vals: Option<Vec<f64>> = Task::PAPER
-        .iter()
-        .map(|&t| into["results"][t.name()][metric(t)].as_f64())
-        .collect();
-    into["average"] = match vals {
-        Some(v) => serde_json::json!({
-            "value": v.iter().sum::<f64>() / v.len() as f64,
-            "metrics": Task::PAPER.iter().map(|&t| (t.name().to_string(), Value::from(metric(t)))).collect::<serde_json::Map<_, _>>(),
-        }),
-        None => Value::Null,
-    };
+    into["average"] = crate::zeroshot::paper_average(&into["results"]);
     Ok(())
 }
 
@@ -103,11 +89,7 @@ pub(super) fn zeroshot_section(results: &[Value]) -> String {
     for r in results {
         let res = &r["results"];
         let cell = |t: Task| {
-            let key = if t.paper_metric() == Some(PaperMetric::AccNorm) {
-                "acc_norm"
-            } else {
-                "acc"
-            };
+            let key = t.paper_metric().map_or("acc", PaperMetric::key);
             res[t.name()][key].as_f64().map_or("-".into(), |v| {
                 let se = res[t.name()][format!("{key}_stderr")]
                     .as_f64()

@@ -65,7 +65,7 @@ fn check_against_naive(spec: &SyntheticSpec) {
     let (cfg, w) = spec.build();
     let model = Llama::<Cpu>::from_weights(cfg.clone(), &w, &Default::default()).unwrap();
     let docs = random_docs(cfg.vocab_size, 14, 5);
-    let batched = score_tasks(&model, &[("t", &docs)], false)
+    let batched = score_tasks(&model, &[("t", &docs)], &mut super::Progress::new(0, false))
         .unwrap()
         .pop()
         .unwrap();
