@@ -109,7 +109,8 @@ const CONTEXT_TOKENS: usize = 2048;
 const MAX_GROUPS: usize = 256;
 const CONTINUATION_POSITIONS: usize = 1024;
 /// A continuation joins a chunk only if its length is at least this fraction of the chunk's longest, so that
-/// little of a chunk is padding. On HellaSwag's 10,042 documents (SmolLM2 tokenizer) 0.8 pads 0.10 M positions
+/// little of a chunk is padding. On HellaSwag's 10,042 documents (SmolLM2 tokenizer; counted by replaying the rules in
+/// Python) 0.8 pads 0.10 M positions
 /// where one padded pass per batch padded 0.70 M (against 1.65 M real context and continuation positions).
 const MIN_FILL: f64 = 0.8;
 
