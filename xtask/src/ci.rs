@@ -1,5 +1,10 @@
 //! `cargo xtask ci`: fetch what the tests need (`fetch ci`), `cargo test --workspace --release`, then a short
 //! run of every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
+//!
+//! A cold run writes about 4.5 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
+//! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB), so the free
+//! space is logged before each step: a full disk then shows in the log, not only as a linker
+//! crash.
 
 use std::process::Command;
 
@@ -18,14 +23,69 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
         root: util::repo_root(),
         force: false,
     };
+    log_free_space(&ctx.root, "fetch");
     fetch::fetch(&ctx, &[Target::Ci])?;
+    log_free_space(&ctx.root, "tests");
     util::run(
         Command::new(util::cargo()).args(["test", "--workspace", "--release"]),
         &ctx.root,
     )?;
+    log_free_space(&ctx.root, "fuzzing");
     crate::fuzz::run(&crate::fuzz::Args {
         targets: Vec::new(),
         runs: -1,
         seconds: Some(20),
     })
+}
+
+/// Logs the free space of the repository's file system before `step`, with a warning under
+/// [`LOW_SPACE_BYTES`]. Nothing fails here: `df` may be missing, and the step may still fit.
+fn log_free_space(root: &std::path::Path, step: &str) {
+    match free_bytes(root) {
+        Some(free) => {
+            let gb = free as f64 / 1e9;
+            if free < LOW_SPACE_BYTES {
+                eprintln!(
+                    "== warning: {gb:.1} GB free before {step}; a cold `cargo xtask ci` writes about 4.5 GB"
+                );
+            } else {
+                eprintln!("== {gb:.1} GB free before {step}");
+            }
+        }
+        None => eprintln!("== free space unknown before {step} (`df` failed)"),
+    }
+}
+
+/// Below this much free space the log warns.
+const LOW_SPACE_BYTES: u64 = 5_000_000_000;
+
+/// Free bytes on the file system holding `path`, from POSIX `df -Pk`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_df_available(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The "Available" column (in 1024-byte blocks) of `df -Pk`'s second line, in bytes.
+fn parse_df_available(text: &str) -> Option<u64> {
+    let line = text.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn df_available_column() {
+        let text = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                    /dev/vda         263174212 67108864  29360128      70% /\n";
+        assert_eq!(parse_df_available(text), Some(29_360_128 * 1024));
+        assert_eq!(parse_df_available("Filesystem\n"), None);
+        assert_eq!(parse_df_available(""), None);
+        assert_eq!(parse_df_available("h\n/dev/vda 1 2 many 3% /\n"), None);
+    }
 }
