@@ -55,7 +55,9 @@ pub(super) fn add_zeroshot(results: &mut Vec<Value>, v: Value) -> anyhow::Result
     Ok(())
 }
 
-/// `(label, parameters in millions, seven-task average in %)` of each result that holds all seven tasks.
+/// `(label, parameters in millions, seven-task average in %, is the dense model)` of each result
+/// that holds all seven tasks; the label names the documents scored ("full sets" or "first N"),
+/// since one model is often evaluated on both.
 pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)> {
     let dense_params = results
         .iter()
@@ -67,7 +69,16 @@ pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)
             let avg = r["average"]["value"].as_f64()?;
             let params = r["config"]["params"].as_f64()?;
             let name = model_name(r["config"]["model"].as_str().unwrap_or("?"));
-            Some((name, params / 1e6, 100.0 * avg, params == dense_params))
+            let docs = match r["config"]["limit"].as_u64() {
+                Some(l) => format!("first {l}"),
+                None => "full sets".into(),
+            };
+            Some((
+                format!("{name} ({docs})"),
+                params / 1e6,
+                100.0 * avg,
+                params == dense_params,
+            ))
         })
         .collect()
 }

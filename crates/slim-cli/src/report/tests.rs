@@ -120,14 +120,11 @@ fn the_report_shows_zero_shot_results_and_generations() {
     );
     let svg = std::fs::read_to_string(out.join("zeroshot_vs_params.svg")).unwrap();
     assert!(svg.starts_with("<svg") && md.contains("zeroshot_vs_params.svg"));
-    assert_eq!(
-        evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot)
-            .iter()
-            .filter(|p| p.3)
-            .count(),
-        1,
-        "one dense point"
-    );
+    let points = evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot);
+    let labels: Vec<&str> = points.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(labels, ["smollm2-135m (first 10)", "p20 (first 10)"]);
+    assert_eq!(points.iter().filter(|p| p.3).count(), 1, "one dense point");
+    assert!((points[1].1 - 107.0).abs() < 1e-9 && (points[1].2 - 44.0).abs() < 1e-9);
 }
 
 #[test]
@@ -200,6 +197,9 @@ fn per_task_zeroshot_results_of_one_model_merge_into_one_row_with_the_average() 
     assert_eq!(all[0]["average"]["metrics"]["hellaswag"], "acc_norm");
     assert_eq!(all[0]["config"]["seconds"].as_f64(), Some(14.0));
     assert_eq!(all[0]["n_samples"].as_object().unwrap().len(), 7);
+    let points = evals::accuracy_points(&all);
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].0, "m (full sets)");
     // Another --limit is another row; the same task twice is an error naming the file.
     let limited = tmp.path().join("limited.json");
     std::fs::write(&limited, one("boolq", acc(0.25), Some(2)).to_string()).unwrap();
