@@ -84,7 +84,18 @@ pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)
 }
 
 /// One row per result: the metric the paper reports for each task (%), the average, LAMBADA.
+/// Full-set rows come first, then by `--limit`; within each, larger models first.
 pub(super) fn zeroshot_section(results: &[Value]) -> String {
+    let mut results: Vec<&Value> = results.iter().collect();
+    results.sort_by(|a, b| {
+        let key = |r: &Value| {
+            let limit = r["config"]["limit"].as_u64();
+            (limit.is_some(), limit, -f(&r["config"]["params"]))
+        };
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let mut md = String::from("\n## Zero-shot accuracy (%, lm-eval 0.3 semantics; acc_norm where marked *)\n\n| model | parameters | ");
     for t in Task::PAPER {
         let star = if t.paper_metric() == Some(PaperMetric::AccNorm) {
