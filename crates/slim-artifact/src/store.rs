@@ -11,6 +11,14 @@ use crate::error::{Result, StoreError};
 use crate::explain::{self, Explanation};
 use crate::fsutil;
 use crate::key::{check_name, Key, KeyDoc};
+
+/// A cached entry the explanation may point to: (number of changes, newest first, its key, the changes).
+type Candidate = (
+    usize,
+    std::cmp::Reverse<(u64, Key)>,
+    Key,
+    Vec<explain::Change>,
+);
 use crate::writer::EntryWriter;
 use crate::{CACHE_FORMAT, FORMAT_FILE, MANIFEST_FILE};
 
@@ -110,7 +118,7 @@ impl Store {
         if self.lookup(doc.stage(), &key)?.is_some() {
             return Ok(Explanation::Hit { key });
         }
-        let mut best: Option<(usize, std::cmp::Reverse<(u64, Key)>, Key, Vec<explain::Change>)> = None;
+        let mut best: Option<Candidate> = None;
         for k in self.keys_of(doc.stage())? {
             if let Some(e) = self.lookup(doc.stage(), &k)? {
                 let changes = explain::diff(e.key_doc(), doc);

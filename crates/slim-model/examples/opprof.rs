@@ -1,4 +1,5 @@
 //! Times the burn ops of one forward pass in isolation (a profiling aid, not a test).
+#![allow(clippy::single_range_in_vec_init)] // burn's `slice` takes one range per dimension
 use burn_tensor::{activation::softmax, Distribution, Tensor};
 use slim_model::Cpu;
 use std::time::Instant;
