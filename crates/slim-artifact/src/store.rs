@@ -11,6 +11,8 @@ use crate::error::{Result, StoreError};
 use crate::explain::{self, Explanation};
 use crate::fsutil;
 use crate::key::{check_name, Key, KeyDoc};
+use crate::writer::EntryWriter;
+use crate::{CACHE_FORMAT, FORMAT_FILE, MANIFEST_FILE};
 
 /// A cached entry the explanation may point to: (number of changes, newest first, its key, the changes).
 type Candidate = (
@@ -19,8 +21,6 @@ type Candidate = (
     Key,
     Vec<explain::Change>,
 );
-use crate::writer::EntryWriter;
-use crate::{CACHE_FORMAT, FORMAT_FILE, MANIFEST_FILE};
 
 /// Environment variable that overrides [`Store::default_root`].
 pub const CACHE_ENV: &str = "SLIMLLM_CACHE";
