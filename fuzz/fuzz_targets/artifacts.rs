@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
             // Take the stage and key the manifest claims, so that the checks past them run.
             let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
             let stage = v["stage"].as_str().unwrap_or("capture").to_string();
-            let key = v["key"].as_str().and_then(|k| k.parse::<slim_artifact::Key>().ok()).unwrap_or_else(|| slim_artifact::Key::parse(&"0".repeat(32)).expect("a valid key"));
+            let key = v["key"]
+                .as_str()
+                .and_then(|k| k.parse::<slim_artifact::Key>().ok())
+                .unwrap_or_else(|| slim_artifact::Key::parse(&"0".repeat(32)).expect("a valid key"));
             let _ = slim_artifact::parse_manifest(std::path::Path::new("manifest.json"), bytes, &stage, key);
         }
         1 => {

@@ -8,7 +8,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(cfg) = slim_checkpoint::ModelConfig::from_json_str(text) {
         let _ = cfg.num_params();
-        let again = slim_checkpoint::ModelConfig::from_json_str(&cfg.to_json().to_string()).expect("a loaded config reloads");
+        let again =
+            slim_checkpoint::ModelConfig::from_json_str(&cfg.to_json().to_string()).expect("a loaded config reloads");
         assert_eq!(again.layers, cfg.layers);
         assert_eq!(again.num_params(), cfg.num_params());
         let _ = slim_checkpoint::weights::expected_shapes(&cfg);

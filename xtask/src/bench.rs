@@ -65,25 +65,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let root = util::repo_root();
     match &args.bench {
         Bench::Forward { torch_venv, rounds } => {
-            let ours = [
-                "bench",
-                "--model",
-                MODEL,
-                "--batch",
-                BATCH,
-                "--seq-len",
-                SEQ_LEN,
-                "--no-decode",
-            ];
+            let ours = ["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN, "--no-decode"];
             let torch = ["--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN];
             compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &[])
         }
-        Bench::Decode {
-            torch_venv,
-            rounds,
-            tokens,
-            threads,
-        } => {
+        Bench::Decode { torch_venv, rounds, tokens, threads } => {
             let (tokens, threads) = (tokens.to_string(), threads.to_string());
             // One prefill of a single token runs first (slimllm bench has no decode-only mode); its
             // JSON line comes before the decode one, and the last line counts.
@@ -102,18 +88,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "--decode-prompt",
                 SEQ_LEN,
             ];
-            let torch = [
-                "--model",
-                MODEL,
-                "--seq-len",
-                SEQ_LEN,
-                "--repeats",
-                "3",
-                "--decode",
-                &tokens,
-                "--threads",
-                &threads,
-            ];
+            let torch =
+                ["--model", MODEL, "--seq-len", SEQ_LEN, "--repeats", "3", "--decode", &tokens, "--threads", &threads];
             let env = [("RAYON_NUM_THREADS", threads.as_str())];
             compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env)
         }
@@ -131,13 +107,7 @@ fn compare_rounds(
     torch_args: &[&str],
     env: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    let venv = venv.map(|v| {
-        if v.is_absolute() {
-            v.to_path_buf()
-        } else {
-            root.join(v)
-        }
-    });
+    let venv = venv.map(|v| if v.is_absolute() { v.to_path_buf() } else { root.join(v) });
     let (mut ours, mut torch) = (Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
         let mut cmd = slimllm();
@@ -155,11 +125,7 @@ fn compare_rounds(
             );
         }
         let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
-        println!(
-            "round {round}: slimllm {} tokens/s, torch {} tokens/s",
-            last(&ours),
-            last(&torch)
-        );
+        println!("round {round}: slimllm {} tokens/s, torch {} tokens/s", last(&ours), last(&torch));
     }
     let o = median(&ours).unwrap_or(f64::NAN);
     match median(&torch) {
@@ -199,38 +165,18 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     let stages = summary["stages"].as_array().cloned().unwrap_or_default();
     let secs = |name: &str| {
-        stages
-            .iter()
-            .filter(|s| s["name"] == name)
-            .map(|s| s["seconds"].as_f64().unwrap_or(0.0))
-            .sum::<f64>()
+        stages.iter().filter(|s| s["name"] == name).map(|s| s["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>()
     };
-    let total = summary["pruning_seconds"]
-        .as_f64()
-        .ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
+    let total =
+        summary["pruning_seconds"].as_f64().ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
     let load = secs("load");
     let mut cmd = slimllm();
-    cmd.args([
-        "bench",
-        "--model",
-        MODEL,
-        "--batch",
-        "32",
-        "--seq-len",
-        "128",
-        "--repeats",
-        "3",
-        "--no-decode",
-    ]);
+    cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3", "--no-decode"]);
     let out = util::run_capture(&mut cmd, root)?;
     let fwd: f64 = out
         .lines()
         .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["median_s"].as_f64())
-        })
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["median_s"].as_f64()))
         .ok_or_else(|| format_err!("slimllm bench printed no median_s"))?;
     for s in &stages {
         println!(
@@ -257,13 +203,7 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    (n > 0).then(|| {
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    })
+    (n > 0).then(|| if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// The throughput a benchmark printed: `tokens_per_s` of the last JSON line that has it, else the number before the
@@ -276,12 +216,7 @@ fn tokens_per_s(stdout: &str) -> Option<f64> {
     json.or_else(|| {
         stdout.lines().rev().find_map(|line| {
             let before = &line[..line.find("tokens/s")?];
-            before
-                .split_whitespace()
-                .last()?
-                .trim_end_matches(':')
-                .parse()
-                .ok()
+            before.split_whitespace().last()?.trim_end_matches(':').parse().ok()
         })
     })
 }
@@ -299,14 +234,8 @@ mod tests {
 
     #[test]
     fn parses_throughput() {
-        assert_eq!(
-            tokens_per_s("x\n{\"tokens_per_s\": 12.5, \"a\": 1}\n"),
-            Some(12.5)
-        );
-        assert_eq!(
-            tokens_per_s("forward: 3000.25 tokens/s (median)\n"),
-            Some(3000.25)
-        );
+        assert_eq!(tokens_per_s("x\n{\"tokens_per_s\": 12.5, \"a\": 1}\n"), Some(12.5));
+        assert_eq!(tokens_per_s("forward: 3000.25 tokens/s (median)\n"), Some(3000.25));
         assert_eq!(tokens_per_s("nothing\n"), None);
     }
 }

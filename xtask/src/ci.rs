@@ -19,23 +19,13 @@ pub struct Args {}
 
 /// Runs `cargo xtask ci`.
 pub fn run(_args: &Args) -> anyhow::Result<()> {
-    let ctx = Ctx {
-        root: util::repo_root(),
-        force: false,
-    };
+    let ctx = Ctx { root: util::repo_root(), force: false };
     log_free_space(&ctx.root, "fetch");
     fetch::fetch(&ctx, &[Target::Ci])?;
     log_free_space(&ctx.root, "tests");
-    util::run(
-        Command::new(util::cargo()).args(["test", "--workspace", "--release"]),
-        &ctx.root,
-    )?;
+    util::run(Command::new(util::cargo()).args(["test", "--workspace", "--release"]), &ctx.root)?;
     log_free_space(&ctx.root, "fuzzing");
-    crate::fuzz::run(&crate::fuzz::Args {
-        targets: Vec::new(),
-        runs: -1,
-        seconds: Some(20),
-    })
+    crate::fuzz::run(&crate::fuzz::Args { targets: Vec::new(), runs: -1, seconds: Some(20) })
 }
 
 /// Logs the free space of the repository's file system before `step`, with a warning under
@@ -45,9 +35,7 @@ fn log_free_space(root: &std::path::Path, step: &str) {
         Some(free) => {
             let gb = free as f64 / 1e9;
             if free < LOW_SPACE_BYTES {
-                eprintln!(
-                    "== warning: {gb:.1} GB free before {step}; a cold `cargo xtask ci` writes about 4.5 GB"
-                );
+                eprintln!("== warning: {gb:.1} GB free before {step}; a cold `cargo xtask ci` writes about 4.5 GB");
             } else {
                 eprintln!("== {gb:.1} GB free before {step}");
             }

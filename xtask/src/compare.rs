@@ -72,7 +72,8 @@ pub struct CompareArgs {
 /// Runs `command` (`compare-scorers`, `compare-allocations`, `compare-recoveries`, `grid`);
 /// `argv` are the arguments after it.
 pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
-    let a = CompareArgs::try_parse_from(std::iter::once(command.to_string()).chain(argv.iter().cloned())).map_err(|e| format_err!("{e}"))?;
+    let a = CompareArgs::try_parse_from(std::iter::once(command.to_string()).chain(argv.iter().cloned()))
+        .map_err(|e| format_err!("{e}"))?;
     let rows0 = match command {
         "grid" => grid_rows::grid(&a.calib_mode),
         _ => {
@@ -111,8 +112,10 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
             if let Err(e) = util::run(&mut cmd, &root) {
                 // One failing recipe (an unreachable target, say) does not lose the others.
                 eprintln!("{run}: {e:#}");
-                results.push(json!({"target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
-                                    "recovery": row.recovery, "mode": row.mode, "run": run, "error": format!("{e:#}")}));
+                results.push(
+                    json!({"target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
+                                    "recovery": row.recovery, "mode": row.mode, "run": run, "error": format!("{e:#}")}),
+                );
                 continue;
             }
             let dir = root.join("data/runs").join(&run);
@@ -159,7 +162,18 @@ fn zeroshot_of(root: &Path, model: &str, out: &Path, limit: usize) -> anyhow::Re
         return Ok(v);
     }
     let mut cmd = slimllm();
-    cmd.args(["--quiet", "eval", "zeroshot", "--model", model, "--tasks", PAPER_TASKS, "--limit", &limit.to_string(), "--out"]);
+    cmd.args([
+        "--quiet",
+        "eval",
+        "zeroshot",
+        "--model",
+        model,
+        "--tasks",
+        PAPER_TASKS,
+        "--limit",
+        &limit.to_string(),
+        "--out",
+    ]);
     cmd.arg(out);
     util::run(&mut cmd, root)?;
     read_json(out)
@@ -168,8 +182,10 @@ fn zeroshot_of(root: &Path, model: &str, out: &Path, limit: usize) -> anyhow::Re
 /// The dense model's figures, from the first run's summary (and its own zero-shot run).
 fn dense_row(root: &Path, results: &[Value], texts: &[&str], zs: Option<usize>) -> anyhow::Result<Value> {
     let Some(first) = results.first() else { return Ok(Value::Null) };
-    let summary = read_json(&root.join("data/runs").join(first["run"].as_str().unwrap_or_default()).join("summary.json"))?;
-    let ppl: serde_json::Map<String, Value> = texts.iter().map(|t| (t.to_string(), summary["ppl"][*t]["before"]["ppl"].clone())).collect();
+    let summary =
+        read_json(&root.join("data/runs").join(first["run"].as_str().unwrap_or_default()).join("summary.json"))?;
+    let ppl: serde_json::Map<String, Value> =
+        texts.iter().map(|t| (t.to_string(), summary["ppl"][*t]["before"]["ppl"].clone())).collect();
     let avg = match zs {
         Some(n) => {
             let model = summary["model"].as_str().context("summary.json has no model")?;

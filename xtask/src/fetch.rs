@@ -63,23 +63,14 @@ pub struct Ctx {
 
 /// Runs `cargo xtask fetch`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let ctx = Ctx {
-        root: util::repo_root(),
-        force: args.force,
-    };
+    let ctx = Ctx { root: util::repo_root(), force: args.force };
     fetch(&ctx, &args.names)
 }
 
 /// Fetches the given targets in order, expanding groups and skipping duplicates.
 pub fn fetch(ctx: &Ctx, names: &[Target]) -> anyhow::Result<()> {
     for target in expand(names) {
-        eprintln!(
-            "== fetch {}",
-            target
-                .to_possible_value()
-                .expect("no skipped variants")
-                .get_name()
-        );
+        eprintln!("== fetch {}", target.to_possible_value().expect("no skipped variants").get_name());
         match target {
             Target::Smollm2 => models::smollm2(ctx)?,
             Target::QwenCoder05b => models::qwen_coder_05b(ctx)?,
@@ -105,13 +96,7 @@ fn expand(names: &[Target]) -> Vec<Target> {
                 Target::LlamaVocab,
                 Target::Zeroshot,
             ],
-            Target::Ci => &[
-                Target::Smollm2,
-                Target::Ptb,
-                Target::Brown,
-                Target::LlamaVocab,
-                Target::Zeroshot,
-            ],
+            Target::Ci => &[Target::Smollm2, Target::Ptb, Target::Brown, Target::LlamaVocab, Target::Zeroshot],
             _ => std::slice::from_ref(&name),
         };
         for &t in group {
@@ -125,18 +110,13 @@ fn expand(names: &[Target]) -> Vec<Target> {
 
 /// `path` relative to the repository root, for printing and for command lines run there.
 fn rel(ctx: &Ctx, path: &std::path::Path) -> String {
-    path.strip_prefix(&ctx.root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(&ctx.root).unwrap_or(path).display().to_string()
 }
 
 /// `python3 -m pip download --no-deps <specs> -d <dir>`.
 fn pip_download(ctx: &Ctx, specs: &[&str], dir: &std::path::Path) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new("python3");
-    cmd.args(["-m", "pip", "download", "--no-deps", "-d"])
-        .arg(dir)
-        .args(specs);
+    cmd.args(["-m", "pip", "download", "--no-deps", "-d"]).arg(dir).args(specs);
     util::run(&mut cmd, &ctx.root)
 }
 
@@ -148,13 +128,7 @@ mod tests {
     fn groups_expand_without_duplicates() {
         assert_eq!(
             expand(&[Target::Ptb, Target::Ci]),
-            vec![
-                Target::Ptb,
-                Target::Smollm2,
-                Target::Brown,
-                Target::LlamaVocab,
-                Target::Zeroshot
-            ]
+            vec![Target::Ptb, Target::Smollm2, Target::Brown, Target::LlamaVocab, Target::Zeroshot]
         );
         assert_eq!(expand(&[Target::All]).len(), 6);
     }

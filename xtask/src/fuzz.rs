@@ -15,13 +15,7 @@ use anyhow::{bail, Context};
 use crate::util;
 
 /// The harnesses, as named in fuzz/Cargo.toml.
-pub const TARGETS: [&str; 5] = [
-    "safetensors",
-    "gguf",
-    "config_json",
-    "tokenizer_json",
-    "artifacts",
-];
+pub const TARGETS: [&str; 5] = ["safetensors", "gguf", "config_json", "tokenizer_json", "artifacts"];
 
 /// Arguments of `cargo xtask fuzz`.
 #[derive(clap::Args)]
@@ -49,17 +43,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         args.targets.iter().map(String::as_str).collect()
     };
-    if util::run_capture(
-        Command::new(util::cargo()).args(["fuzz", "--version"]),
-        &root,
-    )
-    .is_err()
-    {
+    if util::run_capture(Command::new(util::cargo()).args(["fuzz", "--version"]), &root).is_err() {
         eprintln!("== installing cargo-fuzz");
-        util::run(
-            Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz@0.13.2"]),
-            &root,
-        )?;
+        util::run(Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz@0.13.2"]), &root)?;
     }
     let mut report = Vec::new();
     for t in targets {
@@ -72,21 +58,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .arg(root.join("fuzz/seeds").join(t))
             .arg("--")
             .arg(format!("-runs={}", args.runs))
-            .args([
-                "-rss_limit_mb=2048",
-                "-malloc_limit_mb=2048",
-                "-timeout=10",
-                "-print_final_stats=1",
-            ]);
+            .args(["-rss_limit_mb=2048", "-malloc_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]);
         if let Some(s) = args.seconds {
             cmd.arg(format!("-max_total_time={s}"));
         }
         eprintln!("== fuzz {t}");
         let t0 = std::time::Instant::now();
-        let out = cmd
-            .current_dir(&root)
-            .output()
-            .context("cannot start cargo fuzz")?;
+        let out = cmd.current_dir(&root).output().context("cannot start cargo fuzz")?;
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
             eprintln!("{log}");
@@ -94,24 +72,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         let runs = log
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("stat::number_of_executed_units:")
-                    .map(|v| v.trim().to_string())
-            })
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:").map(|v| v.trim().to_string()))
             .unwrap_or_else(|| "?".into());
         let cov = log
             .lines()
             .rev()
-            .find_map(|l| {
-                l.split("cov: ")
-                    .nth(1)
-                    .map(|v| v.split_whitespace().next().unwrap_or("?").to_string())
-            })
+            .find_map(|l| l.split("cov: ").nth(1).map(|v| v.split_whitespace().next().unwrap_or("?").to_string()))
             .unwrap_or_else(|| "?".into());
-        let line = format!(
-            "{t}: {runs} executions in {:.0} s, coverage {cov} edges, no crash",
-            t0.elapsed().as_secs_f64()
-        );
+        let line =
+            format!("{t}: {runs} executions in {:.0} s, coverage {cov} edges, no crash", t0.elapsed().as_secs_f64());
         eprintln!("{line}");
         report.push(line);
     }

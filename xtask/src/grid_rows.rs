@@ -18,13 +18,28 @@ pub struct Row {
 
 impl Row {
     fn new(label: &str, scorer: &str, allocation: &str, recovery: &str, mode: &str) -> Self {
-        Row { label: label.into(), scorer: scorer.into(), allocation: allocation.into(), recovery: recovery.into(), mode: mode.into(), ridge: None }
+        Row {
+            label: label.into(),
+            scorer: scorer.into(),
+            allocation: allocation.into(),
+            recovery: recovery.into(),
+            mode: mode.into(),
+            ridge: None,
+        }
     }
 
     /// The run directory name under data/runs.
     pub fn run_name(&self, target: f64, gqa: &str) -> String {
         let ridge = self.ridge.map_or_else(String::new, |e| format!("-ridge{e}"));
-        format!("cmp-{}-{}-{}{ridge}-{}-{}-{}pct", self.scorer, self.allocation, self.recovery, gqa, self.mode, (target * 100.0).round())
+        format!(
+            "cmp-{}-{}-{}{ridge}-{}-{}-{}pct",
+            self.scorer,
+            self.allocation,
+            self.recovery,
+            gqa,
+            self.mode,
+            (target * 100.0).round()
+        )
     }
 
     /// The recovery as the table shows it (with ε for a chosen lstsq ridge).
@@ -91,9 +106,13 @@ pub fn grid(mode: &str) -> Vec<Row> {
 /// One result of the table: the row, the summary's figures and the zero-shot average.
 pub fn result(target: f64, row: &Row, s: &Value, texts: &[&str], zs: Option<&Value>) -> Value {
     let stage = |name: &str, field: &str| {
-        s["stages"].as_array().and_then(|v| v.iter().find(|x| x["name"] == name)).map_or(0, |x| x[field].as_u64().unwrap_or(0))
+        s["stages"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == name))
+            .map_or(0, |x| x[field].as_u64().unwrap_or(0))
     };
-    let ppl: serde_json::Map<String, Value> = texts.iter().map(|t| (t.to_string(), s["ppl"][*t]["after"]["ppl"].clone())).collect();
+    let ppl: serde_json::Map<String, Value> =
+        texts.iter().map(|t| (t.to_string(), s["ppl"][*t]["after"]["ppl"].clone())).collect();
     json!({
         "target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
         "recovery": row.recovery_label(), "mode": row.mode, "lstsq_ridge": row.ridge, "run": s["run"], "params_after": s["params_after"],
@@ -110,7 +129,10 @@ fn num(v: &Value, digits: usize) -> String {
 
 /// The Markdown table of `results`, with the dense model's line below it.
 pub fn table(results: &[Value], texts: &[&str], zeroshot: bool, dense: &Value) -> String {
-    let mut header: Vec<String> = ["target", "recipe", "scorer", "allocation", "recovery", "calibration", "params after", "removed %"].map(String::from).to_vec();
+    let mut header: Vec<String> =
+        ["target", "recipe", "scorer", "allocation", "recovery", "calibration", "params after", "removed %"]
+            .map(String::from)
+            .to_vec();
     header.extend(texts.iter().map(|t| format!("{t} PPL")));
     if zeroshot {
         header.push("zero-shot avg".into());
@@ -119,9 +141,16 @@ pub fn table(results: &[Value], texts: &[&str], zeroshot: bool, dense: &Value) -
     let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for r in results {
         if let Some(e) = r["error"].as_str() {
-            out += &format!("| {:.0} % | {} | {} | {} | {} | {} | failed: {} |\n", r["target"].as_f64().unwrap_or(f64::NAN) * 100.0,
-                r["label"].as_str().unwrap_or_default(), r["scorer"].as_str().unwrap_or_default(), r["allocation"].as_str().unwrap_or_default(),
-                r["recovery"].as_str().unwrap_or_default(), r["mode"].as_str().unwrap_or_default(), e.lines().next().unwrap_or_default());
+            out += &format!(
+                "| {:.0} % | {} | {} | {} | {} | {} | failed: {} |\n",
+                r["target"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                r["label"].as_str().unwrap_or_default(),
+                r["scorer"].as_str().unwrap_or_default(),
+                r["allocation"].as_str().unwrap_or_default(),
+                r["recovery"].as_str().unwrap_or_default(),
+                r["mode"].as_str().unwrap_or_default(),
+                e.lines().next().unwrap_or_default()
+            );
             continue;
         }
         let mut cells = vec![
@@ -163,7 +192,8 @@ mod tests {
         let rows = cross(&["slimllm".into(), "taylor".into()], &[], &["affine".into(), "lstsq".into()], "dense");
         assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|r| r.allocation == "cosine" && r.mode == "dense"));
-        let names: std::collections::BTreeSet<String> = grid("dense").iter().flat_map(|r| [0.2, 0.5].map(|t| r.run_name(t, "whole-group"))).collect();
+        let names: std::collections::BTreeSet<String> =
+            grid("dense").iter().flat_map(|r| [0.2, 0.5].map(|t| r.run_name(t, "whole-group"))).collect();
         assert_eq!(names.len(), 2 * grid("dense").len(), "every grid run has its own directory");
         assert_eq!(rows[3].run_name(0.5, "whole-group"), "cmp-taylor-cosine-lstsq-whole-group-dense-50pct");
         let swept = with_ridges(rows, &[0.1, 10.0]);
@@ -180,7 +210,12 @@ mod tests {
         let row = Row::new("x", "magnitude", "cosine", "affine", "dense");
         let zs = json!({"average": {"value": 0.4123}, "results": {}});
         let r = result(0.2, &row, &s, &["ptb-valid"], Some(&zs));
-        let t = table(&[r], &["ptb-valid"], true, &json!({"params": 134515008u64, "ppl": {"ptb-valid": 99.0}, "zeroshot_average": 0.45}));
+        let t = table(
+            &[r],
+            &["ptb-valid"],
+            true,
+            &json!({"params": 134515008u64, "ppl": {"ptb-valid": 99.0}, "zeroshot_average": 0.45}),
+        );
         assert!(t.contains("| 20 % | x | magnitude | cosine | affine | dense | 107611776 | 20.000 | 196.23 | 41.23 | 12.5 | 0 | 53 |"), "{t}");
         assert!(t.contains("dense model: 134515008 parameters, ptb-valid 99.00, zero-shot average 45.00"), "{t}");
     }

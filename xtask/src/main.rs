@@ -7,9 +7,9 @@
 mod bench;
 mod ci;
 mod compare;
-mod grid_rows;
 mod fetch;
 mod fuzz;
+mod grid_rows;
 mod pipeline;
 mod util;
 
@@ -65,15 +65,9 @@ mod tests {
     #[test]
     fn pipeline_passes_extra_arguments_through() {
         let cli = Cli::try_parse_from(["xtask", "pipeline", "--windows", "10", "-v"]).unwrap();
-        let Command::Pipeline(args) = cli.command else {
-            panic!("not the pipeline command")
-        };
+        let Command::Pipeline(args) = cli.command else { panic!("not the pipeline command") };
         assert_eq!(args.extra, ["--windows", "10", "-v"]);
-        assert!(
-            Cli::try_parse_from(["xtask", "fetch", "ptb", "qwen2.5-coder-0.5b", "--force"]).is_ok()
-        );
-        assert!(
-            Cli::try_parse_from(["xtask", "bench", "forward", "--torch-venv", ".venv-ref"]).is_ok()
-        );
+        assert!(Cli::try_parse_from(["xtask", "fetch", "ptb", "qwen2.5-coder-0.5b", "--force"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "forward", "--torch-venv", ".venv-ref"]).is_ok());
     }
 }

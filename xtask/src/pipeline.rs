@@ -25,22 +25,15 @@ pub struct Args {
 const NEEDS: &[Target] = &[Target::Smollm2, Target::Ptb, Target::Brown];
 
 /// The `slimllm` invocations, in order.
-const STEPS: &[&[&str]] = &[&[
-    "pipeline",
-    "run",
-    "--model",
-    "data/models/smollm2-135m",
-    "--report",
-]];
+const STEPS: &[&[&str]] = &[&["pipeline", "run", "--model", "data/models/smollm2-135m", "--report"]];
 
 /// Runs `cargo xtask pipeline`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let ctx = Ctx {
-        root: util::repo_root(),
-        force: false,
-    };
+    let ctx = Ctx { root: util::repo_root(), force: false };
     fetch::fetch(&ctx, NEEDS)?;
-    if let Some(cmd @ ("compare-scorers" | "compare-allocations" | "compare-recoveries" | "grid")) = args.extra.first().map(String::as_str) {
+    if let Some(cmd @ ("compare-scorers" | "compare-allocations" | "compare-recoveries" | "grid")) =
+        args.extra.first().map(String::as_str)
+    {
         return crate::compare::run(cmd, &args.extra[1..]);
     }
     for (i, step) in STEPS.iter().enumerate() {
@@ -61,14 +54,6 @@ pub fn slimllm() -> Command {
         return Command::new(bin);
     }
     let mut cmd = Command::new(util::cargo());
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "slim-cli",
-        "--bin",
-        "slimllm",
-        "--",
-    ]);
+    cmd.args(["run", "--release", "-p", "slim-cli", "--bin", "slimllm", "--"]);
     cmd
 }

@@ -32,9 +32,7 @@ pub fn run(cmd: &mut Command, dir: &Path) -> anyhow::Result<()> {
     cmd.current_dir(dir);
     let shown = show(cmd);
     eprintln!("$ {shown}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{shown}`"))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed: {status}");
     }
@@ -46,9 +44,7 @@ pub fn run_capture(cmd: &mut Command, dir: &Path) -> anyhow::Result<String> {
     cmd.current_dir(dir).stdout(Stdio::piped());
     let shown = show(cmd);
     eprintln!("$ {shown}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start `{shown}`"))?;
+    let out = cmd.output().with_context(|| format!("cannot start `{shown}`"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{stdout}");
     if !out.status.success() {
@@ -66,10 +62,7 @@ pub fn have_program(name: &str) -> bool {
 
 fn show(cmd: &Command) -> String {
     let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(
-        cmd.get_args()
-            .map(|a: &OsStr| a.to_string_lossy().into_owned()),
-    );
+    parts.extend(cmd.get_args().map(|a: &OsStr| a.to_string_lossy().into_owned()));
     parts.join(" ")
 }
 
@@ -84,14 +77,11 @@ pub fn md5_file(path: &Path) -> anyhow::Result<String> {
 }
 
 fn hash_file<D: Digest>(path: &Path) -> anyhow::Result<String> {
-    let mut file =
-        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = D::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -120,10 +110,7 @@ pub fn verify(path: &Path, kind: HashKind, expected: &str) -> anyhow::Result<()>
         HashKind::Md5 => ("md5", md5_file(path)?),
     };
     if actual != expected {
-        bail!(
-            "checksum mismatch for {}: expected {name} {expected}, actual {name} {actual}",
-            path.display()
-        );
+        bail!("checksum mismatch for {}: expected {name} {expected}, actual {name} {actual}", path.display());
     }
     eprintln!("  verified {name} {actual}  {}", path.display());
     Ok(())
@@ -131,14 +118,9 @@ pub fn verify(path: &Path, kind: HashKind, expected: &str) -> anyhow::Result<()>
 
 /// Checks a file's size in bytes.
 pub fn verify_size(path: &Path, expected: u64) -> anyhow::Result<()> {
-    let actual = fs::metadata(path)
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len();
+    let actual = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?.len();
     if actual != expected {
-        bail!(
-            "size mismatch for {}: expected {expected} bytes, actual {actual} bytes",
-            path.display()
-        );
+        bail!("size mismatch for {}: expected {expected} bytes, actual {actual} bytes", path.display());
     }
     Ok(())
 }
@@ -146,10 +128,8 @@ pub fn verify_size(path: &Path, expected: u64) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` through a temporary sibling that is renamed into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = tmp_sibling(path);
-    let mut f =
-        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     f.sync_all().ok();
     drop(f);
     rename(&tmp, path)
@@ -157,18 +137,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// `path` with `.tmp-<pid>` appended to its file name.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .expect("a path with a file name")
-        .to_os_string();
+    let mut name = path.file_name().expect("a path with a file name").to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
 
 /// `fs::rename` with the paths in the error.
 pub fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
-    fs::rename(from, to)
-        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
+    fs::rename(from, to).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
 }
 
 /// Creates a directory and its parents.
@@ -180,9 +156,7 @@ pub fn mkdir(path: &Path) -> anyhow::Result<()> {
 pub fn remove(path: &Path) -> anyhow::Result<()> {
     match fs::symlink_metadata(path) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))
-        }
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display())),
         Ok(_) => fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display())),
     }
 }
@@ -225,17 +199,12 @@ pub struct Marker {
 impl Marker {
     /// The marker `<dir>/.done` expected to hold `content`.
     pub fn new(dir: &Path, content: String) -> Marker {
-        Marker {
-            path: dir.join(".done"),
-            content,
-        }
+        Marker { path: dir.join(".done"), content }
     }
 
     /// Whether the marker exists with the expected content.
     pub fn is_done(&self) -> bool {
-        fs::read_to_string(&self.path)
-            .map(|s| s.trim() == self.content.trim())
-            .unwrap_or(false)
+        fs::read_to_string(&self.path).map(|s| s.trim() == self.content.trim()).unwrap_or(false)
     }
 
     /// Writes the marker (atomically).
@@ -267,10 +236,7 @@ pub fn unzip_member(archive: &Path, member: &str, dest: &Path) -> anyhow::Result
     let status = cmd.status().context("cannot start unzip / python3")?;
     if !status.success() {
         remove(&tmp)?;
-        bail!(
-            "cannot extract {member} from {}: {status}",
-            archive.display()
-        );
+        bail!("cannot extract {member} from {}: {status}", archive.display());
     }
     rename(&tmp, dest)
 }
@@ -288,10 +254,7 @@ pub fn find_one(dir: &Path, prefix: &str, suffix: &str) -> anyhow::Result<PathBu
     match found.len() {
         1 => Ok(found.pop().unwrap()),
         0 => Err(format_err!("no {prefix}*{suffix} in {}", dir.display())),
-        _ => Err(format_err!(
-            "more than one {prefix}*{suffix} in {}",
-            dir.display()
-        )),
+        _ => Err(format_err!("more than one {prefix}*{suffix} in {}", dir.display())),
     }
 }
 
@@ -307,13 +270,8 @@ mod tests {
         let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         verify(&file, HashKind::Sha256, sha).unwrap();
         verify(&file, HashKind::Md5, "900150983cd24fb0d6963f7d28e17f72").unwrap();
-        let err = verify(&file, HashKind::Sha256, "00")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("f.bin") && err.contains("expected sha256 00") && err.contains(sha),
-            "{err}"
-        );
+        let err = verify(&file, HashKind::Sha256, "00").unwrap_err().to_string();
+        assert!(err.contains("f.bin") && err.contains("expected sha256 00") && err.contains(sha), "{err}");
         let marker = Marker::new(&dir, "sha256 x".to_owned());
         assert!(!marker.is_done());
         marker.write().unwrap();

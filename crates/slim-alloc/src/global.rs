@@ -83,11 +83,7 @@ pub struct GlobalConfig {
 impl GlobalConfig {
     /// FLAP's setting: its bias compensation adds o_proj and down_proj biases.
     pub fn flap(target: f64, mode: GqaMode) -> Self {
-        Self {
-            target,
-            mode,
-            recovery_adds_bias: true,
-        }
+        Self { target, mode, recovery_adds_bias: true }
     }
 }
 
@@ -144,35 +140,19 @@ fn moments(s: &[f64]) -> (f64, f64) {
 ///
 /// # Shapes
 /// `scores` `[L]` → `[Σ_l units_l]`
-pub fn global_ranking(
-    cfg: &ModelConfig,
-    scores: &[LayerScores],
-    mode: GqaMode,
-) -> Result<Vec<GlobalUnit>> {
+pub fn global_ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<Vec<GlobalUnit>> {
     Ok(ranking(cfg, scores, mode)?.0)
 }
 
 /// The ranking and each layer's recovery-bias cost.
-fn ranking(
-    cfg: &ModelConfig,
-    scores: &[LayerScores],
-    mode: GqaMode,
-) -> Result<(Vec<GlobalUnit>, Vec<u64>)> {
-    ensure!(
-        scores.len() == cfg.num_layers(),
-        "{} layer scores for {} layers",
-        scores.len(),
-        cfg.num_layers()
-    );
+fn ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<(Vec<GlobalUnit>, Vec<u64>)> {
+    ensure!(scores.len() == cfg.num_layers(), "{} layer scores for {} layers", scores.len(), cfg.num_layers());
     let mut probe = cfg.clone();
     let mut units = Vec::new();
     let mut bias = Vec::with_capacity(scores.len());
     for (l, (shape, sc)) in cfg.layers.iter().zip(scores).enumerate() {
         let (hq, kv, m) = (shape.num_heads, shape.num_kv_heads, shape.intermediate_size);
-        ensure!(
-            kv > 0 && hq.is_multiple_of(kv),
-            "layer {l}: {hq} query heads do not split into {kv} KV groups"
-        );
+        ensure!(kv > 0 && hq.is_multiple_of(kv), "layer {l}: {hq} query heads do not split into {kv} KV groups");
         let g = hq / kv;
         let eff = effective_mode(shape, mode);
         let (want, per) = match eff {
@@ -184,11 +164,7 @@ fn ranking(
             "layer {l}: {} head scores, expected {want} (one per {per}, {eff:?} pruning)",
             sc.heads.len()
         );
-        ensure!(
-            sc.channels.len() == m,
-            "layer {l}: {} channel scores, expected {m}",
-            sc.channels.len()
-        );
+        ensure!(sc.channels.len() == m, "layer {l}: {} channel scores, expected {m}", sc.channels.len());
         for (what, v) in [("head", &sc.heads), ("channel", &sc.channels)] {
             if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
                 bail!("layer {l}: {what} score {i} is not finite ({x})");
@@ -199,11 +175,7 @@ fn ranking(
         let zh = standardize(&sc.heads);
         let zc = standardize(&sc.channels);
         ensure!(
-            [mh, sh, mc, sc_]
-                .iter()
-                .chain(&zh)
-                .chain(&zc)
-                .all(|x| x.is_finite()),
+            [mh, sh, mc, sc_].iter().chain(&zh).chain(&zc).all(|x| x.is_finite()),
             "layer {l}: the scores are too large to standardize"
         );
         let full = layer_params(&mut probe, shape.clone());
@@ -231,15 +203,10 @@ fn ranking(
                         c
                     })
                     .collect();
-                (0..g)
-                    .map(|r| sorted.iter().map(|c| c[r]).sum::<f64>() / kv as f64)
-                    .collect()
+                (0..g).map(|r| sorted.iter().map(|c| c[r]).sum::<f64>() / kv as f64).collect()
             }
         };
-        for (kind, z, cost) in [
-            (UnitKind::Attention, attn_z, attn_cost),
-            (UnitKind::Channel, zc, chan_cost),
-        ] {
+        for (kind, z, cost) in [(UnitKind::Attention, attn_z, attn_cost), (UnitKind::Channel, zc, chan_cost)] {
             let last = last_in_order(&z);
             units.extend(z.iter().enumerate().map(|(index, &z)| GlobalUnit {
                 z,
@@ -252,10 +219,7 @@ fn ranking(
         }
     }
     units.sort_by(|a, b| {
-        cmp_z(a.z, b.z)
-            .then(a.layer.cmp(&b.layer))
-            .then(a.kind.cmp(&b.kind))
-            .then(a.index.cmp(&b.index))
+        cmp_z(a.z, b.z).then(a.layer.cmp(&b.layer)).then(a.kind.cmp(&b.kind)).then(a.index.cmp(&b.index))
     });
     Ok((units, bias))
 }
@@ -267,9 +231,7 @@ fn cmp_z(a: f64, b: f64) -> Ordering {
 
 /// The index that comes last in ascending `(z, index)` order.
 fn last_in_order(z: &[f64]) -> usize {
-    (0..z.len())
-        .max_by(|&a, &b| cmp_z(z[a], z[b]).then(a.cmp(&b)))
-        .unwrap_or(0)
+    (0..z.len()).max_by(|&a, &b| cmp_z(z[a], z[b]).then(a.cmp(&b))).unwrap_or(0)
 }
 
 /// Parameters of one layer of `shape` in the model `probe` describes.
@@ -284,16 +246,9 @@ fn layer_params(probe: &mut ModelConfig, shape: LayerShape) -> u64 {
 ///
 /// # Shapes
 /// `scores` `[L]`
-pub fn solve_global(
-    cfg: &ModelConfig,
-    scores: &[LayerScores],
-    g: &GlobalConfig,
-) -> Result<Allocation> {
+pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig) -> Result<Allocation> {
     let p = g.target;
-    ensure!(
-        p.is_finite() && p > 0.0 && p < 1.0,
-        "target {p} must lie strictly between 0 and 1"
-    );
+    ensure!(p.is_finite() && p > 0.0 && p < 1.0, "target {p} must lie strictly between 0 and 1");
     let (units, bias) = ranking(cfg, scores, g.mode)?;
     let before = cfg.num_params();
     let goal = (1.0 - p) * before as f64;
@@ -312,9 +267,7 @@ pub fn solve_global(
         params -= u.cost;
         if params as f64 <= goal {
             stop = Some(match prev {
-                Some((pp, pparams)) if pparams as f64 - goal < goal - params as f64 => {
-                    (pp, pparams)
-                }
+                Some((pp, pparams)) if pparams as f64 - goal < goal - params as f64 => (pp, pparams),
                 _ => (pos, params),
             });
             break;
@@ -361,14 +314,9 @@ pub fn solve_global(
         after == expected,
         "internal error: the ranking counted {expected} parameters, the pruned shapes have {after}"
     );
-    let ratios: Vec<f64> = counts
-        .iter()
-        .zip(&cfg.layers)
-        .map(|(c, s)| c.channels as f64 / s.intermediate_size as f64)
-        .collect();
-    let mut selected: Vec<usize> = (0..cfg.num_layers())
-        .filter(|&l| counts[l].mode.is_some())
-        .collect();
+    let ratios: Vec<f64> =
+        counts.iter().zip(&cfg.layers).map(|(c, s)| c.channels as f64 / s.intermediate_size as f64).collect();
+    let mut selected: Vec<usize> = (0..cfg.num_layers()).filter(|&l| counts[l].mode.is_some()).collect();
     selected.sort_by(|&a, &b| ratios[b].total_cmp(&ratios[a]));
     Ok(Allocation {
         r0: units[stop].z,

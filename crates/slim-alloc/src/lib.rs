@@ -38,9 +38,7 @@ use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
 use slim_checkpoint::{LayerShape, ModelConfig};
 
-pub use global::{
-    global_ranking, solve_global, standardize, GlobalConfig, GlobalUnit, LayerScores, UnitKind,
-};
+pub use global::{global_ranking, solve_global, standardize, GlobalConfig, GlobalUnit, LayerScores, UnitKind};
 pub use solve::{allocate, solve, AllocConfig, Allocation};
 pub use uniform::{allocate_uniform, solve_uniform, uniform_ratios, UniformConfig};
 
@@ -63,10 +61,7 @@ pub fn layer_ratios(cos: &[f64], k: usize, alpha: f64, r0: f64) -> Vec<f64> {
     if sel.is_empty() {
         return out;
     }
-    let top = sel
-        .iter()
-        .map(|&l| alpha * cos[l])
-        .fold(f64::NEG_INFINITY, f64::max);
+    let top = sel.iter().map(|&l| alpha * cos[l]).fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = sel.iter().map(|&l| (alpha * cos[l] - top).exp()).collect();
     let z: f64 = e.iter().sum();
     for (&l, &el) in sel.iter().zip(&e) {
@@ -86,11 +81,7 @@ pub fn ratio_cap(shape: &LayerShape) -> f64 {
 /// # Shapes
 /// `ratios` `[L]` → `[L]`
 pub fn clip_ratios(cfg: &ModelConfig, ratios: &[f64]) -> Vec<f64> {
-    ratios
-        .iter()
-        .zip(&cfg.layers)
-        .map(|(&r, s)| r.clamp(0.0, ratio_cap(s)))
-        .collect()
+    ratios.iter().zip(&cfg.layers).map(|(&r, s)| r.clamp(0.0, ratio_cap(s))).collect()
 }
 
 /// The mode a layer is pruned in: whole-group for multi-head attention, else `mode`.
@@ -186,15 +177,8 @@ pub fn pruned_shape(shape: &LayerShape, counts: &PruneCounts, adds_bias: bool) -
 ///
 /// # Shapes
 /// `ratios` `[L]` → scalar
-pub fn params_after(
-    cfg: &ModelConfig,
-    ratios: &[f64],
-    mode: GqaMode,
-    recovery_adds_bias: bool,
-) -> Result<u64> {
-    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias)?
-        .0
-        .num_params())
+pub fn params_after(cfg: &ModelConfig, ratios: &[f64], mode: GqaMode, recovery_adds_bias: bool) -> Result<u64> {
+    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias)?.0.num_params())
 }
 
 /// The pruned config and per-layer counts for `ratios` (clipped).
@@ -204,12 +188,7 @@ pub(crate) fn pruned_config(
     mode: GqaMode,
     recovery_adds_bias: bool,
 ) -> Result<(ModelConfig, Vec<PruneCounts>)> {
-    ensure!(
-        ratios.len() == cfg.num_layers(),
-        "{} ratios for {} layers",
-        ratios.len(),
-        cfg.num_layers()
-    );
+    ensure!(ratios.len() == cfg.num_layers(), "{} ratios for {} layers", ratios.len(), cfg.num_layers());
     let clipped = clip_ratios(cfg, ratios);
     let mut out = cfg.clone();
     let mut counts = Vec::with_capacity(ratios.len());
@@ -229,17 +208,8 @@ pub(crate) fn pruned_config(
 ///
 /// # Shapes
 /// `counts` `[L]`
-pub fn apply_counts(
-    cfg: &ModelConfig,
-    counts: &[PruneCounts],
-    recovery_adds_bias: bool,
-) -> Result<ModelConfig> {
-    ensure!(
-        counts.len() == cfg.num_layers(),
-        "{} layer counts for {} layers",
-        counts.len(),
-        cfg.num_layers()
-    );
+pub fn apply_counts(cfg: &ModelConfig, counts: &[PruneCounts], recovery_adds_bias: bool) -> Result<ModelConfig> {
+    ensure!(counts.len() == cfg.num_layers(), "{} layer counts for {} layers", counts.len(), cfg.num_layers());
     let mut out = cfg.clone();
     for (l, (shape, c)) in cfg.layers.iter().zip(counts).enumerate() {
         ensure!(

@@ -63,17 +63,9 @@ pub struct Allocation {
 }
 
 /// The allocation for a given `r0` (`alloc.target` is only recorded).
-pub fn allocate(
-    cfg: &ModelConfig,
-    cos: &[f64],
-    alloc: &AllocConfig,
-    r0: f64,
-) -> Result<Allocation> {
+pub fn allocate(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig, r0: f64) -> Result<Allocation> {
     check(cfg, cos, alloc)?;
-    ensure!(
-        r0.is_finite() && r0 >= 0.0,
-        "r0 must be a non-negative number, got {r0}"
-    );
+    ensure!(r0.is_finite() && r0 >= 0.0, "r0 must be a non-negative number, got {r0}");
     let raw = layer_ratios(cos, alloc.num_selected, alloc.alpha, r0);
     let (pruned, counts) = pruned_config(cfg, &raw, alloc.mode, alloc.recovery_adds_bias)?;
     let before = cfg.num_params();
@@ -100,21 +92,14 @@ pub fn solve(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<Allo
     check(cfg, cos, alloc)?;
     // At r0_hi every selected layer sits at its clip limit.
     let w = layer_ratios(cos, alloc.num_selected, alloc.alpha, 1.0);
-    let r0_hi = selected_layers(cos, alloc.num_selected)
-        .iter()
-        .map(|&l| ratio_cap(&cfg.layers[l]) / w[l])
-        .fold(0.0, f64::max);
+    let r0_hi =
+        selected_layers(cos, alloc.num_selected).iter().map(|&l| ratio_cap(&cfg.layers[l]) / w[l]).fold(0.0, f64::max);
     bisect_r0(
         cfg,
         alloc.target,
         r0_hi,
         |r0| allocate(cfg, cos, alloc, r0),
-        || {
-            format!(
-                "K = {}, alpha = {}, {:?} pruning",
-                alloc.num_selected, alloc.alpha, alloc.mode
-            )
-        },
+        || format!("K = {}, alpha = {}, {:?} pruning", alloc.num_selected, alloc.alpha, alloc.mode),
     )
 }
 
@@ -134,19 +119,12 @@ pub(crate) fn bisect_r0(
     how: impl FnOnce() -> String,
 ) -> Result<Allocation> {
     let p = target;
-    ensure!(
-        p.is_finite() && p > 0.0 && p < 1.0,
-        "target {p} must lie strictly between 0 and 1"
-    );
+    ensure!(p.is_finite() && p > 0.0 && p < 1.0, "target {p} must lie strictly between 0 and 1");
     let before = cfg.num_params() as f64;
     let goal = (1.0 - p) * before;
     let top = at(r0_hi)?;
     if (top.params_after as f64) > goal {
-        bail!(
-            "target {p} is unreachable: at most {:.4} of the parameters can be removed with {}",
-            top.achieved,
-            how()
-        );
+        bail!("target {p} is unreachable: at most {:.4} of the parameters can be removed with {}", top.achieved, how());
     }
     let (mut lo, mut hi) = (0.0f64, r0_hi);
     let mut hi_alloc = top;
@@ -167,33 +145,14 @@ pub(crate) fn bisect_r0(
     }
     let d_hi = goal - hi_alloc.params_after as f64;
     let d_lo = lo_alloc.params_after as f64 - goal;
-    Ok(if lo > 0.0 && d_lo < d_hi {
-        lo_alloc
-    } else {
-        hi_alloc
-    })
+    Ok(if lo > 0.0 && d_lo < d_hi { lo_alloc } else { hi_alloc })
 }
 
 fn check(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<()> {
     let l = cfg.num_layers();
-    ensure!(
-        cos.len() == l,
-        "{} layer importances for {l} layers",
-        cos.len()
-    );
-    ensure!(
-        cos.iter().all(|c| c.is_finite()),
-        "layer importance has a non-finite value"
-    );
-    ensure!(
-        alloc.num_selected >= 1 && alloc.num_selected <= l,
-        "K = {} must lie in 1..={l}",
-        alloc.num_selected
-    );
-    ensure!(
-        alloc.alpha.is_finite(),
-        "alpha must be finite, got {}",
-        alloc.alpha
-    );
+    ensure!(cos.len() == l, "{} layer importances for {l} layers", cos.len());
+    ensure!(cos.iter().all(|c| c.is_finite()), "layer importance has a non-finite value");
+    ensure!(alloc.num_selected >= 1 && alloc.num_selected <= l, "K = {} must lie in 1..={l}", alloc.num_selected);
+    ensure!(alloc.alpha.is_finite(), "alpha must be finite, got {}", alloc.alpha);
     Ok(())
 }

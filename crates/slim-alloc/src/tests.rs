@@ -18,8 +18,7 @@ fn smollm2() -> ModelConfig {
 fn smollm2_cos() -> Vec<f64> {
     (0..30)
         .map(|l| {
-            0.72 + 0.22 * (1.0 - (-(l as f64) / 6.0).exp()) + 0.01 * (l as f64).sin()
-                - if l == 29 { 0.2 } else { 0.0 }
+            0.72 + 0.22 * (1.0 - (-(l as f64) / 6.0).exp()) + 0.01 * (l as f64).sin() - if l == 29 { 0.2 } else { 0.0 }
         })
         .collect()
 }
@@ -38,28 +37,15 @@ fn ratios_follow_the_formula() {
     assert_eq!(selected_layers(&cos, k), vec![1, 4, 2, 5]);
     let z: f64 = [1, 4, 2, 5].iter().map(|&l| (alpha * cos[l]).exp()).sum();
     for l in 0..6 {
-        let want = if [1, 4, 2, 5].contains(&l) {
-            r0 * k as f64 * (alpha * cos[l]).exp() / z
-        } else {
-            0.0
-        };
-        assert!(
-            (r[l] - want).abs() <= 1e-12 * want.max(1.0),
-            "layer {l}: {} vs {want}",
-            r[l]
-        );
+        let want = if [1, 4, 2, 5].contains(&l) { r0 * k as f64 * (alpha * cos[l]).exp() / z } else { 0.0 };
+        assert!((r[l] - want).abs() <= 1e-12 * want.max(1.0), "layer {l}: {} vs {want}", r[l]);
     }
     let mean = r.iter().sum::<f64>() / k as f64;
     assert_rel(mean, r0, 1e-12, "mean ratio over the selected layers");
     // A large alpha does not overflow.
     let r = layer_ratios(&cos, k, 1e4, r0);
     assert!(r.iter().all(|x| x.is_finite()));
-    assert_rel(
-        r.iter().sum::<f64>(),
-        r0 * k as f64,
-        1e-12,
-        "sum at large alpha",
-    );
+    assert_rel(r.iter().sum::<f64>(), r0 * k as f64, 1e-12, "sum at large alpha");
 }
 
 #[test]
@@ -67,10 +53,7 @@ fn counts_use_bankers_rounding() {
     let gqa = LayerShape::dense(9, 3, 1536);
     // Per-group: round(0.5·3) = round(1.5) = 2; channels round(768) = 768.
     let c = layer_prune_counts(0.5, &gqa, GqaMode::PerGroup).unwrap();
-    assert_eq!(
-        (c.heads_per_group, c.heads, c.kv_heads, c.channels),
-        (2, 6, 0, 768)
-    );
+    assert_eq!((c.heads_per_group, c.heads, c.kv_heads, c.channels), (2, 6, 0, 768));
     // round(0.5) = 0 heads per group.
     let c = layer_prune_counts(1.0 / 6.0, &gqa, GqaMode::PerGroup).unwrap();
     assert_eq!((c.heads_per_group, c.heads), (0, 0));
@@ -80,14 +63,8 @@ fn counts_use_bankers_rounding() {
     // MHA is whole-group whatever was asked: round(0.25·32) = 8 heads and their KV heads.
     let mha = LayerShape::dense(32, 32, 11008);
     let c = layer_prune_counts(0.25, &mha, GqaMode::PerGroup).unwrap();
-    assert_eq!(
-        (c.mode, c.groups, c.heads, c.kv_heads, c.channels),
-        (Some(GqaMode::WholeGroup), 8, 8, 8, 2752)
-    );
-    assert_eq!(
-        layer_prune_counts(0.0, &gqa, GqaMode::PerGroup).unwrap(),
-        PruneCounts::default()
-    );
+    assert_eq!((c.mode, c.groups, c.heads, c.kv_heads, c.channels), (Some(GqaMode::WholeGroup), 8, 8, 8, 2752));
+    assert_eq!(layer_prune_counts(0.0, &gqa, GqaMode::PerGroup).unwrap(), PruneCounts::default());
 }
 
 #[test]
@@ -113,30 +90,17 @@ fn clipping_keeps_a_head_and_a_channel() {
 #[test]
 fn params_after_counts_by_hand() {
     let cfg = smollm2();
-    assert_eq!(
-        cfg.num_params(),
-        134_515_008,
-        "SmolLM2-135M parameter count"
-    );
+    assert_eq!(cfg.num_params(), 134_515_008, "SmolLM2-135M parameter count");
     let mut ratios = vec![0.0; 30];
     ratios[7] = 0.5;
     let (d, dh) = (576u64, 64u64);
     // Per-group: 6 query heads (q rows + o columns), 768 channels, plus two d-biases.
     let per_group = cfg.num_params() - 6 * 2 * d * dh - 768 * 3 * d + 2 * d;
-    assert_eq!(
-        params_after(&cfg, &ratios, GqaMode::PerGroup, true).unwrap(),
-        per_group
-    );
-    assert_eq!(
-        params_after(&cfg, &ratios, GqaMode::PerGroup, false).unwrap(),
-        per_group - 2 * d
-    );
+    assert_eq!(params_after(&cfg, &ratios, GqaMode::PerGroup, true).unwrap(), per_group);
+    assert_eq!(params_after(&cfg, &ratios, GqaMode::PerGroup, false).unwrap(), per_group - 2 * d);
     // Whole-group: also 2 KV heads' k and v rows.
     let whole = per_group - 2 * 2 * d * dh;
-    assert_eq!(
-        params_after(&cfg, &ratios, GqaMode::WholeGroup, true).unwrap(),
-        whole
-    );
+    assert_eq!(params_after(&cfg, &ratios, GqaMode::WholeGroup, true).unwrap(), whole);
     assert!(params_after(&cfg, &ratios[..29], GqaMode::PerGroup, true).is_err());
 }
 
@@ -145,10 +109,7 @@ fn params_are_monotone_in_r0() {
     let cfg = smollm2();
     let cos = smollm2_cos();
     for mode in [GqaMode::PerGroup, GqaMode::WholeGroup] {
-        let alloc = AllocConfig {
-            mode,
-            ..AllocConfig::paper_defaults(0.2, 30)
-        };
+        let alloc = AllocConfig { mode, ..AllocConfig::paper_defaults(0.2, 30) };
         let mut prev = u64::MAX;
         for i in 1..=400 {
             let r0 = i as f64 * 0.005;
@@ -166,10 +127,7 @@ fn solver_hits_smollm2_targets() {
     let before = cfg.num_params() as f64;
     for target in [0.2, 0.5] {
         for mode in [GqaMode::PerGroup, GqaMode::WholeGroup] {
-            let alloc = AllocConfig {
-                mode,
-                ..AllocConfig::paper_defaults(target, 30)
-            };
+            let alloc = AllocConfig { mode, ..AllocConfig::paper_defaults(target, 30) };
             let a = solve(&cfg, &cos, &alloc).unwrap();
             eprintln!(
                 "SmolLM2 target {target} {mode:?}: r0 = {:.6}, achieved = {:.6}, params {} -> {}",
@@ -182,11 +140,7 @@ fn solver_hits_smollm2_targets() {
                 GqaMode::PerGroup => 3 * 2 * 576 * 64,
                 GqaMode::WholeGroup => 8 * 576 * 64,
             };
-            assert!(
-                (a.achieved - target).abs() * before <= step as f64,
-                "{mode:?} {target}: achieved {}",
-                a.achieved
-            );
+            assert!((a.achieved - target).abs() * before <= step as f64, "{mode:?} {target}: achieved {}", a.achieved);
             let pruned: Vec<usize> = (0..30).filter(|&l| a.ratios[l] > 0.0).collect();
             assert_eq!(pruned.len(), 26);
             let mut sel = a.selected.clone();
@@ -203,10 +157,7 @@ fn solver_hits_smollm2_targets() {
             for r0 in [a.r0 * (1.0 - 1e-3), a.r0 * (1.0 + 1e-3)] {
                 let b = allocate(&cfg, &cos, &alloc, r0).unwrap();
                 let goal = (1.0 - target) * before;
-                assert!(
-                    (b.params_after as f64 - goal).abs()
-                        >= (a.params_after as f64 - goal).abs() - 0.5
-                );
+                assert!((b.params_after as f64 - goal).abs() >= (a.params_after as f64 - goal).abs() - 0.5);
             }
         }
     }
@@ -222,21 +173,10 @@ fn paper_defaults_and_unreachable_targets() {
     let cos = smollm2_cos();
     for target in [0.0, 1.0, -0.1, f64::NAN] {
         let err = solve(&cfg, &cos, &AllocConfig::paper_defaults(target, 30)).unwrap_err();
-        assert!(
-            err.to_string().contains("strictly between 0 and 1"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("strictly between 0 and 1"), "{err}");
     }
-    let err = solve(&cfg, &cos, &AllocConfig::paper_defaults(0.9, 30))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("target 0.9 is unreachable: at most 0."),
-        "{err}"
-    );
-    let bad = AllocConfig {
-        num_selected: 31,
-        ..AllocConfig::paper_defaults(0.2, 30)
-    };
+    let err = solve(&cfg, &cos, &AllocConfig::paper_defaults(0.9, 30)).unwrap_err().to_string();
+    assert!(err.contains("target 0.9 is unreachable: at most 0."), "{err}");
+    let bad = AllocConfig { num_selected: 31, ..AllocConfig::paper_defaults(0.2, 30) };
     assert!(solve(&cfg, &cos, &bad).is_err());
 }

@@ -7,14 +7,10 @@ use super::*;
 
 /// Deterministic scores in (0, 1).
 fn pseudo(seed: u64, n: usize) -> Vec<f64> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (x >> 11) as f64 / (1u64 << 53) as f64
         })
         .collect()
@@ -57,12 +53,7 @@ fn standardize_matches_the_formula() {
 fn unit_costs_match_flap_on_llama7b_and_count_gqa_biases() {
     // LLaMA-7B's shapes, two layers: a head costs 4·4096·128, a channel 3·4096 (512/3).
     let cfg = model(2, 4096, [32, 32, 128], [11008, 32000], false, false);
-    let units = global_ranking(
-        &cfg,
-        &scores_for(&cfg, GqaMode::PerGroup),
-        GqaMode::PerGroup,
-    )
-    .unwrap();
+    let units = global_ranking(&cfg, &scores_for(&cfg, GqaMode::PerGroup), GqaMode::PerGroup).unwrap();
     assert_eq!(units.len(), 2 * (32 + 11008));
     for u in &units {
         match u.kind {
@@ -78,18 +69,10 @@ fn unit_costs_match_flap_on_llama7b_and_count_gqa_biases() {
         // One query head from each of the 2 groups: q rows, o columns, q bias.
         (GqaMode::PerGroup, 2 * (2 * d * dh + dh)),
         // A group: 5 × (q rows, o columns, q bias) + k and v rows and biases.
-        (
-            GqaMode::WholeGroup,
-            5 * (2 * d * dh + dh) + 2 * (d * dh + dh),
-        ),
+        (GqaMode::WholeGroup, 5 * (2 * d * dh + dh) + 2 * (d * dh + dh)),
     ] {
         let units = global_ranking(&cfg, &scores_for(&cfg, mode), mode).unwrap();
-        assert!(units.iter().all(|u| u.cost
-            == if u.kind == UnitKind::Attention {
-                head
-            } else {
-                3 * d
-            }));
+        assert!(units.iter().all(|u| u.cost == if u.kind == UnitKind::Attention { head } else { 3 * d }));
     }
 }
 
@@ -98,14 +81,8 @@ fn unit_costs_match_flap_on_llama7b_and_count_gqa_biases() {
 fn hand_case() -> (ModelConfig, Vec<LayerScores>) {
     let cfg = model(2, 8, [2, 2, 4], [4, 10], false, false);
     let scores = vec![
-        LayerScores {
-            heads: vec![1.0, 3.0],
-            channels: vec![0.0, 1.0, 5.0, 2.0],
-        },
-        LayerScores {
-            heads: vec![2.0, 2.0],
-            channels: vec![0.0, 0.0, 10.0, 10.0],
-        },
+        LayerScores { heads: vec![1.0, 3.0], channels: vec![0.0, 1.0, 5.0, 2.0] },
+        LayerScores { heads: vec![2.0, 2.0], channels: vec![0.0, 0.0, 10.0, 10.0] },
     ];
     (cfg, scores)
 }
@@ -135,23 +112,12 @@ fn hand_computed_ranking_and_allocations() {
     let units = global_ranking(&cfg, &scores, GqaMode::WholeGroup).unwrap();
     assert_eq!(units.len(), want.len());
     for (u, &(layer, kind, index, z, protected)) in units.iter().zip(&want) {
-        assert_eq!(
-            (u.layer, u.kind, u.index, u.protected),
-            (layer, kind, index, protected)
-        );
+        assert_eq!((u.layer, u.kind, u.index, u.protected), (layer, kind, index, protected));
         assert!(close(u.z, z), "{u:?} vs {z}");
         assert_eq!(u.cost, if kind == A { 128 } else { 24 });
     }
     let solve = |target, bias| {
-        solve_global(
-            &cfg,
-            &scores,
-            &GlobalConfig {
-                target,
-                mode: GqaMode::PerGroup,
-                recovery_adds_bias: bias,
-            },
-        )
+        solve_global(&cfg, &scores, &GlobalConfig { target, mode: GqaMode::PerGroup, recovery_adds_bias: bias })
     };
     let whole = |groups, channels, clipped| PruneCounts {
         mode: Some(GqaMode::WholeGroup),
@@ -166,10 +132,7 @@ fn hand_computed_ranking_and_allocations() {
     let r = solve(0.2, false).unwrap();
     assert_eq!((r.params_before, r.params_after), (904, 704));
     assert_eq!(r.counts, vec![whole(1, 1, false), whole(0, 2, false)]);
-    assert_eq!(
-        (r.ratios.clone(), r.selected.clone()),
-        (vec![0.25, 0.5], vec![1, 0])
-    );
+    assert_eq!((r.ratios.clone(), r.selected.clone()), (vec![0.25, 0.5], vec![1, 0]));
     assert!(close(r.r0, -a) && close(r.achieved, 200.0 / 904.0));
     // With the biases (+16 at a layer's first removal): 896, 888, 864, 736, 712; 712 is
     // 11.2 below the goal, 736 is 12.8 above.
@@ -186,13 +149,7 @@ fn hand_computed_ranking_and_allocations() {
     assert!(close(r.r0, b));
     // Ties within a layer: attention before MLP, then by index. Layer 0's heads all have
     // z = 0 (std 0), its channels z = (s − 1)/√(2/3) = 0, −, +, 0.
-    let tied = vec![
-        LayerScores {
-            heads: vec![2.0, 2.0],
-            channels: vec![1.0, 0.0, 2.0, 1.0],
-        },
-        scores[1].clone(),
-    ];
+    let tied = vec![LayerScores { heads: vec![2.0, 2.0], channels: vec![1.0, 0.0, 2.0, 1.0] }, scores[1].clone()];
     let order: Vec<(UnitKind, usize)> = global_ranking(&cfg, &tied, GqaMode::WholeGroup)
         .unwrap()
         .iter()
@@ -202,10 +159,7 @@ fn hand_computed_ranking_and_allocations() {
     assert_eq!(order, vec![(C, 1), (A, 0), (A, 1), (C, 0), (C, 3), (C, 2)]);
     // Beyond the last removable unit: 1 − 504/904 = 0.4425.
     let err = solve(0.45, false).unwrap_err().to_string();
-    assert!(
-        err.contains("target 0.45 is unreachable: at most 0.4425"),
-        "{err}"
-    );
+    assert!(err.contains("target 0.45 is unreachable: at most 0.4425"), "{err}");
 }
 
 #[test]
@@ -214,45 +168,24 @@ fn per_group_rounds_remove_one_head_from_every_group() {
     let cfg = model(1, 12, [6, 2, 2], [5, 7], true, true);
     let heads = vec![0.3, 0.1, 0.9, 0.5, 0.8, 0.2];
     let channels = vec![1.0, 2.0, 3.0, 4.0, 100.0];
-    let scores = vec![LayerScores {
-        heads: heads.clone(),
-        channels,
-    }];
+    let scores = vec![LayerScores { heads: heads.clone(), channels }];
     let z = standardize(&heads);
     // Rounds: mean over the groups of the 1st, 2nd, 3rd lowest z.
-    let rounds = [
-        (z[1] + z[5]) / 2.0,
-        (z[0] + z[3]) / 2.0,
-        (z[2] + z[4]) / 2.0,
-    ];
+    let rounds = [(z[1] + z[5]) / 2.0, (z[0] + z[3]) / 2.0, (z[2] + z[4]) / 2.0];
     let units = global_ranking(&cfg, &scores, GqaMode::PerGroup).unwrap();
-    let attn: Vec<&GlobalUnit> = units
-        .iter()
-        .filter(|u| u.kind == UnitKind::Attention)
-        .collect();
+    let attn: Vec<&GlobalUnit> = units.iter().filter(|u| u.kind == UnitKind::Attention).collect();
     assert_eq!(attn.len(), 3);
     for (r, u) in attn.iter().enumerate() {
-        assert_eq!(
-            (u.index, u.protected, u.cost),
-            (r, r == 2, 2 * (2 * 12 * 2 + 2))
-        );
+        assert_eq!((u.index, u.protected, u.cost), (r, r == 2, 2 * (2 * 12 * 2 + 2)));
         assert!(close(u.z, rounds[r]));
     }
     let before = cfg.num_params();
     for target in [0.05, 0.1, 0.2, 0.3] {
-        let a = solve_global(
-            &cfg,
-            &scores,
-            &GlobalConfig::flap(target, GqaMode::PerGroup),
-        )
-        .unwrap();
+        let a = solve_global(&cfg, &scores, &GlobalConfig::flap(target, GqaMode::PerGroup)).unwrap();
         let c = &a.counts[0];
         assert_eq!(c.mode, Some(GqaMode::PerGroup));
         assert!(c.heads_per_group <= 2);
-        assert_eq!(
-            (c.heads, c.kv_heads, c.groups),
-            (2 * c.heads_per_group, 0, 0)
-        );
+        assert_eq!((c.heads, c.kv_heads, c.groups), (2 * c.heads_per_group, 0, 0));
         // Exactly the removed units' costs and the two biases.
         let removed = c.heads_per_group as u64 * 100 + c.channels as u64 * 36;
         assert_eq!(a.params_after, before - removed + 24, "target {target}");
@@ -261,50 +194,28 @@ fn per_group_rounds_remove_one_head_from_every_group() {
 
 #[test]
 fn minimum_rule_keeps_a_unit_of_each_kind() {
-    for (cfg, mode) in [
-        (odd_mha(), GqaMode::PerGroup),
-        (odd_gqa(), GqaMode::PerGroup),
-        (odd_gqa(), GqaMode::WholeGroup),
-    ] {
+    for (cfg, mode) in
+        [(odd_mha(), GqaMode::PerGroup), (odd_gqa(), GqaMode::PerGroup), (odd_gqa(), GqaMode::WholeGroup)]
+    {
         let scores = scores_for(&cfg, mode);
         // The most that can go: all but one unit of each kind in every layer.
         let floor: Vec<PruneCounts> = cfg
             .layers
             .iter()
             .map(|s| {
-                let (g, kv, m) = (
-                    s.num_heads / s.num_kv_heads,
-                    s.num_kv_heads,
-                    s.intermediate_size,
-                );
+                let (g, kv, m) = (s.num_heads / s.num_kv_heads, s.num_kv_heads, s.intermediate_size);
                 let mode = effective_mode(s, mode);
-                let c = PruneCounts {
-                    mode: Some(mode),
-                    channels: m - 1,
-                    ..Default::default()
-                };
+                let c = PruneCounts { mode: Some(mode), channels: m - 1, ..Default::default() };
                 match mode {
-                    GqaMode::PerGroup => PruneCounts {
-                        heads_per_group: g - 1,
-                        heads: (g - 1) * kv,
-                        ..c
-                    },
-                    GqaMode::WholeGroup => PruneCounts {
-                        groups: kv - 1,
-                        heads: (kv - 1) * g,
-                        kv_heads: kv - 1,
-                        ..c
-                    },
+                    GqaMode::PerGroup => PruneCounts { heads_per_group: g - 1, heads: (g - 1) * kv, ..c },
+                    GqaMode::WholeGroup => PruneCounts { groups: kv - 1, heads: (kv - 1) * g, kv_heads: kv - 1, ..c },
                 }
             })
             .collect();
         let min = apply_counts(&cfg, &floor, true).unwrap().num_params();
         let max = 1.0 - min as f64 / cfg.num_params() as f64;
         let err = solve_global(&cfg, &scores, &GlobalConfig::flap(max + 0.01, mode)).unwrap_err();
-        assert!(
-            err.to_string().contains(&format!("at most {max:.4}")),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("at most {max:.4}")), "{err}");
         let a = solve_global(&cfg, &scores, &GlobalConfig::flap(max - 1e-12, mode)).unwrap();
         assert_eq!(a.params_after, min);
         for (c, f) in a.counts.iter().zip(&floor) {
@@ -325,40 +236,22 @@ fn params_after_is_the_pruned_shapes_count() {
             let max_cost = units.iter().map(|u| u.cost).max().unwrap() as f64;
             for target in [0.2, 0.5] {
                 for bias in [false, true] {
-                    let g = GlobalConfig {
-                        target,
-                        mode,
-                        recovery_adds_bias: bias,
-                    };
+                    let g = GlobalConfig { target, mode, recovery_adds_bias: bias };
                     let a = solve_global(&cfg, &scores, &g).unwrap();
                     let pruned = apply_counts(&cfg, &a.counts, bias).unwrap();
                     assert_eq!(a.params_after, pruned.num_params());
                     assert_eq!(a.params_before, cfg.num_params());
                     let goal = (1.0 - target) * a.params_before as f64;
-                    assert!(
-                        (a.params_after as f64 - goal).abs() <= max_cost,
-                        "{mode:?} {target}"
-                    );
+                    assert!((a.params_after as f64 - goal).abs() <= max_cost, "{mode:?} {target}");
                     for (l, (s, c)) in pruned.layers.iter().zip(&a.counts).enumerate() {
-                        assert!(
-                            s.num_heads >= 1 && s.num_kv_heads >= 1 && s.intermediate_size >= 1
-                        );
-                        assert_eq!(
-                            a.ratios[l],
-                            c.channels as f64 / cfg.layers[l].intermediate_size as f64
-                        );
+                        assert!(s.num_heads >= 1 && s.num_kv_heads >= 1 && s.intermediate_size >= 1);
+                        assert_eq!(a.ratios[l], c.channels as f64 / cfg.layers[l].intermediate_size as f64);
                         assert_eq!(c.mode.is_some(), a.selected.contains(&l));
                         if c.mode == Some(GqaMode::PerGroup) {
-                            assert_eq!(
-                                (c.heads, c.kv_heads),
-                                (c.heads_per_group * s.num_kv_heads, 0)
-                            );
+                            assert_eq!((c.heads, c.kv_heads), (c.heads_per_group * s.num_kv_heads, 0));
                         }
                     }
-                    assert!(a
-                        .selected
-                        .windows(2)
-                        .all(|w| a.ratios[w[0]] >= a.ratios[w[1]]));
+                    assert!(a.selected.windows(2).all(|w| a.ratios[w[0]] >= a.ratios[w[1]]));
                 }
             }
         }
@@ -370,16 +263,11 @@ fn input_errors_name_the_layer() {
     let cfg = odd_gqa();
     let good = scores_for(&cfg, GqaMode::PerGroup);
     let g = GlobalConfig::flap(0.2, GqaMode::PerGroup);
-    let err =
-        |s: &[LayerScores], g: &GlobalConfig| solve_global(&cfg, s, g).unwrap_err().to_string();
+    let err = |s: &[LayerScores], g: &GlobalConfig| solve_global(&cfg, s, g).unwrap_err().to_string();
     assert!(err(&good[..8], &g).contains("8 layer scores for 9 layers"));
     let mut s = good.clone();
     s[3].heads.pop();
-    assert!(
-        err(&s, &g).contains("layer 3: 9 head scores, expected 10 (one per query head"),
-        "{}",
-        err(&s, &g)
-    );
+    assert!(err(&s, &g).contains("layer 3: 9 head scores, expected 10 (one per query head"), "{}", err(&s, &g));
     // Whole-group wants one score per KV group.
     let wg = GlobalConfig::flap(0.2, GqaMode::WholeGroup);
     assert!(err(&good, &wg).contains("layer 0: 10 head scores, expected 2 (one per KV group"));
@@ -396,7 +284,6 @@ fn input_errors_name_the_layer() {
     (s[1].heads[0], s[1].heads[1]) = (f64::MAX, -f64::MAX);
     assert!(err(&s, &g).contains("layer 1: the scores are too large"));
     for target in [0.0, 1.0, f64::NAN] {
-        assert!(err(&good, &GlobalConfig::flap(target, GqaMode::PerGroup))
-            .contains("strictly between 0 and 1"));
+        assert!(err(&good, &GlobalConfig::flap(target, GqaMode::PerGroup)).contains("strictly between 0 and 1"));
     }
 }

@@ -49,10 +49,7 @@ fn llm_pruner_range_scales_and_clamps() {
     assert_eq!(r(6), 0..6);
     assert_eq!(r(1), 0..1);
     let u = UniformConfig::llm_pruner(0.3, 32, GqaMode::WholeGroup);
-    assert_eq!(
-        (u.target, u.mode, u.recovery_adds_bias),
-        (0.3, GqaMode::WholeGroup, false)
-    );
+    assert_eq!((u.target, u.mode, u.recovery_adds_bias), (0.3, GqaMode::WholeGroup, false));
 }
 
 #[test]
@@ -60,10 +57,7 @@ fn uniform_ratios_are_equal_on_the_range_and_counted_directly() {
     let cfg = smollm2();
     let (d, dh) = (576u64, 64u64);
     for (mode, bias) in [(GqaMode::PerGroup, true), (GqaMode::WholeGroup, false)] {
-        let u = UniformConfig {
-            recovery_adds_bias: bias,
-            ..UniformConfig::llm_pruner(0.2, 30, mode)
-        };
+        let u = UniformConfig { recovery_adds_bias: bias, ..UniformConfig::llm_pruner(0.2, 30, mode) };
         let a = allocate_uniform(&cfg, &u, 0.3).unwrap();
         assert_eq!(a.selected, (4..28).collect::<Vec<_>>());
         assert_eq!(uniform_ratios(30, 4..28, 0.3), a.ratios);
@@ -85,27 +79,19 @@ fn uniform_ratios_are_equal_on_the_range_and_counted_directly() {
         } + 461 * 3 * d
             - if bias { 2 * d } else { 0 };
         assert_eq!(a.params_after, cfg.num_params() - 24 * per_layer);
-        assert_eq!(
-            apply_counts(&cfg, &a.counts, bias).unwrap().num_params(),
-            a.params_after
-        );
+        assert_eq!(apply_counts(&cfg, &a.counts, bias).unwrap().num_params(), a.params_after);
     }
     // Clipping as in SlimLLM's allocation.
     let u = UniformConfig::llm_pruner(0.2, 30, GqaMode::PerGroup);
     let a = allocate_uniform(&cfg, &u, 2.0).unwrap();
     assert!(a.ratios[4..28].iter().all(|&r| r == 1535.0 / 1536.0));
-    assert!(a.counts[4..28]
-        .iter()
-        .all(|c| c.heads_clipped && c.heads == 6));
+    assert!(a.counts[4..28].iter().all(|c| c.heads_clipped && c.heads == 6));
 }
 
 /// Every value of the parameter count as a function of `r > 0`: `r` between consecutive
 /// rounding points of all layers' head and channel counts, and at the clip limit.
 fn all_steps(cfg: &ModelConfig, u: &UniformConfig) -> Vec<u64> {
-    let cap = cfg.layers[u.layers()]
-        .iter()
-        .map(ratio_cap)
-        .fold(0.0, f64::max);
+    let cap = cfg.layers[u.layers()].iter().map(ratio_cap).fold(0.0, f64::max);
     let mut points = vec![0.0, cap];
     for s in &cfg.layers[u.layers()] {
         let units = match effective_mode(s, u.mode) {
@@ -113,20 +99,14 @@ fn all_steps(cfg: &ModelConfig, u: &UniformConfig) -> Vec<u64> {
             GqaMode::WholeGroup => s.num_kv_heads,
         };
         for n in [units, s.intermediate_size] {
-            points.extend(
-                (0..n)
-                    .map(|k| (k as f64 + 0.5) / n as f64)
-                    .filter(|&x| x < cap),
-            );
+            points.extend((0..n).map(|k| (k as f64 + 0.5) / n as f64).filter(|&x| x < cap));
         }
     }
     points.sort_by(f64::total_cmp);
     points.dedup();
     let mut rs: Vec<f64> = points.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
     rs.push(cap);
-    rs.iter()
-        .map(|&r| allocate_uniform(cfg, u, r).unwrap().params_after)
-        .collect()
+    rs.iter().map(|&r| allocate_uniform(cfg, u, r).unwrap().params_after).collect()
 }
 
 /// The solver returns the step closest to the goal (at or below it on a tie), found by
@@ -138,11 +118,7 @@ fn check_solver(cfg: &ModelConfig, u: &UniformConfig) -> Allocation {
     let steps = all_steps(cfg, u);
     assert!(steps.windows(2).all(|w| w[1] <= w[0]), "non-increasing");
     let dist = |p: u64| (p as f64 - goal).abs();
-    let best = steps
-        .iter()
-        .copied()
-        .min_by(|&x, &y| dist(x).total_cmp(&dist(y)).then(x.cmp(&y)))
-        .unwrap();
+    let best = steps.iter().copied().min_by(|&x, &y| dist(x).total_cmp(&dist(y)).then(x.cmp(&y))).unwrap();
     let what = format!("{:?} target {} range {:?}", u.mode, u.target, u.layers());
     assert_eq!(a.params_after, best, "{what}");
     let jump = steps.windows(2).map(|w| w[0] - w[1]).max().unwrap();
@@ -151,12 +127,7 @@ fn check_solver(cfg: &ModelConfig, u: &UniformConfig) -> Allocation {
     assert_eq!(a, allocate_uniform(cfg, u, a.r0).unwrap());
     let r = a.ratios[u.first];
     assert!(r > 0.0 && a.ratios[u.layers()].iter().all(|&x| x == r));
-    assert_eq!(
-        a.params_after,
-        apply_counts(cfg, &a.counts, u.recovery_adds_bias)
-            .unwrap()
-            .num_params()
-    );
+    assert_eq!(a.params_after, apply_counts(cfg, &a.counts, u.recovery_adds_bias).unwrap().num_params());
     a
 }
 
@@ -167,10 +138,7 @@ fn uniform_solver_hits_smollm2_targets_in_both_modes() {
     for target in [0.2, 0.5] {
         for mode in MODES {
             for bias in [false, true] {
-                let u = UniformConfig {
-                    recovery_adds_bias: bias,
-                    ..UniformConfig::llm_pruner(target, 30, mode)
-                };
+                let u = UniformConfig { recovery_adds_bias: bias, ..UniformConfig::llm_pruner(target, 30, mode) };
                 let a = check_solver(&cfg, &u);
                 // One unit of granularity: a head unit (per-group: one query head in each of
                 // the 3 groups; whole-group: one group and its KV head) in all 24 layers.
@@ -209,11 +177,7 @@ fn uniform_solver_on_odd_mha_and_gqa_shapes() {
         }
     }
     // Fewer than 7 layers: every layer is pruned.
-    let a = solve_uniform(
-        &odd_mha(),
-        &UniformConfig::llm_pruner(0.3, 5, GqaMode::PerGroup),
-    )
-    .unwrap();
+    let a = solve_uniform(&odd_mha(), &UniformConfig::llm_pruner(0.3, 5, GqaMode::PerGroup)).unwrap();
     assert_eq!(a.selected, vec![0, 1, 2, 3, 4]);
 }
 
@@ -222,31 +186,20 @@ fn uniform_errors() {
     let cfg = smollm2();
     let base = UniformConfig::llm_pruner(0.2, 30, GqaMode::PerGroup);
     for (first, end) in [(5, 5), (6, 5), (0, 31)] {
-        let u = UniformConfig {
-            first,
-            end,
-            ..base.clone()
-        };
+        let u = UniformConfig { first, end, ..base.clone() };
         let err = solve_uniform(&cfg, &u).unwrap_err().to_string();
         assert!(err.contains("must be non-empty and lie in 0..30"), "{err}");
         assert!(allocate_uniform(&cfg, &u, 0.1).is_err());
     }
     for target in [0.0, 1.0, f64::NAN] {
-        let u = UniformConfig {
-            target,
-            ..base.clone()
-        };
+        let u = UniformConfig { target, ..base.clone() };
         let err = solve_uniform(&cfg, &u).unwrap_err().to_string();
         assert!(err.contains("strictly between 0 and 1"), "{err}");
     }
-    let u = UniformConfig {
-        target: 0.8,
-        ..base.clone()
-    };
+    let u = UniformConfig { target: 0.8, ..base.clone() };
     let err = solve_uniform(&cfg, &u).unwrap_err().to_string();
     assert!(
-        err.contains("target 0.8 is unreachable: at most 0.")
-            && err.contains("uniform pruning of layers 4..28"),
+        err.contains("target 0.8 is unreachable: at most 0.") && err.contains("uniform pruning of layers 4..28"),
         "{err}"
     );
     assert!(allocate_uniform(&cfg, &base, -0.1).is_err());

@@ -48,18 +48,8 @@ impl UniformConfig {
     /// LLM-Pruner's range scaled to `n_layers`: `4..n_layers−2` when `n_layers ≥ 7`, else
     /// every layer `0..n_layers` (the range would be empty); no recovery biases counted.
     pub fn llm_pruner(target: f64, n_layers: usize, mode: GqaMode) -> Self {
-        let (first, end) = if n_layers >= 7 {
-            (4, n_layers - 2)
-        } else {
-            (0, n_layers)
-        };
-        Self {
-            target,
-            first,
-            end,
-            mode,
-            recovery_adds_bias: false,
-        }
+        let (first, end) = if n_layers >= 7 { (4, n_layers - 2) } else { (0, n_layers) };
+        Self { target, first, end, mode, recovery_adds_bias: false }
     }
 
     /// The pruned layers.
@@ -73,18 +63,13 @@ impl UniformConfig {
 /// # Shapes
 /// → `[n_layers]`
 pub fn uniform_ratios(n_layers: usize, layers: Range<usize>, r: f64) -> Vec<f64> {
-    (0..n_layers)
-        .map(|l| if layers.contains(&l) { r } else { 0.0 })
-        .collect()
+    (0..n_layers).map(|l| if layers.contains(&l) { r } else { 0.0 }).collect()
 }
 
 /// The uniform allocation for ratio `r` (`u.target` is only recorded).
 pub fn allocate_uniform(cfg: &ModelConfig, u: &UniformConfig, r: f64) -> Result<Allocation> {
     check(cfg, u)?;
-    ensure!(
-        r.is_finite() && r >= 0.0,
-        "the ratio must be a non-negative number, got {r}"
-    );
+    ensure!(r.is_finite() && r >= 0.0, "the ratio must be a non-negative number, got {r}");
     let raw = uniform_ratios(cfg.num_layers(), u.layers(), r);
     let (pruned, counts) = pruned_config(cfg, &raw, u.mode, u.recovery_adds_bias)?;
     let before = cfg.num_params();
@@ -106,31 +91,18 @@ pub fn allocate_uniform(cfg: &ModelConfig, u: &UniformConfig, r: f64) -> Result<
 pub fn solve_uniform(cfg: &ModelConfig, u: &UniformConfig) -> Result<Allocation> {
     check(cfg, u)?;
     // At r_hi every layer of the range sits at its clip limit.
-    let r_hi = cfg.layers[u.layers()]
-        .iter()
-        .map(ratio_cap)
-        .fold(0.0, f64::max);
+    let r_hi = cfg.layers[u.layers()].iter().map(ratio_cap).fold(0.0, f64::max);
     bisect_r0(
         cfg,
         u.target,
         r_hi,
         |r| allocate_uniform(cfg, u, r),
-        || {
-            format!(
-                "uniform pruning of layers {}..{}, {:?} pruning",
-                u.first, u.end, u.mode
-            )
-        },
+        || format!("uniform pruning of layers {}..{}, {:?} pruning", u.first, u.end, u.mode),
     )
 }
 
 fn check(cfg: &ModelConfig, u: &UniformConfig) -> Result<()> {
     let l = cfg.num_layers();
-    ensure!(
-        u.first < u.end && u.end <= l,
-        "layer range {}..{} must be non-empty and lie in 0..{l}",
-        u.first,
-        u.end
-    );
+    ensure!(u.first < u.end && u.end <= l, "layer range {}..{} must be non-empty and lie in 0..{l}", u.first, u.end);
     Ok(())
 }

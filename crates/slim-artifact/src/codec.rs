@@ -27,13 +27,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes bytes written by [`encode`]; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
-        .map_err(|e| CodecError(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| CodecError(e.to_string()))?;
     if used != bytes.len() {
-        return Err(CodecError(format!(
-            "{} trailing bytes after the value",
-            bytes.len() - used
-        )));
+        return Err(CodecError(format!("{} trailing bytes after the value", bytes.len() - used)));
     }
     Ok(value)
 }

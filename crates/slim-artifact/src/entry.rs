@@ -120,8 +120,8 @@ impl Entry {
     /// The path of a payload file or of a `dir_path` folder, for code that loads from
     /// disk (an HF model directory). Contents are not re-hashed here; `Store::verify` does.
     pub fn path_of(&self, name: &str) -> Result<PathBuf> {
-        let known = self.manifest.payloads.iter().any(|p| p.name == name)
-            || self.manifest.dirs.iter().any(|d| d == name);
+        let known =
+            self.manifest.payloads.iter().any(|p| p.name == name) || self.manifest.dirs.iter().any(|d| d == name);
         if !known {
             return Err(self.missing(name));
         }
@@ -154,20 +154,14 @@ impl Entry {
         }
         let digest = blake3::hash(&bytes).to_hex().to_string();
         if digest != payload.blake3 {
-            return Err(StoreError::corrupt(
-                path,
-                "blake3 digest differs from the manifest",
-            ));
+            return Err(StoreError::corrupt(path, "blake3 digest differs from the manifest"));
         }
         Ok(bytes)
     }
 
     fn missing(&self, name: &str) -> StoreError {
         StoreError::NotFound {
-            what: format!(
-                "payload {name:?} in the manifest of entry {}",
-                self.manifest.key
-            ),
+            what: format!("payload {name:?} in the manifest of entry {}", self.manifest.key),
             path: self.dir.join(name),
         }
     }
@@ -190,10 +184,7 @@ pub(crate) fn read_entry(dir: &Path, stage: &str, key: Key) -> Result<Entry, Man
         Err(e) => return Err(ManifestError::Unusable(StoreError::io("read", &path, e))),
     };
     let manifest = parse_manifest(&path, &bytes, stage, key).map_err(ManifestError::Unusable)?;
-    Ok(Entry {
-        dir: dir.to_owned(),
-        manifest,
-    })
+    Ok(Entry { dir: dir.to_owned(), manifest })
 }
 
 /// Parses and checks the bytes of a manifest found at `path` under `stage`/`key`: the schema
@@ -221,31 +212,20 @@ pub fn parse_manifest(path: &Path, bytes: &[u8], stage: &str, key: Key) -> Resul
         .map_err(|e| StoreError::corrupt(path, format!("manifest does not parse: {e}")))?;
     let bad = |reason: String| Err(StoreError::corrupt(path, reason));
     if m.stage != stage || m.key_doc.stage() != stage {
-        return bad(format!(
-            "manifest is for stage {:?}, found under stage {stage:?}",
-            m.stage
-        ));
+        return bad(format!("manifest is for stage {:?}, found under stage {stage:?}", m.stage));
     }
     if m.stage_version != m.key_doc.stage_version() {
-        return bad(format!(
-            "stage version {} differs from the key document's",
-            m.stage_version
-        ));
+        return bad(format!("stage version {} differs from the key document's", m.stage_version));
     }
     if m.key != key {
-        return bad(format!(
-            "manifest is for key {}, found under key {key}",
-            m.key
-        ));
+        return bad(format!("manifest is for key {}, found under key {key}", m.key));
     }
     // The key document is not re-hashed here: serde_json's default float parser may
     // misread a 17-digit float by one ulp, and that must not turn a hit into a miss.
     // `Store::verify` re-hashes it and reports a difference.
     for name in m.payloads.iter().map(|p| &p.name).chain(&m.dirs) {
         if !is_relative_name(name) {
-            return bad(format!(
-                "payload name {name:?} is not a relative path inside the entry"
-            ));
+            return bad(format!("payload name {name:?} is not a relative path inside the entry"));
         }
     }
     Ok(m)
@@ -253,9 +233,5 @@ pub fn parse_manifest(path: &Path, bytes: &[u8], stage: &str, key: Key) -> Resul
 
 /// True for `a/b/c` with no empty, `.` or `..` component and nothing absolute.
 pub(crate) fn is_relative_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.contains('\\')
-        && name
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+    !name.is_empty() && !name.contains('\\') && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }

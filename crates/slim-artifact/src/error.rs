@@ -73,17 +73,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> StoreError {
-        StoreError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        StoreError::Io { op, path: path.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        StoreError::Corrupt { path: path.into(), reason: reason.into() }
     }
 }

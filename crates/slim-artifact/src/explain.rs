@@ -73,31 +73,18 @@ pub enum Change {
 pub(crate) fn diff(old: &KeyDoc, new: &KeyDoc) -> Vec<Change> {
     let mut out = Vec::new();
     if old.cache_format() != new.cache_format() {
-        out.push(Change::CacheFormat {
-            old: old.cache_format(),
-            new: new.cache_format(),
-        });
+        out.push(Change::CacheFormat { old: old.cache_format(), new: new.cache_format() });
     }
     if old.stage_version() != new.stage_version() {
-        out.push(Change::StageVersion {
-            old: old.stage_version(),
-            new: new.stage_version(),
-        });
+        out.push(Change::StageVersion { old: old.stage_version(), new: new.stage_version() });
     }
     diff_value("", Some(old.config()), Some(new.config()), &mut out);
     let roles = old.inputs().keys().chain(new.inputs().keys());
     let roles: std::collections::BTreeSet<&String> = roles.collect();
     for role in roles {
-        let (o, n) = (
-            old.inputs().get(role).copied(),
-            new.inputs().get(role).copied(),
-        );
+        let (o, n) = (old.inputs().get(role).copied(), new.inputs().get(role).copied());
         if o != n {
-            out.push(Change::Input {
-                role: role.clone(),
-                old: o,
-                new: n,
-            });
+            out.push(Change::Input { role: role.clone(), old: o, new: n });
         }
     }
     out
@@ -108,11 +95,7 @@ fn diff_value(field: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let sub = if field.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{field}.{k}")
-                };
+                let sub = if field.is_empty() { k.clone() } else { format!("{field}.{k}") };
                 diff_value(&sub, a.get(k), b.get(k), out);
             }
         }
@@ -123,11 +106,7 @@ fn diff_value(field: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
         }
         (a, b) => {
             if a != b {
-                out.push(Change::Config {
-                    field: field.into(),
-                    old: a.cloned(),
-                    new: b.cloned(),
-                });
+                out.push(Change::Config { field: field.into(), old: a.cloned(), new: b.cloned() });
             }
         }
     }
@@ -140,15 +119,8 @@ impl fmt::Display for Explanation {
             Explanation::NoPrevious { key } => {
                 write!(f, "dirty: no previous entry of this stage (new key {key})")
             }
-            Explanation::Changed {
-                key,
-                previous,
-                changes,
-            } => {
-                write!(
-                    f,
-                    "dirty: key {key} differs from the latest entry {previous}"
-                )?;
+            Explanation::Changed { key, previous, changes } => {
+                write!(f, "dirty: key {key} differs from the latest entry {previous}")?;
                 if changes.is_empty() {
                     write!(f, "\n  - no field differs (the key hashing changed?)")?;
                 }
@@ -169,11 +141,7 @@ impl fmt::Display for Change {
                 write!(f, "stage version changed: {old} -> {new}")
             }
             Change::Config { field, old, new } => {
-                let field = if field.is_empty() {
-                    "config".to_owned()
-                } else {
-                    format!("config.{field}")
-                };
+                let field = if field.is_empty() { "config".to_owned() } else { format!("config.{field}") };
                 match (old, new) {
                     (Some(o), Some(n)) => {
                         write!(f, "{field} changed: {} -> {}", short(o), short(n))

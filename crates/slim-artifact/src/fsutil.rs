@@ -14,10 +14,8 @@ use crate::error::{Result, StoreError};
 /// fsynced, then renamed over `path`. Readers see the old file or the new one, never a
 /// partial one. Creates the parent folders. For `data/runs/<name>/run.json` and the like.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StoreError::Encode { path: path.to_owned(), reason: e.to_string() })?;
     bytes.push(b'\n');
     write_bytes_atomic(path, &bytes)
 }
@@ -28,14 +26,10 @@ pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(|e| StoreError::io("create folder", &parent, e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{file_name}.tmp-{}", unique_suffix()));
-    let result = write_file_synced(&tmp, bytes).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e))
-    });
+    let result = write_file_synced(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -45,13 +39,9 @@ pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Creates `path` (failing if it exists), writes `bytes` and fsyncs it.
 pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| StoreError::io("create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io("write", path, e))?;
+    let mut f =
+        File::options().write(true).create_new(true).open(path).map_err(|e| StoreError::io("create", path, e))?;
+    f.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
     f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
 }
 
@@ -66,8 +56,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let f = File::open(path).map_err(|e| StoreError::io("open folder", path, e))?;
-        f.sync_all()
-            .map_err(|e| StoreError::io("fsync folder", path, e))?;
+        f.sync_all().map_err(|e| StoreError::io("fsync folder", path, e))?;
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -78,17 +67,12 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{:x}{:08x}", std::process::id(), n, nanos)
 }
 
 pub(crate) fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     since.as_millis() as u64
 }
 
@@ -107,23 +91,14 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
         let item = item.map_err(|e| StoreError::io("list", dir, e))?;
         let path = item.path();
         let name = item.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ft = item
-            .file_type()
-            .map_err(|e| StoreError::io("stat", &path, e))?;
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let ft = item.file_type().map_err(|e| StoreError::io("stat", &path, e))?;
         if ft.is_dir() {
             walk(&path, &rel, out)?;
         } else if ft.is_file() {
             out.push(rel);
         } else {
-            return Err(StoreError::corrupt(
-                &path,
-                "not a regular file or folder (symbolic link?)",
-            ));
+            return Err(StoreError::corrupt(&path, "not a regular file or folder (symbolic link?)"));
         }
     }
     Ok(())
@@ -132,8 +107,6 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
 /// blake3 of a file and its size, reading large files in parallel.
 pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_mmap_rayon(path)
-        .map_err(|e| StoreError::io("hash", path, e))?;
+    hasher.update_mmap_rayon(path).map_err(|e| StoreError::io("hash", path, e))?;
     Ok((hasher.finalize().to_hex().to_string(), hasher.count()))
 }

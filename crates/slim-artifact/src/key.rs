@@ -129,13 +129,7 @@ impl KeyDoc {
             path: format!("<key document of stage {stage}>").into(),
             reason: e.to_string(),
         })?;
-        Ok(KeyDoc {
-            cache_format: CACHE_FORMAT,
-            stage: stage.to_owned(),
-            stage_version,
-            config,
-            inputs,
-        })
+        Ok(KeyDoc { cache_format: CACHE_FORMAT, stage: stage.to_owned(), stage_version, config, inputs })
     }
 
     /// The key: blake3 of [`KeyDoc::canonical_json`], truncated to 128 bits.
@@ -152,10 +146,7 @@ impl KeyDoc {
         let mut doc = serde_json::Map::new();
         doc.insert("cache_format".into(), Value::from(self.cache_format));
         doc.insert("config".into(), self.config.clone());
-        let inputs = self
-            .inputs
-            .iter()
-            .map(|(r, k)| (r.clone(), Value::from(k.to_hex())));
+        let inputs = self.inputs.iter().map(|(r, k)| (r.clone(), Value::from(k.to_hex())));
         doc.insert("inputs".into(), Value::Object(inputs.collect()));
         doc.insert("stage".into(), Value::from(self.stage.clone()));
         doc.insert("stage_version".into(), Value::from(self.stage_version));
@@ -225,23 +216,14 @@ pub(crate) fn write_canonical(v: &Value, out: &mut String) {
 /// Checks a stage or payload path component: `[A-Za-z0-9._-]+`, not starting with `.` or
 /// `_` (reserved for temp dirs and store files).
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(StoreError::InvalidName {
-            what,
-            value: name.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(StoreError::InvalidName { what, value: name.to_owned(), reason });
     if name.is_empty() {
         return bad("must not be empty");
     }
     if name.starts_with('.') || name.starts_with('_') {
         return bad("must not start with '.' or '_'");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())

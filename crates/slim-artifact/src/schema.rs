@@ -125,7 +125,11 @@ impl MlpStats {
         if d == 0 || m == 0 {
             return Err(format!("layer {}: empty MLP statistics (d={d}, m={m})", self.layer));
         }
-        for (name, len, want) in [("u_sq_mean", self.u_sq_mean.len(), d), ("g_mean", self.g_mean.len(), m), ("g_cov", self.g_cov.len(), m * m)] {
+        for (name, len, want) in [
+            ("u_sq_mean", self.u_sq_mean.len(), d),
+            ("g_mean", self.g_mean.len(), m),
+            ("g_cov", self.g_cov.len(), m * m),
+        ] {
             if len != want {
                 return Err(format!("layer {}: {name} has {len} values, expected {want}", self.layer));
             }
@@ -184,7 +188,15 @@ impl TaylorStats {
             if h == 0 || k == 0 || m == 0 {
                 return Err(format!("layer {i}: empty Taylor statistics (H={h}, H_kv={k}, m={m})"));
             }
-            for (name, v, want) in [("q", &t.q, h), ("k", &t.k, k), ("v", &t.v, k), ("o", &t.o, h), ("gate", &t.gate, m), ("up", &t.up, m), ("down", &t.down, m)] {
+            for (name, v, want) in [
+                ("q", &t.q, h),
+                ("k", &t.k, k),
+                ("v", &t.v, k),
+                ("o", &t.o, h),
+                ("gate", &t.gate, m),
+                ("up", &t.up, m),
+                ("down", &t.down, m),
+            ] {
                 if v.len() != want {
                     return Err(format!("layer {i}: Taylor {name} has {} values, expected {want}", v.len()));
                 }

@@ -15,12 +15,7 @@ use crate::writer::EntryWriter;
 use crate::{CACHE_FORMAT, FORMAT_FILE, MANIFEST_FILE};
 
 /// A cached entry the explanation may point to: (number of changes, newest first, its key, the changes).
-type Candidate = (
-    usize,
-    std::cmp::Reverse<(u64, Key)>,
-    Key,
-    Vec<explain::Change>,
-);
+type Candidate = (usize, std::cmp::Reverse<(u64, Key)>, Key, Vec<explain::Change>);
 
 /// Environment variable that overrides [`Store::default_root`].
 pub const CACHE_ENV: &str = "SLIMLLM_CACHE";
@@ -69,9 +64,7 @@ impl Store {
             }
             Err(e) => return Err(StoreError::io("read", &path, e)),
         }
-        Ok(Store {
-            root: root.to_owned(),
-        })
+        Ok(Store { root: root.to_owned() })
     }
 
     /// The root folder.
@@ -152,21 +145,12 @@ impl Store {
         let mut problems = Vec::new();
         for (stage, key) in self.entries()? {
             let dir = self.stage_dir(&stage)?.join(key.to_hex());
-            let mut report = |path: PathBuf, reason: String| {
-                problems.push(Problem {
-                    stage: stage.clone(),
-                    key,
-                    path,
-                    reason,
-                })
-            };
+            let mut report =
+                |path: PathBuf, reason: String| problems.push(Problem { stage: stage.clone(), key, path, reason });
             let e = match entry::read_entry(&dir, &stage, key) {
                 Ok(e) => e,
                 Err(ManifestError::Missing) => {
-                    report(
-                        dir.join(MANIFEST_FILE),
-                        "no manifest: incomplete entry".into(),
-                    );
+                    report(dir.join(MANIFEST_FILE), "no manifest: incomplete entry".into());
                     continue;
                 }
                 Err(ManifestError::Unusable(err)) => {
@@ -179,12 +163,7 @@ impl Store {
                 let reason = format!("key document hashes to {rehashed}, not {key}");
                 report(dir.join(MANIFEST_FILE), reason);
             }
-            let listed: BTreeSet<&str> = e
-                .manifest()
-                .payloads
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect();
+            let listed: BTreeSet<&str> = e.manifest().payloads.iter().map(|p| p.name.as_str()).collect();
             for p in &e.manifest().payloads {
                 let path = e.dir().join(&p.name);
                 if !path.is_file() {
@@ -200,10 +179,7 @@ impl Store {
             }
             for name in fsutil::walk_files(e.dir())? {
                 if name != MANIFEST_FILE && !listed.contains(name.as_str()) {
-                    report(
-                        e.dir().join(&name),
-                        "file not listed in the manifest".into(),
-                    );
+                    report(e.dir().join(&name), "file not listed in the manifest".into());
                 }
             }
         }
@@ -219,10 +195,7 @@ impl Store {
         match fs::rename(&dir, &aside) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound {
-                    what: format!("entry {stage}/{key}"),
-                    path: dir,
-                });
+                return Err(StoreError::NotFound { what: format!("entry {stage}/{key}"), path: dir });
             }
             Err(e) => return Err(StoreError::io("move aside", &dir, e)),
         }
@@ -323,14 +296,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}: {}: {}",
-            self.stage,
-            self.key,
-            self.path.display(),
-            self.reason
-        )
+        write!(f, "{}/{}: {}: {}", self.stage, self.key, self.path.display(), self.reason)
     }
 }
 
@@ -345,11 +311,7 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     for item in rd {
         let item = item.map_err(|e| StoreError::io("list", dir, e))?;
         let is_dir = item.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        out.push((
-            item.file_name().to_string_lossy().into_owned(),
-            item.path(),
-            is_dir,
-        ));
+        out.push((item.file_name().to_string_lossy().into_owned(), item.path(), is_dir));
     }
     Ok(out)
 }

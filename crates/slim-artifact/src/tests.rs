@@ -26,11 +26,7 @@ fn fixed_doc() -> KeyDoc {
         "seq_len": 128,
         "layers": [4, 5, 6],
     });
-    doc(
-        "score",
-        config,
-        &[("capture", key("0123456789abcdef0123456789abcdef"))],
-    )
+    doc("score", config, &[("capture", key("0123456789abcdef0123456789abcdef"))])
 }
 
 fn tmp_store() -> (tempfile::TempDir, Store) {
@@ -41,10 +37,8 @@ fn tmp_store() -> (tempfile::TempDir, Store) {
 
 /// Names in `dir`, sorted.
 fn ls(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -70,27 +64,15 @@ fn key_ignores_object_order_and_follows_content() {
         "scorer": { "greedy": true, "kind": "slimllm" },
         "ratio": 0.2,
     });
-    let b = doc(
-        "score",
-        reordered,
-        &[("capture", key("0123456789abcdef0123456789abcdef"))],
-    );
+    let b = doc("score", reordered, &[("capture", key("0123456789abcdef0123456789abcdef"))]);
     assert_eq!(a.key(), b.key());
 
     let mut config = a.config().clone();
     config["scorer"]["kind"] = json!("magnitude");
-    let c = doc(
-        "score",
-        config,
-        &[("capture", key("0123456789abcdef0123456789abcdef"))],
-    );
+    let c = doc("score", config, &[("capture", key("0123456789abcdef0123456789abcdef"))]);
     assert_ne!(a.key(), c.key());
 
-    let d = doc(
-        "score",
-        a.config().clone(),
-        &[("capture", key("fedcba9876543210fedcba9876543210"))],
-    );
+    let d = doc("score", a.config().clone(), &[("capture", key("fedcba9876543210fedcba9876543210"))]);
     assert_ne!(a.key(), d.key());
 
     let e = KeyDoc::new("score", 2, a.config(), a.inputs().clone()).unwrap();
@@ -99,15 +81,7 @@ fn key_ignores_object_order_and_follows_content() {
     // Array order is content.
     let mut config = a.config().clone();
     config["layers"] = json!([6, 5, 4]);
-    assert_ne!(
-        a.key(),
-        doc(
-            "score",
-            config,
-            &[("capture", key("0123456789abcdef0123456789abcdef"))]
-        )
-        .key()
-    );
+    assert_ne!(a.key(), doc("score", config, &[("capture", key("0123456789abcdef0123456789abcdef"))]).key());
 }
 
 #[test]
@@ -116,39 +90,19 @@ fn key_parse_round_trip_and_rejects_garbage() {
     assert_eq!(k.to_hex().parse::<Key>().unwrap(), k);
     assert!(Key::parse("0123").is_none());
     assert!(Key::parse("0123456789ABCDEF0123456789ABCDEF").is_none());
-    assert!(matches!(
-        "zz".parse::<Key>(),
-        Err(StoreError::InvalidName { .. })
-    ));
+    assert!(matches!("zz".parse::<Key>(), Err(StoreError::InvalidName { .. })));
 }
 
 #[test]
 fn bad_names_are_rejected() {
-    assert!(matches!(
-        KeyDoc::new("../x", 1, &json!({}), BTreeMap::new()),
-        Err(StoreError::InvalidName { .. })
-    ));
+    assert!(matches!(KeyDoc::new("../x", 1, &json!({}), BTreeMap::new()), Err(StoreError::InvalidName { .. })));
     let (_dir, store) = tmp_store();
     let mut w = store.begin(&fixed_doc()).unwrap();
-    for bad in [
-        "",
-        "../a",
-        "a/../b",
-        "/abs",
-        "manifest.json",
-        ".hidden",
-        "a//b",
-    ] {
-        assert!(
-            matches!(w.put_bytes(bad, b"x"), Err(StoreError::InvalidName { .. })),
-            "{bad:?}"
-        );
+    for bad in ["", "../a", "a/../b", "/abs", "manifest.json", ".hidden", "a//b"] {
+        assert!(matches!(w.put_bytes(bad, b"x"), Err(StoreError::InvalidName { .. })), "{bad:?}");
     }
     w.put_bytes("a.bin", b"x").unwrap();
-    assert!(matches!(
-        w.put_bytes("a.bin", b"y"),
-        Err(StoreError::InvalidName { .. })
-    ));
+    assert!(matches!(w.put_bytes("a.bin", b"y"), Err(StoreError::InvalidName { .. })));
 }
 
 #[test]
@@ -159,11 +113,9 @@ fn commit_lookup_round_trip() {
 
     let mut w = store.begin(&d).unwrap();
     w.set_producer("slim-score", "9.9.9", Some("abc123"));
-    w.put_json("plan.json", &json!({ "kept": [1, 2, 3] }))
-        .unwrap();
+    w.put_json("plan.json", &json!({ "kept": [1, 2, 3] })).unwrap();
     w.put_bytes("raw.bin", b"hello").unwrap();
-    w.put_bin("nums.bin", &vec![1.5f64, -0.0, f64::MAX])
-        .unwrap();
+    w.put_bin("nums.bin", &vec![1.5f64, -0.0, f64::MAX]).unwrap();
     let model = w.dir_path("model").unwrap();
     fs::write(model.join("config.json"), b"{}").unwrap();
     fs::create_dir(model.join("sub")).unwrap();
@@ -178,58 +130,25 @@ fn commit_lookup_round_trip() {
     assert_eq!(e.key(), k);
     assert_eq!(e.stage(), "score");
     assert_eq!(e.key_doc(), &d);
-    assert_eq!(
-        e.get_json::<serde_json::Value>("plan.json").unwrap(),
-        json!({ "kept": [1, 2, 3] })
-    );
+    assert_eq!(e.get_json::<serde_json::Value>("plan.json").unwrap(), json!({ "kept": [1, 2, 3] }));
     assert_eq!(e.get_bytes("raw.bin").unwrap(), b"hello");
     let nums: Vec<f64> = e.get_bin("nums.bin").unwrap();
-    assert_eq!(
-        nums.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        [1.5f64, -0.0, f64::MAX].map(f64::to_bits)
-    );
-    assert_eq!(
-        e.get_bytes("model/sub/weights.safetensors").unwrap(),
-        vec![7u8; 1000]
-    );
-    assert_eq!(
-        fs::read(e.path_of("model").unwrap().join("config.json")).unwrap(),
-        b"{}"
-    );
-    assert!(matches!(
-        e.get_bytes("nope"),
-        Err(StoreError::NotFound { .. })
-    ));
-    assert!(matches!(
-        e.path_of("nope"),
-        Err(StoreError::NotFound { .. })
-    ));
+    assert_eq!(nums.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), [1.5f64, -0.0, f64::MAX].map(f64::to_bits));
+    assert_eq!(e.get_bytes("model/sub/weights.safetensors").unwrap(), vec![7u8; 1000]);
+    assert_eq!(fs::read(e.path_of("model").unwrap().join("config.json")).unwrap(), b"{}");
+    assert!(matches!(e.get_bytes("nope"), Err(StoreError::NotFound { .. })));
+    assert!(matches!(e.path_of("nope"), Err(StoreError::NotFound { .. })));
     // The codec is checked: a JSON payload is not decoded as binary.
-    assert!(matches!(
-        e.get_bin::<Vec<f64>>("plan.json"),
-        Err(StoreError::Incompatible { .. })
-    ));
+    assert!(matches!(e.get_bin::<Vec<f64>>("plan.json"), Err(StoreError::Incompatible { .. })));
 
     let m = e.manifest();
     assert_eq!(m.producer.name, "slim-score");
     assert_eq!(m.producer.git_revision.as_deref(), Some("abc123"));
     let names: Vec<&str> = m.payloads.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "model/config.json",
-            "model/sub/weights.safetensors",
-            "nums.bin",
-            "plan.json",
-            "raw.bin"
-        ]
-    );
+    assert_eq!(names, ["model/config.json", "model/sub/weights.safetensors", "nums.bin", "plan.json", "raw.bin"]);
     assert_eq!(m.dirs, ["model"]);
     assert_eq!(m.payloads[4].size, 5);
-    assert_eq!(
-        m.payloads[4].blake3,
-        blake3::hash(b"hello").to_hex().to_string()
-    );
+    assert_eq!(m.payloads[4].blake3, blake3::hash(b"hello").to_hex().to_string());
     assert_eq!(m.payloads[2].codec, crate::codec::NAME);
 
     assert_eq!(store.verify().unwrap(), vec![]);
@@ -267,17 +186,10 @@ fn folder_without_manifest_is_a_miss_and_is_replaced() {
     fs::create_dir_all(&at_key).unwrap();
     fs::write(at_key.join("a.bin"), b"half").unwrap();
     assert!(store.lookup("score", &k).unwrap().is_none());
-    assert!(matches!(
-        store.explain(&d).unwrap(),
-        Explanation::NoPrevious { .. }
-    ));
+    assert!(matches!(store.explain(&d).unwrap(), Explanation::NoPrevious { .. }));
     let problems = store.verify().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(
-        problems[0].reason.contains("no manifest"),
-        "{}",
-        problems[0]
-    );
+    assert!(problems[0].reason.contains("no manifest"), "{}", problems[0]);
 
     // A garbled manifest is a miss too.
     fs::write(at_key.join("manifest.json"), b"{ not json").unwrap();
@@ -316,16 +228,8 @@ fn verify_reports_corrupted_payload() {
     fs::write(e.path_of("model").unwrap().join("stray"), b"").unwrap();
 
     let problems = store.verify().unwrap();
-    let text: Vec<String> = problems
-        .iter()
-        .map(|p| {
-            format!(
-                "{} {}",
-                p.path.file_name().unwrap().to_string_lossy(),
-                p.reason
-            )
-        })
-        .collect();
+    let text: Vec<String> =
+        problems.iter().map(|p| format!("{} {}", p.path.file_name().unwrap().to_string_lossy(), p.reason)).collect();
     assert_eq!(
         text,
         [
@@ -336,10 +240,7 @@ fn verify_reports_corrupted_payload() {
     );
     assert!(problems.iter().all(|p| p.stage == "score" && p.key == k));
     // Reads check the digest too.
-    assert!(matches!(
-        e.get_bytes("a.bin"),
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(matches!(e.get_bytes("a.bin"), Err(StoreError::Corrupt { .. })));
 }
 
 #[test]
@@ -371,34 +272,19 @@ fn concurrent_commits_of_one_key() {
 fn explain_names_changed_fields() {
     let (_dir, store) = tmp_store();
     let first = fixed_doc();
-    assert_eq!(
-        store.explain(&first).unwrap(),
-        Explanation::NoPrevious { key: first.key() }
-    );
+    assert_eq!(store.explain(&first).unwrap(), Explanation::NoPrevious { key: first.key() });
     store.begin(&first).unwrap().commit().unwrap();
-    assert_eq!(
-        store.explain(&first).unwrap(),
-        Explanation::Hit { key: first.key() }
-    );
+    assert_eq!(store.explain(&first).unwrap(), Explanation::Hit { key: first.key() });
 
     let mut config = first.config().clone();
     config["scorer"]["kind"] = json!("magnitude");
     config["seed"] = json!(7);
     config.as_object_mut().unwrap().remove("seq_len");
-    let second = KeyDoc::new(
-        "score",
-        2,
-        &config,
-        BTreeMap::from([("capture".into(), key("fedcba9876543210fedcba9876543210"))]),
-    )
-    .unwrap();
+    let second =
+        KeyDoc::new("score", 2, &config, BTreeMap::from([("capture".into(), key("fedcba9876543210fedcba9876543210"))]))
+            .unwrap();
     let ex = store.explain(&second).unwrap();
-    let Explanation::Changed {
-        changes, previous, ..
-    } = &ex
-    else {
-        panic!("expected Changed: {ex:?}")
-    };
+    let Explanation::Changed { changes, previous, .. } = &ex else { panic!("expected Changed: {ex:?}") };
     assert_eq!(*previous, first.key());
     assert!(changes.contains(&Change::StageVersion { old: 1, new: 2 }));
     assert_eq!(
@@ -422,21 +308,9 @@ fn explain_names_changed_fields() {
     config3["seed"] = json!(8);
     let third = KeyDoc::new("score", 2, &config3, second.inputs().clone()).unwrap();
     let ex = store.explain(&third).unwrap();
-    let Explanation::Changed {
-        changes, previous, ..
-    } = &ex
-    else {
-        panic!("expected Changed: {ex:?}")
-    };
+    let Explanation::Changed { changes, previous, .. } = &ex else { panic!("expected Changed: {ex:?}") };
     assert_eq!(*previous, second.key());
-    assert_eq!(
-        *changes,
-        vec![Change::Config {
-            field: "seed".into(),
-            old: Some(json!(7)),
-            new: Some(json!(8))
-        }]
-    );
+    assert_eq!(*changes, vec![Change::Config { field: "seed".into(), old: Some(json!(7)), new: Some(json!(8)) }]);
 }
 
 #[test]
@@ -444,27 +318,12 @@ fn incompatible_store_format_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
     Store::open(&root).unwrap();
-    assert_eq!(
-        fs::read_to_string(root.join("FORMAT")).unwrap(),
-        "slimllm-cache 1\n"
-    );
+    assert_eq!(fs::read_to_string(root.join("FORMAT")).unwrap(), "slimllm-cache 1\n");
     fs::write(root.join("FORMAT"), "slimllm-cache 999\n").unwrap();
     let err = Store::open(&root).unwrap_err();
-    let StoreError::Incompatible {
-        expected, found, ..
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(
-        (expected.as_str(), found.as_str()),
-        ("slimllm-cache 1", "slimllm-cache 999")
-    );
-    assert!(
-        err.to_string()
-            .contains(&root.join("FORMAT").display().to_string()),
-        "{err}"
-    );
+    let StoreError::Incompatible { expected, found, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((expected.as_str(), found.as_str()), ("slimllm-cache 1", "slimllm-cache 999"));
+    assert!(err.to_string().contains(&root.join("FORMAT").display().to_string()), "{err}");
 }
 
 #[test]
@@ -472,22 +331,12 @@ fn newer_manifest_schema_is_a_miss() {
     let (_dir, store) = tmp_store();
     let d = fixed_doc();
     let k = store.begin(&d).unwrap().commit().unwrap();
-    let path = store
-        .root()
-        .join("score")
-        .join(k.to_hex())
-        .join("manifest.json");
-    let text = fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"schema_version\": 1", "\"schema_version\": 2");
+    let path = store.root().join("score").join(k.to_hex()).join("manifest.json");
+    let text = fs::read_to_string(&path).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 2");
     fs::write(&path, text).unwrap();
     assert!(store.lookup("score", &k).unwrap().is_none());
     let problems = store.verify().unwrap();
-    assert!(
-        problems[0].reason.contains("incompatible manifest schema"),
-        "{}",
-        problems[0]
-    );
+    assert!(problems[0].reason.contains("incompatible manifest schema"), "{}", problems[0]);
 }
 
 #[test]
@@ -501,20 +350,11 @@ fn remove_and_gc() {
     }
     store.remove("alloc", &c.key()).unwrap();
     assert!(store.lookup("alloc", &c.key()).unwrap().is_none());
-    assert!(matches!(
-        store.remove("alloc", &c.key()),
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(store.remove("alloc", &c.key()), Err(StoreError::NotFound { .. })));
 
     let keep = BTreeSet::from([("score".to_string(), a.key())]);
-    assert_eq!(
-        store.gc(&keep).unwrap(),
-        vec![("alloc".to_string(), b.key())]
-    );
-    assert_eq!(
-        store.entries().unwrap(),
-        vec![("score".to_string(), a.key())]
-    );
+    assert_eq!(store.gc(&keep).unwrap(), vec![("alloc".to_string(), b.key())]);
+    assert_eq!(store.entries().unwrap(), vec![("score".to_string(), a.key())]);
     assert!(store.root().join("FORMAT").is_file());
 }
 
@@ -549,26 +389,12 @@ fn mlp_stats_binary_round_trip() {
     let k = w.commit().unwrap();
     let write = t.elapsed();
     let t = Instant::now();
-    let back: MlpStats = store
-        .lookup("capture", &k)
-        .unwrap()
-        .unwrap()
-        .get_bin("mlp.bin")
-        .unwrap();
+    let back: MlpStats = store.lookup("capture", &k).unwrap().unwrap().get_bin("mlp.bin").unwrap();
     let read = t.elapsed();
     assert_eq!(back, stats);
-    let size = store
-        .lookup("capture", &k)
-        .unwrap()
-        .unwrap()
-        .manifest()
-        .payloads[0]
-        .size;
+    let size = store.lookup("capture", &k).unwrap().unwrap().manifest().payloads[0].size;
     // 8 bytes per f64 plus a few bytes of lengths and integers.
     assert!(size < (512 + m + m * m) as u64 * 8 + 64, "{size}");
     eprintln!("MlpStats {m}x{m}: {size} bytes, write {write:?}, read {read:?}");
-    assert!(
-        write < Duration::from_secs(1) && read < Duration::from_secs(1),
-        "write {write:?}, read {read:?}"
-    );
+    assert!(write < Duration::from_secs(1) && read < Duration::from_secs(1), "write {write:?}, read {read:?}");
 }

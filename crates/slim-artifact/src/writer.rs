@@ -36,8 +36,7 @@ pub struct EntryWriter {
 impl EntryWriter {
     pub(crate) fn create(stage_dir: PathBuf, doc: &KeyDoc) -> Result<EntryWriter> {
         let key = doc.key();
-        fs::create_dir_all(&stage_dir)
-            .map_err(|e| StoreError::io("create folder", &stage_dir, e))?;
+        fs::create_dir_all(&stage_dir).map_err(|e| StoreError::io("create folder", &stage_dir, e))?;
         let tmp = stage_dir.join(format!(".tmp-{key}-{}", fsutil::unique_suffix()));
         fs::create_dir(&tmp).map_err(|e| StoreError::io("create folder", &tmp, e))?;
         Ok(EntryWriter {
@@ -64,20 +63,15 @@ impl EntryWriter {
     /// Records the producing crate in the manifest; by default it is `slim-artifact`.
     /// Call with `env!("CARGO_PKG_NAME")`, `env!("CARGO_PKG_VERSION")`.
     pub fn set_producer(&mut self, name: &str, version: &str, git_revision: Option<&str>) {
-        self.producer = Producer {
-            name: name.into(),
-            version: version.into(),
-            git_revision: git_revision.map(Into::into),
-        };
+        self.producer =
+            Producer { name: name.into(), version: version.into(), git_revision: git_revision.map(Into::into) };
     }
 
     /// Writes `value` as pretty JSON to payload `name`.
     pub fn put_json<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let path = self.payload_path(name)?;
-        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| StoreError::Encode { path: path.clone(), reason: e.to_string() })?;
         bytes.push(b'\n');
         self.write(name, &path, &bytes, CODEC_JSON)
     }
@@ -86,10 +80,8 @@ impl EntryWriter {
     /// structs such as `MlpStats`.
     pub fn put_bin<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let path = self.payload_path(name)?;
-        let bytes = codec::encode(value).map_err(|e| StoreError::Encode {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            codec::encode(value).map_err(|e| StoreError::Encode { path: path.clone(), reason: e.to_string() })?;
         self.write(name, &path, &bytes, codec::NAME)
     }
 
@@ -128,14 +120,8 @@ impl EntryWriter {
                     self.discard();
                     return Ok(self.key);
                 }
-                Err(entry::ManifestError::Missing | entry::ManifestError::Unusable(_))
-                    if dest.exists() =>
-                {
-                    let aside = self.stage_dir.join(format!(
-                        ".tmp-{}-broken-{}",
-                        self.key,
-                        fsutil::unique_suffix()
-                    ));
+                Err(entry::ManifestError::Missing | entry::ManifestError::Unusable(_)) if dest.exists() => {
+                    let aside = self.stage_dir.join(format!(".tmp-{}-broken-{}", self.key, fsutil::unique_suffix()));
                     // Another writer may move it first; either way it is gone from `dest`.
                     if fs::rename(&dest, &aside).is_ok() {
                         let _ = fs::remove_dir_all(&aside);
@@ -156,10 +142,7 @@ impl EntryWriter {
                 Err(e) => return Err(StoreError::io("rename into place", &dest, e)),
             }
         }
-        Err(StoreError::corrupt(
-            &dest,
-            "cannot place the entry: the folder keeps changing",
-        ))
+        Err(StoreError::corrupt(&dest, "cannot place the entry: the folder keeps changing"))
     }
 
     /// Hashes everything, writes the manifest, fsyncs the temp folder.
@@ -177,12 +160,7 @@ impl EntryWriter {
             }
             fsutil::sync_file(&path)?;
             let (blake3, size) = fsutil::hash_file(&path)?;
-            payloads.push(Payload {
-                name,
-                size,
-                blake3,
-                codec: CODEC_FILE.into(),
-            });
+            payloads.push(Payload { name, size, blake3, codec: CODEC_FILE.into() });
         }
         for p in self.written.values() {
             if !payloads.iter().any(|q| q.name == p.name) {
@@ -209,10 +187,8 @@ impl EntryWriter {
             written_at_ms: fsutil::now_ms(),
         };
         let path = self.tmp.join(MANIFEST_FILE);
-        let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Encode {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| StoreError::Encode { path: path.clone(), reason: e.to_string() })?;
         bytes.push(b'\n');
         fsutil::write_file_synced(&path, &bytes)?;
         fsutil::sync_dir(&self.tmp)?;
@@ -233,10 +209,7 @@ impl EntryWriter {
             });
         }
         let taken = self.written.contains_key(name)
-            || self
-                .dirs
-                .iter()
-                .any(|d| d == name || name.starts_with(&format!("{d}/")));
+            || self.dirs.iter().any(|d| d == name || name.starts_with(&format!("{d}/")));
         if taken {
             return Err(StoreError::InvalidName {
                 what: "payload name",

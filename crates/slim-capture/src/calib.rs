@@ -57,9 +57,16 @@ impl CalibConfig {
 /// Draws the calibration windows: `n_windows · seq_len` token ids, row-major.
 ///
 /// `encode` tokenizes one document (the model's tokenizer); `vocab_size` bounds random ids.
-pub fn calibration_windows(cfg: &CalibConfig, data_root: &Path, vocab_size: usize, encode: &dyn Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+pub fn calibration_windows(
+    cfg: &CalibConfig,
+    data_root: &Path,
+    vocab_size: usize,
+    encode: &dyn Fn(&str) -> Result<Vec<u32>>,
+) -> Result<Vec<u32>> {
     let docs: Vec<String> = match cfg.source {
-        CalibSource::BrownFiction => TextSource::brown_fiction(data_root)?.documents().iter().map(|d| d.text.clone()).collect(),
+        CalibSource::BrownFiction => {
+            TextSource::brown_fiction(data_root)?.documents().iter().map(|d| d.text.clone()).collect()
+        }
         CalibSource::PtbTrain => {
             let src = TextSource::ptb(data_root, slim_data::PtbSplit::Train)?;
             // PTB is one sentence per line: group 40 lines into a document.
@@ -75,7 +82,11 @@ pub fn calibration_windows(cfg: &CalibConfig, data_root: &Path, vocab_size: usiz
 }
 
 /// The sampling loop on given documents.
-pub fn sample_windows(docs: &[String], cfg: &CalibConfig, encode: &dyn Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+pub fn sample_windows(
+    docs: &[String],
+    cfg: &CalibConfig,
+    encode: &dyn Fn(&str) -> Result<Vec<u32>>,
+) -> Result<Vec<u32>> {
     ensure!(cfg.n_windows > 0 && cfg.seq_len > 0, "calibration needs at least one window of at least one token");
     let mut rng = SplitMix(cfg.seed);
     let mut drawn = vec![false; docs.len()];

@@ -11,7 +11,13 @@ use slim_model::{Llama, TapSet};
 ///
 /// # Shapes
 /// ids: `n_windows · seq_len` token ids, row-major
-pub fn layer_importance<B: Backend>(model: &Llama<B>, ids: &[u32], n_windows: usize, seq_len: usize, on_layer: &mut dyn FnMut(usize)) -> Result<LayerImportance> {
+pub fn layer_importance<B: Backend>(
+    model: &Llama<B>,
+    ids: &[u32],
+    n_windows: usize,
+    seq_len: usize,
+    on_layer: &mut dyn FnMut(usize),
+) -> Result<LayerImportance> {
     let mut x = model.embed(model.ids_tensor(ids, n_windows, seq_len)?);
     let d = model.config().hidden_size;
     let n = n_windows * seq_len;

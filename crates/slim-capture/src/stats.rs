@@ -7,7 +7,11 @@ use slim_artifact::schema::{AttnStats, MlpStats};
 use slim_model::{host_to_tensor, HostTensor};
 
 fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
-    let data = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading statistics back: {e:?}"))?;
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::format_err!("reading statistics back: {e:?}"))?;
     Ok(data.into_iter().map(f64::from).collect())
 }
 
@@ -15,14 +19,28 @@ fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
 ///
 /// # Shapes
 /// z: `[n, H·d_h]`, o_proj: `[d, H·d_h]`
-pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor, num_heads: usize, head_dim: usize) -> Result<AttnStats> {
+pub fn attn_stats<B: Backend>(
+    layer: usize,
+    z: Tensor<B, 2>,
+    o_proj: &HostTensor,
+    num_heads: usize,
+    head_dim: usize,
+) -> Result<AttnStats> {
     let [n, hd] = z.dims();
-    ensure!(hd == num_heads * head_dim, "layer {layer}: attention tap has {hd} columns, expected {num_heads}×{head_dim}");
-    ensure!(o_proj.shape.len() == 2 && o_proj.shape[1] == hd, "layer {layer}: o_proj shape {:?} does not match {hd} inputs", o_proj.shape);
+    ensure!(
+        hd == num_heads * head_dim,
+        "layer {layer}: attention tap has {hd} columns, expected {num_heads}×{head_dim}"
+    );
+    ensure!(
+        o_proj.shape.len() == 2 && o_proj.shape[1] == hd,
+        "layer {layer}: o_proj shape {:?} does not match {hd} inputs",
+        o_proj.shape
+    );
     let d = o_proj.shape[0];
     let device = z.device();
     let z_mean = z.clone().mean_dim(0); // [1, hd]
     let z_sq_mean = z.clone().powi_scalar(2).mean_dim(0); // [1, hd]
+
     // Y_h = Z_h · W_O^(h)ᵀ, so the covariance of two heads' contributions to output k is
     //   cov(Y_h[:,k], Y_g[:,k]) = W_O[k, h·] · C[h·, g·] · W_O[k, g·]ᵀ
     // with C = cov(Z) ([H·d_h]²): one large product instead of d small ones, and no
@@ -40,6 +58,7 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
     // cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
     let cov = (p * wo.clone().unsqueeze::<3>()).reshape([num_heads, d, num_heads, head_dim]).sum_dim(3); // [H, d, H, 1]
     let cov = cov.reshape([num_heads, d, num_heads]).swap_dims(0, 1); // [d, H, H]
+
     // mean of Y_h = mean(Z_h) · W_O^(h)ᵀ: [H, d]
     let zm = z_mean.clone().reshape([num_heads, 1, head_dim]); // [H, 1, d_h]
     let mean = zm.matmul(wo_blocks.swap_dims(1, 2)); // [H, 1, d]
@@ -55,7 +74,11 @@ pub fn attn_stats<B: Backend>(layer: usize, z: Tensor<B, 2>, o_proj: &HostTensor
         z_sq_mean: to_f64(z_sq_mean)?,
         z_cov,
     };
-    ensure_finite(layer, "attention", [&stats.head_mean, &stats.head_cov, &stats.z_mean, &stats.z_sq_mean, &stats.z_cov])?;
+    ensure_finite(
+        layer,
+        "attention",
+        [&stats.head_mean, &stats.head_cov, &stats.z_mean, &stats.z_sq_mean, &stats.z_cov],
+    )?;
     Ok(stats)
 }
 
@@ -71,7 +94,15 @@ pub fn mlp_stats<B: Backend>(layer: usize, u: Tensor<B, 2>, g: Tensor<B, 2>) -> 
     let g_mean = g.clone().mean_dim(0); // [1, m]
     let gc = g - g_mean.clone();
     let cov = gc.clone().transpose().matmul(gc).div_scalar(n as f64); // [m, m]
-    let stats = MlpStats { layer, n_tokens: n, hidden: d, intermediate: m, u_sq_mean: to_f64(u_sq_mean)?, g_mean: to_f64(g_mean)?, g_cov: to_f64(cov)? };
+    let stats = MlpStats {
+        layer,
+        n_tokens: n,
+        hidden: d,
+        intermediate: m,
+        u_sq_mean: to_f64(u_sq_mean)?,
+        g_mean: to_f64(g_mean)?,
+        g_cov: to_f64(cov)?,
+    };
     ensure_finite(layer, "MLP", [&stats.u_sq_mean, &stats.g_mean, &stats.g_cov])?;
     Ok(stats)
 }
@@ -105,7 +136,13 @@ pub fn mean_row_cosine<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Result<f
 ///
 /// # Shapes
 /// ids: `n_windows·seq_len` → `[n_windows, seq_len, d]`
-pub fn layer_input<B: Backend>(m: &slim_model::Llama<B>, ids: &[u32], n_windows: usize, seq_len: usize, l: usize) -> Result<Tensor<B, 3>> {
+pub fn layer_input<B: Backend>(
+    m: &slim_model::Llama<B>,
+    ids: &[u32],
+    n_windows: usize,
+    seq_len: usize,
+    l: usize,
+) -> Result<Tensor<B, 3>> {
     let mut h = m.embed(m.ids_tensor(ids, n_windows, seq_len)?);
     for j in 0..l {
         h = m.layer_forward(j, h, slim_model::TapSet::NONE).0;
@@ -115,7 +152,12 @@ pub fn layer_input<B: Backend>(m: &slim_model::Llama<B>, ids: &[u32], n_windows:
 
 /// Runs layer `l`'s attention on its input `x` and returns its statistics ([`attn_stats`]);
 /// `o_proj` is the layer's current o_proj weight.
-pub fn capture_attn<B: Backend>(m: &slim_model::Llama<B>, l: usize, x: Tensor<B, 3>, o_proj: &HostTensor) -> Result<AttnStats> {
+pub fn capture_attn<B: Backend>(
+    m: &slim_model::Llama<B>,
+    l: usize,
+    x: Tensor<B, 3>,
+    o_proj: &HostTensor,
+) -> Result<AttnStats> {
     let mut taps = slim_model::LayerTaps::empty();
     let _ = m.attn_block(l, x, slim_model::TapSet { attn_heads: true, ..slim_model::TapSet::NONE }, &mut taps);
     let shape = &m.config().layers[l];
@@ -124,9 +166,18 @@ pub fn capture_attn<B: Backend>(m: &slim_model::Llama<B>, l: usize, x: Tensor<B,
 
 /// Runs layer `l` on its input `x` and returns its MLP statistics ([`mlp_stats`]) and the
 /// output of its attention half (the MLP's input before the norm), for callers that move on.
-pub fn capture_mlp<B: Backend>(m: &slim_model::Llama<B>, l: usize, x: Tensor<B, 3>) -> Result<(MlpStats, Tensor<B, 3>)> {
+pub fn capture_mlp<B: Backend>(
+    m: &slim_model::Llama<B>,
+    l: usize,
+    x: Tensor<B, 3>,
+) -> Result<(MlpStats, Tensor<B, 3>)> {
     let mut taps = slim_model::LayerTaps::empty();
     let h = m.attn_block(l, x, slim_model::TapSet::NONE, &mut taps);
-    let _ = m.mlp_block(l, h.clone(), slim_model::TapSet { mlp_in: true, mlp_act: true, ..slim_model::TapSet::NONE }, &mut taps);
+    let _ = m.mlp_block(
+        l,
+        h.clone(),
+        slim_model::TapSet { mlp_in: true, mlp_act: true, ..slim_model::TapSet::NONE },
+        &mut taps,
+    );
     Ok((mlp_stats(l, taps.mlp_in.context("mlp_in tap")?, taps.mlp_act.context("mlp_act tap")?)?, h))
 }

@@ -39,7 +39,12 @@ pub fn taylor_stats<B: Backend>(
 pub fn reduce(cfg: &ModelConfig, l: usize, s: &LayerTaylorSums) -> Result<TaylorLayer> {
     let shape = &cfg.layers[l];
     let (h, k, m, dh) = (shape.num_heads, shape.num_kv_heads, shape.intermediate_size, cfg.head_dim);
-    ensure!(s.qkv_rows.len() == (h + 2 * k) * dh, "layer {l}: {} q/k/v rows, expected {}", s.qkv_rows.len(), (h + 2 * k) * dh);
+    ensure!(
+        s.qkv_rows.len() == (h + 2 * k) * dh,
+        "layer {l}: {} q/k/v rows, expected {}",
+        s.qkv_rows.len(),
+        (h + 2 * k) * dh
+    );
     ensure!(s.o_cols.len() == h * dh, "layer {l}: {} o_proj columns, expected {}", s.o_cols.len(), h * dh);
     ensure!(s.gate_up_rows.len() == 2 * m && s.down_cols.len() == m, "layer {l}: MLP sums do not match m = {m}");
     let heads = |v: &[f64]| -> Vec<f64> { v.chunks(dh).map(|c| c.iter().sum()).collect() };

@@ -27,7 +27,9 @@ fn attn_stats_match_direct_f64() {
     let wo = rand(&mut rng, d * h * dh);
     let s = attn_stats(0, t2(&z, n, h * dh), &HostTensor::new(vec![d, h * dh], wo.clone()).unwrap(), h, dh).unwrap();
     // Y_h[t, k] = Σ_c Z[t, h·dh + c] · W_O[k, h·dh + c]
-    let y = |hh: usize, t: usize, k: usize| -> f64 { (0..dh).map(|c| z[t * h * dh + hh * dh + c] as f64 * wo[k * h * dh + hh * dh + c] as f64).sum() };
+    let y = |hh: usize, t: usize, k: usize| -> f64 {
+        (0..dh).map(|c| z[t * h * dh + hh * dh + c] as f64 * wo[k * h * dh + hh * dh + c] as f64).sum()
+    };
     for hh in 0..h {
         for k in 0..d {
             let mean: f64 = (0..n).map(|t| y(hh, t, k)).sum::<f64>() / n as f64;
@@ -52,7 +54,8 @@ fn attn_z_cov_matches_direct_f64() {
     let (n, h, dh, d) = (29, 3, 4, 5);
     let hd = h * dh;
     let mut rng = SplitMix(13);
-    let z: Vec<f32> = (0..n * hd).map(|i| (1.0 + (i % hd) as f32 * 0.5) * rng.uniform() + (i % hd) as f32 - 4.0).collect();
+    let z: Vec<f32> =
+        (0..n * hd).map(|i| (1.0 + (i % hd) as f32 * 0.5) * rng.uniform() + (i % hd) as f32 - 4.0).collect();
     let wo = rand(&mut rng, d * hd);
     let s = attn_stats(1, t2(&z, n, hd), &HostTensor::new(vec![d, hd], wo).unwrap(), h, dh).unwrap();
     s.validate().unwrap();
@@ -86,7 +89,8 @@ fn mlp_stats_match_direct_f64() {
     for i in 0..m {
         assert!(close(s.g_mean[i], mean[i], 1e-5));
         for j in 0..m {
-            let c: f64 = (0..n).map(|t| (g[t * m + i] as f64 - mean[i]) * (g[t * m + j] as f64 - mean[j])).sum::<f64>() / n as f64;
+            let c: f64 = (0..n).map(|t| (g[t * m + i] as f64 - mean[i]) * (g[t * m + j] as f64 - mean[j])).sum::<f64>()
+                / n as f64;
             assert!(close(s.g_cov[i * m + j], c, 1e-4));
         }
     }
@@ -116,7 +120,10 @@ fn sampler_draws_distinct_long_documents_deterministically() {
     let docs: Vec<String> = (0..10).map(|i| if i % 3 == 0 { "short".into() } else { format!("doc{i}") }).collect();
     // A document "tokenizes" to 20 ids equal to its index, or 2 ids when short.
     let encode = |s: &str| -> anyhow::Result<Vec<u32>> {
-        Ok(match s.strip_prefix("doc") { Some(i) => vec![i.parse().unwrap(); 20], None => vec![0; 2] })
+        Ok(match s.strip_prefix("doc") {
+            Some(i) => vec![i.parse().unwrap(); 20],
+            None => vec![0; 2],
+        })
     };
     let cfg = CalibConfig { source: CalibSource::BrownFiction, n_windows: 4, seq_len: 8, seed: 42 };
     let a = sample_windows(&docs, &cfg, &encode).unwrap();
@@ -153,12 +160,29 @@ fn taylor_capture_sums_each_heads_rows_and_columns() {
     use slim_checkpoint::synthetic::SyntheticSpec;
     // Uneven layers: a pruned MHA-like layer 0 and a GQA layer 1.
     let mut spec = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 11, 29, 3);
-    spec.layers[0] = slim_checkpoint::LayerShape { num_heads: 2, num_kv_heads: 2, kv_head_of: vec![0, 1], intermediate_size: 7, o_proj_bias: true, down_proj_bias: true };
+    spec.layers[0] = slim_checkpoint::LayerShape {
+        num_heads: 2,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 1],
+        intermediate_size: 7,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
     let (cfg, w) = spec.build();
     let mut rng = SplitMix(5);
     let ids: Vec<u32> = (0..3 * 6).map(|_| rng.below(29) as u32).collect();
     let stats = crate::taylor_stats::<Cpu>(&cfg, &w, &ids, 3, 6, &burn_flex::FlexDevice, &mut |_| {}).unwrap();
-    let sums = slim_model::taylor_sums::<Cpu>(cfg.clone(), &w, &ids, 3, 6, crate::TAYLOR_CHUNK, &burn_flex::FlexDevice, &mut |_| {}).unwrap();
+    let sums = slim_model::taylor_sums::<Cpu>(
+        cfg.clone(),
+        &w,
+        &ids,
+        3,
+        6,
+        crate::TAYLOR_CHUNK,
+        &burn_flex::FlexDevice,
+        &mut |_| {},
+    )
+    .unwrap();
     assert!((stats.loss - sums.loss).abs() < 1e-6);
     let dh = cfg.head_dim;
     for (l, (t, s)) in stats.layers.iter().zip(&sums.layers).enumerate() {
@@ -167,12 +191,21 @@ fn taylor_capture_sums_each_heads_rows_and_columns() {
         assert_eq!((t.num_heads, t.num_kv_heads, t.intermediate), (h, k, m));
         let head = |v: &[f64], i: usize| v[i * dh..(i + 1) * dh].iter().sum::<f64>();
         for q in 0..h {
-            assert!(close(t.q[q], head(&s.qkv_rows, q), 1e-9) && close(t.o[q], head(&s.o_cols, q), 1e-9), "layer {l} head {q}");
+            assert!(
+                close(t.q[q], head(&s.qkv_rows, q), 1e-9) && close(t.o[q], head(&s.o_cols, q), 1e-9),
+                "layer {l} head {q}"
+            );
         }
         for kv in 0..k {
-            assert!(close(t.k[kv], head(&s.qkv_rows, h + kv), 1e-9) && close(t.v[kv], head(&s.qkv_rows, h + k + kv), 1e-9), "layer {l} kv {kv}");
+            assert!(
+                close(t.k[kv], head(&s.qkv_rows, h + kv), 1e-9) && close(t.v[kv], head(&s.qkv_rows, h + k + kv), 1e-9),
+                "layer {l} kv {kv}"
+            );
         }
-        assert_eq!((&t.gate[..], &t.up[..], &t.down[..]), (&s.gate_up_rows[..m], &s.gate_up_rows[m..], &s.down_cols[..]));
+        assert_eq!(
+            (&t.gate[..], &t.up[..], &t.down[..]),
+            (&s.gate_up_rows[..m], &s.gate_up_rows[m..], &s.down_cols[..])
+        );
         assert!(t.q.iter().chain(&t.gate).all(|&x| x > 0.0), "layer {l}: every structure has some gradient");
     }
 }

@@ -162,7 +162,8 @@ impl ModelConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text).context("config.json is not valid JSON")?;
         let Value::Object(m) = value else { bail!("config.json is not a JSON object") };
-        let model_type = m.get("model_type").and_then(Value::as_str).ok_or_else(|| format_err!("missing key `model_type`"))?;
+        let model_type =
+            m.get("model_type").and_then(Value::as_str).ok_or_else(|| format_err!("missing key `model_type`"))?;
         let arch = match model_type {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
@@ -176,10 +177,16 @@ impl ModelConfig {
             Some(_) => get_usize(&m, "num_key_value_heads")?,
         };
         ensure!(num_heads > 0 && num_kv_heads > 0, "num_attention_heads and num_key_value_heads must be positive");
-        ensure!(num_heads % num_kv_heads == 0, "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}");
+        ensure!(
+            num_heads % num_kv_heads == 0,
+            "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
+        );
         let head_dim = match m.get("head_dim") {
             None | Some(Value::Null) => {
-                ensure!(hidden_size % num_heads == 0, "hidden_size {hidden_size} not divisible by num_attention_heads {num_heads} and no head_dim");
+                ensure!(
+                    hidden_size % num_heads == 0,
+                    "hidden_size {hidden_size} not divisible by num_attention_heads {num_heads} and no head_dim"
+                );
                 hidden_size / num_heads
             }
             Some(_) => get_usize(&m, "head_dim")?,
@@ -199,11 +206,21 @@ impl ModelConfig {
         let layers = match m.get(SLIMLLM_KEY) {
             None => vec![LayerShape::dense(num_heads, num_kv_heads, intermediate_size); num_layers],
             Some(v) => {
-                let version = v.get("format_version").and_then(Value::as_u64).ok_or_else(|| format_err!("`{SLIMLLM_KEY}.format_version` missing"))?;
-                ensure!(version == SLIMLLM_FORMAT_VERSION, "`{SLIMLLM_KEY}.format_version` is {version}; this build reads {SLIMLLM_FORMAT_VERSION}");
+                let version = v
+                    .get("format_version")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| format_err!("`{SLIMLLM_KEY}.format_version` missing"))?;
+                ensure!(
+                    version == SLIMLLM_FORMAT_VERSION,
+                    "`{SLIMLLM_KEY}.format_version` is {version}; this build reads {SLIMLLM_FORMAT_VERSION}"
+                );
                 let layers: Vec<LayerShape> = serde_json::from_value(v.get("layers").cloned().unwrap_or(Value::Null))
                     .with_context(|| format!("`{SLIMLLM_KEY}.layers`"))?;
-                ensure!(layers.len() == num_layers, "`{SLIMLLM_KEY}.layers` has {} entries, num_hidden_layers is {num_layers}", layers.len());
+                ensure!(
+                    layers.len() == num_layers,
+                    "`{SLIMLLM_KEY}.layers` has {} entries, num_hidden_layers is {num_layers}",
+                    layers.len()
+                );
                 layers
             }
         };

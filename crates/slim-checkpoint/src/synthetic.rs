@@ -28,7 +28,17 @@ pub struct SyntheticSpec {
 impl SyntheticSpec {
     /// A dense model with `layers` uniform layers.
     #[allow(clippy::too_many_arguments)] // one argument per config field, as the tests read best
-    pub fn dense(model_type: &'static str, layers: usize, hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, ffn: usize, vocab: usize, seed: u64) -> Self {
+    pub fn dense(
+        model_type: &'static str,
+        layers: usize,
+        hidden: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        ffn: usize,
+        vocab: usize,
+        seed: u64,
+    ) -> Self {
         Self {
             model_type,
             hidden_size: hidden,

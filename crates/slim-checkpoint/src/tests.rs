@@ -47,7 +47,14 @@ fn pruned_shapes_round_trip_through_json_and_disk() {
     v["vocab_size"] = json!(11);
     v["intermediate_size"] = json!(6);
     let mut cfg = ModelConfig::from_json_str(&v.to_string()).unwrap();
-    cfg.layers[1] = LayerShape { num_heads: 6, num_kv_heads: 3, kv_head_of: vec![0, 0, 1, 1, 2, 2], intermediate_size: 5, o_proj_bias: true, down_proj_bias: true };
+    cfg.layers[1] = LayerShape {
+        num_heads: 6,
+        num_kv_heads: 3,
+        kv_head_of: vec![0, 0, 1, 1, 2, 2],
+        intermediate_size: 5,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
     let back = ModelConfig::from_json_str(&cfg.to_json().to_string()).unwrap();
     assert_eq!(back.layers, cfg.layers);
 
@@ -81,7 +88,12 @@ fn select_rows_and_cols() {
 fn absurd_sizes_are_errors_naming_the_key() {
     let e = ModelConfig::from_json_str(include_str!("../tests/data/fuzz-config-300001-layers.json")).unwrap_err();
     assert!(format!("{e:#}").contains("num_hidden_layers` is 300001, above the limit of 4096"), "{e:#}");
-    for (key, value) in [("vocab_size", 1u64 << 40), ("hidden_size", 1 << 30), ("intermediate_size", 1 << 30), ("num_attention_heads", 1 << 20)] {
+    for (key, value) in [
+        ("vocab_size", 1u64 << 40),
+        ("hidden_size", 1 << 30),
+        ("intermediate_size", 1 << 30),
+        ("num_attention_heads", 1 << 20),
+    ] {
         let mut v = smol_like();
         v[key] = json!(value);
         let e = format!("{:#}", ModelConfig::from_json_str(&v.to_string()).unwrap_err());

@@ -14,7 +14,8 @@ pub struct Weights {
 }
 
 /// Files of a model directory other than weights and config that travel with it.
-const SIDE_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
+const SIDE_FILES: &[&str] =
+    &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
 
 impl Weights {
     /// An empty set.
@@ -51,15 +52,21 @@ impl Weights {
     }
 
     fn load_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| format_err!("{}: invalid safetensors: {e}", path.display()))?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| format_err!("{}: invalid safetensors: {e}", path.display()))?;
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let bytes = view.data();
             let data: Vec<f32> = match view.dtype() {
                 Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
                 Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                other => bail!("{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)", path.display()),
+                Dtype::BF16 => {
+                    bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                }
+                other => bail!(
+                    "{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)",
+                    path.display()
+                ),
             };
             let t = HostTensor::new(shape, data).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
             if self.tensors.insert(name.clone(), t).is_some() {
@@ -164,13 +171,21 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| format_err!("{}: missing `weight_map`", index.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| format_err!("{}: missing `weight_map`", index.display()))?;
         let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_owned)).collect();
         files.sort();
         files.dedup();
         for f in &files {
-            ensure!(!f.contains('/') && !f.contains('\\') && f != "..", "{}: shard name `{f}` must be a plain file name", index.display());
+            ensure!(
+                !f.contains('/') && !f.contains('\\') && f != "..",
+                "{}: shard name `{f}` must be a plain file name",
+                index.display()
+            );
         }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }

@@ -42,10 +42,7 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
     ensure!(a.repeats > 0, "--repeats must be at least 1");
-    ensure!(
-        a.batch.iter().chain(&a.seq_len).all(|&x| x > 0),
-        "--batch and --seq-len must be positive"
-    );
+    ensure!(a.batch.iter().chain(&a.seq_len).all(|&x| x > 0), "--batch and --seq-len must be positive");
     let mut results = Vec::new();
     for model in &a.model {
         for row in dispatch(g.backend.kind(), Job { a: &a, model })? {
@@ -55,31 +52,17 @@ pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
     }
     eprint!("{}", table(&results));
     if let Some(out) = &a.out {
-        slim_artifact::write_json_atomic(
-            out,
-            &json!({"backend": g.backend.kind().name(), "results": results}),
-        )?;
+        slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.kind().name(), "results": results}))?;
     }
     Ok(())
 }
 
 /// One result line: the repeats' times, their median and spread, tokens/s at the median.
-fn row(
-    model: &std::path::Path,
-    kind: &str,
-    batch: usize,
-    seq_len: usize,
-    tokens: usize,
-    mut times: Vec<f64>,
-) -> Value {
+fn row(model: &std::path::Path, kind: &str, batch: usize, seq_len: usize, tokens: usize, mut times: Vec<f64>) -> Value {
     let raw = times.clone();
     times.sort_by(f64::total_cmp);
     let n = times.len();
-    let median = if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        (times[n / 2 - 1] + times[n / 2]) / 2.0
-    };
+    let median = if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 };
     json!({
         "model": model.display().to_string(), "kind": kind, "batch": batch, "seq_len": seq_len,
         "repeats": n, "seconds": raw, "median_s": median, "min_s": times[0], "max_s": times[n - 1],
@@ -89,7 +72,9 @@ fn row(
 
 /// The results as a Markdown table, models side by side per measurement.
 fn table(rows: &[Value]) -> String {
-    let mut s = String::from("| model | measurement | batch × length | tokens/s (median) | spread (min–max s) |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| model | measurement | batch × length | tokens/s (median) | spread (min–max s) |\n|---|---|---|---|---|\n",
+    );
     for r in rows {
         s += &format!(
             "| {} | {} | {} × {} | {:.1} | {:.3}–{:.3} |\n",
@@ -117,11 +102,7 @@ impl BackendRun for Job<'_> {
         let model = Llama::<B>::load(self.model, &device)?;
         let v = model.config().vocab_size as u32;
         // Fixed pseudo-random tokens: throughput does not depend on their values.
-        let ids = |n: usize| -> Vec<u32> {
-            (0..n)
-                .map(|i| (i as u32).wrapping_mul(2_654_435_761) % v)
-                .collect()
-        };
+        let ids = |n: usize| -> Vec<u32> { (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761) % v).collect() };
         let mut out = Vec::new();
         for &batch in &a.batch {
             for &len in &a.seq_len {
@@ -152,22 +133,14 @@ impl BackendRun for Job<'_> {
                 let t = Instant::now();
                 for s in 0..a.decode {
                     let tok = next[prompt.len() + s];
-                    let logits =
-                        model.forward_cached(model.ids_tensor(&[tok], 1, 1)?, &mut cache)?;
+                    let logits = model.forward_cached(model.ids_tensor(&[tok], 1, 1)?, &mut cache)?;
                     let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();
                 }
                 if i > 0 {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
-            out.push(row(
-                self.model,
-                "decode",
-                1,
-                a.decode_prompt,
-                a.decode,
-                times,
-            ));
+            out.push(row(self.model, "decode", 1, a.decode_prompt, a.decode, times));
         }
         Ok(out)
     }

@@ -43,8 +43,7 @@ pub fn run(c: CacheCommand) -> Result<()> {
             }
             let n = store.entries()?.len();
             if repair {
-                let broken: BTreeSet<_> =
-                    problems.iter().map(|p| (p.stage.clone(), p.key)).collect();
+                let broken: BTreeSet<_> = problems.iter().map(|p| (p.stage.clone(), p.key)).collect();
                 for (stage, key) in &broken {
                     store.remove(stage, key)?;
                 }
@@ -53,25 +52,13 @@ pub fn run(c: CacheCommand) -> Result<()> {
                 println!(
                     "{n} entries checked, {} problems{}",
                     problems.len(),
-                    if problems.is_empty() {
-                        ""
-                    } else {
-                        " (rerun with --repair to remove them)"
-                    }
+                    if problems.is_empty() { "" } else { " (rerun with --repair to remove them)" }
                 );
             }
-            anyhow::ensure!(
-                repair || problems.is_empty(),
-                "the cache has {} problems",
-                problems.len()
-            );
+            anyhow::ensure!(repair || problems.is_empty(), "the cache has {} problems", problems.len());
             Ok(())
         }
-        CacheCommand::Gc {
-            runs,
-            dry_run,
-            cache,
-        } => {
+        CacheCommand::Gc { runs, dry_run, cache } => {
             let store = Store::open(&cache.unwrap_or_else(Store::default_root))?;
             let keep = kept_by_runs(&store, &runs)?;
             let all = store.entries()?;
@@ -89,11 +76,7 @@ pub fn run(c: CacheCommand) -> Result<()> {
                 all.len(),
                 keep.len(),
                 drop.len(),
-                if dry_run {
-                    "would be removed"
-                } else {
-                    "removed"
-                }
+                if dry_run { "would be removed" } else { "removed" }
             );
             Ok(())
         }
@@ -116,10 +99,7 @@ fn kept_by_runs(store: &Store, runs: &Path) -> Result<BTreeSet<(String, slim_art
         let cfg: PipelineConfig = match serde_json::from_value(s["config"].clone()) {
             Ok(c) => c,
             Err(err) => {
-                tracing::warn!(
-                    "{}: no usable pipeline config ({err}); its entries are not protected",
-                    path.display()
-                );
+                tracing::warn!("{}: no usable pipeline config ({err}); its entries are not protected", path.display());
                 continue;
             }
         };

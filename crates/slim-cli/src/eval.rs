@@ -54,25 +54,11 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             crate::check_out(a.out.as_deref())?;
             let tok = Tokenizer::load(&a.model)?;
             let text = a.data.load(&g.data_root)?;
-            let ids = tok
-                .encode(&text)
-                .with_context(|| format!("tokenizing {}", a.data.name()))?;
+            let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
             tracing::info!("{}: {} tokens", a.data.name(), ids.len());
-            let cfg = PplConfig {
-                seq_len: a.seq_len,
-                batch: a.batch,
-                max_windows: a.windows,
-                progress: progress(g),
-            };
+            let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
-            let r = dispatch(
-                g.backend.kind(),
-                PplJob {
-                    model: &a.model,
-                    ids: &ids,
-                    cfg: &cfg,
-                },
-            )?;
+            let r = dispatch(g.backend.kind(), PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
             let secs = t.elapsed().as_secs_f64();
             tracing::info!(
                 "ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)",

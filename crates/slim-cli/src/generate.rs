@@ -47,21 +47,13 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         "--temperature must be finite and at least 0, got {}",
         a.temperature
     );
-    ensure!(
-        a.top_p > 0.0 && a.top_p <= 1.0,
-        "--top-p must lie in (0, 1], got {}",
-        a.top_p
-    );
+    ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must lie in (0, 1], got {}", a.top_p);
     let model_cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
     crate::check_out(a.out.as_deref())?;
     let tok = Tokenizer::load(&a.model)?;
     let mut prompts = Vec::new();
     for p in &a.prompt {
-        let text = if a.chat {
-            Tokenizer::chat_prompt(&a.model, &[("user", p)])?
-        } else {
-            p.clone()
-        };
+        let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", p)])? } else { p.clone() };
         let ids = tok.encode(&text)?;
         ensure!(!ids.is_empty(), "the prompt `{p}` tokenizes to nothing");
         prompts.push((text, ids));
@@ -74,14 +66,7 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         recompute: a.recompute,
     };
     let t = std::time::Instant::now();
-    let outs = dispatch(
-        g.backend.kind(),
-        Job {
-            model: &a.model,
-            prompts: &prompts,
-            cfg,
-        },
-    )?;
+    let outs = dispatch(g.backend.kind(), Job { model: &a.model, prompts: &prompts, cfg })?;
     let secs = t.elapsed().as_secs_f64();
     let mut generations = Vec::new();
     for ((p, (text, ids)), (new, s)) in a.prompt.iter().zip(&prompts).zip(outs) {
@@ -112,10 +97,7 @@ impl BackendRun for Job<'_> {
             .iter()
             .map(|(_, ids)| {
                 let t = std::time::Instant::now();
-                Ok((
-                    slim_eval::generate(&model, ids, &self.cfg)?,
-                    t.elapsed().as_secs_f64(),
-                ))
+                Ok((slim_eval::generate(&model, ids, &self.cfg)?, t.elapsed().as_secs_f64()))
             })
             .collect()
     }

@@ -116,10 +116,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLIMLLM_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLIMLLM_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");
@@ -155,11 +152,8 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
     // stdout first: a failing --out never loses the result.
     println!("{}", serde_json::to_string(value)?);
     if let Some(path) = out {
-        slim_checkpoint::weights::write_atomic(
-            path,
-            serde_json::to_string_pretty(value)?.as_bytes(),
-        )
-        .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
+        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+            .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
     }
     Ok(())
 }
@@ -168,24 +162,12 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
 /// missing) and accepts a file.
 fn check_out(out: Option<&std::path::Path>) -> Result<()> {
     let Some(path) = out else { return Ok(()) };
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| {
-        anyhow::format_err!(
-            "--out {}: cannot create folder {}: {e}",
-            path.display(),
-            parent.display()
-        )
-    })?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| anyhow::format_err!("--out {}: cannot create folder {}: {e}", path.display(), parent.display()))?;
     let probe = parent.join(format!(".slimllm-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| {
-        anyhow::format_err!(
-            "--out {}: folder {} is not writable: {e}",
-            path.display(),
-            parent.display()
-        )
+        anyhow::format_err!("--out {}: folder {} is not writable: {e}", path.display(), parent.display())
     })?;
     let _ = std::fs::remove_file(probe);
     Ok(())

@@ -15,8 +15,8 @@ use slim_data::EvalText;
 use slim_eval::PplConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun};
 use slim_pipeline::{
-    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, AllocationKind, CalibMode, PipelineConfig,
-    RunOptions, RunReport, Stage,
+    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, AllocationKind, CalibMode, PipelineConfig, RunOptions,
+    RunReport, Stage,
 };
 use slim_recover::RecoveryKind;
 use slim_score::{KeepLowest, ScorerKind};
@@ -226,33 +226,22 @@ impl PipelineArgs {
     /// The scorer, allocation, recovery and calibration mode: each flag, else the preset's.
     fn recipe(&self) -> (Scorer, Allocation, Recovery, Mode) {
         let (s, al, r, m) = self.preset.recipe();
-        (self.scorer.unwrap_or(s), self.allocation.unwrap_or(al), self.recovery.unwrap_or(r), self.calib_mode.unwrap_or(m))
+        (
+            self.scorer.unwrap_or(s),
+            self.allocation.unwrap_or(al),
+            self.recovery.unwrap_or(r),
+            self.calib_mode.unwrap_or(m),
+        )
     }
 
     /// The pipeline configuration these flags describe, checked.
     fn config(&self) -> Result<PipelineConfig> {
         let a = self;
         let (scorer, allocation, recovery, calib_mode) = a.recipe();
-        ensure!(
-            a.target > 0.0 && a.target < 1.0,
-            "--target must lie in (0, 1), got {}",
-            a.target
-        );
-        ensure!(
-            (0.0..0.5).contains(&a.keep_lowest),
-            "--keep-lowest must lie in [0, 0.5), got {}",
-            a.keep_lowest
-        );
-        ensure!(
-            a.calib_windows >= 1,
-            "--calib-windows must be at least 1, got {}",
-            a.calib_windows
-        );
-        ensure!(
-            a.calib_len >= 2,
-            "--calib-len must be at least 2 tokens, got {}",
-            a.calib_len
-        );
+        ensure!(a.target > 0.0 && a.target < 1.0, "--target must lie in (0, 1), got {}", a.target);
+        ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
+        ensure!(a.calib_windows >= 1, "--calib-windows must be at least 1, got {}", a.calib_windows);
+        ensure!(a.calib_len >= 2, "--calib-len must be at least 2 tokens, got {}", a.calib_len);
         ensure!(
             matches!(allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
             "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
@@ -286,11 +275,7 @@ impl PipelineArgs {
                 Scorer::Random => ScorerKind::Random,
                 Scorer::Taylor => ScorerKind::Taylor,
             },
-            keep_lowest: if a.keep_lowest == 0.0 {
-                KeepLowest::None
-            } else {
-                KeepLowest::Fraction(a.keep_lowest)
-            },
+            keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
             recovery: match recovery {
                 Recovery::Affine => RecoveryKind::Affine,
                 Recovery::None => RecoveryKind::None,
@@ -301,10 +286,7 @@ impl PipelineArgs {
                 Gqa::PerGroup => GqaMode::PerGroup,
                 Gqa::WholeGroup => GqaMode::WholeGroup,
             },
-            lstsq: slim_recover::LstsqConfig {
-                ridge_rel: a.lstsq_ridge,
-                ..slim_recover::LstsqConfig::standard()
-            },
+            lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
             mode: match calib_mode {
                 Mode::Sequential => CalibMode::Sequential,
                 Mode::Dense => CalibMode::Dense,
@@ -313,9 +295,7 @@ impl PipelineArgs {
     }
 
     fn store(&self) -> Result<Store> {
-        Ok(Store::open(
-            &self.cache.clone().unwrap_or_else(Store::default_root),
-        )?)
+        Ok(Store::open(&self.cache.clone().unwrap_or_else(Store::default_root))?)
     }
 }
 
@@ -328,11 +308,7 @@ pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
                 println!("{l}");
             }
             let hits = lines.iter().filter(|l| l.is_hit()).count();
-            println!(
-                "{hits} of {} entries cached, {} would run",
-                lines.len(),
-                lines.len() - hits
-            );
+            println!("{hits} of {} entries cached, {} would run", lines.len(), lines.len() - hits);
             Ok(())
         }
     }
@@ -350,20 +326,9 @@ pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
         StageName::Surgery => Stage::Surgery,
         StageName::Recover => Stage::Recover,
     };
-    let opts = RunOptions {
-        progress: progress(g),
-        force: Some(force),
-    };
-    let out = dispatch(
-        g.backend.kind(),
-        StageJob {
-            p: &a.p,
-            cfg: &cfg,
-            store: &store,
-            data_root: &g.data_root,
-            opts,
-        },
-    )?;
+    let opts = RunOptions { progress: progress(g), force: Some(force) };
+    let out =
+        dispatch(g.backend.kind(), StageJob { p: &a.p, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
     eprint!("{}", out.report.table());
     println!(
         "{}",
@@ -383,14 +348,7 @@ struct StageJob<'a> {
 impl BackendRun for StageJob<'_> {
     type Output = slim_pipeline::PipelineOutcome;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        run_pipeline::<B>(
-            &self.p.model,
-            self.cfg,
-            self.store,
-            self.data_root,
-            &device,
-            &self.opts,
-        )
+        run_pipeline::<B>(&self.p.model, self.cfg, self.store, self.data_root, &device, &self.opts)
     }
 }
 
@@ -411,26 +369,13 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         )
     });
     let store = a.p.store()?;
-    let summary = dispatch(
-        g.backend.kind(),
-        Job {
-            a: &a,
-            cfg: &cfg,
-            store: &store,
-            g,
-            run_name: &run_name,
-        },
-    )?;
+    let summary = dispatch(g.backend.kind(), Job { a: &a, cfg: &cfg, store: &store, g, run_name: &run_name })?;
     let run_dir = g.data_root.join("runs").join(&run_name);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     slim_artifact::write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    tracing::info!(
-        "summary written to {}",
-        run_dir.join("summary.json").display()
-    );
+    tracing::info!("summary written to {}", run_dir.join("summary.json").display());
     if a.report {
-        let path =
-            crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
+        let path = crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
         tracing::info!("report written to {}", path.display());
     }
     println!("{}", serde_json::to_string(&summary)?);
@@ -450,29 +395,14 @@ impl BackendRun for Job<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<serde_json::Value> {
         let (a, g) = (self.a, self.g);
         let t = std::time::Instant::now();
-        let opts = RunOptions {
-            progress: progress(g),
-            force: None,
-        };
-        let out = run_pipeline::<B>(
-            &a.p.model,
-            self.cfg,
-            self.store,
-            &g.data_root,
-            &device,
-            &opts,
-        )?;
+        let opts = RunOptions { progress: progress(g), force: None };
+        let out = run_pipeline::<B>(&a.p.model, self.cfg, self.store, &g.data_root, &device, &opts)?;
         let prune_s = t.elapsed().as_secs_f64();
         let mut report: RunReport = out.report;
         let mut ppl = serde_json::Map::new();
         if !a.no_eval {
             let dense_key = model_key(&a.p.model)?;
-            let pcfg = PplConfig {
-                seq_len: 128,
-                batch: 8,
-                max_windows: a.eval_windows,
-                progress: progress(g),
-            };
+            let pcfg = PplConfig { seq_len: 128, batch: 8, max_windows: a.eval_windows, progress: progress(g) };
             for data in &a.eval {
                 let before = eval_ppl_cached::<B>(
                     self.store,
@@ -501,21 +431,14 @@ impl BackendRun for Job<'_> {
                     after.ppl,
                     after.windows
                 );
-                ppl.insert(
-                    data.name().to_string(),
-                    json!({"before": before, "after": after}),
-                );
+                ppl.insert(data.name().to_string(), json!({"before": before, "after": after}));
             }
         }
         let run_dir = g.data_root.join("runs").join(self.run_name);
         link_model_dir(&out.pruned_dir, &run_dir.join("model"))?;
         eprint!("{}", report.table());
         let first = a.eval.first().map(|d| d.name());
-        let pick = |which: &str| {
-            first
-                .and_then(|n| ppl.get(n))
-                .and_then(|v| v[which]["ppl"].as_f64())
-        };
+        let pick = |which: &str| first.and_then(|n| ppl.get(n)).and_then(|v| v[which]["ppl"].as_f64());
         Ok(json!({
             "run": self.run_name,
             "model": a.p.model.display().to_string(),
@@ -550,8 +473,7 @@ fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
         let e = e?;
         let to = tmp.join(e.file_name());
         if std::fs::hard_link(e.path(), &to).is_err() {
-            std::fs::copy(e.path(), &to)
-                .with_context(|| format!("copying {}", e.path().display()))?;
+            std::fs::copy(e.path(), &to).with_context(|| format!("copying {}", e.path().display()))?;
         }
     }
     // Another run of the same name may be placing its (identical) copy at the same moment:
@@ -560,22 +482,16 @@ fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
         match std::fs::rename(&tmp, dst) {
             Ok(()) => return Ok(()),
             Err(_) if dst.exists() => {
-                let aside =
-                    dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
+                let aside = dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
                 if std::fs::rename(dst, &aside).is_ok() {
                     let _ = std::fs::remove_dir_all(&aside);
                 }
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("moving {} into place", dst.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("moving {} into place", dst.display())),
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    anyhow::bail!(
-        "moving {} into place: the folder keeps changing",
-        dst.display()
-    )
+    anyhow::bail!("moving {} into place: the folder keeps changing", dst.display())
 }
 
 #[cfg(test)]
@@ -597,7 +513,10 @@ mod tests {
     fn presets_set_the_recipe_and_each_flag_overrides_it() {
         assert_eq!(config(&[]), PipelineConfig::paper(0.2, GqaMode::WholeGroup), "the defaults are the paper's recipe");
         let c = config(&["--preset", "slimllm-lstsq"]);
-        assert_eq!((c.scorer, c.allocation, c.recovery, c.mode), (ScorerKind::SlimLlm, AllocationKind::Cosine, RecoveryKind::Lstsq, CalibMode::Sequential));
+        assert_eq!(
+            (c.scorer, c.allocation, c.recovery, c.mode),
+            (ScorerKind::SlimLlm, AllocationKind::Cosine, RecoveryKind::Lstsq, CalibMode::Sequential)
+        );
         assert_eq!(c.lstsq.ridge_rel, 1.0);
         let c = config(&["--preset", "slimllm-lstsq", "--calib-mode", "dense", "--lstsq-ridge", "0.1"]);
         assert_eq!((c.recovery, c.mode, c.lstsq.ridge_rel), (RecoveryKind::Lstsq, CalibMode::Dense, 0.1));

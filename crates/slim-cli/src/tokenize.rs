@@ -24,13 +24,8 @@ pub struct TokenizeArgs {
 
 pub fn run(a: TokenizeArgs) -> Result<()> {
     let tok = Tokenizer::load(&a.model)?;
-    let text = std::fs::read_to_string(&a.text_file)
-        .with_context(|| format!("reading {}", a.text_file.display()))?;
-    let text = if a.join {
-        slim_data::join_for_ppl(&text)
-    } else {
-        text
-    };
+    let text = std::fs::read_to_string(&a.text_file).with_context(|| format!("reading {}", a.text_file.display()))?;
+    let text = if a.join { slim_data::join_for_ppl(&text) } else { text };
     let ids = tok.encode(&text)?;
     let s = serde_json::to_string(&ids)?;
     match a.out {

@@ -76,38 +76,32 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     // Per task, the documents still to score.
     let todo: Vec<Vec<usize>> = work
         .iter()
-        .map(|(t, docs, _)| (0..docs.len()).filter(|&i| !prior.contains_key(&(t.name().to_string(), docs[i].doc_id))).collect())
+        .map(|(t, docs, _)| {
+            (0..docs.len()).filter(|&i| !prior.contains_key(&(t.name().to_string(), docs[i].doc_id))).collect()
+        })
         .collect();
     if a.resume {
-        tracing::info!("resuming: {} documents already scored, {} to go", prior.len(), todo.iter().map(Vec::len).sum::<usize>());
+        tracing::info!(
+            "resuming: {} documents already scored, {} to go",
+            prior.len(),
+            todo.iter().map(Vec::len).sum::<usize>()
+        );
     }
     let log = match &a.samples {
         Some(p) => Some(crate::zeroshot_log::SampleLog::open(p, a.resume)?),
         None => None,
     };
     let t0 = std::time::Instant::now();
-    let job = Job {
-        model: &a.model,
-        work: &work,
-        todo: &todo,
-        log,
-        progress: crate::progress(g),
-    };
+    let job = Job { model: &a.model, work: &work, todo: &todo, log, progress: crate::progress(g) };
     let new = dispatch(g.backend.kind(), job)?;
     let secs = t0.elapsed().as_secs_f64();
-    let tokens: usize = work
-        .iter()
-        .zip(&todo)
-        .flat_map(|(w, todo)| todo.iter().map(|&i| w.2[i].tokens()))
-        .sum();
-    tracing::info!(
-        "scored {tokens} tokens in {secs:.1}s ({:.0} tokens/s)",
-        tokens as f64 / secs
-    );
+    let tokens: usize = work.iter().zip(&todo).flat_map(|(w, todo)| todo.iter().map(|&i| w.2[i].tokens())).sum();
+    tracing::info!("scored {tokens} tokens in {secs:.1}s ({:.0} tokens/s)", tokens as f64 / secs);
     // Every document's scores in file order: this run's, else the samples file's.
     let mut scores: Vec<Vec<Vec<Loglik>>> = Vec::with_capacity(work.len());
     for (ti, (t, docs, toks)) in work.iter().enumerate() {
-        let mut fresh: std::collections::HashMap<usize, Vec<Loglik>> = todo[ti].iter().copied().zip(new[ti].iter().cloned()).collect();
+        let mut fresh: std::collections::HashMap<usize, Vec<Loglik>> =
+            todo[ti].iter().copied().zip(new[ti].iter().cloned()).collect();
         let mut s = Vec::with_capacity(docs.len());
         for (i, d) in docs.iter().enumerate() {
             let l = match fresh.remove(&i) {
@@ -144,9 +138,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         },
     });
     for (t, r) in &per_task {
-        let norm = r
-            .acc_norm
-            .map_or(String::new(), |x| format!(", acc_norm {:.2}", 100.0 * x));
+        let norm = r.acc_norm.map_or(String::new(), |x| format!(", acc_norm {:.2}", 100.0 * x));
         let ppl = r.ppl.map_or(String::new(), |x| format!(", ppl {x:.3}"));
         tracing::info!("{t}: acc {:.2}{norm}{ppl} (n = {})", 100.0 * r.acc, r.n);
     }
@@ -157,10 +149,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
 /// (`{task: {acc, acc_norm, …}}`); `null` unless all seven are there.
 pub(crate) fn paper_average(results: &Value) -> Value {
     let metric = |t: Task| t.paper_metric().map_or("acc", PaperMetric::key);
-    let vals: Option<Vec<f64>> = Task::PAPER
-        .iter()
-        .map(|&t| results[t.name()][metric(t)].as_f64())
-        .collect();
+    let vals: Option<Vec<f64>> = Task::PAPER.iter().map(|&t| results[t.name()][metric(t)].as_f64()).collect();
     match vals {
         Some(v) => json!({
             "value": v.iter().sum::<f64>() / v.len() as f64,
@@ -184,7 +173,8 @@ impl BackendRun for Job<'_> {
     type Output = Vec<Vec<Vec<Loglik>>>;
     fn run<B: Backend>(mut self, device: B::Device) -> Result<Self::Output> {
         let model = Llama::<B>::load(self.model, &device)?;
-        let requests = self.work.iter().zip(self.todo).map(|(w, todo)| todo.iter().map(|&i| w.2[i].requests).sum::<usize>()).sum();
+        let requests =
+            self.work.iter().zip(self.todo).map(|(w, todo)| todo.iter().map(|&i| w.2[i].requests).sum::<usize>()).sum();
         let mut progress = Progress::new(requests, self.progress);
         let mut out = Vec::with_capacity(self.work.len());
         for ((t, docs, toks), todo) in self.work.iter().zip(self.todo) {
@@ -194,7 +184,9 @@ impl BackendRun for Job<'_> {
             let chunk = if self.log.is_some() { CHUNK } else { todo.len().max(1) };
             for part in todo.chunks(chunk) {
                 let part_toks: Vec<TokDoc> = part.iter().map(|&i| toks[i].clone()).collect();
-                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], &mut progress)?.pop().expect("one task in, one out");
+                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], &mut progress)?
+                    .pop()
+                    .expect("one task in, one out");
                 if let Some(log) = &mut self.log {
                     let part_docs: Vec<&McDoc> = part.iter().map(|&i| &docs[i]).collect();
                     log.append(*t, &part_docs, &s)?;

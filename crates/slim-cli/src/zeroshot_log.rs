@@ -25,19 +25,30 @@ pub(crate) fn read_prior(path: &Path) -> Result<Prior> {
     };
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if keep < bytes.len() {
-        let f = std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         f.set_len(keep as u64).with_context(|| format!("cutting the torn last line of {}", path.display()))?;
         tracing::warn!("{}: cut a torn last line ({} bytes)", path.display(), bytes.len() - keep);
     }
     let text = std::str::from_utf8(&bytes[..keep]).with_context(|| format!("{} is not UTF-8", path.display()))?;
     for (n, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", path.display(), n + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", path.display(), n + 1))?;
         let (task, id) = (v["task"].as_str(), v["doc_id"].as_u64());
         let (lls, greedy) = (v["lls"].as_array(), v["greedy"].as_array());
         let (Some(task), Some(id), Some(lls), Some(greedy)) = (task, id, lls, greedy) else {
             anyhow::bail!("{} line {}: needs task, doc_id, lls and greedy", path.display(), n + 1);
         };
-        ensure!(lls.len() == greedy.len(), "{} line {}: {} lls but {} greedy flags", path.display(), n + 1, lls.len(), greedy.len());
+        ensure!(
+            lls.len() == greedy.len(),
+            "{} line {}: {} lls but {} greedy flags",
+            path.display(),
+            n + 1,
+            lls.len(),
+            greedy.len()
+        );
         let l = lls
             .iter()
             .zip(greedy)
@@ -77,7 +88,10 @@ impl SampleLog {
             });
             writeln!(buf, "{line}")?;
         }
-        self.file.write_all(&buf).and_then(|()| self.file.sync_data()).with_context(|| format!("--samples {}", self.path.display()))
+        self.file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("--samples {}", self.path.display()))
     }
 }
 

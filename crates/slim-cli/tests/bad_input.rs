@@ -12,16 +12,13 @@ fn fixtures(root: &Path) {
     let (cfg, w) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 24, 64, 1).build();
     let m = root.join("model");
     slim_checkpoint::save_model_dir(&m, &cfg, &w, &m).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
     let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}, "pre_tokenizer": {"type": "Whitespace"}});
     std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
     std::fs::write(root.join("bad.gguf"), b"NOTAGGUF\x03\x00\x00\x00").unwrap();
     let arch = root.join("gpt2");
     slim_checkpoint::save_model_dir(&arch, &cfg, &w, &arch).unwrap();
-    let text = std::fs::read_to_string(arch.join("config.json"))
-        .unwrap()
-        .replace("\"llama\"", "\"gpt2\"");
+    let text = std::fs::read_to_string(arch.join("config.json")).unwrap().replace("\"llama\"", "\"gpt2\"");
     std::fs::write(arch.join("config.json"), text).unwrap();
     let broken = root.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
@@ -46,12 +43,24 @@ const CASES: &[(&str, &[&str])] = &[
     ("pipeline run --model {root}/model --keep-lowest 0.7 --no-eval", &["--keep-lowest", "0.7"]),
     ("pipeline run --model {root}/model --lstsq-ridge -1 --no-eval", &["--lstsq-ridge", "-1"]),
     ("pipeline run --model {root}/model --allocation uniform --alpha 5 --no-eval", &["--alpha", "uniform"]),
-    ("pipeline run --model {root}/model --allocation flap-global --pruned-layers 3 --no-eval", &["--pruned-layers", "flap-global"]),
+    (
+        "pipeline run --model {root}/model --allocation flap-global --pruned-layers 3 --no-eval",
+        &["--pruned-layers", "flap-global"],
+    ),
     ("pipeline run --model {root}/model --preset fastest --no-eval", &["--preset", "fastest"]),
     ("pipeline run --model {root}/model --calib-source wiki --no-eval", &["wiki", "calib"]),
-    ("pipeline run --model {root}/model --pruned-layers 0 --calib-source random --no-eval --cache {root}/cache", &["--pruned-layers", "1..=2"]),
-    ("pipeline run --model {root}/model --calib-windows 0 --calib-source random --no-eval --cache {root}/cache", &["--calib-windows", "at least 1"]),
-    ("pipeline run --model {root}/model --calib-len 1 --calib-source random --no-eval --cache {root}/cache", &["--calib-len"]),
+    (
+        "pipeline run --model {root}/model --pruned-layers 0 --calib-source random --no-eval --cache {root}/cache",
+        &["--pruned-layers", "1..=2"],
+    ),
+    (
+        "pipeline run --model {root}/model --calib-windows 0 --calib-source random --no-eval --cache {root}/cache",
+        &["--calib-windows", "at least 1"],
+    ),
+    (
+        "pipeline run --model {root}/model --calib-len 1 --calib-source random --no-eval --cache {root}/cache",
+        &["--calib-len"],
+    ),
     ("pipeline run --model {root}/missing --no-eval --cache {root}/cache", &["missing"]),
     ("pipeline explain --model {root}/model --target 2", &["--target"]),
     ("stage polish --model {root}/model", &["invalid value 'polish'"]),
@@ -77,7 +86,8 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
     let root = tmp.path();
     fixtures(root);
     let mut failures = Vec::new();
-    let mut table = String::from("| invocation | exit | error (first line; the fixture folder shown as ROOT) |\n|---|---|---|\n");
+    let mut table =
+        String::from("| invocation | exit | error (first line; the fixture folder shown as ROOT) |\n|---|---|---|\n");
     for (args, want) in CASES {
         let line = args.replace("{root}", &root.display().to_string());
         let argv: Vec<String> = shell_words(&line);
@@ -93,25 +103,12 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
             && !err.contains("panicked")
             && want.iter().all(|w| err.contains(w));
         if !ok {
-            failures.push(format!(
-                "`slimllm {args}` (exit {:?}):\n{err}",
-                out.status.code()
-            ));
+            failures.push(format!("`slimllm {args}` (exit {:?}):\n{err}", out.status.code()));
         }
-        let first = err
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .replace(&root.display().to_string(), "ROOT");
-        let causes: Vec<&str> = err
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("caused by: "))
-            .collect();
-        let msg = if causes.is_empty() {
-            first
-        } else {
-            format!("{first}: {}", causes.join(": "))
-        };
+        let first =
+            err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").replace(&root.display().to_string(), "ROOT");
+        let causes: Vec<&str> = err.lines().filter_map(|l| l.trim().strip_prefix("caused by: ")).collect();
+        let msg = if causes.is_empty() { first } else { format!("{first}: {}", causes.join(": ")) };
         table += &format!(
             "| `slimllm {}` | {} | {} |\n",
             args.replace("{root}", "ROOT"),
@@ -124,13 +121,7 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
     if std::env::var_os("SLIMLLM_PRINT_TABLE").is_some() {
         println!("{table}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases wrong:\n\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n\n{}", failures.len(), CASES.len(), failures.join("\n"));
 }
 
 /// Splits on spaces, keeping '…' quoted words (empty ones included) together.

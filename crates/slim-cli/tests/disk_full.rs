@@ -60,20 +60,9 @@ impl Limit {
     fn resize(&mut self, bytes: Option<u64>) {
         match self {
             Limit::Tmpfs(p) => {
-                let size = format!(
-                    "remount,size={}k",
-                    bytes.map_or(64 * 1024, |b| b.div_ceil(1024).max(4))
-                );
-                let out = Command::new("mount")
-                    .args(["-o", &size])
-                    .arg(&*p)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "remount: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let size = format!("remount,size={}k", bytes.map_or(64 * 1024, |b| b.div_ceil(1024).max(4)));
+                let out = Command::new("mount").args(["-o", &size]).arg(&*p).output().unwrap();
+                assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
             }
             Limit::FileSize(_, b) => *b = bytes.unwrap_or(u64::MAX),
         }
@@ -85,10 +74,7 @@ impl Limit {
             Limit::Tmpfs(_) | Limit::FileSize(_, u64::MAX) => cmd.output().unwrap(),
             Limit::FileSize(_, b) => {
                 let mut sh = Command::new("sh");
-                sh.arg("-c").arg(format!(
-                    "trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"",
-                    b.div_ceil(512).max(1)
-                ));
+                sh.arg("-c").arg(format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"", b.div_ceil(512).max(1)));
                 sh.arg(cmd.get_program()).args(cmd.get_args());
                 sh.output().unwrap()
             }
@@ -131,14 +117,8 @@ fn a_full_disk_fails_clearly_and_the_next_run_completes_the_cache() {
     let m = tmp.path().join("model");
     model(&m);
     let reference = tmp.path().join("ref");
-    let out = pipeline(&m, &reference.join("cache"), &reference.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reference run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pipeline(&m, &reference.join("cache"), &reference.join("data")).output().unwrap();
+    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stderr));
     let want = snapshot(&reference.join("cache"));
     let (total, largest) = du(&reference);
 
@@ -153,17 +133,9 @@ fn a_full_disk_fails_clearly_and_the_next_run_completes_the_cache() {
         limit.set(bytes);
         let out = limit.run(pipeline(&m, &cache, &data));
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "the run succeeded with {bytes} bytes of space"
-        );
-        assert!(
-            !err.contains("panicked"),
-            "a panic instead of an error: {err}"
-        );
-        let reason = ["No space left on device", "File too large"]
-            .iter()
-            .any(|r| err.contains(r));
+        assert!(!out.status.success(), "the run succeeded with {bytes} bytes of space");
+        assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+        let reason = ["No space left on device", "File too large"].iter().any(|r| err.contains(r));
         assert!(
             reason && err.contains(limit.root().to_str().unwrap()),
             "the error names neither the reason nor the file: {err}"
@@ -180,25 +152,14 @@ fn a_full_disk_fails_clearly_and_the_next_run_completes_the_cache() {
         );
         failures.push((
             frac,
-            err.lines()
-                .filter(|l| !l.trim().is_empty() && !l.contains(" INFO "))
-                .collect::<Vec<_>>()
-                .join(" / "),
+            err.lines().filter(|l| !l.trim().is_empty() && !l.contains(" INFO ")).collect::<Vec<_>>().join(" / "),
         ));
         // Space comes back (the folder keeps what the failed run left): the next run completes
         // and its cache is the reference's, byte for byte.
         limit.resize(None);
         let out = limit.run(pipeline(&m, &cache, &data));
-        assert!(
-            out.status.success(),
-            "the run after freeing space failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            snapshot(&cache),
-            want,
-            "the completed cache differs from the reference ({frac} of the space)"
-        );
+        assert!(out.status.success(), "the run after freeing space failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(snapshot(&cache), want, "the completed cache differs from the reference ({frac} of the space)");
     }
     for (frac, err) in failures {
         eprintln!("{:>4.0} % of the space: {err}", 100.0 * frac);

@@ -24,15 +24,13 @@ fn phase(log: &str) -> String {
     match last {
         None => "calib/importance".into(),
         Some(l) if l.contains("allocation") => "layer 0 (capture/score/recover)".into(),
-        Some(l) => match l
-            .split("layer")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-            .and_then(|n| n.trim().parse::<usize>().ok())
-        {
-            Some(k) => format!("after layer {k}"),
-            None => "other".into(),
-        },
+        Some(l) => {
+            match l.split("layer").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.trim().parse::<usize>().ok())
+            {
+                Some(k) => format!("after layer {k}"),
+                None => "other".into(),
+            }
+        }
     }
 }
 
@@ -46,29 +44,15 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
     // first also warms the file cache, and kill moments are fractions of this).
     let reference = tmp.path().join("ref-cache");
     let out = pipeline(&m, &reference, &runs).output().unwrap();
-    assert!(
-        out.status.success(),
-        "reference run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stderr));
     let warm = tmp.path().join("warm-cache");
     let t = Instant::now();
-    assert!(pipeline(&m, &warm, &runs)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(pipeline(&m, &warm, &runs).output().unwrap().status.success());
     let full = t.elapsed();
     let want = snapshot(&reference);
-    assert!(
-        want.len() > 20,
-        "the reference cache is suspiciously small: {want:?}"
-    );
+    assert!(want.len() > 20, "the reference cache is suspiciously small: {want:?}");
 
-    let kills: usize = std::env::var("SLIMLLM_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+    let kills: usize = std::env::var("SLIMLLM_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let cache = tmp.path().join("cache");
     let mut rng = SplitMix(2026);
     let mut landed = 0;
@@ -96,9 +80,7 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
                 seen += usize::from(line.contains("INFO"));
                 log.push_str(&line);
             }
-            std::thread::sleep(Duration::from_secs_f64(
-                full.as_secs_f64() / 8.0 * rng.unit(),
-            ));
+            std::thread::sleep(Duration::from_secs_f64(full.as_secs_f64() / 8.0 * rng.unit()));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
                 landed += 1;
@@ -111,26 +93,13 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
         }
         // The next run completes from whatever the killed one left.
         let out = pipeline(&m, &cache, &runs).output().unwrap();
-        assert!(
-            out.status.success(),
-            "rerun after kill {i} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "rerun after kill {i} failed: {}", String::from_utf8_lossy(&out.stderr));
         let got = snapshot(&cache);
-        let missing: Vec<_> = want
-            .keys()
-            .filter(|k| got.get(*k) != want.get(*k))
-            .collect();
+        let missing: Vec<_> = want.keys().filter(|k| got.get(*k) != want.get(*k)).collect();
         let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "after kill {i}: differing {missing:?}, extra {extra:?}"
-        );
+        assert!(missing.is_empty() && extra.is_empty(), "after kill {i}: differing {missing:?}, extra {extra:?}");
     }
-    assert!(
-        landed >= kills,
-        "only {landed} kills landed before the run finished ({kills} rounds)"
-    );
+    assert!(landed >= kills, "only {landed} kills landed before the run finished ({kills} rounds)");
     eprintln!("{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); killed during: {hit:?}", want.len());
 }
 
@@ -141,29 +110,15 @@ fn concurrent_runs_on_one_cache_both_finish_with_the_reference_result() {
     let (m, runs) = (tmp.path().join("model"), tmp.path().join("data"));
     model(&m);
     let reference = tmp.path().join("ref-cache");
-    assert!(pipeline(&m, &reference, &runs)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(pipeline(&m, &reference, &runs).output().unwrap().status.success());
     let want = snapshot(&reference);
     for round in 0..3 {
         let cache = tmp.path().join(format!("cache-{round}"));
-        let children: Vec<_> = (0..3)
-            .map(|_| pipeline(&m, &cache, &runs).spawn().unwrap())
-            .collect();
+        let children: Vec<_> = (0..3).map(|_| pipeline(&m, &cache, &runs).spawn().unwrap()).collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "a concurrent run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "a concurrent run failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        assert_eq!(
-            snapshot(&cache),
-            want,
-            "round {round}: the shared cache differs from the reference"
-        );
+        assert_eq!(snapshot(&cache), want, "round {round}: the shared cache differs from the reference");
     }
 }

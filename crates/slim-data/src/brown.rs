@@ -148,10 +148,7 @@ impl FromStr for BrownGenre {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<BrownGenre> {
-        BrownGenre::ALL
-            .into_iter()
-            .find(|g| g.name() == s)
-            .ok_or_else(|| format_err!("unknown Brown genre `{s}`"))
+        BrownGenre::ALL.into_iter().find(|g| g.name() == s).ok_or_else(|| format_err!("unknown Brown genre `{s}`"))
     }
 }
 
@@ -159,23 +156,11 @@ impl FromStr for BrownGenre {
 /// Checks that each file id's letter matches its genre.
 pub(crate) fn parse_cats(text: &str) -> anyhow::Result<Vec<(String, BrownGenre)>> {
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let Some((id, genre)) = line.split_once('\t') else {
-            bail!("line {}: expected `<fileid>\\t<genre>`", i + 1)
-        };
-        let genre: BrownGenre = genre
-            .trim()
-            .parse()
-            .map_err(|e| format_err!("line {}: {e}", i + 1))?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let Some((id, genre)) = line.split_once('\t') else { bail!("line {}: expected `<fileid>\\t<genre>`", i + 1) };
+        let genre: BrownGenre = genre.trim().parse().map_err(|e| format_err!("line {}: {e}", i + 1))?;
         if id.len() != 4 || id.chars().nth(1) != Some(genre.letter()) {
-            bail!(
-                "line {}: file id `{id}` does not belong to genre {genre}",
-                i + 1
-            );
+            bail!("line {}: file id `{id}` does not belong to genre {genre}", i + 1);
         }
         out.push((id.to_owned(), genre));
     }

@@ -19,11 +19,7 @@ pub enum EvalText {
 
 impl EvalText {
     /// All of them.
-    pub const ALL: [EvalText; 3] = [
-        EvalText::PtbValid,
-        EvalText::PtbTest,
-        EvalText::BrownNonfiction,
-    ];
+    pub const ALL: [EvalText; 3] = [EvalText::PtbValid, EvalText::PtbTest, EvalText::BrownNonfiction];
 
     /// `ptb-valid`, `ptb-test` or `brown-nonfiction`.
     pub fn name(self) -> &'static str {

@@ -52,45 +52,29 @@ pub struct TextSource {
 impl TextSource {
     /// The PTB split `split`: one document, the exact text of `<data_root>/datasets/ptb/<split>.txt`.
     pub fn ptb(data_root: &Path, split: PtbSplit) -> anyhow::Result<TextSource> {
-        let path = data_root
-            .join("datasets/ptb")
-            .join(format!("{}.txt", split.name()));
+        let path = data_root.join("datasets/ptb").join(format!("{}.txt", split.name()));
         let text = read(&path, "ptb")?;
-        let doc = Document {
-            id: format!("ptb.{}", split.name()),
-            genre: None,
-            text,
-        };
-        Ok(TextSource {
-            name: format!("ptb-{}", split.name()),
-            documents: vec![doc],
-        })
+        let doc = Document { id: format!("ptb.{}", split.name()), genre: None, text };
+        Ok(TextSource { name: format!("ptb-{}", split.name()), documents: vec![doc] })
     }
 
     /// The Brown files of the given genres, in file id order.
     pub fn brown(data_root: &Path, genres: &[BrownGenre]) -> anyhow::Result<TextSource> {
         let dir = data_root.join("datasets/brown");
         let cats_path = dir.join("cats.tsv");
-        let cats = brown::parse_cats(&read(&cats_path, "brown")?)
-            .with_context(|| format!("bad {}", cats_path.display()))?;
+        let cats =
+            brown::parse_cats(&read(&cats_path, "brown")?).with_context(|| format!("bad {}", cats_path.display()))?;
         let mut documents = Vec::new();
         for (id, genre) in cats {
             if genres.contains(&genre) {
                 let text = read(&dir.join(format!("{id}.txt")), "brown")?;
-                documents.push(Document {
-                    id,
-                    genre: Some(genre),
-                    text,
-                });
+                documents.push(Document { id, genre: Some(genre), text });
             }
         }
         let mut names: Vec<&str> = genres.iter().map(|g| g.name()).collect();
         names.sort_unstable();
         names.dedup();
-        Ok(TextSource {
-            name: format!("brown[{}]", names.join(",")),
-            documents,
-        })
+        Ok(TextSource { name: format!("brown[{}]", names.join(",")), documents })
     }
 
     /// The Brown fiction genres (K-R): the calibration stand-in for BookCorpus.
@@ -125,18 +109,11 @@ impl TextSource {
 
 /// Reads a data file, naming it and the fetch command on failure.
 fn read(path: &Path, fetch: &str) -> anyhow::Result<String> {
-    fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read {} (run `cargo xtask fetch {fetch}` to download it)",
-            display(path)
-        )
-    })
+    fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} (run `cargo xtask fetch {fetch}` to download it)", display(path)))
 }
 
 fn display(path: &Path) -> String {
     // A path that does not exist cannot be canonicalized; show it as given.
-    fs::canonicalize(path)
-        .unwrap_or_else(|_| PathBuf::from(path))
-        .display()
-        .to_string()
+    fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)).display().to_string()
 }

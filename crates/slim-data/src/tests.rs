@@ -34,19 +34,13 @@ fn detag_rule() {
 
 #[test]
 fn genres() {
-    assert_eq!(
-        BrownGenre::ALL.len(),
-        BrownGenre::FICTION.len() + BrownGenre::NONFICTION.len()
-    );
+    assert_eq!(BrownGenre::ALL.len(), BrownGenre::FICTION.len() + BrownGenre::NONFICTION.len());
     assert!(BrownGenre::FICTION.iter().all(|g| g.is_fiction()));
     assert!(!BrownGenre::NONFICTION.iter().any(|g| g.is_fiction()));
     assert_eq!(BrownGenre::Learned.letter(), 'j');
     assert_eq!(BrownGenre::Fiction.letter(), 'k');
     assert_eq!(BrownGenre::Humor.letter(), 'r');
-    assert_eq!(
-        "science_fiction".parse::<BrownGenre>().unwrap(),
-        BrownGenre::ScienceFiction
-    );
+    assert_eq!("science_fiction".parse::<BrownGenre>().unwrap(), BrownGenre::ScienceFiction);
     assert!("scifi".parse::<BrownGenre>().is_err());
 }
 
@@ -56,10 +50,7 @@ fn eval_text_names() {
         assert_eq!(t.name().parse::<EvalText>().unwrap(), t);
     }
     let err = "wikitext2".parse::<EvalText>().unwrap_err().to_string();
-    assert!(
-        err.contains("ptb-valid, ptb-test, brown-nonfiction"),
-        "{err}"
-    );
+    assert!(err.contains("ptb-valid, ptb-test, brown-nonfiction"), "{err}");
 }
 
 #[test]
@@ -70,11 +61,7 @@ fn loads_from_a_data_root() {
     fs::write(ptb.join("valid.txt"), " one two \n three \n").unwrap();
     let brown = root.join("datasets/brown");
     fs::create_dir_all(&brown).unwrap();
-    fs::write(
-        brown.join("cats.tsv"),
-        "ck01\tfiction\nca02\tnews\nca01\tnews\n",
-    )
-    .unwrap();
+    fs::write(brown.join("cats.tsv"), "ck01\tfiction\nca02\tnews\nca01\tnews\n").unwrap();
     fs::write(brown.join("ca01.txt"), "A first .\nA second .\n").unwrap();
     fs::write(brown.join("ca02.txt"), "B first .\n").unwrap();
     fs::write(brown.join("ck01.txt"), "K first .\n").unwrap();
@@ -84,25 +71,13 @@ fn loads_from_a_data_root() {
     assert_eq!(EvalText::PtbValid.load(&root).unwrap(), "one two\n\nthree");
 
     let nonfiction = TextSource::brown_nonfiction(&root).unwrap();
-    let ids: Vec<&str> = nonfiction
-        .documents()
-        .iter()
-        .map(|d| d.id.as_str())
-        .collect();
+    let ids: Vec<&str> = nonfiction.documents().iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["ca01", "ca02"]);
-    assert_eq!(
-        EvalText::BrownNonfiction.load(&root).unwrap(),
-        "A first .\n\nA second .\n\nB first ."
-    );
+    assert_eq!(EvalText::BrownNonfiction.load(&root).unwrap(), "A first .\n\nA second .\n\nB first .");
     let fiction = TextSource::brown_fiction(&root).unwrap();
     assert_eq!(fiction.text(), "K first .\n");
     assert_eq!(fiction.documents()[0].genre, Some(BrownGenre::Fiction));
-    assert_eq!(
-        TextSource::brown(&root, &[BrownGenre::News])
-            .unwrap()
-            .name(),
-        "brown[news]"
-    );
+    assert_eq!(TextSource::brown(&root, &[BrownGenre::News]).unwrap().name(), "brown[news]");
 
     let _ = fs::remove_dir_all(&root);
 }
@@ -111,15 +86,9 @@ fn loads_from_a_data_root() {
 fn missing_data_names_the_file_and_the_fetch_command() {
     let root = temp_root("missing");
     let err = format!("{:#}", EvalText::PtbTest.load(&root).unwrap_err());
-    assert!(
-        err.contains("datasets/ptb/test.txt") && err.contains("cargo xtask fetch ptb"),
-        "{err}"
-    );
+    assert!(err.contains("datasets/ptb/test.txt") && err.contains("cargo xtask fetch ptb"), "{err}");
     let err = format!("{:#}", EvalText::BrownNonfiction.load(&root).unwrap_err());
-    assert!(
-        err.contains("datasets/brown/cats.tsv") && err.contains("cargo xtask fetch brown"),
-        "{err}"
-    );
+    assert!(err.contains("datasets/brown/cats.tsv") && err.contains("cargo xtask fetch brown"), "{err}");
     let _ = fs::remove_dir_all(&root);
 }
 

@@ -122,45 +122,27 @@ impl Task {
 
     /// Whether lm-eval reports acc_norm for the task.
     pub fn has_acc_norm(self) -> bool {
-        matches!(
-            self,
-            Task::Piqa | Task::Hellaswag | Task::ArcEasy | Task::ArcChallenge | Task::Openbookqa
-        )
+        matches!(self, Task::Piqa | Task::Hellaswag | Task::ArcEasy | Task::ArcChallenge | Task::Openbookqa)
     }
 
     /// `<data_root>/datasets/zeroshot/<task>.jsonl`.
     pub fn path(self, data_root: &Path) -> std::path::PathBuf {
-        data_root
-            .join("datasets/zeroshot")
-            .join(format!("{}.jsonl", self.name()))
+        data_root.join("datasets/zeroshot").join(format!("{}.jsonl", self.name()))
     }
 
     /// Loads the task's documents, at most `limit` of them (file order), as requests.
     pub fn load(self, data_root: &Path, limit: Option<usize>) -> Result<Vec<McDoc>> {
         let path = self.path(data_root);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {} (run `cargo xtask fetch zeroshot`)",
-                path.display()
-            )
-        })?;
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {} (run `cargo xtask fetch zeroshot`)", path.display()))?;
         let mut docs = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             if limit.is_some_and(|n| docs.len() >= n) {
                 break;
             }
-            let doc = self.parse_line(line).with_context(|| {
-                format!(
-                    "{}:{}: a malformed {} document",
-                    path.display(),
-                    i + 1,
-                    self.name()
-                )
-            })?;
+            let doc = self
+                .parse_line(line)
+                .with_context(|| format!("{}:{}: a malformed {} document", path.display(), i + 1, self.name()))?;
             docs.push(doc);
         }
         ensure!(!docs.is_empty(), "{} holds no document", path.display());
@@ -176,44 +158,17 @@ impl Task {
 
     /// The requests, gold index and choice texts of one raw document.
     pub fn build(self, doc_id: u64, doc: &Value) -> Result<McDoc> {
-        let s = |k: &str| -> Result<&str> {
-            doc[k].as_str().with_context(|| format!("no string `{k}`"))
-        };
+        let s = |k: &str| -> Result<&str> { doc[k].as_str().with_context(|| format!("no string `{k}`")) };
         let choices = || -> Result<Vec<String>> {
             let a = doc["choices"].as_array().context("no array `choices`")?;
-            a.iter()
-                .map(|c| {
-                    c.as_str()
-                        .map(str::to_owned)
-                        .context("a choice that is not a string")
-                })
-                .collect()
+            a.iter().map(|c| c.as_str().map(str::to_owned).context("a choice that is not a string")).collect()
         };
-        let gold = || -> Result<usize> {
-            doc["gold"]
-                .as_u64()
-                .map(|g| g as usize)
-                .context("no integer `gold`")
-        };
+        let gold = || -> Result<usize> { doc["gold"].as_u64().map(|g| g as usize).context("no integer `gold`") };
         let same_context = |context: String, choices: Vec<String>, gold: usize| -> Result<McDoc> {
-            ensure!(
-                gold < choices.len(),
-                "gold {gold} with {} choices",
-                choices.len()
-            );
-            let requests = choices
-                .iter()
-                .map(|c| Request {
-                    context: context.clone(),
-                    continuation: format!(" {c}"),
-                })
-                .collect();
-            Ok(McDoc {
-                doc_id,
-                requests,
-                gold,
-                choices,
-            })
+            ensure!(gold < choices.len(), "gold {gold} with {} choices", choices.len());
+            let requests =
+                choices.iter().map(|c| Request { context: context.clone(), continuation: format!(" {c}") }).collect();
+            Ok(McDoc { doc_id, requests, gold, choices })
         };
         match self {
             Task::Boolq | Task::Hellaswag | Task::ArcEasy | Task::ArcChallenge => {
@@ -232,16 +187,12 @@ impl Task {
                 let stem = q
                     .strip_prefix("Question: ")
                     .and_then(|r| r.strip_suffix("\nAnswer:"))
-                    .with_context(|| {
-                        format!("query `{q}` lacks the `Question: …\\nAnswer:` wrapper")
-                    })?;
+                    .with_context(|| format!("query `{q}` lacks the `Question: …\\nAnswer:` wrapper"))?;
                 same_context(stem.to_owned(), choices()?, gold()?)
             }
             Task::Winogrande => {
                 let sentence = s("sentence")?;
-                let i = sentence
-                    .find('_')
-                    .with_context(|| format!("no `_` in `{sentence}`"))?;
+                let i = sentence.find('_').with_context(|| format!("no `_` in `{sentence}`"))?;
                 let continuation = format!(" {}", sentence[i + 1..].trim());
                 let options = vec![s("option1")?.to_owned(), s("option2")?.to_owned()];
                 let gold = match s("answer")? {
@@ -251,30 +202,14 @@ impl Task {
                 };
                 let requests = options
                     .iter()
-                    .map(|o| Request {
-                        context: format!("{}{o}", &sentence[..i]),
-                        continuation: continuation.clone(),
-                    })
+                    .map(|o| Request { context: format!("{}{o}", &sentence[..i]), continuation: continuation.clone() })
                     .collect();
-                Ok(McDoc {
-                    doc_id,
-                    requests,
-                    gold,
-                    choices: options,
-                })
+                Ok(McDoc { doc_id, requests, gold, choices: options })
             }
             Task::Lambada => {
                 let word = choices()?.into_iter().next().context("no answer word")?;
-                let requests = vec![Request {
-                    context: s("query")?.to_owned(),
-                    continuation: format!(" {word}"),
-                }];
-                Ok(McDoc {
-                    doc_id,
-                    requests,
-                    gold: 0,
-                    choices: vec![word],
-                })
+                let requests = vec![Request { context: s("query")?.to_owned(), continuation: format!(" {word}") }];
+                Ok(McDoc { doc_id, requests, gold: 0, choices: vec![word] })
             }
         }
     }
@@ -292,12 +227,7 @@ impl FromStr for Task {
         Task::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .with_context(|| {
-                format!(
-                    "unknown task `{s}` (known: {})",
-                    Task::ALL.map(Task::name).join(", ")
-                )
-            })
+            .with_context(|| format!("unknown task `{s}` (known: {})", Task::ALL.map(Task::name).join(", ")))
     }
 }
 

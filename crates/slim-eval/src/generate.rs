@@ -23,13 +23,7 @@ pub struct GenConfig {
 impl GenConfig {
     /// Greedy decoding of `max_new` tokens.
     pub fn greedy(max_new: usize) -> Self {
-        Self {
-            max_new,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            recompute: false,
-        }
+        Self { max_new, temperature: 0.0, top_p: 1.0, seed: 0, recompute: false }
     }
 }
 
@@ -41,11 +35,7 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompt: &[u32], cfg: &GenConfig) -
         "temperature must be finite and at least 0, got {}",
         cfg.temperature
     );
-    ensure!(
-        cfg.top_p > 0.0 && cfg.top_p <= 1.0,
-        "top-p must lie in (0, 1], got {}",
-        cfg.top_p
-    );
+    ensure!(cfg.top_p > 0.0 && cfg.top_p <= 1.0, "top-p must lie in (0, 1], got {}", cfg.top_p);
     let eos = model.config().eos_token_id;
     let mut rng = slim_model::SplitMix(cfg.seed);
     let mut ids = prompt.to_vec();
@@ -77,21 +67,13 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompt: &[u32], cfg: &GenConfig) -
 /// `u` (uniform in [0, 1)) falls in the cumulative distribution of softmax(logits / T)
 /// restricted to its top-p nucleus (most likely first, ties by lower id).
 pub fn pick(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> usize {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &x)| if x > logits[best] { i } else { best })
-    };
+    let argmax = || logits.iter().enumerate().fold(0, |best, (i, &x)| if x > logits[best] { i } else { best });
     if temperature == 0.0 {
         return argmax();
     }
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let mut p: Vec<(usize, f64)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (i, ((x as f64 - max) / temperature).exp()))
-        .collect();
+    let mut p: Vec<(usize, f64)> =
+        logits.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / temperature).exp())).collect();
     let z: f64 = p.iter().map(|x| x.1).sum();
     p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut kept = 0;
@@ -151,10 +133,7 @@ mod tests {
         }
         for (c, p) in counts.iter().zip([0.3, 0.5, 0.2]) {
             // 4 standard deviations of a binomial proportion.
-            assert!(
-                (*c as f64 / n as f64 - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt(),
-                "{counts:?}"
-            );
+            assert!((*c as f64 / n as f64 - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt(), "{counts:?}");
         }
     }
 }

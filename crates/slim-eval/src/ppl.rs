@@ -37,31 +37,16 @@ pub struct PplResult {
 pub fn windows(ids: &[u32], seq_len: usize, max: Option<usize>) -> Vec<&[u32]> {
     let n = ids.len() / seq_len;
     let n = max.map_or(n, |m| m.min(n));
-    (0..n)
-        .map(|i| &ids[i * seq_len..(i + 1) * seq_len])
-        .collect()
+    (0..n).map(|i| &ids[i * seq_len..(i + 1) * seq_len]).collect()
 }
 
 /// Perplexity of `model` on the token stream `ids`.
 pub fn perplexity<B: Backend>(model: &Llama<B>, ids: &[u32], cfg: &PplConfig) -> Result<PplResult> {
-    ensure!(
-        cfg.seq_len >= 2,
-        "--seq-len must be at least 2, got {}",
-        cfg.seq_len
-    );
+    ensure!(cfg.seq_len >= 2, "--seq-len must be at least 2, got {}", cfg.seq_len);
     ensure!(cfg.batch >= 1, "--batch must be at least 1");
     let wins = windows(ids, cfg.seq_len, cfg.max_windows);
-    ensure!(
-        !wins.is_empty(),
-        "the text has {} tokens: fewer than one window of {}",
-        ids.len(),
-        cfg.seq_len
-    );
-    let bar = if cfg.progress {
-        ProgressBar::new(wins.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
+    ensure!(!wins.is_empty(), "the text has {} tokens: fewer than one window of {}", ids.len(), cfg.seq_len);
+    let bar = if cfg.progress { ProgressBar::new(wins.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} windows, {per_sec}, ETA {eta}")
             .expect("static template")
@@ -75,21 +60,13 @@ pub fn perplexity<B: Backend>(model: &Llama<B>, ids: &[u32], cfg: &PplConfig) ->
         let flat: Vec<u32> = chunk.iter().flat_map(|w| w.iter().copied()).collect();
         let logits = model.forward(model.ids_tensor(&flat, b, t)?); // [b, t, V]
         let v = logits.dims()[2];
-        let logits = logits
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| anyhow::format_err!("reading logits: {e:?}"))?;
+        let logits = logits.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))?;
         nll_sum += chunk
             .par_iter()
             .enumerate()
             .map(|(w, win)| {
                 (0..t - 1)
-                    .map(|i| {
-                        token_nll(
-                            &logits[(w * t + i) * v..(w * t + i + 1) * v],
-                            win[i + 1] as usize,
-                        )
-                    })
+                    .map(|i| token_nll(&logits[(w * t + i) * v..(w * t + i + 1) * v], win[i + 1] as usize))
                     .sum::<f64>()
             })
             .sum::<f64>();
@@ -97,16 +74,8 @@ pub fn perplexity<B: Backend>(model: &Llama<B>, ids: &[u32], cfg: &PplConfig) ->
     }
     bar.finish_and_clear();
     let tokens_scored = wins.len() * (t - 1);
-    ensure!(
-        nll_sum.is_finite(),
-        "the loss is not finite ({nll_sum}): the model produces NaN or Inf"
-    );
-    Ok(PplResult {
-        ppl: (nll_sum / tokens_scored as f64).exp(),
-        windows: wins.len(),
-        tokens_scored,
-        nll_sum,
-    })
+    ensure!(nll_sum.is_finite(), "the loss is not finite ({nll_sum}): the model produces NaN or Inf");
+    Ok(PplResult { ppl: (nll_sum / tokens_scored as f64).exp(), windows: wins.len(), tokens_scored, nll_sum })
 }
 
 /// `−log softmax(logits)[target]`, computed stably in f64 (max subtracted first).
@@ -138,10 +107,7 @@ mod tests {
     #[test]
     fn windows_drop_the_remainder_and_respect_the_limit() {
         let ids: Vec<u32> = (0..10).collect();
-        assert_eq!(
-            windows(&ids, 3, None),
-            vec![&[0, 1, 2][..], &[3, 4, 5], &[6, 7, 8]]
-        );
+        assert_eq!(windows(&ids, 3, None), vec![&[0, 1, 2][..], &[3, 4, 5], &[6, 7, 8]]);
         assert_eq!(windows(&ids, 3, Some(2)).len(), 2);
         assert!(windows(&ids, 11, None).is_empty());
     }

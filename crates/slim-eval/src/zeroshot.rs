@@ -45,10 +45,7 @@ pub struct TokDoc {
 impl TokDoc {
     /// Tokens a shared-context pass feeds the model.
     pub fn tokens(&self) -> usize {
-        self.groups
-            .iter()
-            .map(|(c, conts)| c.len() + conts.iter().map(|(_, k)| k.len()).sum::<usize>())
-            .sum()
+        self.groups.iter().map(|(c, conts)| c.len() + conts.iter().map(|(_, k)| k.len()).sum::<usize>()).sum()
     }
 }
 
@@ -66,31 +63,19 @@ pub fn tokenize_doc(tok: &Tokenizer, doc: &McDoc, eot: u32) -> Result<TokDoc> {
         match groups.iter_mut().find(|g| g.0 == r.context) {
             Some(g) => g.2.push((i, cont)),
             None => {
-                let ctx = if r.context.is_empty() {
-                    vec![eot]
-                } else {
-                    tok.encode_plain(&r.context)?
-                };
+                let ctx = if r.context.is_empty() { vec![eot] } else { tok.encode_plain(&r.context)? };
                 groups.push((r.context.clone(), ctx, vec![(i, cont)]));
             }
         }
     }
-    Ok(TokDoc {
-        groups: groups.into_iter().map(|g| (g.1, g.2)).collect(),
-        requests: doc.requests.len(),
-    })
+    Ok(TokDoc { groups: groups.into_iter().map(|g| (g.1, g.2)).collect(), requests: doc.requests.len() })
 }
 
 /// Scores every request of `doc` (one document alone; [`score_tasks`] batches many).
 pub fn score_doc<B: Backend>(model: &Llama<B>, doc: &TokDoc) -> Result<Vec<Loglik>> {
     let mut out = vec![vec![None; doc.requests]];
     for group in 0..doc.groups.len() {
-        score_units(
-            model,
-            std::slice::from_ref(doc),
-            &[Unit { doc: 0, group }],
-            &mut out,
-        )?;
+        score_units(model, std::slice::from_ref(doc), &[Unit { doc: 0, group }], &mut out)?;
     }
     collect(out.pop().expect("one document"))
 }
@@ -125,10 +110,7 @@ fn score_units<B: Backend>(
 ) -> Result<()> {
     let groups: Vec<_> = units.iter().map(|u| &docs[u.doc].groups[u.group]).collect();
     let c = groups[0].0.len();
-    ensure!(
-        groups.iter().all(|g| g.0.len() == c),
-        "contexts of one batch must have one length"
-    );
+    ensure!(groups.iter().all(|g| g.0.len() == c), "contexts of one batch must have one length");
     let b = groups.len();
     let ids: Vec<u32> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
     let mut cache = model.new_cache(b);
@@ -138,11 +120,8 @@ fn score_units<B: Backend>(
     let first = host_rows(model.logits(h.slice([0..b, c - 1..c, 0..d])))?;
     let v = first.len() / b;
     // One row per request: its group, its index in the document, its continuation.
-    let rows: Vec<(usize, usize, &Vec<u32>)> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(g, grp)| grp.1.iter().map(move |(r, k)| (g, *r, k)))
-        .collect();
+    let rows: Vec<(usize, usize, &Vec<u32>)> =
+        groups.iter().enumerate().flat_map(|(g, grp)| grp.1.iter().map(move |(r, k)| (g, *r, k))).collect();
     // Longest continuations first; each chunk runs all but its rows' last tokens on its rows' cache, padded at
     // the end to the chunk's longest (padding after a row's tokens cannot change them under causal attention).
     let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -192,11 +171,7 @@ fn score_units<B: Backend>(
 /// Splits `widths` (sorted longest first) into consecutive chunks: a chunk of width w (its first) takes the
 /// following widths while they are at least `min_fill · w` and the chunk holds at most `max_positions` padded
 /// positions (a single row may exceed it); the zero widths at the end form one chunk.
-fn continuation_chunks(
-    widths: &[usize],
-    max_positions: usize,
-    min_fill: f64,
-) -> Vec<std::ops::Range<usize>> {
+fn continuation_chunks(widths: &[usize], max_positions: usize, min_fill: f64) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < widths.len() {
@@ -205,10 +180,7 @@ fn continuation_chunks(
         if w == 0 {
             j = widths.len();
         } else {
-            while j < widths.len()
-                && (j + 1 - i) * w <= max_positions
-                && widths[j] as f64 >= min_fill * w as f64
-            {
+            while j < widths.len() && (j + 1 - i) * w <= max_positions && widths[j] as f64 >= min_fill * w as f64 {
                 j += 1;
             }
         }
@@ -219,31 +191,21 @@ fn continuation_chunks(
 }
 
 fn collect(scores: Vec<Option<Loglik>>) -> Result<Vec<Loglik>> {
-    scores
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| s.with_context(|| format!("request {i} was not scored")))
-        .collect()
+    scores.into_iter().enumerate().map(|(i, s)| s.with_context(|| format!("request {i} was not scored"))).collect()
 }
 
 fn host_rows<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
-    t.into_data()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::format_err!("reading logits: {e:?}"))
+    t.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))
 }
 
 /// Index of the first maximum.
 fn argmax(xs: &[f32]) -> usize {
-    xs.iter()
-        .enumerate()
-        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+    xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
 }
 
 /// Index of the first maximum of `xs`, as numpy's argmax.
 fn argmax_f64(xs: &[f64]) -> usize {
-    xs.iter()
-        .enumerate()
-        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+    xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
 }
 
 /// A task's metrics, named as lm-eval names them.
@@ -269,11 +231,7 @@ pub struct TaskScore {
 /// Whether the document was answered right: (acc, acc_norm).
 pub fn doc_correct(doc: &McDoc, lls: &[Loglik]) -> (bool, bool) {
     let ll: Vec<f64> = lls.iter().map(|l| l.ll).collect();
-    let norm: Vec<f64> = ll
-        .iter()
-        .zip(&doc.choices)
-        .map(|(l, c)| l / c.chars().count().max(1) as f64)
-        .collect();
+    let norm: Vec<f64> = ll.iter().zip(&doc.choices).map(|(l, c)| l / c.chars().count().max(1) as f64).collect();
     (argmax_f64(&ll) == doc.gold, argmax_f64(&norm) == doc.gold)
 }
 
@@ -287,12 +245,7 @@ pub fn mean_stderr(hits: &[bool]) -> (f64, Option<f64>) {
 
 /// The metrics of `task` from its documents and their requests' scores.
 pub fn aggregate(task: Task, docs: &[McDoc], scores: &[Vec<Loglik>]) -> Result<TaskScore> {
-    ensure!(
-        docs.len() == scores.len() && !docs.is_empty(),
-        "{} documents but {} scored",
-        docs.len(),
-        scores.len()
-    );
+    ensure!(docs.len() == scores.len() && !docs.is_empty(), "{} documents but {} scored", docs.len(), scores.len());
     if task == Task::Lambada {
         let hits: Vec<bool> = scores.iter().map(|s| s[0].greedy).collect();
         let (acc, acc_stderr) = mean_stderr(&hits);
@@ -306,11 +259,7 @@ pub fn aggregate(task: Task, docs: &[McDoc], scores: &[Vec<Loglik>]) -> Result<T
             ppl: Some((-mean_ll).exp()),
         });
     }
-    let (hits, norm_hits): (Vec<bool>, Vec<bool>) = docs
-        .iter()
-        .zip(scores)
-        .map(|(d, s)| doc_correct(d, s))
-        .unzip();
+    let (hits, norm_hits): (Vec<bool>, Vec<bool>) = docs.iter().zip(scores).map(|(d, s)| doc_correct(d, s)).unzip();
     let (acc, acc_stderr) = mean_stderr(&hits);
     let (acc_norm, acc_norm_stderr) = if task.has_acc_norm() {
         let (m, se) = mean_stderr(&norm_hits);
@@ -318,14 +267,7 @@ pub fn aggregate(task: Task, docs: &[McDoc], scores: &[Vec<Loglik>]) -> Result<T
     } else {
         (None, None)
     };
-    Ok(TaskScore {
-        n: docs.len(),
-        acc,
-        acc_stderr,
-        acc_norm,
-        acc_norm_stderr,
-        ppl: None,
-    })
+    Ok(TaskScore { n: docs.len(), acc, acc_stderr, acc_norm, acc_norm_stderr, ppl: None })
 }
 
 /// Scores the documents of several tasks, given as (name, tokenized documents), advancing `progress` by each
@@ -348,37 +290,26 @@ pub fn score_tasks<B: Backend>(
             .collect();
         let ctx_len = |u: &Unit| docs[u.doc].groups[u.group].0.len();
         units.sort_by_key(|u| std::cmp::Reverse(ctx_len(u)));
-        let mut scores: Vec<Vec<Option<Loglik>>> =
-            docs.iter().map(|d| vec![None; d.requests]).collect();
+        let mut scores: Vec<Vec<Option<Loglik>>> = docs.iter().map(|d| vec![None; d.requests]).collect();
         let mut start = 0;
         while start < units.len() {
             let c = ctx_len(&units[start]);
             let (mut end, mut rows) = (start, 0);
             while end < units.len()
                 && ctx_len(&units[end]) == c
-                && (end == start
-                    || ((end + 1 - start) * c <= CONTEXT_TOKENS && end + 1 - start <= MAX_GROUPS))
+                && (end == start || ((end + 1 - start) * c <= CONTEXT_TOKENS && end + 1 - start <= MAX_GROUPS))
             {
                 rows += docs[units[end].doc].groups[units[end].group].1.len();
                 end += 1;
             }
             score_units(model, docs, &units[start..end], &mut scores).with_context(|| {
                 let u = &units[start];
-                format!(
-                    "{name}: the batch starting at document {} (context of {c} tokens)",
-                    u.doc
-                )
+                format!("{name}: the batch starting at document {} (context of {c} tokens)", u.doc)
             })?;
             progress.advance(name, rows);
             start = end;
         }
-        out.push(
-            scores
-                .into_iter()
-                .map(collect)
-                .collect::<Result<Vec<_>>>()
-                .with_context(|| name.to_string())?,
-        );
+        out.push(scores.into_iter().map(collect).collect::<Result<Vec<_>>>().with_context(|| name.to_string())?);
     }
     Ok(out)
 }

@@ -144,30 +144,28 @@ fn read(g: &GgufFile) -> Result<ModelConfig> {
         usize_key("attention.key_length")?
     } else {
         if hidden % n_head != 0 {
-            bail!("embedding_length {hidden} is not divisible by head_count {n_head} and attention.key_length is absent");
+            bail!(
+                "embedding_length {hidden} is not divisible by head_count {n_head} and attention.key_length is absent"
+            );
         }
         hidden / n_head
     };
-    if g.get(&format!("{a}.attention.value_length")).is_some()
-        && usize_key("attention.value_length")? != head_dim
-    {
+    if g.get(&format!("{a}.attention.value_length")).is_some() && usize_key("attention.value_length")? != head_dim {
         bail!("attention.value_length differs from the key length {head_dim}: not supported");
     }
     // llama.cpp: rope.dimension_count defaults to the head dim; partial rotary is not supported here.
-    if g.get(&format!("{a}.rope.dimension_count")).is_some()
-        && usize_key("rope.dimension_count")? != head_dim
-    {
-        bail!("rope.dimension_count {} differs from head_dim {head_dim}: partial RoPE is not supported", usize_key("rope.dimension_count")?);
+    if g.get(&format!("{a}.rope.dimension_count")).is_some() && usize_key("rope.dimension_count")? != head_dim {
+        bail!(
+            "rope.dimension_count {} differs from head_dim {head_dim}: partial RoPE is not supported",
+            usize_key("rope.dimension_count")?
+        );
     }
     if head_dim % 2 != 0 {
         bail!("head_dim {head_dim} is odd");
     }
     let scaling_key = format!("{a}.rope.scaling.type");
     if g.get(&scaling_key).is_some() && g.get_str(&scaling_key)? != "none" {
-        bail!(
-            "RoPE scaling `{}` is not supported",
-            g.get_str(&scaling_key)?
-        );
+        bail!("RoPE scaling `{}` is not supported", g.get_str(&scaling_key)?);
     }
     let rms_eps = float_key(g, &format!("{a}.attention.layer_norm_rms_epsilon"))?;
     let rope_theta = float_key(g, &format!("{a}.rope.freq_base"))?;
@@ -175,12 +173,8 @@ fn read(g: &GgufFile) -> Result<ModelConfig> {
 
     let vocab_size = g.get_str_array("tokenizer.ggml.tokens")?.len();
     let sp = special_tokens(g, vocab_size)?;
-    let bos_token_id = sp
-        .bos
-        .with_context(|| "metadata key `tokenizer.ggml.bos_token_id` missing".to_string())?;
-    let eos_token_id = sp
-        .eos
-        .with_context(|| "metadata key `tokenizer.ggml.eos_token_id` missing".to_string())?;
+    let bos_token_id = sp.bos.with_context(|| "metadata key `tokenizer.ggml.bos_token_id` missing".to_string())?;
+    let eos_token_id = sp.eos.with_context(|| "metadata key `tokenizer.ggml.eos_token_id` missing".to_string())?;
     let tie_word_embeddings = g.tensors().iter().all(|t| t.name != "output.weight");
     Ok(ModelConfig {
         arch,
@@ -204,10 +198,7 @@ fn read(g: &GgufFile) -> Result<ModelConfig> {
 /// (so 1e-5 stored as f32 is written as 1e-5, not 9.999999747378752e-6).
 fn float_key(g: &GgufFile, key: &str) -> Result<f64> {
     match g.require(key)? {
-        MetaValue::F32(x) => Ok(x
-            .to_string()
-            .parse::<f64>()
-            .expect("f32 Display output parses as f64")),
+        MetaValue::F32(x) => Ok(x.to_string().parse::<f64>().expect("f32 Display output parses as f64")),
         _ => g.get_f64(key),
     }
 }

@@ -24,10 +24,7 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Resul
         bail!("{n_elements} elements are not a whole number of {ggml_type} blocks");
     };
     if bytes.len() as u64 != expected {
-        bail!(
-            "{n_elements} elements of {ggml_type} take {expected} bytes, got {}",
-            bytes.len()
-        );
+        bail!("{n_elements} elements of {ggml_type} take {expected} bytes, got {}", bytes.len());
     }
     let block: fn(&[u8], &mut [f32]) = match ggml_type {
         GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -46,13 +43,11 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Resul
     let mut out = vec![0f32; n_elements];
     // Group several blocks per task so that one-element "blocks" of float types stay cheap.
     let group = if bs == 1 { 16 * 1024 } else { BLOCKS_PER_TASK };
-    out.par_chunks_mut(bs * group)
-        .zip(bytes.par_chunks(ts * group))
-        .for_each(|(y, b)| {
-            for (yb, bb) in y.chunks_exact_mut(bs).zip(b.chunks_exact(ts)) {
-                block(bb, yb);
-            }
-        });
+    out.par_chunks_mut(bs * group).zip(bytes.par_chunks(ts * group)).for_each(|(y, b)| {
+        for (yb, bb) in y.chunks_exact_mut(bs).zip(b.chunks_exact(ts)) {
+            block(bb, yb);
+        }
+    });
     Ok(out)
 }
 
@@ -113,10 +108,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

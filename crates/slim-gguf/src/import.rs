@@ -38,19 +38,14 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary> {
     let tokenizer = build_tokenizer_json(&file)?;
     let tokenizer_config = build_tokenizer_config_json(&file)
         .with_context(|| format!("building tokenizer_config.json from {}", gguf.display()))?;
-    let plan = plan_tensors(&file, &cfg)
-        .with_context(|| format!("mapping the tensors of {}", gguf.display()))?;
+    let plan = plan_tensors(&file, &cfg).with_context(|| format!("mapping the tensors of {}", gguf.display()))?;
 
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     write_json(&out_dir.join("config.json"), &cfg.to_config_json())?;
-    write_json(
-        &out_dir.join("generation_config.json"),
-        &cfg.to_generation_config_json(),
-    )?;
+    write_json(&out_dir.join("generation_config.json"), &cfg.to_generation_config_json())?;
     // Compact: the vocab and merges make a pretty-printed tokenizer.json several times larger.
     let tok_path = out_dir.join("tokenizer.json");
-    fs::write(&tok_path, serde_json::to_vec(&tokenizer)?)
-        .with_context(|| format!("writing {}", tok_path.display()))?;
+    fs::write(&tok_path, serde_json::to_vec(&tokenizer)?).with_context(|| format!("writing {}", tok_path.display()))?;
     write_json(&out_dir.join("tokenizer_config.json"), &tokenizer_config)?;
 
     let final_path = out_dir.join("model.safetensors");
@@ -60,13 +55,8 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary> {
         let _ = fs::remove_file(&tmp_path);
         return Err(e);
     }
-    fs::rename(&tmp_path, &final_path).with_context(|| {
-        format!(
-            "renaming {} to {}",
-            tmp_path.display(),
-            final_path.display()
-        )
-    })?;
+    fs::rename(&tmp_path, &final_path)
+        .with_context(|| format!("renaming {} to {}", tmp_path.display(), final_path.display()))?;
     Ok(ImportSummary {
         architecture: cfg.arch.name().to_owned(),
         n_tensors: plan.len(),
@@ -86,18 +76,10 @@ pub fn hf_tensor_name(gguf_name: &str, arch: Arch) -> Result<String> {
     if let Some(n) = fixed {
         return Ok(n.to_owned());
     }
-    let unknown = || {
-        format_err!(
-            "unknown tensor name `{gguf_name}` for architecture {}",
-            arch.name()
-        )
-    };
+    let unknown = || format_err!("unknown tensor name `{gguf_name}` for architecture {}", arch.name());
     let rest = gguf_name.strip_prefix("blk.").ok_or_else(unknown)?;
     let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
-    if layer.is_empty()
-        || !layer.bytes().all(|b| b.is_ascii_digit())
-        || (layer.len() > 1 && layer.starts_with('0'))
-    {
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
         return Err(unknown());
     }
     let (part, suffix) = rest.split_once('.').ok_or_else(unknown)?;
@@ -131,16 +113,8 @@ pub fn hf_tensor_name(gguf_name: &str, arch: Arch) -> Result<String> {
 /// - `w`: `[n_head · d_h, n_in]` row-major (a weight), or `[n_head · d_h]` with `n_in = 1` (a bias).
 pub fn unpermute_qk(w: &[f32], n_head: usize, n_in: usize) -> Vec<f32> {
     let rows = w.len() / n_in;
-    assert_eq!(
-        rows * n_in,
-        w.len(),
-        "internal invariant: unpermute_qk needs whole rows"
-    );
-    assert_eq!(
-        rows % (2 * n_head),
-        0,
-        "internal invariant: unpermute_qk needs an even head dim"
-    );
+    assert_eq!(rows * n_in, w.len(), "internal invariant: unpermute_qk needs whole rows");
+    assert_eq!(rows % (2 * n_head), 0, "internal invariant: unpermute_qk needs an even head dim");
     let d_h = rows / n_head;
     let half = d_h / 2;
     let mut out = vec![0f32; w.len()];
@@ -195,40 +169,26 @@ fn plan_tensors(file: &GgufFile, cfg: &ModelConfig) -> Result<Vec<Planned>> {
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         let expected = expected_shape(&hf_name, cfg);
         if shape != expected {
-            bail!(
-                "tensor `{}` has HF shape {shape:?}, expected {expected:?} from the config",
-                t.name
-            );
+            bail!("tensor `{}` has HF shape {shape:?}, expected {expected:?} from the config", t.name);
         }
         let unpermute_heads = match (cfg.arch, t.name.rsplit('.').nth(1)) {
             (Arch::Llama, Some("attn_q")) => Some(cfg.n_head),
             (Arch::Llama, Some("attn_k")) => Some(cfg.n_head_kv),
             _ => None,
         };
-        plan.push(Planned {
-            gguf_name: t.name.clone(),
-            hf_name,
-            shape,
-            n_elements: t.n_elements,
-            unpermute_heads,
-        });
+        plan.push(Planned { gguf_name: t.name.clone(), hf_name, shape, n_elements: t.n_elements, unpermute_heads });
     }
     // Every expected tensor must be there (names are unique, so equal counts mean equal sets).
     let per_layer = if cfg.arch == Arch::Qwen2 { 12 } else { 9 };
     let expected = 2 + usize::from(!cfg.tie_word_embeddings) + per_layer * cfg.n_layers;
     if plan.len() != expected {
-        let names: std::collections::HashSet<&str> =
-            plan.iter().map(|p| p.hf_name.as_str()).collect();
-        let missing = all_expected_names(cfg)
-            .into_iter()
-            .find(|n| !names.contains(n.as_str()));
+        let names: std::collections::HashSet<&str> = plan.iter().map(|p| p.hf_name.as_str()).collect();
+        let missing = all_expected_names(cfg).into_iter().find(|n| !names.contains(n.as_str()));
         bail!(
             "expected {expected} tensors for {} layers, found {}{}",
             cfg.n_layers,
             plan.len(),
-            missing
-                .map(|m| format!(" (missing `{m}`)"))
-                .unwrap_or_default()
+            missing.map(|m| format!(" (missing `{m}`)")).unwrap_or_default()
         );
     }
     plan.sort_by(|a, b| a.hf_name.cmp(&b.hf_name));
@@ -236,10 +196,7 @@ fn plan_tensors(file: &GgufFile, cfg: &ModelConfig) -> Result<Vec<Planned>> {
 }
 
 fn all_expected_names(cfg: &ModelConfig) -> Vec<String> {
-    let mut v = vec![
-        "model.embed_tokens.weight".to_owned(),
-        "model.norm.weight".to_owned(),
-    ];
+    let mut v = vec!["model.embed_tokens.weight".to_owned(), "model.norm.weight".to_owned()];
     if !cfg.tie_word_embeddings {
         v.push("lm_head.weight".to_owned());
     }
@@ -285,24 +242,13 @@ fn expected_shape(hf_name: &str, c: &ModelConfig) -> Vec<usize> {
     }
 }
 
-fn write_safetensors(
-    file: &GgufFile,
-    cfg: &ModelConfig,
-    plan: &[Planned],
-    path: &Path,
-) -> Result<()> {
+fn write_safetensors(file: &GgufFile, cfg: &ModelConfig, plan: &[Planned], path: &Path) -> Result<()> {
     let mut header = Map::new();
-    header.insert(
-        "__metadata__".into(),
-        json!({"format": "pt", "source": "slim-gguf import"}),
-    );
+    header.insert("__metadata__".into(), json!({"format": "pt", "source": "slim-gguf import"}));
     let mut offset = 0u64;
     for p in plan {
         let end = offset + 4 * p.n_elements;
-        header.insert(
-            p.hf_name.clone(),
-            json!({"dtype": "F32", "shape": p.shape, "data_offsets": [offset, end]}),
-        );
+        header.insert(p.hf_name.clone(), json!({"dtype": "F32", "shape": p.shape, "data_offsets": [offset, end]}));
         offset = end;
     }
     let mut header = serde_json::to_vec(&Value::Object(header))?;
@@ -313,8 +259,7 @@ fn write_safetensors(
     let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let io = |e: std::io::Error| format_err!("writing {}: {e}", path.display());
-    w.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
+    w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&header).map_err(io)?;
     let mut buf = Vec::new();
     for p in plan {
@@ -329,10 +274,7 @@ fn write_safetensors(
         }
         w.write_all(&buf).map_err(io)?;
     }
-    w.into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)?;
+    w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
     Ok(())
 }
 

@@ -24,10 +24,6 @@ mod tests;
 pub use config::{build_config_json, Arch, ModelConfig};
 pub use dequant::dequantize;
 pub use import::{hf_tensor_name, import_gguf, permute_qk, unpermute_qk, ImportSummary};
-pub use reader::{
-    GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN,
-};
-pub use tokenizer::{
-    build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX,
-};
+pub use reader::{GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN};
+pub use tokenizer::{build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX};
 pub use types::GgmlType;

@@ -155,12 +155,10 @@ impl std::fmt::Debug for GgufFile {
 impl GgufFile {
     /// Memory-maps and parses `path`; tensor data is read only when asked for.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file =
-            File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
+        let file = File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
         // SAFETY: the map is read-only and private to this process; a concurrent writer truncating the
         // file could fault, which is the accepted risk of memory-mapping model files (as every loader does).
-        let mmap = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("memory-mapping {}", path.display()))?;
+        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("memory-mapping {}", path.display()))?;
         Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
     }
 
@@ -170,25 +168,14 @@ impl GgufFile {
     }
 
     fn parse(path: PathBuf, data: Backing) -> Result<GgufFile> {
-        let header = parse_header(data.bytes())
-            .with_context(|| format!("reading GGUF file {}", path.display()))?;
+        let header = parse_header(data.bytes()).with_context(|| format!("reading GGUF file {}", path.display()))?;
         Ok(GgufFile {
             path,
             data,
             version: header.version,
-            meta_index: header
-                .metadata
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect(),
+            meta_index: header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect(),
             metadata: header.metadata,
-            tensor_index: header
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
+            tensor_index: header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
             tensors: header.tensors,
             alignment: header.alignment,
             data_offset: header.data_offset,
@@ -217,19 +204,14 @@ impl GgufFile {
 
     /// The metadata value under `key`, or an error naming the key and file.
     pub fn require(&self, key: &str) -> Result<&MetaValue> {
-        self.get(key)
-            .ok_or_else(|| format_err!("metadata key `{key}` missing in {}", self.path.display()))
+        self.get(key).ok_or_else(|| format_err!("metadata key `{key}` missing in {}", self.path.display()))
     }
 
     /// A string value.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         match self.require(key)? {
             MetaValue::String(s) => Ok(s),
-            v => bail!(
-                "metadata key `{key}` in {} is {}, expected a string",
-                self.path.display(),
-                kind(v)
-            ),
+            v => bail!("metadata key `{key}` in {} is {}, expected a string", self.path.display(), kind(v)),
         }
     }
 
@@ -245,18 +227,9 @@ impl GgufFile {
             MetaValue::I16(x) => u64::try_from(x).ok(),
             MetaValue::I32(x) => u64::try_from(x).ok(),
             MetaValue::I64(x) => u64::try_from(x).ok(),
-            _ => bail!(
-                "metadata key `{key}` in {} is {}, expected an integer",
-                self.path.display(),
-                kind(v)
-            ),
+            _ => bail!("metadata key `{key}` in {} is {}, expected an integer", self.path.display(), kind(v)),
         };
-        n.ok_or_else(|| {
-            format_err!(
-                "metadata key `{key}` in {} is negative",
-                self.path.display()
-            )
-        })
+        n.ok_or_else(|| format_err!("metadata key `{key}` in {} is negative", self.path.display()))
     }
 
     /// A float value (f32 or f64; f32 is widened exactly).
@@ -264,11 +237,7 @@ impl GgufFile {
         match *self.require(key)? {
             MetaValue::F32(x) => Ok(x.into()),
             MetaValue::F64(x) => Ok(x),
-            ref v => bail!(
-                "metadata key `{key}` in {} is {}, expected a float",
-                self.path.display(),
-                kind(v)
-            ),
+            ref v => bail!("metadata key `{key}` in {} is {}, expected a float", self.path.display(), kind(v)),
         }
     }
 
@@ -276,11 +245,7 @@ impl GgufFile {
     pub fn get_bool(&self, key: &str) -> Result<bool> {
         match *self.require(key)? {
             MetaValue::Bool(x) => Ok(x),
-            ref v => bail!(
-                "metadata key `{key}` in {} is {}, expected a bool",
-                self.path.display(),
-                kind(v)
-            ),
+            ref v => bail!("metadata key `{key}` in {} is {}, expected a bool", self.path.display(), kind(v)),
         }
     }
 
@@ -288,11 +253,7 @@ impl GgufFile {
     pub fn get_array(&self, key: &str) -> Result<&MetaArray> {
         match self.require(key)? {
             MetaValue::Array(a) => Ok(a),
-            v => bail!(
-                "metadata key `{key}` in {} is {}, expected an array",
-                self.path.display(),
-                kind(v)
-            ),
+            v => bail!("metadata key `{key}` in {} is {}, expected an array", self.path.display(), kind(v)),
         }
     }
 
@@ -389,11 +350,7 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            bail!(
-                "truncated file: {what} needs {n} bytes at offset {} but only {} remain",
-                self.pos,
-                self.remaining()
-            );
+            bail!("truncated file: {what} needs {n} bytes at offset {} but only {} remain", self.pos, self.remaining());
         }
         let s = &self.buf[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -401,10 +358,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        Ok(self
-            .take(N as u64, what)?
-            .try_into()
-            .expect("take returned N bytes"))
+        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
     }
 
     fn u8(&mut self, what: &str) -> Result<u8> {
@@ -426,18 +380,14 @@ impl<'a> Cursor<'a> {
             bail!("{what}: string length {len} exceeds the cap of {MAX_STRING_LEN} bytes");
         }
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| format_err!("{what}: string is not valid UTF-8 ({e})"))
+        String::from_utf8(bytes.to_vec()).map_err(|e| format_err!("{what}: string is not valid UTF-8 ({e})"))
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit in the rest of the file.
     fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<usize> {
         match count.checked_mul(min_size) {
             Some(need) if need <= self.remaining() => Ok(count as usize),
-            _ => bail!(
-                "{what} count {count} cannot fit in the {} bytes left in the file",
-                self.remaining()
-            ),
+            _ => bail!("{what} count {count} cannot fit in the {} bytes left in the file", self.remaining()),
         }
     }
 }
@@ -467,8 +417,7 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     for i in 0..kv_count {
         let key = c.string(&format!("metadata key #{i}"))?;
         let ty = c.u32(&format!("type of metadata key `{key}`"))?;
-        let value =
-            read_value(&mut c, ty, 0).with_context(|| format!("reading metadata key `{key}`"))?;
+        let value = read_value(&mut c, ty, 0).with_context(|| format!("reading metadata key `{key}`"))?;
         if !seen.insert(key.clone()) {
             bail!("duplicate metadata key `{key}`");
         }
@@ -497,9 +446,7 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
         bail!("data section starts at {data_offset}, past the end of the file ({file_len} bytes)");
     }
     for t in &tensors {
-        let end = data_offset
-            .checked_add(t.offset)
-            .and_then(|s| s.checked_add(t.n_bytes));
+        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
         match end {
             Some(end) if end <= file_len => {}
             _ => bail!(
@@ -510,20 +457,10 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
             ),
         }
         if t.offset % alignment != 0 {
-            bail!(
-                "tensor `{}` offset {} is not a multiple of the alignment {alignment}",
-                t.name,
-                t.offset
-            );
+            bail!("tensor `{}` offset {} is not a multiple of the alignment {alignment}", t.name, t.offset);
         }
     }
-    Ok(Header {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-    })
+    Ok(Header { version, metadata, tensors, alignment, data_offset })
 }
 
 fn read_tensor_info(c: &mut Cursor<'_>, name: String, file_len: u64) -> Result<TensorInfo> {
@@ -538,38 +475,24 @@ fn read_tensor_info(c: &mut Cursor<'_>, name: String, file_len: u64) -> Result<T
     }
     let type_id = c.u32(&ctx("type"))?;
     let offset = c.u64(&ctx("offset"))?;
-    let ggml_type = GgmlType::from_id(type_id)
-        .ok_or_else(|| format_err!("tensor `{name}` has unknown ggml type id {type_id}"))?;
+    let ggml_type =
+        GgmlType::from_id(type_id).ok_or_else(|| format_err!("tensor `{name}` has unknown ggml type id {type_id}"))?;
     let n_elements = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= file_len.saturating_mul(8))
-        .ok_or_else(|| {
-            format_err!(
-                "tensor `{name}` dims {dims:?} describe more elements than the file can hold"
-            )
-        })?;
+        .ok_or_else(|| format_err!("tensor `{name}` dims {dims:?} describe more elements than the file can hold"))?;
     let bs = ggml_type.block_size() as u64;
     if dims.first().is_some_and(|&ne0| ne0 % bs != 0) {
-        bail!(
-            "tensor `{name}` of type {ggml_type}: first dim {} is not a multiple of the block size {bs}",
-            dims[0]
-        );
+        bail!("tensor `{name}` of type {ggml_type}: first dim {} is not a multiple of the block size {bs}", dims[0]);
     }
-    let n_bytes = ggml_type.n_bytes(n_elements).ok_or_else(|| {
-        format_err!("tensor `{name}`: {n_elements} elements are not whole blocks of {ggml_type}")
-    })?;
+    let n_bytes = ggml_type
+        .n_bytes(n_elements)
+        .ok_or_else(|| format_err!("tensor `{name}`: {n_elements} elements are not whole blocks of {ggml_type}"))?;
     if n_bytes > file_len {
         bail!("tensor `{name}` needs {n_bytes} bytes, more than the whole file ({file_len} bytes)");
     }
-    Ok(TensorInfo {
-        name,
-        dims,
-        ggml_type,
-        offset,
-        n_elements,
-        n_bytes,
-    })
+    Ok(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes })
 }
 
 fn read_value(c: &mut Cursor<'_>, ty: u32, depth: usize) -> Result<MetaValue> {

@@ -20,14 +20,7 @@ fn gstr(s: &str) -> Vec<u8> {
 
 impl Builder {
     fn new() -> Builder {
-        Builder {
-            version: 3,
-            kvs: vec![],
-            n_kv: 0,
-            infos: vec![],
-            n_tensors: 0,
-            data: vec![],
-        }
+        Builder { version: 3, kvs: vec![], n_kv: 0, infos: vec![], n_tensors: 0, data: vec![] }
     }
 
     fn kv_raw(mut self, key: &str, ty: u32, value: &[u8]) -> Builder {
@@ -92,18 +85,12 @@ fn err(b: &Builder) -> String {
 fn check_err(b: &Builder, needle: &str) {
     let e = err(b);
     assert!(e.contains(needle), "error {e:?} should contain {needle:?}");
-    assert!(
-        e.contains("crafted.gguf"),
-        "error {e:?} should name the file"
-    );
+    assert!(e.contains("crafted.gguf"), "error {e:?} should name the file");
 }
 
 #[test]
 fn valid_file_roundtrip() {
-    let f32s: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
+    let f32s: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut nested = 9u32.to_le_bytes().to_vec(); // array of arrays
     nested.extend(2u64.to_le_bytes());
     for n in [1u8, 2] {
@@ -138,19 +125,10 @@ fn valid_file_roundtrip() {
         g.get_array("nested").unwrap(),
         &MetaArray::Array(vec![MetaArray::U8(vec![1]), MetaArray::U8(vec![2, 2])])
     );
-    assert_eq!(
-        g.get_str_array("strs").unwrap(),
-        &["a".to_owned(), "bc".to_owned()]
-    );
+    assert_eq!(g.get_str_array("strs").unwrap(), &["a".to_owned(), "bc".to_owned()]);
     let t = g.tensor_info("w").unwrap();
-    assert_eq!(
-        (t.dims.clone(), t.ggml_type, t.n_elements, t.n_bytes),
-        (vec![3, 2], GgmlType::F32, 6, 24)
-    );
-    assert_eq!(
-        g.tensor_f32("w").unwrap(),
-        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    );
+    assert_eq!((t.dims.clone(), t.ggml_type, t.n_elements, t.n_bytes), (vec![3, 2], GgmlType::F32, 6, 24));
+    assert_eq!(g.tensor_f32("w").unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     // Missing keys and wrong types are errors naming the key.
     let e = format!("{:#}", g.get_u64("missing").unwrap_err());
     assert!(e.contains("`missing`") && e.contains("crafted.gguf"), "{e}");
@@ -173,14 +151,8 @@ fn truncated_header() {
     let full = b.bytes();
     let end = 24 + b.kvs.len(); // header and metadata, without the padding
     for len in [0, 3, 4, 7, 8, 15, 23, 30, 40, end - 1] {
-        let e = format!(
-            "{:#}",
-            GgufFile::from_bytes(full[..len].to_vec(), "crafted.gguf").unwrap_err()
-        );
-        assert!(
-            e.contains("truncated") || e.contains("bad magic") || e.contains("cannot fit"),
-            "len {len}: {e}"
-        );
+        let e = format!("{:#}", GgufFile::from_bytes(full[..len].to_vec(), "crafted.gguf").unwrap_err());
+        assert!(e.contains("truncated") || e.contains("bad magic") || e.contains("cannot fit"), "len {len}: {e}");
     }
 }
 
@@ -188,10 +160,7 @@ fn truncated_header() {
 fn bad_magic_and_version() {
     let mut bytes = Builder::new().bytes();
     bytes[0] = b'X';
-    let e = format!(
-        "{:#}",
-        GgufFile::from_bytes(bytes, "crafted.gguf").unwrap_err()
-    );
+    let e = format!("{:#}", GgufFile::from_bytes(bytes, "crafted.gguf").unwrap_err());
     assert!(e.contains("bad magic"), "{e}");
     let mut b = Builder::new();
     b.version = 1;
@@ -243,99 +212,41 @@ fn deeply_nested_arrays() {
 
 #[test]
 fn bad_value_types() {
-    check_err(
-        &Builder::new().kv_raw("a", 13, &[0; 8]),
-        "unknown metadata value type 13",
-    );
+    check_err(&Builder::new().kv_raw("a", 13, &[0; 8]), "unknown metadata value type 13");
     check_err(&Builder::new().kv_raw("b", 7, &[2]), "invalid bool");
-    check_err(
-        &Builder::new().kv_raw("s", 8, &[1, 0, 0, 0, 0, 0, 0, 0, 0xFF]),
-        "UTF-8",
-    );
-    check_err(
-        &Builder::new().kv_u32("n", 1).kv_u32("n", 2),
-        "duplicate metadata key",
-    );
-    check_err(
-        &Builder::new().kv_raw("general.alignment", 4, &3u32.to_le_bytes()),
-        "power of two",
-    );
+    check_err(&Builder::new().kv_raw("s", 8, &[1, 0, 0, 0, 0, 0, 0, 0, 0xFF]), "UTF-8");
+    check_err(&Builder::new().kv_u32("n", 1).kv_u32("n", 2), "duplicate metadata key");
+    check_err(&Builder::new().kv_raw("general.alignment", 4, &3u32.to_le_bytes()), "power of two");
 }
 
 #[test]
 fn tensor_errors() {
     let data = vec![0u8; 64];
-    check_err(
-        &Builder::new().tensor_raw("t", &[4], 0, 64).data(&data),
-        "extends past the end",
-    );
-    check_err(
-        &Builder::new()
-            .tensor_raw("t", &[2048], 0, 0)
-            .data(&[0u8; 4096]),
-        "more than the whole file",
-    );
-    check_err(
-        &Builder::new()
-            .tensor_raw("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0)
-            .data(&data),
-        "more elements",
-    );
-    check_err(
-        &Builder::new()
-            .tensor_raw("t", &[1, 1, 1, 1, 1], 0, 0)
-            .data(&data),
-        "more than ggml's maximum",
-    );
-    check_err(
-        &Builder::new().tensor_raw("t", &[4], 99, 0).data(&data),
-        "unknown ggml type id 99",
-    );
-    check_err(
-        &Builder::new().tensor_raw("t", &[16], 2, 0).data(&data),
-        "not a multiple of the block size 32",
-    );
-    check_err(
-        &Builder::new().tensor_raw("t", &[4], 0, 4).data(&data),
-        "not a multiple of the alignment",
-    );
-    check_err(
-        &Builder::new()
-            .tensor_raw("t", &[4], 0, 0)
-            .tensor_raw("t", &[4], 0, 32)
-            .data(&data),
-        "duplicate tensor",
-    );
-    check_err(
-        &Builder::new()
-            .tensor_raw("t", &[4], 0, u64::MAX - 7)
-            .data(&data),
-        "extends past the end",
-    );
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 64).data(&data), "extends past the end");
+    check_err(&Builder::new().tensor_raw("t", &[2048], 0, 0).data(&[0u8; 4096]), "more than the whole file");
+    check_err(&Builder::new().tensor_raw("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0).data(&data), "more elements");
+    check_err(&Builder::new().tensor_raw("t", &[1, 1, 1, 1, 1], 0, 0).data(&data), "more than ggml's maximum");
+    check_err(&Builder::new().tensor_raw("t", &[4], 99, 0).data(&data), "unknown ggml type id 99");
+    check_err(&Builder::new().tensor_raw("t", &[16], 2, 0).data(&data), "not a multiple of the block size 32");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 4).data(&data), "not a multiple of the alignment");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, 0).tensor_raw("t", &[4], 0, 32).data(&data), "duplicate tensor");
+    check_err(&Builder::new().tensor_raw("t", &[4], 0, u64::MAX - 7).data(&data), "extends past the end");
 }
 
 #[test]
 fn unsupported_dequant_type_names_type_and_tensor() {
     // Q2_K is a known type (the reader accepts it) but has no decoder here.
-    let b = Builder::new()
-        .tensor_raw("blk.0.attn_q.weight", &[256], 10, 0)
-        .data(&[0u8; 84]);
+    let b = Builder::new().tensor_raw("blk.0.attn_q.weight", &[256], 10, 0).data(&[0u8; 84]);
     let g = b.open().unwrap();
     let e = format!("{:#}", g.tensor_f32("blk.0.attn_q.weight").unwrap_err());
-    assert!(
-        e.contains("Q2_K (type id 10)") && e.contains("blk.0.attn_q.weight"),
-        "{e}"
-    );
+    assert!(e.contains("Q2_K (type id 10)") && e.contains("blk.0.attn_q.weight"), "{e}");
 }
 
 #[test]
 fn dequantize_checks_lengths() {
     assert!(crate::dequantize(GgmlType::Q8_0, &[0u8; 33], 32).is_err());
     assert!(crate::dequantize(GgmlType::Q8_0, &[0u8; 34], 31).is_err());
-    assert_eq!(
-        crate::dequantize(GgmlType::Q8_0, &[0u8; 34], 32).unwrap(),
-        vec![0.0; 32]
-    );
+    assert_eq!(crate::dequantize(GgmlType::Q8_0, &[0u8; 34], 32).unwrap(), vec![0.0; 32]);
 }
 
 #[test]
@@ -351,10 +262,7 @@ fn permutation_round_trip() {
     for h in 0..n_head {
         for i in 0..d_h / 2 {
             for j in 0..2 {
-                assert_eq!(
-                    row(&p, h * d_h + 2 * i + j),
-                    row(&w, h * d_h + j * d_h / 2 + i)
-                );
+                assert_eq!(row(&p, h * d_h + 2 * i + j), row(&w, h * d_h + j * d_h / 2 + i));
             }
         }
     }
@@ -364,26 +272,13 @@ fn permutation_round_trip() {
 fn tensor_names() {
     use crate::{hf_tensor_name, Arch};
     let ok = |g: &str, a| hf_tensor_name(g, a).unwrap();
-    assert_eq!(
-        ok("token_embd.weight", Arch::Llama),
-        "model.embed_tokens.weight"
-    );
+    assert_eq!(ok("token_embd.weight", Arch::Llama), "model.embed_tokens.weight");
     assert_eq!(ok("output.weight", Arch::Llama), "lm_head.weight");
-    assert_eq!(
-        ok("blk.12.ffn_down.weight", Arch::Llama),
-        "model.layers.12.mlp.down_proj.weight"
-    );
-    assert_eq!(
-        ok("blk.3.attn_k.bias", Arch::Qwen2),
-        "model.layers.3.self_attn.k_proj.bias"
-    );
-    for bad in [
-        "blk.3.attn_k.bias",
-        "blk.x.attn_q.weight",
-        "blk.01.attn_q.weight",
-        "rope_freqs.weight",
-        "blk.0.attn_o.weight",
-    ] {
+    assert_eq!(ok("blk.12.ffn_down.weight", Arch::Llama), "model.layers.12.mlp.down_proj.weight");
+    assert_eq!(ok("blk.3.attn_k.bias", Arch::Qwen2), "model.layers.3.self_attn.k_proj.bias");
+    for bad in
+        ["blk.3.attn_k.bias", "blk.x.attn_q.weight", "blk.01.attn_q.weight", "rope_freqs.weight", "blk.0.attn_o.weight"]
+    {
         let e = hf_tensor_name(bad, Arch::Llama).unwrap_err().to_string();
         assert!(e.contains("unknown tensor name"), "{bad}: {e}");
     }
@@ -424,16 +319,9 @@ fn tokenizer_json_and_errors() {
     assert_eq!(j["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
     assert_eq!(j["post_processor"]["type"], "ByteLevel");
 
-    let e = |b: Builder| {
-        format!(
-            "{:#}",
-            crate::build_tokenizer_json(&b.open().unwrap()).unwrap_err()
-        )
-    };
-    assert!(e(vocab_gguf("llama", "llama", "default"))
-        .contains("tokenizer model `llama` is not supported"));
-    assert!(e(vocab_gguf("llama", "gpt2", "llama3"))
-        .contains("pre-tokenizer type `llama3` is not supported"));
+    let e = |b: Builder| format!("{:#}", crate::build_tokenizer_json(&b.open().unwrap()).unwrap_err());
+    assert!(e(vocab_gguf("llama", "llama", "default")).contains("tokenizer model `llama` is not supported"));
+    assert!(e(vocab_gguf("llama", "gpt2", "llama3")).contains("pre-tokenizer type `llama3` is not supported"));
     let b = vocab_gguf("llama", "gpt2", "gpt-2").kv_u32("tokenizer.ggml.bos_token_id", 7);
     assert!(e(b).contains("outside the vocabulary"));
     let b = vocab_gguf("llama", "gpt2", "gpt-2").kv_raw("tokenizer.ggml.add_bos_token", 7, &[1]);
@@ -447,12 +335,7 @@ fn tokenizer_json_and_errors() {
 
 #[test]
 fn config_errors() {
-    let e = |b: Builder| {
-        format!(
-            "{:#}",
-            crate::build_config_json(&b.open().unwrap()).unwrap_err()
-        )
-    };
+    let e = |b: Builder| format!("{:#}", crate::build_config_json(&b.open().unwrap()).unwrap_err());
     assert!(e(vocab_gguf("gpt2", "gpt2", "gpt-2")).contains("architecture `gpt2` is not supported"));
     // The tokenizer keys are there, the model keys are not: the first missing one is named.
     assert!(e(vocab_gguf("llama", "gpt2", "gpt-2")).contains("`llama.block_count` missing"));
@@ -462,11 +345,7 @@ fn config_errors() {
         .kv_u32("qwen2.feed_forward_length", 128)
         .kv_u32("qwen2.attention.head_count", 4)
         .kv_u32("qwen2.attention.head_count_kv", 2)
-        .kv_raw(
-            "qwen2.attention.layer_norm_rms_epsilon",
-            6,
-            &1e-6f32.to_le_bytes(),
-        )
+        .kv_raw("qwen2.attention.layer_norm_rms_epsilon", 6, &1e-6f32.to_le_bytes())
         .kv_u32("qwen2.context_length", 128);
     assert!(e(b).contains("`qwen2.rope.freq_base` missing"));
 }

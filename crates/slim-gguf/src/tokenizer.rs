@@ -24,7 +24,8 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// Qwen2's pre-tokenizer regex, as in its tokenizer.json.
-pub const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// What the GGUF says about special tokens, resolved once.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,10 +55,7 @@ pub fn build_tokenizer_json(gguf: &GgufFile) -> Result<Value> {
 pub fn build_tokenizer_config_json(gguf: &GgufFile) -> Result<Value> {
     let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
     let sp = special_tokens(gguf, tokens.len())?;
-    let name = |id: Option<u32>| {
-        id.map(|i| Value::String(tokens[i as usize].clone()))
-            .unwrap_or(Value::Null)
-    };
+    let name = |id: Option<u32>| id.map(|i| Value::String(tokens[i as usize].clone())).unwrap_or(Value::Null);
     let mut cfg = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": name(sp.bos),
@@ -142,17 +140,12 @@ fn build(gguf: &GgufFile) -> Result<Value> {
             let (a, b) = m
                 .split_once(' ')
                 .filter(|(_, b)| !b.contains(' '))
-                .ok_or_else(|| {
-                    format_err!("merge #{i} {m:?} is not two tokens separated by one space")
-                })?;
+                .ok_or_else(|| format_err!("merge #{i} {m:?} is not two tokens separated by one space"))?;
             Ok(json!([a, b]))
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let unk = sp
-        .unk
-        .map(|i| Value::String(tokens[i as usize].clone()))
-        .unwrap_or(Value::Null);
+    let unk = sp.unk.map(|i| Value::String(tokens[i as usize].clone())).unwrap_or(Value::Null);
     Ok(json!({
         "version": "1.0",
         "truncation": null,
@@ -203,34 +196,20 @@ fn pre_tokenizer(pre: &str) -> Result<(Value, Value)> {
 /// TemplateProcessing adding BOS/EOS when the GGUF asks for them, else ByteLevel (offsets only).
 fn post_processor(sp: &SpecialTokens, tokens: &[String]) -> Result<Value> {
     if !sp.add_bos && !sp.add_eos {
-        return Ok(
-            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
-        );
+        return Ok(json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}));
     }
     let mut single = Vec::new();
     let mut pair = Vec::new();
     let mut specials = Map::new();
     let mut special = |id: Option<u32>, what: &str| -> Result<Value> {
-        let id = id.ok_or_else(|| {
-            format_err!("tokenizer.ggml.add_{what}_token is true but no {what} token id is set")
-        })?;
+        let id =
+            id.ok_or_else(|| format_err!("tokenizer.ggml.add_{what}_token is true but no {what} token id is set"))?;
         let tok = &tokens[id as usize];
-        specials.insert(
-            tok.clone(),
-            json!({"id": tok, "ids": [id], "tokens": [tok]}),
-        );
+        specials.insert(tok.clone(), json!({"id": tok, "ids": [id], "tokens": [tok]}));
         Ok(json!({"SpecialToken": {"id": tok, "type_id": 0}}))
     };
-    let bos = if sp.add_bos {
-        Some(special(sp.bos, "bos")?)
-    } else {
-        None
-    };
-    let eos = if sp.add_eos {
-        Some(special(sp.eos, "eos")?)
-    } else {
-        None
-    };
+    let bos = if sp.add_bos { Some(special(sp.bos, "bos")?) } else { None };
+    let eos = if sp.add_eos { Some(special(sp.eos, "eos")?) } else { None };
     for (seq, ids) in [(&mut single, &["A"][..]), (&mut pair, &["A", "B"][..])] {
         for (i, s) in ids.iter().enumerate() {
             seq.extend(bos.clone());
@@ -238,9 +217,7 @@ fn post_processor(sp: &SpecialTokens, tokens: &[String]) -> Result<Value> {
             seq.extend(eos.clone());
         }
     }
-    Ok(
-        json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials}),
-    )
+    Ok(json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials}))
 }
 
 /// `tokenizer.ggml.token_type` as i64s, one per token.
@@ -254,10 +231,7 @@ fn token_types(gguf: &GgufFile, n_tokens: usize) -> Result<Vec<i64>> {
         _ => bail!("`{key}` is not an array of integers"),
     };
     if types.len() != n_tokens {
-        bail!(
-            "`{key}` has {} entries but there are {n_tokens} tokens",
-            types.len()
-        );
+        bail!("`{key}` has {} entries but there are {n_tokens} tokens", types.len());
     }
     Ok(types)
 }

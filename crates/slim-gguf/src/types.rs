@@ -110,10 +110,7 @@ impl GgmlType {
     }
 
     fn entry(self) -> &'static (GgmlType, u32, usize, usize) {
-        TABLE
-            .iter()
-            .find(|e| e.0 == self)
-            .expect("internal invariant: every GgmlType variant has a TABLE entry")
+        TABLE.iter().find(|e| e.0 == self).expect("internal invariant: every GgmlType variant has a TABLE entry")
     }
 }
 

@@ -18,14 +18,63 @@ fn main() {
             t_burn = t_burn.min(t.elapsed().as_secs_f64());
             drop(y);
             let t = Instant::now();
-            unsafe { gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0)) };
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            };
             t_gemm = t_gemm.min(t.elapsed().as_secs_f64());
             let t = Instant::now();
             let mut c2 = vec![0f32; m * n];
-            unsafe { gemm::gemm(m, n, k, c2.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0)) };
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c2.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            };
             std::hint::black_box(&c2);
             t_fresh = t_fresh.min(t.elapsed().as_secs_f64());
         }
-        println!("{m}x{k}x{n}: burn {:.1}  gemm {:.1}  gemm+fresh output {:.1} GFLOP/s", flop / t_burn / 1e9, flop / t_gemm / 1e9, flop / t_fresh / 1e9);
+        println!(
+            "{m}x{k}x{n}: burn {:.1}  gemm {:.1}  gemm+fresh output {:.1} GFLOP/s",
+            flop / t_burn / 1e9,
+            flop / t_gemm / 1e9,
+            flop / t_fresh / 1e9
+        );
     }
 }

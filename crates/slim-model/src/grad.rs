@@ -90,7 +90,8 @@ pub fn taylor_sums<B: Backend>(
     for (ci, &(c0, nc)) in chunks.iter().enumerate() {
         let h = Tensor::<Ad<B>, 3>::from_inner(bounds[n_layers][ci].clone()).require_grad();
         let logits = model.logits(h.clone()).slice([0..nc, 0..seq_len - 1, 0..vocab]);
-        let targets: Vec<i32> = (c0..c0 + nc).flat_map(|r| ids[r * seq_len + 1..(r + 1) * seq_len].iter().map(|&t| t as i32)).collect();
+        let targets: Vec<i32> =
+            (c0..c0 + nc).flat_map(|r| ids[r * seq_len + 1..(r + 1) * seq_len].iter().map(|&t| t as i32)).collect();
         let targets = Tensor::<Ad<B>, 3, Int>::from_data(TensorData::new(targets, [nc, seq_len - 1, 1]), device);
         let picked = log_softmax(logits, 2).gather(2, targets);
         let l = picked.sum().mul_scalar(-1.0 / n_pred);

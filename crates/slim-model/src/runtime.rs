@@ -20,14 +20,8 @@ impl<B: Backend> Linear<B> {
         ensure!(weight.shape.len() == 2, "`{prefix}.weight` is not 2-D");
         // Transposed once on the host so every matmul reads contiguous memory.
         let wt = host_to_tensor::<B, 2>(&weight.transpose2()?, device)?;
-        let bias = if has_bias {
-            Some(host_to_tensor::<B, 1>(
-                w.get(&format!("{prefix}.bias"))?,
-                device,
-            )?)
-        } else {
-            None
-        };
+        let bias =
+            if has_bias { Some(host_to_tensor::<B, 1>(w.get(&format!("{prefix}.bias"))?, device)?) } else { None };
         Ok(Self { wt, bias })
     }
 
@@ -50,28 +44,14 @@ impl<B: Backend> Linear<B> {
             data.extend_from_slice(&t.data);
             if has_bias {
                 let b = w.get(&format!("{prefix}.bias"))?;
-                ensure!(
-                    b.shape == [t.shape[0]],
-                    "`{prefix}.bias` has shape {:?}, expected [{}]",
-                    b.shape,
-                    t.shape[0]
-                );
+                ensure!(b.shape == [t.shape[0]], "`{prefix}.bias` has shape {:?}, expected [{}]", b.shape, t.shape[0]);
                 bias.extend_from_slice(&b.data);
             }
         }
         let stacked = HostTensor::new(vec![rows, cols.unwrap_or(0)], data)?;
-        let bias = if has_bias {
-            Some(host_to_tensor::<B, 1>(
-                &HostTensor::new(vec![rows], bias)?,
-                device,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            wt: host_to_tensor::<B, 2>(&stacked.transpose2()?, device)?,
-            bias,
-        })
+        let bias =
+            if has_bias { Some(host_to_tensor::<B, 1>(&HostTensor::new(vec![rows], bias)?, device)?) } else { None };
+        Ok(Self { wt: host_to_tensor::<B, 2>(&stacked.transpose2()?, device)?, bias })
     }
 
     /// # Shapes
@@ -102,37 +82,16 @@ impl<B: Backend> Layer<B> {
         let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
         Ok(Layer {
             input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
-            post_norm: host_to_tensor(
-                w.get(&format!("{p}.post_attention_layernorm.weight"))?,
-                device,
-            )?,
+            post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
             qkv: Linear::stacked(
                 w,
-                &["q_proj", "k_proj", "v_proj"]
-                    .map(|n| format!("{p}.self_attn.{n}"))
-                    .each_ref()
-                    .map(String::as_str),
+                &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")).each_ref().map(String::as_str),
                 cfg.qkv_bias,
                 device,
             )?,
-            o: Linear::load(
-                w,
-                &format!("{p}.self_attn.o_proj"),
-                shape.o_proj_bias,
-                device,
-            )?,
-            gate_up: Linear::stacked(
-                w,
-                &[&format!("{p}.mlp.gate_proj"), &format!("{p}.mlp.up_proj")],
-                false,
-                device,
-            )?,
-            down: Linear::load(
-                w,
-                &format!("{p}.mlp.down_proj"),
-                shape.down_proj_bias,
-                device,
-            )?,
+            o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
+            gate_up: Linear::stacked(w, &[&format!("{p}.mlp.gate_proj"), &format!("{p}.mlp.up_proj")], false, device)?,
+            down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
             kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
             shape: shape.clone(),
         })
@@ -150,19 +109,9 @@ pub struct Llama<B: Backend> {
 }
 
 /// Copies a host tensor to the device, checking its rank.
-pub fn host_to_tensor<B: Backend, const D: usize>(
-    t: &HostTensor,
-    device: &B::Device,
-) -> Result<Tensor<B, D>> {
-    ensure!(
-        t.shape.len() == D,
-        "expected a {D}-D tensor, got shape {:?}",
-        t.shape
-    );
-    Ok(Tensor::from_data(
-        TensorData::new(t.data.clone(), t.shape.clone()),
-        device,
-    ))
+pub fn host_to_tensor<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device) -> Result<Tensor<B, D>> {
+    ensure!(t.shape.len() == D, "expected a {D}-D tensor, got shape {:?}", t.shape);
+    Ok(Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device))
 }
 
 /// Copies a device tensor back to the host.
@@ -181,22 +130,15 @@ impl<B: Backend> Llama<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let cfg = ModelConfig::load(dir)?;
         let weights = Weights::load(dir)?;
-        Self::from_weights(cfg, &weights, device)
-            .with_context(|| format!("loading model from {}", dir.display()))
+        Self::from_weights(cfg, &weights, device).with_context(|| format!("loading model from {}", dir.display()))
     }
 
     /// Builds the model from a config and its weights, checking every shape first.
     pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
         w.check_against(&cfg)?;
-        let layers = (0..cfg.num_layers())
-            .map(|i| Layer::load(&cfg, i, w, device))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device)).collect::<Result<Vec<_>>>()?;
         let embed = host_to_tensor(w.get("model.embed_tokens.weight")?, device)?;
-        let head_name = if cfg.tie_word_embeddings {
-            "model.embed_tokens"
-        } else {
-            "lm_head"
-        };
+        let head_name = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
         Ok(Self {
             embed,
             lm_head: Linear::load(w, head_name, false, device)?,
@@ -222,21 +164,11 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// ids: `batch·len` values, row-major → `[batch, len]`
     pub fn ids_tensor(&self, ids: &[u32], batch: usize, len: usize) -> Result<Tensor<B, 2, Int>> {
-        ensure!(
-            ids.len() == batch * len,
-            "{} ids for a {batch}×{len} batch",
-            ids.len()
-        );
+        ensure!(ids.len() == batch * len, "{} ids for a {batch}×{len} batch", ids.len());
         let v = self.cfg.vocab_size as u32;
-        ensure!(
-            ids.iter().all(|&i| i < v),
-            "token id out of range for vocabulary of {v}"
-        );
+        ensure!(ids.iter().all(|&i| i < v), "token id out of range for vocabulary of {v}");
         let data: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-        Ok(Tensor::from_data(
-            TensorData::new(data, [batch, len]),
-            &self.device,
-        ))
+        Ok(Tensor::from_data(TensorData::new(data, [batch, len]), &self.device))
     }
 
     /// Logits of every position.
@@ -258,10 +190,7 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, t] = ids.dims();
         let flat = ids.reshape([b * t]);
-        self.embed
-            .clone()
-            .select(0, flat)
-            .reshape([b, t, self.cfg.hidden_size])
+        self.embed.clone().select(0, flat).reshape([b, t, self.cfg.hidden_size])
     }
 
     /// Final norm and lm_head.
@@ -277,15 +206,10 @@ impl<B: Backend> Llama<B> {
     /// Replaces layer `l` by the one `w` holds under `model.layers.{l}.*` with `shape`
     /// (used by the sequential pruning pass after each layer's surgery).
     pub fn replace_layer(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {
-        ensure!(
-            l < self.layers.len(),
-            "layer {l} out of range ({} layers)",
-            self.layers.len()
-        );
+        ensure!(l < self.layers.len(), "layer {l} out of range ({} layers)", self.layers.len());
         let mut cfg = self.cfg.clone();
         cfg.layers[l] = shape;
-        let layer = Layer::load(&cfg, l, w, &self.device)
-            .with_context(|| format!("replacing layer {l}"))?;
+        let layer = Layer::load(&cfg, l, w, &self.device).with_context(|| format!("replacing layer {l}"))?;
         self.layers[l] = layer;
         self.cfg = cfg;
         Ok(())
@@ -308,12 +232,7 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Shapes
     /// x: `[batch, len, d]` → `[batch, len, d]`
-    pub fn layer_forward(
-        &self,
-        l: usize,
-        x: Tensor<B, 3>,
-        taps: TapSet,
-    ) -> (Tensor<B, 3>, LayerTaps<B>) {
+    pub fn layer_forward(&self, l: usize, x: Tensor<B, 3>, taps: TapSet) -> (Tensor<B, 3>, LayerTaps<B>) {
         let mut out = LayerTaps::empty();
         let h = self.attn_block(l, x, taps, &mut out);
         let y = self.mlp_block(l, h, taps, &mut out);
@@ -324,13 +243,7 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Shapes
     /// x: `[batch, len, d]` → `[batch, len, d]`
-    pub fn attn_block(
-        &self,
-        l: usize,
-        x: Tensor<B, 3>,
-        taps: TapSet,
-        out: &mut LayerTaps<B>,
-    ) -> Tensor<B, 3> {
+    pub fn attn_block(&self, l: usize, x: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
         self.attention(l, x, taps, out, None)
     }
 
@@ -364,12 +277,7 @@ impl<B: Backend> Llama<B> {
             None => (k, v, t),
             Some(c) => c.append(k.reshape([b, t, kw]), v.reshape([b, t, kw])),
         };
-        let dims = AttnDims {
-            batch: b,
-            q_len: t,
-            kv_len,
-            head_dim: dh,
-        };
+        let dims = AttnDims { batch: b, q_len: t, kv_len, head_dim: dh };
         let z = kernels::attention(q, k, v, &layer.shape.kv_head_of, &layer.kv_index, dims); // [N, hq·dh]
         if taps.attn_heads {
             out.attn_heads = Some(z.clone());
@@ -379,16 +287,7 @@ impl<B: Backend> Llama<B> {
 
     /// An empty KV cache for `batch` sequences.
     pub fn new_cache(&self, batch: usize) -> KvCache<B> {
-        KvCache {
-            batch,
-            layers: (0..self.layers.len())
-                .map(|_| LayerCache {
-                    k: None,
-                    v: None,
-                    len: 0,
-                })
-                .collect(),
-        }
+        KvCache { batch, layers: (0..self.layers.len()).map(|_| LayerCache { k: None, v: None, len: 0 }).collect() }
     }
 
     /// Logits of `ids`, which continue the sequences whose keys and values `cache` holds
@@ -398,11 +297,7 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Shapes
     /// ids: `[batch, new]` → `[batch, new, vocab]`
-    pub fn forward_cached(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 3>> {
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         Ok(self.logits(self.hidden_cached(ids, cache)?))
     }
 
@@ -411,17 +306,9 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Shapes
     /// ids: `[batch, new]` → `[batch, new, d]`
-    pub fn hidden_cached(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 3>> {
+    pub fn hidden_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let [b, _] = ids.dims();
-        ensure!(
-            b == cache.batch,
-            "a cache for {} sequences was given {b}",
-            cache.batch
-        );
+        ensure!(b == cache.batch, "a cache for {} sequences was given {b}", cache.batch);
         ensure!(
             cache.layers.len() == self.layers.len(),
             "the cache has {} layers, the model {}",
@@ -441,13 +328,7 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Shapes
     /// h: `[batch, len, d]` → `[batch, len, d]`
-    pub fn mlp_block(
-        &self,
-        l: usize,
-        h: Tensor<B, 3>,
-        taps: TapSet,
-        out: &mut LayerTaps<B>,
-    ) -> Tensor<B, 3> {
+    pub fn mlp_block(&self, l: usize, h: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
         let layer = &self.layers[l];
         let [b, t, d] = h.dims();
         let h = h.reshape([b * t, d]);
@@ -493,32 +374,16 @@ impl<B: Backend> KvCache<B> {
     /// continuations of shared prefixes then cost one pass over each prefix.
     pub fn select(&self, rows: &[usize]) -> Result<KvCache<B>> {
         ensure!(!rows.is_empty(), "selecting no sequence of a cache");
-        ensure!(
-            rows.iter().all(|&r| r < self.batch),
-            "row out of range for a cache of {} sequences",
-            self.batch
-        );
+        ensure!(rows.iter().all(|&r| r < self.batch), "row out of range for a cache of {} sequences", self.batch);
         let sel = |t: &Option<Tensor<B, 3>>| {
             t.clone().map(|t| {
                 let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
-                let idx =
-                    Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &t.device());
+                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &t.device());
                 t.select(0, idx)
             })
         };
-        let layers = self
-            .layers
-            .iter()
-            .map(|c| LayerCache {
-                k: sel(&c.k),
-                v: sel(&c.v),
-                len: c.len,
-            })
-            .collect();
-        Ok(KvCache {
-            batch: rows.len(),
-            layers,
-        })
+        let layers = self.layers.iter().map(|c| LayerCache { k: sel(&c.k), v: sel(&c.v), len: c.len }).collect();
+        Ok(KvCache { batch: rows.len(), layers })
     }
 }
 
@@ -544,10 +409,6 @@ impl<B: Backend> LayerCache<B> {
         self.len += t;
         self.k = Some(k.clone());
         self.v = Some(v.clone());
-        (
-            k.reshape([b * self.len, w]),
-            v.reshape([b * self.len, w]),
-            self.len,
-        )
+        (k.reshape([b * self.len, w]), v.reshape([b * self.len, w]), self.len)
     }
 }

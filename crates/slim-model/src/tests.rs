@@ -61,10 +61,24 @@ pub(crate) fn reference_logits(cfg: &ModelConfig, w: &Weights, ids: &[u32]) -> V
         let mut z = vec![vec![0.0; s.num_heads * dh]; t];
         for h in 0..s.num_heads {
             let kvh = s.kv_head_of[h];
-            let qs: Vec<Vec<f64>> = (0..t).map(|i| { let mut r = q[i][h * dh..(h + 1) * dh].to_vec(); rope(&mut r, i, cfg.rope_theta); r }).collect();
-            let ks: Vec<Vec<f64>> = (0..t).map(|i| { let mut r = k[i][kvh * dh..(kvh + 1) * dh].to_vec(); rope(&mut r, i, cfg.rope_theta); r }).collect();
+            let qs: Vec<Vec<f64>> = (0..t)
+                .map(|i| {
+                    let mut r = q[i][h * dh..(h + 1) * dh].to_vec();
+                    rope(&mut r, i, cfg.rope_theta);
+                    r
+                })
+                .collect();
+            let ks: Vec<Vec<f64>> = (0..t)
+                .map(|i| {
+                    let mut r = k[i][kvh * dh..(kvh + 1) * dh].to_vec();
+                    rope(&mut r, i, cfg.rope_theta);
+                    r
+                })
+                .collect();
             for i in 0..t {
-                let sc: Vec<f64> = (0..=i).map(|j| qs[i].iter().zip(&ks[j]).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt()).collect();
+                let sc: Vec<f64> = (0..=i)
+                    .map(|j| qs[i].iter().zip(&ks[j]).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt())
+                    .collect();
                 let m = sc.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
                 let sum: f64 = e.iter().sum();
@@ -76,13 +90,25 @@ pub(crate) fn reference_logits(cfg: &ModelConfig, w: &Weights, ids: &[u32]) -> V
             }
         }
         let o = linear(&z, w, &format!("{p}.self_attn.o_proj"), s.o_proj_bias);
-        for i in 0..t { for c in 0..d { x[i][c] += o[i][c]; } }
+        for i in 0..t {
+            for c in 0..d {
+                x[i][c] += o[i][c];
+            }
+        }
         let u = rms(&x, w, &format!("{p}.post_attention_layernorm.weight"), cfg.rms_norm_eps);
         let g = linear(&u, w, &format!("{p}.mlp.gate_proj"), false);
         let up = linear(&u, w, &format!("{p}.mlp.up_proj"), false);
-        let act: Vec<Vec<f64>> = g.iter().zip(&up).map(|(g, u)| g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()).collect();
+        let act: Vec<Vec<f64>> = g
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect())
+            .collect();
         let y = linear(&act, w, &format!("{p}.mlp.down_proj"), s.down_proj_bias);
-        for i in 0..t { for c in 0..d { x[i][c] += y[i][c]; } }
+        for i in 0..t {
+            for c in 0..d {
+                x[i][c] += y[i][c];
+            }
+        }
     }
     let h = rms(&x, w, "model.norm.weight", cfg.rms_norm_eps);
     let head = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
@@ -129,8 +155,22 @@ fn qwen2_biases_and_untied_head_match_reference() {
 #[test]
 fn uneven_pruned_layers_with_biases_match_reference() {
     let mut spec = SyntheticSpec::dense("llama", 3, 24, 6, 3, 8, 40, 50, 17);
-    spec.layers[0] = LayerShape { num_heads: 3, num_kv_heads: 3, kv_head_of: vec![0, 1, 2], intermediate_size: 13, o_proj_bias: true, down_proj_bias: true };
-    spec.layers[2] = LayerShape { num_heads: 4, num_kv_heads: 2, kv_head_of: vec![0, 0, 1, 1], intermediate_size: 40, o_proj_bias: false, down_proj_bias: true };
+    spec.layers[0] = LayerShape {
+        num_heads: 3,
+        num_kv_heads: 3,
+        kv_head_of: vec![0, 1, 2],
+        intermediate_size: 13,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
+    spec.layers[2] = LayerShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 1, 1],
+        intermediate_size: 40,
+        o_proj_bias: false,
+        down_proj_bias: true,
+    };
     check_against_reference(&spec, 2, 6);
 }
 
@@ -149,7 +189,11 @@ fn layerwise_taps_are_consistent_with_the_layer_output() {
     assert_eq!(taps.mlp_act.as_ref().unwrap().dims(), [10, 21]);
     // output = input + attention output + mlp output, and mlp output = act · W_downᵀ.
     let mlp_out = taps.mlp_out.unwrap();
-    let down = crate::host_to_tensor::<Cpu, 2>(&w.get("model.layers.0.mlp.down_proj.weight").unwrap().transpose2().unwrap(), &dev).unwrap();
+    let down = crate::host_to_tensor::<Cpu, 2>(
+        &w.get("model.layers.0.mlp.down_proj.weight").unwrap().transpose2().unwrap(),
+        &dev,
+    )
+    .unwrap();
     let diff = (taps.mlp_act.unwrap().matmul(down) - mlp_out).abs().max().into_scalar();
     assert!(diff < 1e-5, "mlp_out differs from act·W_down by {diff}");
 }
@@ -164,23 +208,35 @@ fn check_cache_matches_recompute(spec: &SyntheticSpec, batch: usize, prompt: usi
     let mut rng = SplitMix(99);
     let ids: Vec<u32> = (0..batch * total).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
     let seq = |len: usize| -> Vec<u32> { (0..batch).flat_map(|b| ids[b * total..b * total + len].to_vec()).collect() };
-    let cols = |from: usize, to: usize| -> Vec<u32> { (0..batch).flat_map(|b| ids[b * total + from..b * total + to].to_vec()).collect() };
+    let cols = |from: usize, to: usize| -> Vec<u32> {
+        (0..batch).flat_map(|b| ids[b * total + from..b * total + to].to_vec()).collect()
+    };
     let mut cache = model.new_cache(batch);
     let mut fed = 0;
     for step in 0..=steps {
         let upto = prompt + step;
-        let new = model.forward_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut cache).unwrap();
+        let new =
+            model.forward_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut cache).unwrap();
         fed = upto;
         assert_eq!(cache.len(), upto);
         let full = model.forward(model.ids_tensor(&seq(upto), batch, upto).unwrap());
         let v = cfg.vocab_size;
-        let last_new = new.clone().slice([0..batch, new.dims()[1] - 1..new.dims()[1], 0..v]).into_data().into_vec::<f32>().unwrap();
+        let last_new = new
+            .clone()
+            .slice([0..batch, new.dims()[1] - 1..new.dims()[1], 0..v])
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
         let last_full = full.slice([0..batch, upto - 1..upto, 0..v]).into_data().into_vec::<f32>().unwrap();
         let err = last_new.iter().zip(&last_full).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
         assert!(err < 1e-5, "step {step}: cached logits differ from recomputed by {err}");
         let argmax = |x: &[f32]| x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         for b in 0..batch {
-            assert_eq!(argmax(&last_new[b * v..(b + 1) * v]), argmax(&last_full[b * v..(b + 1) * v]), "step {step}, sequence {b}: greedy token differs");
+            assert_eq!(
+                argmax(&last_new[b * v..(b + 1) * v]),
+                argmax(&last_full[b * v..(b + 1) * v]),
+                "step {step}, sequence {b}: greedy token differs"
+            );
         }
     }
 }
@@ -193,8 +249,22 @@ fn kv_cache_matches_recompute_gqa() {
 #[test]
 fn kv_cache_matches_recompute_on_uneven_pruned_layers_with_biases() {
     let mut spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 17);
-    spec.layers[0] = LayerShape { num_heads: 3, num_kv_heads: 3, kv_head_of: vec![0, 1, 2], intermediate_size: 13, o_proj_bias: true, down_proj_bias: true };
-    spec.layers[2] = LayerShape { num_heads: 4, num_kv_heads: 2, kv_head_of: vec![0, 0, 1, 1], intermediate_size: 40, o_proj_bias: false, down_proj_bias: true };
+    spec.layers[0] = LayerShape {
+        num_heads: 3,
+        num_kv_heads: 3,
+        kv_head_of: vec![0, 1, 2],
+        intermediate_size: 13,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
+    spec.layers[2] = LayerShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 1, 1],
+        intermediate_size: 40,
+        o_proj_bias: false,
+        down_proj_bias: true,
+    };
     check_cache_matches_recompute(&spec, 1, 4, 7);
 }
 
@@ -204,7 +274,11 @@ fn chat_template_renders_like_hf() {
     // what transformers' apply_chat_template(..., add_generation_prompt=True) returns.
     let dir = tempfile::tempdir().unwrap();
     let template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-    std::fs::write(dir.path().join("tokenizer_config.json"), serde_json::json!({"chat_template": template, "bos_token": "<|im_start|>"}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        serde_json::json!({"chat_template": template, "bos_token": "<|im_start|>"}).to_string(),
+    )
+    .unwrap();
     let got = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap();
     assert_eq!(got, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();

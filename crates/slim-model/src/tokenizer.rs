@@ -19,60 +19,40 @@ impl Tokenizer {
     /// Token ids of `text`, with whatever special tokens the tokenizer's post-processor adds
     /// (SmolLM2 and Qwen2 add none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| format_err!("tokenizing: {e}"))?;
+        let enc = self.inner.encode(text, true).map_err(|e| format_err!("tokenizing: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Token ids of `text` without any special token: how lm-eval 0.3 encodes the contexts and
     /// continuations of its log-likelihood requests for causal models.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| format_err!("tokenizing: {e}"))?;
+        let enc = self.inner.encode(text, false).map_err(|e| format_err!("tokenizing: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| format_err!("decoding: {e}"))
-            .context("detokenizing")
+        self.inner.decode(ids, true).map_err(|e| format_err!("decoding: {e}")).context("detokenizing")
     }
 
     /// The model's chat template (`tokenizer_config.json`'s `chat_template`) applied to
     /// `messages` as `(role, content)` pairs, ending with the assistant's turn opened.
     pub fn chat_prompt(dir: &Path, messages: &[(&str, &str)]) -> Result<String> {
         let path = dir.join("tokenizer_config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("reading {} (the chat_template lives there)", path.display())
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (the chat_template lives there)", path.display()))?;
         let cfg: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let template = cfg["chat_template"]
-            .as_str()
-            .with_context(|| format!("{} has no chat_template", path.display()))?;
+        let template =
+            cfg["chat_template"].as_str().with_context(|| format!("{} has no chat_template", path.display()))?;
         let token = |k: &str| cfg[k].as_str().unwrap_or("").to_string();
         let mut env = minijinja::Environment::new();
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", template)
-            .with_context(|| format!("the chat_template of {}", path.display()))?;
-        let msgs: Vec<serde_json::Value> = messages
-            .iter()
-            .map(|(r, c)| serde_json::json!({"role": r, "content": c}))
-            .collect();
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template).with_context(|| format!("the chat_template of {}", path.display()))?;
+        let msgs: Vec<serde_json::Value> =
+            messages.iter().map(|(r, c)| serde_json::json!({"role": r, "content": c})).collect();
         let ctx = minijinja::context! {
             messages => msgs,
             add_generation_prompt => true,

@@ -84,7 +84,8 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
             let a = graph.alloc_config(n_layers)?;
             let d = graph.alloc(&a, importance.key())?;
             let solve = if importance_hit {
-                let imp: slim_artifact::schema::LayerImportance = store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
+                let imp: slim_artifact::schema::LayerImportance =
+                    store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
                 let dense = dense.clone();
                 Some(Box::new(move || slim_alloc::solve(&dense, &imp.cos, &a)) as Solver)
             } else {
@@ -101,7 +102,8 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
             let g = graph.global_config();
             let sdoc = graph.global_scores(calib.key(), taylor)?;
             let solve = if line(&sdoc, None)? {
-                let scores: Vec<slim_alloc::LayerScores> = store.lookup("global-scores", &sdoc.key())?.expect("explain saw the entry").get_bin("value")?;
+                let scores: Vec<slim_alloc::LayerScores> =
+                    store.lookup("global-scores", &sdoc.key())?.expect("explain saw the entry").get_bin("value")?;
                 let dense = dense.clone();
                 let g2 = g.clone();
                 Some(Box::new(move || slim_alloc::solve_global(&dense, &scores, &g2)) as Solver)

@@ -73,7 +73,13 @@ pub(crate) fn global_scores<B: Backend>(
                 x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
             }
             let taylor = d.taylor.map(|t| &t.0.layers[l]);
-            let heads = HeadInputs { stats: &astats, o_proj, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads, taylor };
+            let heads = HeadInputs {
+                stats: &astats,
+                o_proj,
+                kv_head_of: &shape.kv_head_of,
+                num_kv_heads: shape.num_kv_heads,
+                taylor,
+            };
             let channels = ChannelInputs {
                 stats: &mstats,
                 gate: w.get(&format!("{p}.mlp.gate_proj.weight"))?,
@@ -83,8 +89,10 @@ pub(crate) fn global_scores<B: Backend>(
             };
             let mode = effective_mode(shape, graph.cfg.gqa);
             out.push(LayerScores {
-                heads: slim_score::unit_importance(graph.cfg.scorer, &heads, mode).with_context(|| format!("layer {l}: head importance"))?,
-                channels: slim_score::channel_importance(graph.cfg.scorer, &channels).with_context(|| format!("layer {l}: channel importance"))?,
+                heads: slim_score::unit_importance(graph.cfg.scorer, &heads, mode)
+                    .with_context(|| format!("layer {l}: head importance"))?,
+                channels: slim_score::channel_importance(graph.cfg.scorer, &channels)
+                    .with_context(|| format!("layer {l}: channel importance"))?,
             });
         }
         Ok(out)

@@ -51,7 +51,11 @@ impl Graph<'_> {
         // with `none` the pruned model ends at most 2·d parameters per pruned layer below
         // the target (0.02 % of SmolLM2-135M). The run reports the exact count either way.
         a.recovery_adds_bias = true;
-        ensure!((1..=n_layers).contains(&a.num_selected), "--pruned-layers must lie in 1..={n_layers}, got {}", a.num_selected);
+        ensure!(
+            (1..=n_layers).contains(&a.num_selected),
+            "--pruned-layers must lie in 1..={n_layers}, got {}",
+            a.num_selected
+        );
         Ok(a)
     }
 
@@ -105,12 +109,20 @@ impl Graph<'_> {
     }
 
     pub fn capture_attn(&self, l: usize, chain: Key, calib: Key) -> Result<KeyDoc> {
-        doc("capture-attn", &json!({"layer": l, "mode": self.cfg.mode, "format": ATTN_STATS_FORMAT}), &self.stats_inputs(chain, calib))
+        doc(
+            "capture-attn",
+            &json!({"layer": l, "mode": self.cfg.mode, "format": ATTN_STATS_FORMAT}),
+            &self.stats_inputs(chain, calib),
+        )
     }
 
     /// [`Graph::capture_attn`] of dense calibration, whatever the configured mode.
     pub fn capture_attn_dense(&self, l: usize, calib: Key) -> Result<KeyDoc> {
-        doc("capture-attn", &json!({"layer": l, "mode": CalibMode::Dense, "format": ATTN_STATS_FORMAT}), &[("model", self.model), ("calib", calib)])
+        doc(
+            "capture-attn",
+            &json!({"layer": l, "mode": CalibMode::Dense, "format": ATTN_STATS_FORMAT}),
+            &[("model", self.model), ("calib", calib)],
+        )
     }
 
     /// [`Graph::capture_mlp`] of dense calibration, whatever the configured mode.
@@ -136,7 +148,11 @@ impl Graph<'_> {
     }
 
     pub fn score_attn(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {
-        doc("score-attn", &json!({"scorer": self.cfg.scorer, "prune": head_prune(counts, self.cfg.gqa)}), &self.score_inputs(stats, taylor))
+        doc(
+            "score-attn",
+            &json!({"scorer": self.cfg.scorer, "prune": head_prune(counts, self.cfg.gqa)}),
+            &self.score_inputs(stats, taylor),
+        )
     }
 
     /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
@@ -163,7 +179,11 @@ impl Graph<'_> {
     }
 
     pub fn score_mlp(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {
-        doc("score-mlp", &json!({"scorer": self.cfg.scorer, "channels": counts.channels, "keep_lowest": self.cfg.keep_lowest}), &self.score_inputs(stats, taylor))
+        doc(
+            "score-mlp",
+            &json!({"scorer": self.cfg.scorer, "channels": counts.channels, "keep_lowest": self.cfg.keep_lowest}),
+            &self.score_inputs(stats, taylor),
+        )
     }
 
     /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
@@ -172,6 +192,10 @@ impl Graph<'_> {
     }
 
     pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {
-        doc("surgery", &json!({"layers": n_layers}), &[("model", self.model), ("decisions", decisions), ("alloc", alloc)])
+        doc(
+            "surgery",
+            &json!({"layers": n_layers}),
+            &[("model", self.model), ("decisions", decisions), ("alloc", alloc)],
+        )
     }
 }

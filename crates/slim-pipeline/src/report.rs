@@ -32,7 +32,10 @@ impl RunReport {
         if !self.stages.contains_key(stage) {
             self.order.push(stage.to_string());
         }
-        let s = self.stages.entry(stage.to_string()).or_insert_with(|| StageReport { name: stage.to_string(), ..Default::default() });
+        let s = self
+            .stages
+            .entry(stage.to_string())
+            .or_insert_with(|| StageReport { name: stage.to_string(), ..Default::default() });
         s.seconds += seconds;
         if hit {
             s.reused += 1;
@@ -49,7 +52,10 @@ impl RunReport {
             if !self.stages.contains_key(&st.name) {
                 self.order.push(st.name.clone());
             }
-            let s = self.stages.entry(st.name.clone()).or_insert_with(|| StageReport { name: st.name.clone(), ..Default::default() });
+            let s = self
+                .stages
+                .entry(st.name.clone())
+                .or_insert_with(|| StageReport { name: st.name.clone(), ..Default::default() });
             s.seconds += st.seconds;
             s.ran += st.ran;
             s.reused += st.reused;

@@ -82,7 +82,14 @@ pub(crate) fn cached<T: Serialize + DeserializeOwned>(
 }
 
 /// Runs the whole pipeline on `model_dir` with backend `B`.
-pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &Store, data_root: &Path, device: &B::Device, opts: &RunOptions) -> Result<PipelineOutcome> {
+pub fn run_pipeline<B: Backend>(
+    model_dir: &Path,
+    cfg: &PipelineConfig,
+    store: &Store,
+    data_root: &Path,
+    device: &B::Device,
+    opts: &RunOptions,
+) -> Result<PipelineOutcome> {
     let (progress, force) = (opts.progress, opts.force);
     let mut report = RunReport::default();
     let t = Instant::now();
@@ -99,7 +106,9 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
             slim_capture::CalibSource::Random => None,
             _ => Some(Tokenizer::load(model_dir)?),
         };
-        calibration_windows(&cfg.calib, data_root, dense_cfg.vocab_size, &|s| tok.as_ref().context("no tokenizer")?.encode(s))
+        calibration_windows(&cfg.calib, data_root, dense_cfg.vocab_size, &|s| {
+            tok.as_ref().context("no tokenizer")?.encode(s)
+        })
     })?;
     let (nw, sl) = (cfg.calib.n_windows, cfg.calib.seq_len);
     ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
@@ -109,9 +118,8 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
     // Seconds spent reading weights and building models, reported as the `load` stage
     // (it is also inside the times of the stages that needed it).
     let load_s = Cell::new(0.0);
-    let load_weights = |weights: &mut Option<Weights>| -> Result<Weights> {
-        Ok(dense_weights(weights, model_dir, &load_s)?.clone())
-    };
+    let load_weights =
+        |weights: &mut Option<Weights>| -> Result<Weights> { Ok(dense_weights(weights, model_dir, &load_s)?.clone()) };
 
     // Layer importance (dense pass).
     let imp_doc = graph.importance(calib_key)?;
@@ -140,7 +148,11 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
                 Ok(t)
             })?;
             t.validate().map_err(|e| anyhow::format_err!("Taylor capture {key}: {e}"))?;
-            ensure!(t.layers.len() == n_layers, "Taylor capture {key} holds {} layers, the model {n_layers}", t.layers.len());
+            ensure!(
+                t.layers.len() == n_layers,
+                "Taylor capture {key} holds {} layers, the model {n_layers}",
+                t.layers.len()
+            );
             Some((t, key))
         }
         None => None,
@@ -152,7 +164,8 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         AllocationKind::Cosine => {
             let a = graph.alloc_config(n_layers)?;
             let d = graph.alloc(&a, imp_key)?;
-            let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
+            let (p, k) =
+                cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
             let info = json!({"kind": "cosine", "r0": p.r0, "pruned_layers": a.num_selected, "alpha": a.alpha, "achieved": p.achieved});
             (p, k, info)
         }
@@ -165,15 +178,35 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         }
         AllocationKind::FlapGlobal => {
             let g = graph.global_config();
-            let inputs = crate::global::DenseInputs::<B> { graph: &graph, store, opts, calib: calib_key, taylor: taylor.as_ref().map(|(t, k)| (t, *k)), cfg: &dense_cfg, ids: &ids, n_windows: nw, seq_len: sl, device };
-            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut weights, &|| timed(&load_s, || Weights::load(model_dir)))?;
+            let inputs = crate::global::DenseInputs::<B> {
+                graph: &graph,
+                store,
+                opts,
+                calib: calib_key,
+                taylor: taylor.as_ref().map(|(t, k)| (t, *k)),
+                cfg: &dense_cfg,
+                ids: &ids,
+                n_windows: nw,
+                seq_len: sl,
+                device,
+            };
+            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut weights, &|| {
+                timed(&load_s, || Weights::load(model_dir))
+            })?;
             let d = graph.alloc_global(&g, skey)?;
-            let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
+            let (p, k) =
+                cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
             let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
             (p, k, info)
         }
     };
-    tracing::info!("allocation ({}): {} → {} parameters ({:.2} % removed)", cfg.allocation.name(), plan.params_before, plan.params_after, 100.0 * plan.achieved);
+    tracing::info!(
+        "allocation ({}): {} → {} parameters ({:.2} % removed)",
+        cfg.allocation.name(),
+        plan.params_before,
+        plan.params_after,
+        100.0 * plan.achieved
+    );
 
     // Per-layer pass.
     let mut cur_cfg = dense_cfg.clone();
@@ -214,14 +247,37 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         // Attention statistics.
         let ca_doc = graph.capture_attn(l, chain, calib_key)?;
         let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
-            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
+            let (m, xi) = layer_input(
+                cfg.mode,
+                l,
+                &mut model,
+                &mut dense_model,
+                &mut x,
+                &mut xd,
+                &cur_cfg,
+                w_now,
+                &dense_cfg,
+                &mut weights,
+                model_dir,
+                &ids,
+                nw,
+                sl,
+                device,
+                &load_s,
+            )?;
             capture_attn(m, l, xi, w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?)
         })?;
         let shape = cur_cfg.layers[l].clone();
         let sa_doc = graph.score_attn(counts, ca_key, taylor_key)?;
         let (heads, sa_key) = cached(store, &mut report, force, "score", &sa_doc, || {
             let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
-            let inputs = HeadInputs { stats: &astats, o_proj: o, kv_head_of: &shape.kv_head_of, num_kv_heads: shape.num_kv_heads, taylor: taylor.as_ref().map(|t| &t.0.layers[l]) };
+            let inputs = HeadInputs {
+                stats: &astats,
+                o_proj: o,
+                kv_head_of: &shape.kv_head_of,
+                num_kv_heads: shape.num_kv_heads,
+                taylor: taylor.as_ref().map(|t| &t.0.layers[l]),
+            };
             let s = slim_score::select_heads(cfg.scorer, &inputs, head_prune(counts, cfg.gqa))?;
             Ok(HeadDecision { kept: s.kept, kv_kept: s.kv_kept })
         })?;
@@ -233,8 +289,18 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         let t = Instant::now();
         match attn_refit {
             Refit::None => slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, None)?,
-            Refit::Affine(a) => slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, Some(&a))?,
-            Refit::Columns(c) => slim_surgery::prune_attention_columns(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, c.weight, &c.bias)?,
+            Refit::Affine(a) => {
+                slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, Some(&a))?
+            }
+            Refit::Columns(c) => slim_surgery::prune_attention_columns(
+                &mut cur_cfg,
+                w_now,
+                l,
+                &heads.kept,
+                &heads.kv_kept,
+                c.weight,
+                &c.bias,
+            )?,
         };
         if let Some(m) = &mut model {
             m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
@@ -247,7 +313,24 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         // the input past this layer only runs its (pruned) MLP.
         let mut after_attn: Option<Tensor<B, 3>> = None;
         let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
-            let (m, xi) = layer_input(cfg.mode, l, &mut model, &mut dense_model, &mut x, &mut xd, &cur_cfg, w_now, &dense_cfg, &mut weights, model_dir, &ids, nw, sl, device, &load_s)?;
+            let (m, xi) = layer_input(
+                cfg.mode,
+                l,
+                &mut model,
+                &mut dense_model,
+                &mut x,
+                &mut xd,
+                &cur_cfg,
+                w_now,
+                &dense_cfg,
+                &mut weights,
+                model_dir,
+                &ids,
+                nw,
+                sl,
+                device,
+                &load_s,
+            )?;
             let (stats, h) = capture_mlp(m, l, xi)?;
             if cfg.mode == CalibMode::Sequential {
                 after_attn = Some(h);
@@ -257,12 +340,24 @@ pub fn run_pipeline<B: Backend>(model_dir: &Path, cfg: &PipelineConfig, store: &
         let p = format!("model.layers.{l}.mlp");
         let sm_doc = graph.score_mlp(counts, cm_key, taylor_key)?;
         let (channels, sm_key) = cached(store, &mut report, force, "score", &sm_doc, || {
-            let inputs = ChannelInputs { stats: &mstats, gate: w_now.get(&format!("{p}.gate_proj.weight"))?, up: w_now.get(&format!("{p}.up_proj.weight"))?, down: w_now.get(&format!("{p}.down_proj.weight"))?, taylor: taylor.as_ref().map(|t| &t.0.layers[l]) };
+            let inputs = ChannelInputs {
+                stats: &mstats,
+                gate: w_now.get(&format!("{p}.gate_proj.weight"))?,
+                up: w_now.get(&format!("{p}.up_proj.weight"))?,
+                down: w_now.get(&format!("{p}.down_proj.weight"))?,
+                taylor: taylor.as_ref().map(|t| &t.0.layers[l]),
+            };
             Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
         })?;
         let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
         let (mlp_refit, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Refit> {
-            slim_recover::refit_mlp(cfg.recovery, &mstats, w_now.get(&format!("{p}.down_proj.weight"))?, &channels, &cfg.lstsq)
+            slim_recover::refit_mlp(
+                cfg.recovery,
+                &mstats,
+                w_now.get(&format!("{p}.down_proj.weight"))?,
+                &channels,
+                &cfg.lstsq,
+            )
         })?;
         let t = Instant::now();
         match mlp_refit {
@@ -374,7 +469,9 @@ fn layer_input<'m, B: Backend>(
                 if dense_w.is_none() {
                     *dense_w = Some(timed(load_s, || Weights::load(model_dir))?);
                 }
-                *dense_model = Some(timed(load_s, || Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device))?);
+                *dense_model = Some(timed(load_s, || {
+                    Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device)
+                })?);
             }
             (dense_model.as_ref().expect("built"), xd)
         }
@@ -403,7 +500,11 @@ fn timed<T>(acc: &Cell<f64>, f: impl FnOnce() -> T) -> T {
 
 fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
     let bar = if progress { ProgressBar::new(n) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers, {per_sec}, ETA {eta}").expect("static template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers, {per_sec}, ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
     bar.set_message(msg);
     bar
 }
@@ -431,6 +532,11 @@ pub fn eval_ppl_cached<B: Backend>(
 }
 
 /// Key document of a perplexity entry.
-pub(crate) fn eval_doc(model: Key, data: slim_data::EvalText, seq_len: usize, windows: Option<usize>) -> Result<KeyDoc> {
+pub(crate) fn eval_doc(
+    model: Key,
+    data: slim_data::EvalText,
+    seq_len: usize,
+    windows: Option<usize>,
+) -> Result<KeyDoc> {
     doc("eval", &json!({"data": data.name(), "seq_len": seq_len, "windows": windows}), &[("model", model)])
 }

@@ -27,7 +27,9 @@ fn config(mode: CalibMode) -> PipelineConfig {
 }
 
 fn run(dir: &Path, store: &Store, cfg: &PipelineConfig) -> (RunReport, crate::PipelineOutcome) {
-    let out = run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default()).unwrap();
+    let out =
+        run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default())
+            .unwrap();
     (out.report.clone(), out)
 }
 
@@ -117,25 +119,37 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
     let cfg = config(CalibMode::Sequential);
     let (_, first) = run(&mdir, &store, &cfg);
     let want = std::fs::read(first.pruned_dir.join("model.safetensors")).unwrap();
-    for (stage, label, n) in [(Stage::Score, "score", 6), (Stage::Recover, "recover", 6), (Stage::Alloc, "alloc", 1), (Stage::Capture, "capture", 7)] {
+    for (stage, label, n) in [
+        (Stage::Score, "score", 6),
+        (Stage::Recover, "recover", 6),
+        (Stage::Alloc, "alloc", 1),
+        (Stage::Capture, "capture", 7),
+    ] {
         let opts = RunOptions { progress: false, force: Some(stage) };
-        let out = run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        let out =
+            run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
         let r = &out.report;
         assert_eq!((r.ran(label), r.reused(label)), (n, 0), "{label}: {}", r.table());
         for other in ["capture", "score", "alloc", "recover"].into_iter().filter(|o| *o != label) {
             assert_eq!(r.ran(other), 0, "forcing {label} reran {other}: {}", r.table());
         }
         assert_eq!(out.pruned_dir, first.pruned_dir);
-        assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want, "forcing {label} changed the model");
+        assert_eq!(
+            std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(),
+            want,
+            "forcing {label} changed the model"
+        );
     }
     let opts = RunOptions { progress: false, force: Some(Stage::Surgery) };
-    let out = run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+    let out =
+        run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
     assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     // Forcing a stage on an empty cache simply runs everything.
     for stage in [Stage::Capture, Stage::Surgery] {
         let empty = Store::open(&tmp.path().join(format!("empty-{stage:?}"))).unwrap();
         let opts = RunOptions { progress: false, force: Some(stage) };
-        let out = run_pipeline::<Cpu>(&mdir, &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        let out =
+            run_pipeline::<Cpu>(&mdir, &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
         assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     }
 }
@@ -218,7 +232,14 @@ fn dense_grid_of_every_variant_captures_once_and_recovery_changes_reuse_capture_
     tiny_model(&mdir);
     let store = Store::open(&cache).unwrap();
     let base = config(CalibMode::Dense);
-    let scorers = [ScorerKind::SlimLlm, ScorerKind::Magnitude, ScorerKind::WandaSp, ScorerKind::Flap, ScorerKind::Taylor, ScorerKind::Random];
+    let scorers = [
+        ScorerKind::SlimLlm,
+        ScorerKind::Magnitude,
+        ScorerKind::WandaSp,
+        ScorerKind::Flap,
+        ScorerKind::Taylor,
+        ScorerKind::Random,
+    ];
     let allocations = [AllocationKind::Cosine, AllocationKind::Uniform, AllocationKind::FlapGlobal];
     let recoveries = [RecoveryKind::Affine, RecoveryKind::None, RecoveryKind::FlapBias, RecoveryKind::Lstsq];
     let mut captures = 0;
@@ -243,7 +264,12 @@ fn dense_grid_of_every_variant_captures_once_and_recovery_changes_reuse_capture_
                 if j > 0 {
                     // Only the recovery changed from the previous run.
                     for stage in ["capture", "score", "alloc"] {
-                        assert_eq!(r.ran(stage), 0, "{scorer:?} {allocation:?} {recovery:?}: {stage} ran: {}", r.table());
+                        assert_eq!(
+                            r.ran(stage),
+                            0,
+                            "{scorer:?} {allocation:?} {recovery:?}: {stage} ran: {}",
+                            r.table()
+                        );
                     }
                     assert!(r.ran("recover") > 0, "{}", r.table());
                 }

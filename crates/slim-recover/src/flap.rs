@@ -28,18 +28,8 @@ pub fn attention_flap_bias(stats: &AttnStats, kept: &[usize]) -> Result<Affine> 
     ensure_finite(stats.layer, "head_mean", &stats.head_mean)?;
     let mut pruned = vec![true; h];
     kept.iter().for_each(|&a| pruned[a] = false);
-    let bias = (0..d)
-        .map(|k| {
-            (0..h)
-                .filter(|&a| pruned[a])
-                .map(|a| stats.head_mean[a * d + k])
-                .sum()
-        })
-        .collect();
-    Ok(Affine {
-        scale: vec![1.0; d],
-        bias,
-    })
+    let bias = (0..d).map(|k| (0..h).filter(|&a| pruned[a]).map(|a| stats.head_mean[a * d + k]).sum()).collect();
+    Ok(Affine { scale: vec![1.0; d], bias })
 }
 
 /// The down_proj bias for kept channels `kept`: `b_k = Σ_{j∉K} W_d[k,j] μ_{G,j}`.
@@ -55,10 +45,7 @@ pub fn mlp_flap_bias(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Res
     let bias: Vec<f64> = (0..d)
         .map(|k| {
             let row = &down.data[k * m..(k + 1) * m];
-            (0..m)
-                .filter(|&j| pruned[j])
-                .map(|j| row[j] as f64 * stats.g_mean[j])
-                .sum()
+            (0..m).filter(|&j| pruned[j]).map(|j| row[j] as f64 * stats.g_mean[j]).sum()
         })
         .collect();
     ensure!(
@@ -66,10 +53,7 @@ pub fn mlp_flap_bias(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Res
         "layer {}: FLAP bias is not finite (down_proj has a non-finite weight)",
         stats.layer
     );
-    Ok(Affine {
-        scale: vec![1.0; d],
-        bias,
-    })
+    Ok(Affine { scale: vec![1.0; d], bias })
 }
 
 fn ensure_finite(layer: usize, name: &str, values: &[f64]) -> Result<()> {

@@ -57,10 +57,7 @@ pub enum RecoveryKind {
 
 /// The correction that changes nothing: scale 1, bias 0.
 pub fn identity_affine(d: usize) -> Affine {
-    Affine {
-        scale: vec![1.0; d],
-        bias: vec![0.0; d],
-    }
+    Affine { scale: vec![1.0; d], bias: vec![0.0; d] }
 }
 
 /// The o_proj correction for kept query heads `kept` (spec §3.7):
@@ -86,11 +83,7 @@ pub fn mlp_affine(stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result
 ///
 /// [`RecoveryKind::Lstsq`] changes the weights themselves and has no affine form: it is an
 /// error here; use [`refit_attention`].
-pub fn recover_attention(
-    kind: RecoveryKind,
-    stats: &AttnStats,
-    kept: &[usize],
-) -> Result<Option<Affine>> {
+pub fn recover_attention(kind: RecoveryKind, stats: &AttnStats, kept: &[usize]) -> Result<Option<Affine>> {
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => attention_affine(stats, kept).map(Some),
@@ -106,12 +99,7 @@ pub fn recover_attention(
 ///
 /// [`RecoveryKind::Lstsq`] changes the weights themselves and has no affine form: it is an
 /// error here; use [`refit_mlp`].
-pub fn recover_mlp(
-    kind: RecoveryKind,
-    stats: &MlpStats,
-    down: &HostTensor,
-    kept: &[usize],
-) -> Result<Option<Affine>> {
+pub fn recover_mlp(kind: RecoveryKind, stats: &MlpStats, down: &HostTensor, kept: &[usize]) -> Result<Option<Affine>> {
     match kind {
         RecoveryKind::None => Ok(None),
         RecoveryKind::Affine => mlp_affine(stats, down, kept).map(Some),
@@ -167,12 +155,7 @@ pub fn refit_mlp(
 ///
 /// # Shapes
 /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → scalar
-pub fn mlp_refit_error(
-    stats: &MlpStats,
-    down: &HostTensor,
-    kept: &[usize],
-    refit: &Refit,
-) -> Result<f64> {
+pub fn mlp_refit_error(stats: &MlpStats, down: &HostTensor, kept: &[usize], refit: &Refit) -> Result<f64> {
     stats.validate().map_err(anyhow::Error::msg)?;
     refit_error(down, &stats.g_mean, &stats.g_cov, kept, refit)
         .map_err(|e| anyhow::format_err!("layer {}: down_proj refit error: {e}", stats.layer))
@@ -184,15 +167,9 @@ pub fn mlp_refit_error(
 ///
 /// # Shapes
 /// `o_proj` `[d, H·d_h]`, `z_mean` `[H·d_h]`, `z_cov` `[H·d_h, H·d_h]` → scalar
-pub fn attention_refit_error(
-    stats: &AttnStats,
-    o_proj: &HostTensor,
-    kept: &[usize],
-    refit: &Refit,
-) -> Result<f64> {
+pub fn attention_refit_error(stats: &AttnStats, o_proj: &HostTensor, kept: &[usize], refit: &Refit) -> Result<f64> {
     check_attn_o_proj(stats, o_proj)?;
-    refit::check_kept(kept, stats.num_heads, "head")
-        .map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
+    refit::check_kept(kept, stats.num_heads, "head").map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
     let columns = head_columns(kept, stats.head_dim);
     refit_error(o_proj, &stats.z_mean, &stats.z_cov, &columns, refit)
         .map_err(|e| anyhow::format_err!("layer {}: o_proj refit error: {e}", stats.layer))
@@ -204,11 +181,7 @@ pub fn attention_refit_error(
 ///
 /// # Shapes
 /// `affine.scale`, `affine.bias` `[d]` → scalar
-pub fn attention_reconstruction_error(
-    stats: &AttnStats,
-    kept: &[usize],
-    affine: &Affine,
-) -> Result<f64> {
+pub fn attention_reconstruction_error(stats: &AttnStats, kept: &[usize], affine: &Affine) -> Result<f64> {
     Moments::attention(stats, kept)?.mse(affine)
 }
 
@@ -216,11 +189,6 @@ pub fn attention_reconstruction_error(
 ///
 /// # Shapes
 /// `down` `[d, m]`, `affine` `[d]` → scalar
-pub fn mlp_reconstruction_error(
-    stats: &MlpStats,
-    down: &HostTensor,
-    kept: &[usize],
-    affine: &Affine,
-) -> Result<f64> {
+pub fn mlp_reconstruction_error(stats: &MlpStats, down: &HostTensor, kept: &[usize], affine: &Affine) -> Result<f64> {
     Moments::mlp(stats, down, kept, true)?.mse(affine)
 }

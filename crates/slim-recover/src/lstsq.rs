@@ -32,9 +32,7 @@
 //! ([`mlp_lstsq`]) and o_proj on the concatenated per-head attention outputs `Z`
 //! ([`attention_lstsq`]), where keeping head h keeps its `d_h` columns `h·d_h..(h+1)·d_h`.
 
-use crate::refit::{
-    check_attn_o_proj, check_kept, check_linear, check_mlp_down, head_columns, ColumnRefit,
-};
+use crate::refit::{check_attn_o_proj, check_kept, check_linear, check_mlp_down, head_columns, ColumnRefit};
 use anyhow::{ensure, Context, Result};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, MatRef, Side};
@@ -69,10 +67,7 @@ impl LstsqConfig {
     /// 20 % and 50 % and rose again at ε = 10 at 50 % (docs/variants.md); the 10⁻² that
     /// SparseGPT, GPTQ and SliceGPT use for damping fits the calibration tokens too closely.
     pub fn standard() -> Self {
-        Self {
-            ridge_rel: 1.0,
-            prior: RidgePrior::Kept,
-        }
+        Self { ridge_rel: 1.0, prior: RidgePrior::Kept }
     }
 }
 
@@ -102,10 +97,7 @@ pub fn lstsq_refit(
     let (out, inp) = check_linear(weight, mean, cov)?;
     check_kept(kept, inp, "input")?;
     let eps = cfg.ridge_rel;
-    ensure!(
-        eps.is_finite() && eps >= 0.0,
-        "ridge_rel must be finite and non-negative, got {eps}"
-    );
+    ensure!(eps.is_finite() && eps >= 0.0, "ridge_rel must be finite and non-negative, got {eps}");
     let nk = kept.len();
     let sigma = MatRef::from_row_major_slice(cov, inp, inp); // in × in
     let mean_diag = kept.iter().map(|&j| sigma[(j, j)]).sum::<f64>() / nk as f64;
@@ -135,9 +127,7 @@ pub fn lstsq_refit(
     })?;
     let l = llt.L();
     let pivots: Vec<f64> = (0..nk).map(|p| l[(p, p)] * l[(p, p)]).collect();
-    let (lo, hi) = pivots.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    });
+    let (lo, hi) = pivots.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     ensure!(
         lo > PIVOT_TOL * hi,
         "Σ[K,K] + λI is numerically singular (Cholesky pivots {lo:e} to {hi:e}) on the {nk} kept inputs with λ = {lambda:e}; raise ridge_rel (now {eps:e})"
@@ -158,10 +148,7 @@ pub fn lstsq_refit(
         data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()),
         "least-squares refit is not finite (λ = {lambda:e}, ε = {eps:e})"
     );
-    Ok(ColumnRefit {
-        weight: HostTensor::new(vec![out, nk], data)?,
-        bias,
-    })
+    Ok(ColumnRefit { weight: HostTensor::new(vec![out, nk], data)?, bias })
 }
 
 /// [`lstsq_refit`] of down_proj on the MLP activation `G` (mean `g_mean`, population
@@ -169,12 +156,7 @@ pub fn lstsq_refit(
 ///
 /// # Shapes
 /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → weight `[d, |K|]`, bias `[d]`
-pub fn mlp_lstsq(
-    stats: &MlpStats,
-    down: &HostTensor,
-    kept: &[usize],
-    cfg: &LstsqConfig,
-) -> Result<ColumnRefit> {
+pub fn mlp_lstsq(stats: &MlpStats, down: &HostTensor, kept: &[usize], cfg: &LstsqConfig) -> Result<ColumnRefit> {
     check_mlp_down(stats, down)?;
     lstsq_refit(down, &stats.g_mean, &stats.g_cov, kept, cfg)
         .with_context(|| format!("layer {}: least-squares refit of down_proj", stats.layer))
@@ -194,8 +176,7 @@ pub fn attention_lstsq(
     cfg: &LstsqConfig,
 ) -> Result<ColumnRefit> {
     check_attn_o_proj(stats, o_proj)?;
-    check_kept(kept_heads, stats.num_heads, "head")
-        .map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
+    check_kept(kept_heads, stats.num_heads, "head").map_err(|e| anyhow::format_err!("layer {}: {e}", stats.layer))?;
     let kept = head_columns(kept_heads, stats.head_dim);
     lstsq_refit(o_proj, &stats.z_mean, &stats.z_cov, &kept, cfg)
         .with_context(|| format!("layer {}: least-squares refit of o_proj", stats.layer))

@@ -45,10 +45,7 @@ impl Moments {
             let c = &stats.head_cov[k * h * h..(k + 1) * h * h];
             let row = |a: usize| -> f64 { c[a * h..(a + 1) * h].iter().sum() };
             m.cross[k] = kept.iter().map(|&a| row(a)).sum();
-            m.var_hat[k] = kept
-                .iter()
-                .map(|&a| kept.iter().map(|&b| c[a * h + b]).sum::<f64>())
-                .sum();
+            m.var_hat[k] = kept.iter().map(|&a| kept.iter().map(|&b| c[a * h + b]).sum::<f64>()).sum();
             m.var_y[k] = (0..h).map(row).sum();
             m.mean_hat[k] = kept.iter().map(|&a| stats.head_mean[a * d + k]).sum();
             m.mean_y[k] = (0..h).map(|a| stats.head_mean[a * d + k]).sum();
@@ -62,12 +59,7 @@ impl Moments {
     ///
     /// # Shapes
     /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → moments `[d]`
-    pub(crate) fn mlp(
-        stats: &MlpStats,
-        down: &HostTensor,
-        kept: &[usize],
-        with_var_y: bool,
-    ) -> Result<Self> {
+    pub(crate) fn mlp(stats: &MlpStats, down: &HostTensor, kept: &[usize], with_var_y: bool) -> Result<Self> {
         let (d, m) = crate::refit::check_mlp_down(stats, down)?;
         check_kept(kept, m, "channel", stats.layer)?;
         let nk = kept.len();
@@ -83,10 +75,7 @@ impl Moments {
             mean_y: vec![0.0; d],
             tol: vec![0.0; d],
         };
-        let sd: Vec<f64> = kept
-            .iter()
-            .map(|&j| stats.g_cov[j * m + j].max(0.0).sqrt())
-            .collect();
+        let sd: Vec<f64> = kept.iter().map(|&j| stats.g_cov[j * m + j].max(0.0).sqrt()).collect();
         for k in 0..d {
             out.cross[k] = (0..m).map(|j| a[(k, j)] * w(k, j)).sum();
             out.var_hat[k] = (0..nk).map(|i| a[(k, kept[i])] * wk[(k, i)]).sum();
@@ -99,9 +88,7 @@ impl Moments {
             let wd = Mat::from_fn(d, m, w); // d × m
             let cov = Mat::from_fn(m, m, |i, j| stats.g_cov[i * m + j]); // m × m
             let full = &wd * &cov; // d × m
-            out.var_y = (0..d)
-                .map(|k| (0..m).map(|j| full[(k, j)] * w(k, j)).sum())
-                .collect();
+            out.var_y = (0..d).map(|k| (0..m).map(|j| full[(k, j)] * w(k, j)).sum()).collect();
         }
         Ok(out)
     }

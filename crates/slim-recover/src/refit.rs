@@ -37,13 +37,7 @@ pub struct ColumnRefit {
 ///
 /// # Shapes
 /// `weight` `[out, in]`, `mean` `[in]`, `cov` `[in, in]` (population covariance of `x`) → scalar
-pub fn refit_error(
-    weight: &HostTensor,
-    mean: &[f64],
-    cov: &[f64],
-    kept: &[usize],
-    refit: &Refit,
-) -> Result<f64> {
+pub fn refit_error(weight: &HostTensor, mean: &[f64], cov: &[f64], kept: &[usize], refit: &Refit) -> Result<f64> {
     let (out, inp) = check_linear(weight, mean, cov)?;
     check_kept(kept, inp, "input")?;
     let w = |k: usize, j: usize| weight.data[k * inp + j] as f64;
@@ -99,22 +93,10 @@ pub fn refit_error(
 }
 
 /// Checks a linear layer and the moments of its input; returns `(out, in)`.
-pub(crate) fn check_linear(
-    weight: &HostTensor,
-    mean: &[f64],
-    cov: &[f64],
-) -> Result<(usize, usize)> {
-    ensure!(
-        weight.shape.len() == 2,
-        "weight must be 2-D [out, in], got shape {:?}",
-        weight.shape
-    );
+pub(crate) fn check_linear(weight: &HostTensor, mean: &[f64], cov: &[f64]) -> Result<(usize, usize)> {
+    ensure!(weight.shape.len() == 2, "weight must be 2-D [out, in], got shape {:?}", weight.shape);
     let (out, inp) = (weight.shape[0], weight.shape[1]);
-    ensure!(
-        out > 0 && inp > 0,
-        "weight has an empty shape {:?}",
-        weight.shape
-    );
+    ensure!(out > 0 && inp > 0, "weight has an empty shape {:?}", weight.shape);
     ensure!(
         mean.len() == inp && cov.len() == inp * inp,
         "input moments have {} means and {} covariances for {inp} inputs (expected {inp} and {})",
@@ -123,21 +105,13 @@ pub(crate) fn check_linear(
         inp * inp
     );
     if let Some(i) = weight.data.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!(
-            "weight has a non-finite value at [{}, {}]",
-            i / inp,
-            i % inp
-        );
+        anyhow::bail!("weight has a non-finite value at [{}, {}]", i / inp, i % inp);
     }
     if let Some(i) = mean.iter().position(|v| !v.is_finite()) {
         anyhow::bail!("input mean has a non-finite value at {i}");
     }
     if let Some(i) = cov.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!(
-            "input covariance has a non-finite value at [{}, {}]",
-            i / inp,
-            i % inp
-        );
+        anyhow::bail!("input covariance has a non-finite value at [{}, {}]", i / inp, i % inp);
     }
     Ok((out, inp))
 }
@@ -167,7 +141,12 @@ pub(crate) fn check_mlp_down(stats: &MlpStats, down: &HostTensor) -> Result<(usi
 pub(crate) fn check_attn_o_proj(stats: &AttnStats, o_proj: &HostTensor) -> Result<(usize, usize)> {
     stats.validate().map_err(anyhow::Error::msg)?;
     let (d, hd) = (stats.hidden, stats.num_heads * stats.head_dim);
-    ensure!(o_proj.shape == [d, hd], "layer {}: o_proj has shape {:?}, expected [{d}, {hd}]", stats.layer, o_proj.shape);
+    ensure!(
+        o_proj.shape == [d, hd],
+        "layer {}: o_proj has shape {:?}, expected [{d}, {hd}]",
+        stats.layer,
+        o_proj.shape
+    );
     Ok((d, hd))
 }
 
@@ -195,11 +174,7 @@ mod host_tensor {
     }
 
     pub(super) fn serialize<S: Serializer>(t: &HostTensor, s: S) -> Result<S::Ok, S::Error> {
-        Out {
-            shape: &t.shape,
-            data: &t.data,
-        }
-        .serialize(s)
+        Out { shape: &t.shape, data: &t.data }.serialize(s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HostTensor, D::Error> {

@@ -19,9 +19,7 @@
 //! of `Σ_{c∈h} S_c²`, so this scorer ranks a layer's units exactly as AL-AM does, and the
 //! standardization belongs to an allocation variant (slim-alloc), not here.
 
-use crate::util::{
-    column_sums, ensure_finite, unit_channel_sums, validate_channels, validate_heads,
-};
+use crate::util::{column_sums, ensure_finite, unit_channel_sums, validate_channels, validate_heads};
 use crate::{ChannelInputs, HeadInputs, Scorer, Units};
 use anyhow::{ensure, Result};
 use slim_checkpoint::HostTensor;
@@ -41,16 +39,9 @@ impl Scorer for Flap {
         ensure_finite(s.layer, "z_mean", &s.z_mean)?;
         ensure_finite(s.layer, "z_sq_mean", &s.z_sq_mean)?;
         let scale = bessel(s.layer, s.n_tokens)?;
-        let var: Vec<f64> = s
-            .z_mean
-            .iter()
-            .zip(&s.z_sq_mean)
-            .map(|(&mu, &sq)| scale * (sq - mu * mu).max(0.0))
-            .collect(); // [H·d_h]
-        let per_channel: Vec<f64> = wifv(inputs.o_proj, &var)
-            .into_iter()
-            .map(|x| x * x)
-            .collect();
+        let var: Vec<f64> =
+            s.z_mean.iter().zip(&s.z_sq_mean).map(|(&mu, &sq)| scale * (sq - mu * mu).max(0.0)).collect(); // [H·d_h]
+        let per_channel: Vec<f64> = wifv(inputs.o_proj, &var).into_iter().map(|x| x * x).collect();
         let scores = unit_channel_sums(&per_channel, units, s.head_dim);
         ensure!(
             scores.iter().all(|x| x.is_finite()),
@@ -72,9 +63,7 @@ impl Scorer for Flap {
         let m = validate_channels(inputs)?;
         let s = inputs.stats;
         let scale = bessel(s.layer, s.n_tokens)?;
-        let var: Vec<f64> = (0..m)
-            .map(|j| scale * s.g_cov[j * m + j].max(0.0))
-            .collect(); // [m]
+        let var: Vec<f64> = (0..m).map(|j| scale * s.g_cov[j * m + j].max(0.0)).collect(); // [m]
         ensure_finite(s.layer, "diagonal of g_cov", &var)?;
         let scores = wifv(inputs.down, &var);
         ensure!(

@@ -208,13 +208,7 @@ pub trait Scorer {
     /// Improves the initial split of units; returns the new kept units (any order).
     /// `kept` and `pruned` come in prune order (most prunable first).
     /// The default keeps the initial split.
-    fn refine(
-        &self,
-        inputs: &HeadInputs<'_>,
-        units: &Units,
-        kept: Vec<usize>,
-        pruned: &[usize],
-    ) -> Result<Vec<usize>> {
+    fn refine(&self, inputs: &HeadInputs<'_>, units: &Units, kept: Vec<usize>, pruned: &[usize]) -> Result<Vec<usize>> {
         let _ = (inputs, units, pruned);
         Ok(kept)
     }
@@ -224,11 +218,7 @@ pub trait Scorer {
 }
 
 /// Selects the attention heads a layer keeps.
-pub fn select_heads(
-    kind: ScorerKind,
-    inputs: &HeadInputs<'_>,
-    prune: HeadPrune,
-) -> Result<HeadSelection> {
+pub fn select_heads(kind: ScorerKind, inputs: &HeadInputs<'_>, prune: HeadPrune) -> Result<HeadSelection> {
     select_heads_with(kind.scorer(), inputs, prune)
 }
 
@@ -237,11 +227,7 @@ pub fn select_heads(
 /// The initial pruned set is the `P` most prunable units (stable order on ties);
 /// per-group, the `p` most prunable of each group.
 /// Then [`Scorer::refine`] may swap units of the same class.
-pub fn select_heads_with(
-    scorer: &dyn Scorer,
-    inputs: &HeadInputs<'_>,
-    prune: HeadPrune,
-) -> Result<HeadSelection> {
+pub fn select_heads_with(scorer: &dyn Scorer, inputs: &HeadInputs<'_>, prune: HeadPrune) -> Result<HeadSelection> {
     let (h, n_kv) = util::validate_heads(inputs)?;
     let g = h / n_kv;
     let units = build_units(inputs.kv_head_of, n_kv, prune.mode());
@@ -259,11 +245,7 @@ pub fn select_heads_with(
             ensure!(
                 p == 0 || p < g,
                 "cannot prune {p} query heads from each KV group of {g}{}",
-                if g == 1 {
-                    " (multi-head attention: use whole-group pruning, where a group is one head)"
-                } else {
-                    ""
-                }
+                if g == 1 { " (multi-head attention: use whole-group pruning, where a group is one head)" } else { "" }
             );
             let mut taken = vec![0usize; n_kv];
             for &u in &order {
@@ -275,10 +257,7 @@ pub fn select_heads_with(
             }
         }
         HeadPrune::WholeGroup { groups: p } => {
-            ensure!(
-                p == 0 || p < n_kv,
-                "cannot prune {p} of {n_kv} KV groups: at least one must remain"
-            );
+            ensure!(p == 0 || p < n_kv, "cannot prune {p} of {n_kv} KV groups: at least one must remain");
             for &u in order.iter().take(p) {
                 is_pruned[u] = true;
             }
@@ -288,37 +267,25 @@ pub fn select_heads_with(
     let pruned0: Vec<usize> = order.iter().copied().filter(|&u| is_pruned[u]).collect();
     let mut kept_units = scorer.refine(inputs, &units, kept0, &pruned0)?;
     kept_units.sort_unstable();
-    let mut kept: Vec<usize> = kept_units
-        .iter()
-        .flat_map(|&u| units.members[u].iter().copied())
-        .collect();
+    let mut kept: Vec<usize> = kept_units.iter().flat_map(|&u| units.members[u].iter().copied()).collect();
     kept.sort_unstable();
     let kv_kept = match prune {
         HeadPrune::PerGroup { .. } => (0..n_kv).collect(),
         HeadPrune::WholeGroup { .. } => kept_units.clone(),
     };
-    Ok(HeadSelection {
-        kept,
-        kv_kept,
-        scores,
-    })
+    Ok(HeadSelection { kept, kv_kept, scores })
 }
 
 /// The units of a layer for a mode: single query heads classed by KV group (per-group), or
 /// one unit per KV group, all of one class (whole-group).
 pub fn build_units(kv_head_of: &[usize], num_kv_heads: usize, mode: GqaMode) -> Units {
     match mode {
-        GqaMode::PerGroup => Units {
-            members: (0..kv_head_of.len()).map(|h| vec![h]).collect(),
-            class: kv_head_of.to_vec(),
-        },
+        GqaMode::PerGroup => {
+            Units { members: (0..kv_head_of.len()).map(|h| vec![h]).collect(), class: kv_head_of.to_vec() }
+        }
         GqaMode::WholeGroup => Units {
             members: (0..num_kv_heads)
-                .map(|k| {
-                    (0..kv_head_of.len())
-                        .filter(|&h| kv_head_of[h] == k)
-                        .collect()
-                })
+                .map(|k| (0..kv_head_of.len()).filter(|&h| kv_head_of[h] == k).collect())
                 .collect(),
             class: vec![0; num_kv_heads],
         },
@@ -347,16 +314,9 @@ pub fn select_channels_with(
     keep_lowest: KeepLowest,
 ) -> Result<ChannelSelection> {
     let m = util::validate_channels(inputs)?;
-    ensure!(
-        n_prune < m,
-        "cannot prune {n_prune} of {m} channels: at least one must remain"
-    );
+    ensure!(n_prune < m, "cannot prune {n_prune} of {m} channels: at least one must remain");
     let scores = scorer.channel_scores(inputs)?;
-    ensure!(
-        scores.len() == m,
-        "scorer returned {} channel scores for {m} channels",
-        scores.len()
-    );
+    ensure!(scores.len() == m, "scorer returned {} channel scores for {m} channels", scores.len());
     let order = util::prune_order(&scores, false);
     let pm = keep_lowest.count(m);
     let end = (pm + n_prune).min(m);

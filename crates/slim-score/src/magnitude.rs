@@ -28,11 +28,7 @@ impl Scorer for Magnitude {
                 .sum::<f64>()
                 .sqrt()
         };
-        Ok(units
-            .members
-            .iter()
-            .map(|m| m.iter().map(|&h| head_norm(h)).sum())
-            .collect())
+        Ok(units.members.iter().map(|m| m.iter().map(|&h| head_norm(h)).sum()).collect())
     }
 
     fn prune_highest(&self) -> bool {
@@ -45,13 +41,6 @@ impl Scorer for Magnitude {
         let m = validate_channels(inputs)?;
         let d = inputs.stats.hidden;
         let w = &inputs.down.data;
-        Ok((0..m)
-            .map(|j| {
-                (0..d)
-                    .map(|i| (w[i * m + j] as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-            })
-            .collect())
+        Ok((0..m).map(|j| (0..d).map(|i| (w[i * m + j] as f64).powi(2)).sum::<f64>().sqrt()).collect())
     }
 }

@@ -33,13 +33,7 @@ impl Scorer for SlimLlm {
 
     /// The reference code's one-pass greedy swap (spec §3.6), restricted to units of the
     /// same class.
-    fn refine(
-        &self,
-        inputs: &HeadInputs<'_>,
-        units: &Units,
-        kept: Vec<usize>,
-        pruned: &[usize],
-    ) -> Result<Vec<usize>> {
+    fn refine(&self, inputs: &HeadInputs<'_>, units: &Units, kept: Vec<usize>, pruned: &[usize]) -> Result<Vec<usize>> {
         let uc = UnitCov::new(inputs.stats, units);
         Ok(greedy_swap(&uc, &units.class, kept, pruned))
     }
@@ -83,10 +77,7 @@ impl UnitCov {
             let dst = &mut cov[k * u * u..(k + 1) * u * u];
             for (a, ma) in units.members.iter().enumerate() {
                 for (b, mb) in units.members.iter().enumerate() {
-                    dst[a * u + b] = ma
-                        .iter()
-                        .map(|&p| mb.iter().map(|&q| src[p * h + q]).sum::<f64>())
-                        .sum();
+                    dst[a * u + b] = ma.iter().map(|&p| mb.iter().map(|&q| src[p * h + q]).sum::<f64>()).sum();
                 }
             }
         }
@@ -103,14 +94,7 @@ impl UnitCov {
             total[k] = row[k * u..(k + 1) * u].iter().sum();
             tol[k] = 1e-12 * sd_sum * sd_sum;
         }
-        Self {
-            u,
-            d,
-            cov,
-            row,
-            total,
-            tol,
-        }
+        Self { u, d, cov, row, total, tol }
     }
 
     /// `|cov| / sqrt(var_a · var_b)`, or 0 when either variance vanishes.
@@ -146,10 +130,7 @@ impl UnitCov {
             .map(|k| {
                 let c = &self.cov[k * u * u..(k + 1) * u * u];
                 let cross: f64 = set.iter().map(|&a| self.row[k * u + a]).sum();
-                let var: f64 = set
-                    .iter()
-                    .map(|&a| set.iter().map(|&b| c[a * u + b]).sum::<f64>())
-                    .sum();
+                let var: f64 = set.iter().map(|&a| set.iter().map(|&b| c[a * u + b]).sum::<f64>()).sum();
                 self.abs_corr(k, cross, var, self.total[k])
             })
             .sum()
@@ -159,12 +140,7 @@ impl UnitCov {
 /// The one-pass greedy swap of spec §3.6: for each initially pruned unit in order, try it
 /// in every position of the current kept list (same class only) and commit the best swap
 /// that beats the running best objective.
-fn greedy_swap(
-    uc: &UnitCov,
-    class: &[usize],
-    mut kept: Vec<usize>,
-    pruned: &[usize],
-) -> Vec<usize> {
+fn greedy_swap(uc: &UnitCov, class: &[usize], mut kept: Vec<usize>, pruned: &[usize]) -> Vec<usize> {
     let mut best = uc.objective(&kept);
     let mut best_set = kept.clone();
     for &p in pruned {
@@ -197,18 +173,8 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     let m = crate::util::validate_channels(inputs)?;
     let s = inputs.stats;
     let (d, n) = (s.hidden, s.n_tokens as f64);
-    let xn: Vec<f64> = s
-        .u_sq_mean
-        .iter()
-        .map(|&q| (n * q).max(0.0).sqrt())
-        .collect(); // [d]
-    let gn: Vec<f64> = (0..m)
-        .map(|j| {
-            (n * (s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j]))
-                .max(0.0)
-                .sqrt()
-        })
-        .collect(); // [m]
+    let xn: Vec<f64> = s.u_sq_mean.iter().map(|&q| (n * q).max(0.0).sqrt()).collect(); // [d]
+    let gn: Vec<f64> = (0..m).map(|j| (n * (s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect(); // [m]
 
     let wd = to_mat(inputs.down); // d × m
     let cov_g = Mat::from_fn(m, m, |i, j| s.g_cov[i * m + j]); // m × m
@@ -216,47 +182,23 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     let c = &tmp * wd.transpose(); // d × d
     let c_sym = Mat::from_fn(d, d, |i, j| 0.5 * n * (c[(i, j)] + c[(j, i)]));
     let eig = c_sym.self_adjoint_eigen(Side::Lower).map_err(|e| {
-        anyhow::format_err!(
-            "layer {}: eigendecomposition of the MLP output scatter failed: {e:?}",
-            s.layer
-        )
+        anyhow::format_err!("layer {}: eigendecomposition of the MLP output scatter failed: {e:?}", s.layer)
     })?;
     let lam: Vec<f64> = (0..d).map(|k| eig.S().column_vector()[k].abs()).collect();
     let mean_lam = lam.iter().sum::<f64>() / d as f64;
-    let weight: Vec<f64> = lam
-        .iter()
-        .map(|&l| {
-            if mean_lam > 0.0 {
-                sigmoid(l / mean_lam)
-            } else {
-                0.5
-            }
-        })
-        .collect(); // [d]
+    let weight: Vec<f64> = lam.iter().map(|&l| if mean_lam > 0.0 { sigmoid(l / mean_lam) } else { 0.5 }).collect(); // [d]
     let proj = wd.transpose() * eig.U(); // m × d: W_dᵀ V
 
     let mut scores = Vec::with_capacity(m);
     for j in 0..m {
-        let row_norm = |w: &[f32]| -> f64 {
-            w.iter()
-                .zip(&xn)
-                .map(|(&a, &x)| (a as f64 * x).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        };
+        let row_norm =
+            |w: &[f32]| -> f64 { w.iter().zip(&xn).map(|(&a, &x)| (a as f64 * x).powi(2)).sum::<f64>().sqrt() };
         let ig = row_norm(&inputs.gate.data[j * d..(j + 1) * d]);
         let iu = row_norm(&inputs.up.data[j * d..(j + 1) * d]);
-        let pd: f64 = (0..d)
-            .map(|k| (proj[(j, k)].abs() * weight[k]).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let pd: f64 = (0..d).map(|k| (proj[(j, k)].abs() * weight[k]).powi(2)).sum::<f64>().sqrt();
         scores.push(ig + iu + gn[j] * pd);
     }
-    ensure!(
-        scores.iter().all(|x| x.is_finite()),
-        "layer {}: non-finite channel score",
-        s.layer
-    );
+    ensure!(scores.iter().all(|x| x.is_finite()), "layer {}: non-finite channel score", s.layer);
     Ok(scores)
 }
 

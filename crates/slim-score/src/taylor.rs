@@ -62,7 +62,12 @@ impl Scorer for Taylor {
     fn channel_scores(&self, inputs: &ChannelInputs<'_>) -> Result<Vec<f64>> {
         let m = validate_channels(inputs)?;
         let t = sums(inputs.taylor)?;
-        ensure!(t.intermediate == m, "layer {}: Taylor sums are for {} channels, the layer has {m}", t.layer, t.intermediate);
+        ensure!(
+            t.intermediate == m,
+            "layer {}: Taylor sums are for {} channels, the layer has {m}",
+            t.layer,
+            t.intermediate
+        );
         Ok((0..m).map(|j| t.gate[j] + t.up[j] + t.down[j]).collect())
     }
 }

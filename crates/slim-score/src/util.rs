@@ -37,18 +37,10 @@ pub(crate) fn validate_heads(inputs: &HeadInputs<'_>) -> Result<(usize, usize)> 
         s.layer,
         inputs.kv_head_of.len()
     );
-    ensure!(
-        n_kv > 0 && h % n_kv == 0,
-        "layer {}: {h} query heads do not split into {n_kv} KV groups",
-        s.layer
-    );
+    ensure!(n_kv > 0 && h % n_kv == 0, "layer {}: {h} query heads do not split into {n_kv} KV groups", s.layer);
     let g = h / n_kv;
     ensure!(
-        inputs
-            .kv_head_of
-            .iter()
-            .enumerate()
-            .all(|(q, &k)| k == q / g),
+        inputs.kv_head_of.iter().enumerate().all(|(q, &k)| k == q / g),
         "layer {}: kv_head_of must map query head q to KV head q / {g} (contiguous groups)",
         s.layer
     );
@@ -117,11 +109,7 @@ pub(crate) fn unit_channel_sums(per_channel: &[f64], units: &Units, dh: usize) -
     units
         .members
         .iter()
-        .map(|m| {
-            m.iter()
-                .map(|&h| per_channel[h * dh..(h + 1) * dh].iter().sum::<f64>())
-                .sum()
-        })
+        .map(|m| m.iter().map(|&h| per_channel[h * dh..(h + 1) * dh].iter().sum::<f64>()).sum())
         .collect()
 }
 

@@ -10,9 +10,7 @@
 //! the constant `sqrt(seq_len)`, and it averages over the output rows; both are constant
 //! within a projection, so the ranking of units and channels is the reference code's.
 
-use crate::util::{
-    column_sums, ensure_finite, unit_channel_sums, validate_channels, validate_heads,
-};
+use crate::util::{column_sums, ensure_finite, unit_channel_sums, validate_channels, validate_heads};
 use crate::{ChannelInputs, HeadInputs, Scorer, Units};
 use anyhow::{ensure, Result};
 use slim_checkpoint::HostTensor;
@@ -52,9 +50,7 @@ impl Scorer for WandaSp {
         let m = validate_channels(inputs)?;
         let s = inputs.stats;
         ensure_finite(s.layer, "g_mean", &s.g_mean)?;
-        let sq_mean: Vec<f64> = (0..m)
-            .map(|j| s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j])
-            .collect(); // [m]
+        let sq_mean: Vec<f64> = (0..m).map(|j| s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j]).collect(); // [m]
         ensure_finite(s.layer, "diagonal of g_cov", &sq_mean)?;
         let scores = wanda_channels(inputs.down, &sq_mean);
         ensure!(
@@ -74,8 +70,5 @@ impl Scorer for WandaSp {
 fn wanda_channels(w: &HostTensor, sq_mean: &[f64]) -> Vec<f64> {
     let rows = w.shape[0] as f64;
     let (abs, _) = column_sums(w);
-    abs.iter()
-        .zip(sq_mean)
-        .map(|(&a, &q)| a / rows * q.max(0.0).sqrt())
-        .collect()
+    abs.iter().zip(sq_mean).map(|(&a, &q)| a / rows * q.max(0.0).sqrt()).collect()
 }

@@ -9,15 +9,27 @@ use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 
 /// Keeps query heads `heads` (sorted) and KV heads `kv_heads` (sorted) of layer `l`, then
 /// folds `affine` into o_proj. Returns the layer's new shape; `cfg` is updated.
-pub fn prune_attention(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: &[usize], kv_heads: &[usize], affine: Option<&Affine>) -> Result<LayerShape> {
+pub fn prune_attention(
+    cfg: &mut ModelConfig,
+    w: &mut Weights,
+    l: usize,
+    heads: &[usize],
+    kv_heads: &[usize],
+    affine: Option<&Affine>,
+) -> Result<LayerShape> {
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
     ensure!(!heads.is_empty() && !kv_heads.is_empty(), "layer {l}: surgery would remove every head");
-    ensure!(heads.windows(2).all(|p| p[0] < p[1]) && kv_heads.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept heads must be sorted and unique");
+    ensure!(
+        heads.windows(2).all(|p| p[0] < p[1]) && kv_heads.windows(2).all(|p| p[0] < p[1]),
+        "layer {l}: kept heads must be sorted and unique"
+    );
     ensure!(heads.iter().all(|&h| h < old.num_heads), "layer {l}: kept head out of range ({} heads)", old.num_heads);
     let mut kv_head_of = Vec::with_capacity(heads.len());
     for &h in heads {
         let kv = old.kv_head_of[h];
-        let pos = kv_heads.binary_search(&kv).map_err(|_| anyhow::format_err!("layer {l}: head {h} reads KV head {kv}, which is not kept"))?;
+        let pos = kv_heads
+            .binary_search(&kv)
+            .map_err(|_| anyhow::format_err!("layer {l}: head {h} reads KV head {kv}, which is not kept"))?;
         kv_head_of.push(pos);
     }
     let dh = cfg.head_dim;
@@ -35,7 +47,8 @@ pub fn prune_attention(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: 
     let o = w.take(&format!("{p}.o_proj.weight"))?.select_cols(&q_rows)?;
     let had_bias = old.o_proj_bias;
     let bias = fold_affine(w, &format!("{p}.o_proj"), o, had_bias, affine)?;
-    let shape = LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias: bias, ..old };
+    let shape =
+        LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias: bias, ..old };
     cfg.layers[l] = shape.clone();
     Ok(shape)
 }
@@ -43,16 +56,36 @@ pub fn prune_attention(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: 
 /// Like [`prune_attention`], but o_proj's kept columns are replaced by `o_proj`
 /// (`[d, |S|·d_h]`, columns `i·d_h..(i+1)·d_h` for head `heads[i]`) and `bias` (`[d]`) is
 /// added to its bias: the least-squares refit of the kept heads' columns.
-pub fn prune_attention_columns(cfg: &mut ModelConfig, w: &mut Weights, l: usize, heads: &[usize], kv_heads: &[usize], o_proj: HostTensor, bias: &[f64]) -> Result<LayerShape> {
+pub fn prune_attention_columns(
+    cfg: &mut ModelConfig,
+    w: &mut Weights,
+    l: usize,
+    heads: &[usize],
+    kv_heads: &[usize],
+    o_proj: HostTensor,
+    bias: &[f64],
+) -> Result<LayerShape> {
     let (d, cols) = (cfg.hidden_size, heads.len() * cfg.head_dim);
-    ensure!(o_proj.shape == [d, cols], "layer {l}: refitted o_proj has shape {:?}, expected [{d}, {cols}]", o_proj.shape);
-    install_columns(cfg, w, &format!("model.layers.{l}.self_attn.o_proj"), o_proj, bias, |cfg, w| Ok(prune_attention(cfg, w, l, heads, kv_heads, None)?.o_proj_bias))?;
+    ensure!(
+        o_proj.shape == [d, cols],
+        "layer {l}: refitted o_proj has shape {:?}, expected [{d}, {cols}]",
+        o_proj.shape
+    );
+    install_columns(cfg, w, &format!("model.layers.{l}.self_attn.o_proj"), o_proj, bias, |cfg, w| {
+        Ok(prune_attention(cfg, w, l, heads, kv_heads, None)?.o_proj_bias)
+    })?;
     cfg.layers[l].o_proj_bias = true;
     Ok(cfg.layers[l].clone())
 }
 
 /// Keeps MLP channels `channels` (sorted) of layer `l`, then folds `affine` into down_proj.
-pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], affine: Option<&Affine>) -> Result<LayerShape> {
+pub fn prune_mlp(
+    cfg: &mut ModelConfig,
+    w: &mut Weights,
+    l: usize,
+    channels: &[usize],
+    affine: Option<&Affine>,
+) -> Result<LayerShape> {
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
     ensure!(!channels.is_empty(), "layer {l}: surgery would remove every MLP channel");
     ensure!(channels.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept channels must be sorted and unique");
@@ -71,10 +104,24 @@ pub fn prune_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[u
 /// Like [`prune_mlp`], but down_proj's kept columns are replaced by `down` (`[d, |K|]`,
 /// column i for channel `channels[i]`) and `bias` (`[d]`) is added to its bias: a
 /// recovery that refits the weights themselves (least squares) rather than scaling them.
-pub fn prune_mlp_columns(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize], down: HostTensor, bias: &[f64]) -> Result<LayerShape> {
+pub fn prune_mlp_columns(
+    cfg: &mut ModelConfig,
+    w: &mut Weights,
+    l: usize,
+    channels: &[usize],
+    down: HostTensor,
+    bias: &[f64],
+) -> Result<LayerShape> {
     let d = cfg.hidden_size;
-    ensure!(down.shape == [d, channels.len()], "layer {l}: refitted down_proj has shape {:?}, expected [{d}, {}]", down.shape, channels.len());
-    install_columns(cfg, w, &format!("model.layers.{l}.mlp.down_proj"), down, bias, |cfg, w| Ok(prune_mlp(cfg, w, l, channels, None)?.down_proj_bias))?;
+    ensure!(
+        down.shape == [d, channels.len()],
+        "layer {l}: refitted down_proj has shape {:?}, expected [{d}, {}]",
+        down.shape,
+        channels.len()
+    );
+    install_columns(cfg, w, &format!("model.layers.{l}.mlp.down_proj"), down, bias, |cfg, w| {
+        Ok(prune_mlp(cfg, w, l, channels, None)?.down_proj_bias)
+    })?;
     cfg.layers[l].down_proj_bias = true;
     Ok(cfg.layers[l].clone())
 }
@@ -93,7 +140,10 @@ fn install_columns(
 ) -> Result<()> {
     let d = cfg.hidden_size;
     ensure!(bias.len() == d, "{prefix}: refitted bias has {} entries for {d} outputs", bias.len());
-    ensure!(weight.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()), "{prefix}: refitted weight or bias is not finite");
+    ensure!(
+        weight.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()),
+        "{prefix}: refitted weight or bias is not finite"
+    );
     let had_bias = prune(cfg, w)?;
     w.insert(format!("{prefix}.weight"), weight);
     let old = if had_bias { Some(w.take(&format!("{prefix}.bias"))?) } else { None };
@@ -104,14 +154,25 @@ fn install_columns(
 
 /// Stores `weight` (already column-sliced) under `prefix`, scaled row-wise by the affine
 /// scale, with bias `b + old_bias`. Returns whether the projection now has a bias.
-fn fold_affine(w: &mut Weights, prefix: &str, mut weight: HostTensor, had_bias: bool, affine: Option<&Affine>) -> Result<bool> {
+fn fold_affine(
+    w: &mut Weights,
+    prefix: &str,
+    mut weight: HostTensor,
+    had_bias: bool,
+    affine: Option<&Affine>,
+) -> Result<bool> {
     let d = weight.shape[0];
     let cols = weight.shape[1];
     let Some(a) = affine else {
         w.insert(format!("{prefix}.weight"), weight);
         return Ok(had_bias);
     };
-    ensure!(a.scale.len() == d && a.bias.len() == d, "{prefix}: affine correction has {} / {} entries for {d} outputs", a.scale.len(), a.bias.len());
+    ensure!(
+        a.scale.len() == d && a.bias.len() == d,
+        "{prefix}: affine correction has {} / {} entries for {d} outputs",
+        a.scale.len(),
+        a.bias.len()
+    );
     ensure!(a.scale.iter().chain(&a.bias).all(|v| v.is_finite()), "{prefix}: affine correction is not finite");
     for (k, row) in weight.data.chunks_mut(cols).enumerate() {
         let s = a.scale[k] as f32;

@@ -22,14 +22,25 @@ fn same_weights(a: &Weights, b: &Weights) -> bool {
 
 #[test]
 fn keeping_everything_reproduces_dense_logits() {
-    for spec in [SyntheticSpec::dense("llama", 2, 24, 6, 2, 8, 31, 40, 1), SyntheticSpec::dense("qwen2", 2, 20, 4, 4, 6, 17, 33, 2)] {
+    for spec in [
+        SyntheticSpec::dense("llama", 2, 24, 6, 2, 8, 31, 40, 1),
+        SyntheticSpec::dense("qwen2", 2, 20, 4, 4, 6, 17, 33, 2),
+    ] {
         let (cfg0, w0) = spec.build();
         let ids: Vec<u32> = (0..9).map(|i| (i * 5 % 33) as u32).collect();
         let want = logits(&cfg0, &w0, &ids);
         let (mut cfg, mut w) = (cfg0.clone(), w0.clone());
         for l in 0..cfg.num_layers() {
             let s = cfg.layers[l].clone();
-            prune_attention(&mut cfg, &mut w, l, &(0..s.num_heads).collect::<Vec<_>>(), &(0..s.num_kv_heads).collect::<Vec<_>>(), None).unwrap();
+            prune_attention(
+                &mut cfg,
+                &mut w,
+                l,
+                &(0..s.num_heads).collect::<Vec<_>>(),
+                &(0..s.num_kv_heads).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
             prune_mlp(&mut cfg, &mut w, l, &(0..s.intermediate_size).collect::<Vec<_>>(), None).unwrap();
         }
         let got = logits(&cfg, &w, &ids);
@@ -85,7 +96,10 @@ fn refitted_columns_replace_down_proj_and_their_bias_adds_on() {
     // Gate and up are sliced exactly as by prune_mlp; a second refit adds to the bias.
     let (mut cfg2, mut w2) = SyntheticSpec::dense("llama", 1, 6, 2, 2, 2, 5, 9, 4).build();
     prune_mlp(&mut cfg2, &mut w2, 0, &[1, 4], None).unwrap();
-    assert_eq!(w.get("model.layers.0.mlp.gate_proj.weight").unwrap(), w2.get("model.layers.0.mlp.gate_proj.weight").unwrap());
+    assert_eq!(
+        w.get("model.layers.0.mlp.gate_proj.weight").unwrap(),
+        w2.get("model.layers.0.mlp.gate_proj.weight").unwrap()
+    );
     prune_mlp_columns(&mut cfg, &mut w, 0, &[0, 1], new.clone(), &[1.0; 6]).unwrap();
     assert_eq!(w.get("model.layers.0.mlp.down_proj.bias").unwrap().data, vec![1.5; 6]);
     assert!(prune_mlp_columns(&mut cfg, &mut w, 0, &[0], new, &[0.0; 6]).is_err(), "shape mismatch is rejected");
@@ -120,9 +134,18 @@ fn refitted_columns_replace_o_proj_and_set_its_bias() {
     assert!((0..24).all(|k| b[k] == (bias[k] + 1.0) as f32), "{b:?}");
     // Rejected before anything changes: wrong shape, bias length, non-finite values.
     let before = (cfg.clone(), w.clone());
-    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0], &[0], one.clone(), &[0.0; 24]).unwrap_err().to_string().contains("expected [24, 8]"));
-    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0, 1], &[0], one.clone(), &[0.0; 23]).unwrap_err().to_string().contains("23 entries"));
-    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0, 1], &[0], one, &[f64::NAN; 24]).unwrap_err().to_string().contains("not finite"));
+    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0], &[0], one.clone(), &[0.0; 24])
+        .unwrap_err()
+        .to_string()
+        .contains("expected [24, 8]"));
+    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0, 1], &[0], one.clone(), &[0.0; 23])
+        .unwrap_err()
+        .to_string()
+        .contains("23 entries"));
+    assert!(prune_attention_columns(&mut cfg, &mut w, 0, &[0, 1], &[0], one, &[f64::NAN; 24])
+        .unwrap_err()
+        .to_string()
+        .contains("not finite"));
     assert!(cfg == before.0 && same_weights(&w, &before.1), "a rejected refit changed the model");
 }
 
@@ -130,9 +153,16 @@ fn refitted_columns_replace_o_proj_and_set_its_bias() {
 fn column_refit_matches_folded_affine_and_all_heads_reproduce_dense() {
     let spec = SyntheticSpec::dense("llama", 2, 24, 6, 2, 8, 31, 40, 1);
     let (heads, kv) = ([1, 2, 4], [0, 1]);
-    let a = Affine { scale: (0..24).map(|k| 0.5 + k as f64 / 8.0).collect(), bias: (0..24).map(|k| 0.1 * k as f64).collect() };
+    let a = Affine {
+        scale: (0..24).map(|k| 0.5 + k as f64 / 8.0).collect(),
+        bias: (0..24).map(|k| 0.1 * k as f64).collect(),
+    };
     let (mut cfg, mut w) = spec.build();
-    let o = w.get("model.layers.0.self_attn.o_proj.weight").unwrap().select_cols(&(8..24).chain(32..40).collect::<Vec<_>>()).unwrap();
+    let o = w
+        .get("model.layers.0.self_attn.o_proj.weight")
+        .unwrap()
+        .select_cols(&(8..24).chain(32..40).collect::<Vec<_>>())
+        .unwrap();
     let mut scaled = o.clone();
     for (k, row) in scaled.data.chunks_mut(24).enumerate() {
         row.iter_mut().for_each(|x| *x *= a.scale[k] as f32);

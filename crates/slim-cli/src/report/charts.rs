@@ -10,11 +10,10 @@ use std::path::Path;
 pub(super) fn ppl_points(runs: &[(String, Value)]) -> Vec<(String, f64, f64, bool)> {
     let mut out = Vec::new();
     for (name, s) in runs {
-        let Some((data, v)) = s["ppl"].as_object().and_then(|m| {
-            m.iter()
-                .find(|(k, _)| k.as_str() == "ptb-valid")
-                .or_else(|| m.iter().next())
-        }) else {
+        let Some((data, v)) = s["ppl"]
+            .as_object()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == "ptb-valid").or_else(|| m.iter().next()))
+        else {
             continue;
         };
         let (before, after) = (v["before"]["ppl"].as_f64(), v["after"]["ppl"].as_f64());
@@ -35,67 +34,33 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Perplexity (log scale) against parameters kept.
 pub(super) fn ppl_vs_params(points: &[(String, f64, f64, bool)], path: &Path) -> Result<()> {
-    scatter(
-        points,
-        path,
-        "Perplexity against parameters kept",
-        "perplexity (log scale)",
-        true,
-    )
+    scatter(points, path, "Perplexity against parameters kept", "perplexity (log scale)", true)
 }
 
 /// The seven-task zero-shot average against parameters.
 pub(super) fn accuracy_vs_params(points: &[(String, f64, f64, bool)], path: &Path) -> Result<()> {
-    scatter(
-        points,
-        path,
-        "Zero-shot average against parameters",
-        "seven-task average (%)",
-        false,
-    )
+    scatter(points, path, "Zero-shot average against parameters", "seven-task average (%)", false)
 }
 
 /// Labelled points, the dense model in blue; a log y axis for perplexities.
-fn scatter(
-    points: &[(String, f64, f64, bool)],
-    path: &Path,
-    caption: &str,
-    y_desc: &str,
-    log_y: bool,
-) -> Result<()> {
-    let (ymin, ymax) = points
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
+fn scatter(points: &[(String, f64, f64, bool)], path: &Path, caption: &str, y_desc: &str, log_y: bool) -> Result<()> {
+    let (ymin, ymax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
     if log_y {
-        scatter_on(
-            points,
-            path,
-            caption,
-            y_desc,
-            (ymin * 0.8..ymax * 1.25).log_scale(),
-        )
+        scatter_on(points, path, caption, y_desc, (ymin * 0.8..ymax * 1.25).log_scale())
     } else {
         let pad = ((ymax - ymin) * 0.15).max(1.0);
         scatter_on(points, path, caption, y_desc, (ymin - pad)..(ymax + pad))
     }
 }
 
-fn scatter_on<Y>(
-    points: &[(String, f64, f64, bool)],
-    path: &Path,
-    caption: &str,
-    y_desc: &str,
-    y: Y,
-) -> Result<()>
+fn scatter_on<Y>(points: &[(String, f64, f64, bool)], path: &Path, caption: &str, y_desc: &str, y: Y) -> Result<()>
 where
     Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
     Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
 {
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (xmin, xmax) = points
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((xmax - xmin) * 0.1).max(1.0);
     let mut c = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 20))
@@ -104,11 +69,7 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d((xmin - pad)..(xmax + pad), y)
         .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("parameters kept (millions)")
-        .y_desc(y_desc)
-        .draw()
-        .map_err(err)?;
+    c.configure_mesh().x_desc("parameters kept (millions)").y_desc(y_desc).draw().map_err(err)?;
     c.draw_series(points.iter().map(|(label, x, y, dense)| {
         let color = if *dense { BLUE } else { RED };
         EmptyElement::at((*x, *y))
@@ -125,13 +86,7 @@ pub(super) fn layers(name: &str, s: &Value, path: &Path) -> Result<bool> {
     let Some(layers) = s["layers"].as_array().filter(|l| !l.is_empty()) else {
         return Ok(false);
     };
-    let max = |k: &str| {
-        layers
-            .iter()
-            .filter_map(|l| l[k].as_f64())
-            .fold(0.0, f64::max)
-            .max(1.0)
-    };
+    let max = |k: &str| layers.iter().filter_map(|l| l[k].as_f64()).fold(0.0, f64::max).max(1.0);
     let (hmax, cmax) = (max("heads"), max("channels"));
     let n = layers.len();
     let root = SVGBackend::new(path, (800, 360)).into_drawing_area();
@@ -143,38 +98,21 @@ pub(super) fn layers(name: &str, s: &Value, path: &Path) -> Result<bool> {
         .y_label_area_size(50)
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..1.05)
         .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("layer")
-        .y_desc("fraction kept")
-        .draw()
-        .map_err(err)?;
+    c.configure_mesh().x_desc("layer").y_desc("fraction kept").draw().map_err(err)?;
     let series = |key: &'static str, top: f64| {
-        layers.iter().map(move |l| {
-            (
-                l["layer"].as_f64().unwrap_or(0.0),
-                l[key].as_f64().unwrap_or(0.0) / top,
-            )
-        })
+        layers.iter().map(move |l| (l["layer"].as_f64().unwrap_or(0.0), l[key].as_f64().unwrap_or(0.0) / top))
     };
     c.draw_series(
-        series("channels", cmax)
-            .map(|(x, y)| Rectangle::new([(x - 0.4, 0.0), (x, y)], RED.mix(0.6).filled())),
+        series("channels", cmax).map(|(x, y)| Rectangle::new([(x - 0.4, 0.0), (x, y)], RED.mix(0.6).filled())),
     )
     .map_err(err)?
     .label("MLP channels")
     .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.mix(0.6).filled()));
-    c.draw_series(
-        series("heads", hmax)
-            .map(|(x, y)| Rectangle::new([(x, 0.0), (x + 0.4, y)], BLUE.mix(0.6).filled())),
-    )
-    .map_err(err)?
-    .label("query heads")
-    .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.mix(0.6).filled()));
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    c.draw_series(series("heads", hmax).map(|(x, y)| Rectangle::new([(x, 0.0), (x + 0.4, y)], BLUE.mix(0.6).filled())))
+        .map_err(err)?
+        .label("query heads")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.mix(0.6).filled()));
+    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
     root.present().map_err(err)?;
     Ok(true)
 }

@@ -10,9 +10,7 @@ use std::path::Path;
 /// A short name for a model directory: the run name for `…/runs/<run>/model`, else the folder name.
 pub(super) fn model_name(path: &str) -> String {
     let p = Path::new(path);
-    let last = p
-        .file_name()
-        .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+    let last = p.file_name().map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
     match p.parent().and_then(Path::file_name) {
         Some(run) if last == "model" => run.to_string_lossy().into_owned(),
         _ => last,
@@ -59,10 +57,7 @@ pub(super) fn add_zeroshot(results: &mut Vec<Value>, v: Value) -> anyhow::Result
 /// that holds all seven tasks; the label names the documents scored ("full sets" or "first N"),
 /// since one model is often evaluated on both.
 pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)> {
-    let dense_params = results
-        .iter()
-        .filter_map(|r| r["config"]["params"].as_f64())
-        .fold(0.0, f64::max);
+    let dense_params = results.iter().filter_map(|r| r["config"]["params"].as_f64()).fold(0.0, f64::max);
     results
         .iter()
         .filter_map(|r| {
@@ -73,12 +68,7 @@ pub(super) fn accuracy_points(results: &[Value]) -> Vec<(String, f64, f64, bool)
                 Some(l) => format!("first {l}"),
                 None => "full sets".into(),
             };
-            Some((
-                format!("{name} ({docs})"),
-                params / 1e6,
-                100.0 * avg,
-                params == dense_params,
-            ))
+            Some((format!("{name} ({docs})"), params / 1e6, 100.0 * avg, params == dense_params))
         })
         .collect()
 }
@@ -92,17 +82,13 @@ pub(super) fn zeroshot_section(results: &[Value]) -> String {
             let limit = r["config"]["limit"].as_u64();
             (limit.is_some(), limit, -f(&r["config"]["params"]))
         };
-        key(a)
-            .partial_cmp(&key(b))
-            .unwrap_or(std::cmp::Ordering::Equal)
+        key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal)
     });
-    let mut md = String::from("\n## Zero-shot accuracy (%, lm-eval 0.3 semantics; acc_norm where marked *)\n\n| model | parameters | ");
+    let mut md = String::from(
+        "\n## Zero-shot accuracy (%, lm-eval 0.3 semantics; acc_norm where marked *)\n\n| model | parameters | ",
+    );
     for t in Task::PAPER {
-        let star = if t.paper_metric() == Some(PaperMetric::AccNorm) {
-            "*"
-        } else {
-            ""
-        };
+        let star = if t.paper_metric() == Some(PaperMetric::AccNorm) { "*" } else { "" };
         let _ = write!(md, "{t}{star} | ");
     }
     md += "average | LAMBADA acc | LAMBADA ppl | documents per task |\n|---|---|";
@@ -113,29 +99,17 @@ pub(super) fn zeroshot_section(results: &[Value]) -> String {
         let cell = |t: Task| {
             let key = t.paper_metric().map_or("acc", PaperMetric::key);
             res[t.name()][key].as_f64().map_or("-".into(), |v| {
-                let se = res[t.name()][format!("{key}_stderr")]
-                    .as_f64()
-                    .unwrap_or(f64::NAN);
+                let se = res[t.name()][format!("{key}_stderr")].as_f64().unwrap_or(f64::NAN);
                 format!("{:.2} ± {:.2}", 100.0 * v, 100.0 * se)
             })
         };
         let cells: Vec<String> = Task::PAPER.iter().map(|&t| cell(t)).collect();
-        let avg = r["average"]["value"]
-            .as_f64()
-            .map_or("-".into(), |v| format!("**{:.2}**", 100.0 * v));
+        let avg = r["average"]["value"].as_f64().map_or("-".into(), |v| format!("**{:.2}**", 100.0 * v));
         let lam = &res["lambada"];
-        let lam_acc = lam["acc"]
-            .as_f64()
-            .map_or("-".into(), |v| format!("{:.2}", 100.0 * v));
-        let lam_ppl = lam["ppl"]
-            .as_f64()
-            .map_or("-".into(), |v| format!("{v:.2}"));
-        let mut ns: Vec<u64> = r["n_samples"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, n)| n.as_u64())
-            .collect();
+        let lam_acc = lam["acc"].as_f64().map_or("-".into(), |v| format!("{:.2}", 100.0 * v));
+        let lam_ppl = lam["ppl"].as_f64().map_or("-".into(), |v| format!("{v:.2}"));
+        let mut ns: Vec<u64> =
+            r["n_samples"].as_object().into_iter().flatten().filter_map(|(_, n)| n.as_u64()).collect();
         ns.dedup();
         let docs = match r["config"]["limit"].as_u64() {
             Some(l) => format!("first {l}"),
@@ -160,10 +134,7 @@ pub(super) fn generations_section(results: &[Value]) -> String {
         let how = if c["temperature"].as_f64() == Some(0.0) {
             "greedy".to_string()
         } else {
-            format!(
-                "T = {}, top-p = {}, seed {}",
-                c["temperature"], c["top_p"], c["seed"]
-            )
+            format!("T = {}, top-p = {}, seed {}", c["temperature"], c["top_p"], c["seed"])
         };
         let _ = writeln!(
             md,
@@ -171,11 +142,7 @@ pub(super) fn generations_section(results: &[Value]) -> String {
             model_name(r["model"].as_str().unwrap_or("?")),
             f(&r["params"]) / 1e6,
             c["max_new"],
-            if c["chat"].as_bool() == Some(true) {
-                ", chat template"
-            } else {
-                ""
-            }
+            if c["chat"].as_bool() == Some(true) { ", chat template" } else { "" }
         );
         for g in r["generations"].as_array().into_iter().flatten() {
             let quote = |s: &str| s.replace('\n', "⏎").replace('|', "\\|");

@@ -39,29 +39,20 @@ struct Inputs {
 fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
     let mut inp = Inputs::default();
     for p in paths {
-        let file = if p.is_dir() {
-            p.join("summary.json")
-        } else {
-            p.clone()
-        };
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let file = if p.is_dir() { p.join("summary.json") } else { p.clone() };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
         if v["kind"] == "slimllm-grid" {
             inp.grids.push(v);
         } else if v.get("params_after").is_some() && v.get("stages").is_some() {
             let name = v["run"].as_str().map(String::from).unwrap_or_else(|| {
-                file.parent()
-                    .and_then(Path::file_name)
-                    .map_or("run".into(), |n| n.to_string_lossy().into_owned())
+                file.parent().and_then(Path::file_name).map_or("run".into(), |n| n.to_string_lossy().into_owned())
             });
             inp.runs.push((name, v));
         } else if let Some(rows) = v["results"].as_array() {
             inp.bench.extend(rows.iter().cloned());
         } else if v["results"].is_object() && v["n_samples"].is_object() {
-            evals::add_zeroshot(&mut inp.zeroshot, v)
-                .with_context(|| format!("merging {}", file.display()))?;
+            evals::add_zeroshot(&mut inp.zeroshot, v).with_context(|| format!("merging {}", file.display()))?;
         } else if v["generations"].is_array() {
             inp.generations.push(v);
         } else {
@@ -128,15 +119,7 @@ fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 fn f(v: &Value) -> f64 {
@@ -171,11 +154,7 @@ fn models_section(runs: &[(String, Value)]) -> String {
             s["params_before"],
             s["params_after"],
             100.0 * f(&s["removed_fraction"]),
-            if ppl.is_empty() {
-                "not evaluated".into()
-            } else {
-                ppl.join("; ")
-            }
+            if ppl.is_empty() { "not evaluated".into() } else { ppl.join("; ") }
         );
     }
     md
@@ -192,24 +171,26 @@ fn stages_section(runs: &[(String, Value)]) -> String {
             }
         }
     }
-    let mut md = format!("\n## Stage timings (seconds; entries reused from the cache in parentheses)\n\n| run | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
+    let mut md = format!(
+        "\n## Stage timings (seconds; entries reused from the cache in parentheses)\n\n| run | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
     for (name, s) in runs {
         let cells: Vec<String> = names
             .iter()
             .map(|n| {
-                s["stages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|st| st["name"] == n.as_str())
-                    .map_or("-".into(), |st| {
+                s["stages"].as_array().into_iter().flatten().find(|st| st["name"] == n.as_str()).map_or(
+                    "-".into(),
+                    |st| {
                         let reused = st["reused"].as_u64().unwrap_or(0);
                         if reused > 0 {
                             format!("{:.1} ({reused})", f(&st["seconds"]))
                         } else {
                             format!("{:.1}", f(&st["seconds"]))
                         }
-                    })
+                    },
+                )
             })
             .collect();
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));

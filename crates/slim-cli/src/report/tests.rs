@@ -18,11 +18,7 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
     for (run, ppl, params) in [("a", 20.0, 800), ("b", 35.5, 500)] {
         let d = tmp.path().join(run);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(
-            d.join("summary.json"),
-            summary(run, ppl, params).to_string(),
-        )
-        .unwrap();
+        std::fs::write(d.join("summary.json"), summary(run, ppl, params).to_string()).unwrap();
     }
     let bench = tmp.path().join("bench.json");
     std::fs::write(&bench, serde_json::json!({"results": [{"model": "m", "kind": "decode", "batch": 1, "seq_len": 128, "tokens_per_s": 21.5, "min_s": 1.0, "max_s": 1.2, "repeats": 5}]}).to_string()).unwrap();
@@ -32,10 +28,7 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
     let md = std::fs::read_to_string(path).unwrap();
     assert!(md.contains("| a | slimllm | affine | whole-group | sequential | 1000 → 800 | 20.000 % | ptb-valid: 10.00 → 20.00 (4 windows) |"), "{md}");
     assert!(md.contains("| b |") && md.contains("10.00 → 35.50"));
-    assert!(
-        md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"),
-        "{md}"
-    );
+    assert!(md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"), "{md}");
     assert!(md.contains("| 1 | 0.9500 | 0.300 | 2 | 1 | 7 |"), "{md}");
     assert!(md.contains("| m | decode | 1 × 128 | 21.5 |"), "{md}");
     for chart in ["ppl_vs_params.svg", "layers-a.svg", "layers-b.svg"] {
@@ -44,14 +37,8 @@ fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
         assert!(md.contains(chart), "{chart} not linked");
     }
     // Three points: the dense model once, then each run.
-    assert_eq!(
-        charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(),
-        3
-    );
-    assert!(
-        read_inputs(&[out.join("report.md")]).is_err(),
-        "a Markdown file is not an input"
-    );
+    assert_eq!(charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(), 3);
+    assert!(read_inputs(&[out.join("report.md")]).is_err(), "a Markdown file is not an input");
 }
 
 #[test]
@@ -78,10 +65,7 @@ fn the_report_shows_zero_shot_results_and_generations() {
         })
     };
     let files = [
-        (
-            "zs-dense.json",
-            zs("data/models/smollm2-135m", 134_515_008, 0.48),
-        ),
+        ("zs-dense.json", zs("data/models/smollm2-135m", 134_515_008, 0.48)),
         ("zs-20.json", zs("data/runs/p20/model", 107_000_000, 0.44)),
         (
             "gen.json",
@@ -101,8 +85,7 @@ fn the_report_shows_zero_shot_results_and_generations() {
         })
         .collect();
     let out = tmp.path().join("report");
-    let md = std::fs::read_to_string(write_report(&read_inputs(&inputs).unwrap(), &out).unwrap())
-        .unwrap();
+    let md = std::fs::read_to_string(write_report(&read_inputs(&inputs).unwrap(), &out).unwrap()).unwrap();
     // The paper's metric per task: acc for BoolQ, acc_norm (starred) for HellaSwag.
     assert!(md.contains("| boolq | piqa | hellaswag* |"), "{md}");
     assert!(
@@ -110,14 +93,8 @@ fn the_report_shows_zero_shot_results_and_generations() {
         "{md}"
     );
     assert!(md.contains("| p20 | 107.00 M |"), "{md}");
-    assert!(
-        md.contains("### p20 (107.00 M parameters; greedy, at most 8 new tokens)"),
-        "{md}"
-    );
-    assert!(
-        md.contains("- **The capital of France is** →  Paris.⏎⏎The"),
-        "{md}"
-    );
+    assert!(md.contains("### p20 (107.00 M parameters; greedy, at most 8 new tokens)"), "{md}");
+    assert!(md.contains("- **The capital of France is** →  Paris.⏎⏎The"), "{md}");
     let svg = std::fs::read_to_string(out.join("zeroshot_vs_params.svg")).unwrap();
     assert!(svg.starts_with("<svg") && md.contains("zeroshot_vs_params.svg"));
     let points = evals::accuracy_points(&read_inputs(&inputs).unwrap().zeroshot);
@@ -140,14 +117,11 @@ fn a_variant_grid_becomes_one_table_per_target_best_perplexity_first() {
                  {"target": 0.5, "label": "broken", "scorer": "x", "allocation": "y", "recovery": "z", "mode": "dense", "error": "target unreachable\nmore"}]});
     let file = tmp.path().join("grid.json");
     std::fs::write(&file, grid.to_string()).unwrap();
-    let md = std::fs::read_to_string(
-        write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap(),
-    )
-    .unwrap();
+    let md =
+        std::fs::read_to_string(write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap()).unwrap();
     assert!(md.contains("Perplexity on all windows of each text. Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
     let (b, w) = (
-        md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |")
-            .expect("better row"),
+        md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |").expect("better row"),
         md.find("| worse |").unwrap(),
     );
     assert!(b < w, "sorted by PTB-valid perplexity: {md}");
@@ -214,8 +188,5 @@ fn per_task_zeroshot_results_of_one_model_merge_into_one_row_with_the_average() 
     assert!(full < first2, "{md}");
     let twice = [paths[0].clone(), paths[0].clone()];
     let err = format!("{:#}", read_inputs(&twice).err().expect("duplicate task"));
-    assert!(
-        err.contains("boolq.json") && err.contains("task boolq is in two results"),
-        "{err}"
-    );
+    assert!(err.contains("boolq.json") && err.contains("task boolq is in two results"), "{err}");
 }

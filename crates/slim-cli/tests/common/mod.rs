@@ -53,8 +53,7 @@ pub fn snapshot(cache: &Path) -> BTreeMap<String, String> {
             if p.is_dir() {
                 stack.push(p);
             } else if rel.ends_with("manifest.json") {
-                let m: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
                 out.insert(rel, m["payloads"].to_string());
             } else {
                 out.insert(rel, format!("{:x}", md5_like(&std::fs::read(&p).unwrap())));
@@ -66,7 +65,5 @@ pub fn snapshot(cache: &Path) -> BTreeMap<String, String> {
 
 /// FNV-1a: enough to compare files byte for byte here.
 pub fn md5_like(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
-        (h ^ x as u64).wrapping_mul(0x100000001b3)
-    })
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
 }

@@ -1,10 +1,7 @@
 use super::*;
 
 fn req(context: &str, continuation: &str) -> Request {
-    Request {
-        context: context.into(),
-        continuation: continuation.into(),
-    }
+    Request { context: context.into(), continuation: continuation.into() }
 }
 
 /// Documents shaped like the fetched files (abridged from the first line of each).
@@ -34,10 +31,7 @@ fn prompts_follow_lm_eval_0_3() {
         .unwrap();
     assert_eq!(
         d.requests[1],
-        req(
-            "Roof shingle removal: A man is sitting on a roof. He",
-            " starts pulling up roofing."
-        )
+        req("Roof shingle removal: A man is sitting on a roof. He", " starts pulling up roofing.")
     );
     assert_eq!(d.choices[1], "starts pulling up roofing.");
 
@@ -47,14 +41,8 @@ fn prompts_follow_lm_eval_0_3() {
     assert_eq!(
         d.requests,
         vec![
-            req(
-                "Sarah was a better surgeon than Maria so Sarah",
-                " always got the easier cases."
-            ),
-            req(
-                "Sarah was a better surgeon than Maria so Maria",
-                " always got the easier cases."
-            )
+            req("Sarah was a better surgeon than Maria so Sarah", " always got the easier cases."),
+            req("Sarah was a better surgeon than Maria so Maria", " always got the easier cases.")
         ]
     );
     assert_eq!(d.gold, 1);
@@ -62,21 +50,17 @@ fn prompts_follow_lm_eval_0_3() {
     let d = Task::ArcEasy
         .parse_line(r#"{"doc_id":0,"doc":{"choices":["Sunlight.","Land."],"gold":0,"id":"Mercury_417466","query":"Question: Which statement?\nAnswer:"}}"#)
         .unwrap();
-    assert_eq!(
-        d.requests[0],
-        req("Question: Which statement?\nAnswer:", " Sunlight.")
-    );
+    assert_eq!(d.requests[0], req("Question: Which statement?\nAnswer:", " Sunlight."));
 
     let d = Task::Openbookqa
         .parse_line(r#"{"doc_id":0,"doc":{"choices":["make calls","quit eating lunch out"],"gold":1,"id":"8-343","query":"Question: The best way to save money is to\nAnswer:"}}"#)
         .unwrap();
-    assert_eq!(
-        d.requests[1],
-        req("The best way to save money is to", " quit eating lunch out")
-    );
+    assert_eq!(d.requests[1], req("The best way to save money is to", " quit eating lunch out"));
 
     let d = Task::Lambada
-        .parse_line(r#"{"doc_id":0,"doc":{"answers_text":["signs"],"choices":["signs"],"id":0,"query":"I don't care about"}}"#)
+        .parse_line(
+            r#"{"doc_id":0,"doc":{"answers_text":["signs"],"choices":["signs"],"id":0,"query":"I don't care about"}}"#,
+        )
         .unwrap();
     assert_eq!(d.requests, vec![req("I don't care about", " signs")]);
 }
@@ -86,16 +70,10 @@ fn malformed_documents_are_rejected_with_the_reason() {
     let err = |task: Task, line: &str| format!("{:#}", task.parse_line(line).unwrap_err());
     assert!(err(Task::Boolq, "{").contains("not JSON"));
     assert!(err(Task::Boolq, r#"{"doc":{}}"#).contains("doc_id"));
-    assert!(err(
-        Task::Boolq,
-        r#"{"doc_id":0,"doc":{"choices":["yes","no"],"gold":2,"query":"q"}}"#
-    )
-    .contains("gold 2 with 2 choices"));
-    assert!(err(
-        Task::Openbookqa,
-        r#"{"doc_id":0,"doc":{"choices":["a"],"gold":0,"query":"no wrapper"}}"#
-    )
-    .contains("wrapper"));
+    assert!(err(Task::Boolq, r#"{"doc_id":0,"doc":{"choices":["yes","no"],"gold":2,"query":"q"}}"#)
+        .contains("gold 2 with 2 choices"));
+    assert!(err(Task::Openbookqa, r#"{"doc_id":0,"doc":{"choices":["a"],"gold":0,"query":"no wrapper"}}"#)
+        .contains("wrapper"));
     assert!(err(
         Task::Winogrande,
         r#"{"doc_id":0,"doc":{"answer":"1","option1":"a","option2":"b","sentence":"no blank"}}"#
@@ -106,11 +84,7 @@ fn malformed_documents_are_rejected_with_the_reason() {
         r#"{"doc_id":0,"doc":{"answer":"3","option1":"a","option2":"b","sentence":"a _ b"}}"#
     )
     .contains("neither 1 nor 2"));
-    assert!(err(
-        Task::Piqa,
-        r#"{"doc_id":0,"doc":{"goal":"g","sol1":"a","label":0}}"#
-    )
-    .contains("sol2"));
+    assert!(err(Task::Piqa, r#"{"doc_id":0,"doc":{"goal":"g","sol1":"a","label":0}}"#).contains("sol2"));
 }
 
 #[test]
@@ -119,14 +93,8 @@ fn task_names_round_trip_and_the_paper_metrics_follow_llm_pruner() {
         assert_eq!(t.name().parse::<Task>().unwrap(), t);
     }
     assert!(format!("{:#}", "arc".parse::<Task>().unwrap_err()).contains("unknown task `arc`"));
-    let norm: Vec<Task> = Task::PAPER
-        .into_iter()
-        .filter(|t| t.paper_metric() == Some(PaperMetric::AccNorm))
-        .collect();
-    assert_eq!(
-        norm,
-        vec![Task::Hellaswag, Task::ArcChallenge, Task::Openbookqa]
-    );
+    let norm: Vec<Task> = Task::PAPER.into_iter().filter(|t| t.paper_metric() == Some(PaperMetric::AccNorm)).collect();
+    assert_eq!(norm, vec![Task::Hellaswag, Task::ArcChallenge, Task::Openbookqa]);
     assert_eq!(Task::Lambada.paper_metric(), None);
 }
 
@@ -139,10 +107,7 @@ fn load_reports_the_file_and_line_of_a_bad_document() {
     std::fs::write(&path, format!("{good}\n{good}\n{{\"doc_id\":2}}\n")).unwrap();
     assert_eq!(Task::Lambada.load(&dir, Some(2)).unwrap().len(), 2);
     let e = format!("{:#}", Task::Lambada.load(&dir, None).unwrap_err());
-    assert!(
-        e.contains("lambada.jsonl:3") && e.contains("malformed lambada document"),
-        "{e}"
-    );
+    assert!(e.contains("lambada.jsonl:3") && e.contains("malformed lambada document"), "{e}");
     let e = format!("{:#}", Task::Boolq.load(&dir, None).unwrap_err());
     assert!(e.contains("cargo xtask fetch zeroshot"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();

@@ -15,10 +15,7 @@ fn data_root() -> PathBuf {
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Unwraps a load result; a missing data set fails the test with the error, which names the fetch command.
@@ -29,24 +26,9 @@ fn need<T>(r: anyhow::Result<T>) -> T {
 #[test]
 fn ptb_splits_are_the_standard_files() {
     for (split, md5, lines, bytes) in [
-        (
-            PtbSplit::Valid,
-            "aa0affc06ff7c36e977d7cd49e3839bf",
-            3_370,
-            399_782,
-        ),
-        (
-            PtbSplit::Test,
-            "8b80168b89c18661a38ef683c0dc3721",
-            3_761,
-            449_945,
-        ),
-        (
-            PtbSplit::Train,
-            "f26c4b92c5fdc7b3f8c7cdcb991d8420",
-            42_068,
-            5_101_618,
-        ),
+        (PtbSplit::Valid, "aa0affc06ff7c36e977d7cd49e3839bf", 3_370, 399_782),
+        (PtbSplit::Test, "8b80168b89c18661a38ef683c0dc3721", 3_761, 449_945),
+        (PtbSplit::Train, "f26c4b92c5fdc7b3f8c7cdcb991d8420", 42_068, 5_101_618),
     ] {
         let text = need(TextSource::ptb(&data_root(), split)).text();
         assert_eq!(md5_hex(text.as_bytes()), md5, "{split:?}");
@@ -62,9 +44,9 @@ fn ptb_valid_prepared_for_perplexity() {
     assert_eq!(joined.matches("\n\n").count(), 3_369);
     assert_eq!(joined.split("\n\n").count(), 3_370);
     assert_eq!(joined.trim(), joined);
-    assert!(joined.starts_with(
-        "consumers may want to move their telephones a little closer to the tv set\n\n<unk> <unk>"
-    ));
+    assert!(
+        joined.starts_with("consumers may want to move their telephones a little closer to the tv set\n\n<unk> <unk>")
+    );
 }
 
 #[test]
@@ -74,34 +56,16 @@ fn brown_has_every_file_and_genre() {
     let nonfiction = need(TextSource::brown_nonfiction(&root));
     assert_eq!(fiction.documents().len(), 126);
     assert_eq!(nonfiction.documents().len(), 374);
-    assert!(fiction
-        .documents()
-        .iter()
-        .all(|d| d.genre.is_some_and(BrownGenre::is_fiction)));
-    assert_eq!(
-        nonfiction.documents().first().map(|d| d.id.as_str()),
-        Some("ca01")
-    );
-    assert_eq!(
-        nonfiction.documents().last().map(|d| d.id.as_str()),
-        Some("cj80")
-    );
-    let sentences: usize = [&fiction, &nonfiction]
-        .iter()
-        .map(|s| s.text().lines().count())
-        .sum();
-    assert_eq!(
-        sentences, 57_340,
-        "NLTK's Brown corpus has 57,340 sentences"
-    );
+    assert!(fiction.documents().iter().all(|d| d.genre.is_some_and(BrownGenre::is_fiction)));
+    assert_eq!(nonfiction.documents().first().map(|d| d.id.as_str()), Some("ca01"));
+    assert_eq!(nonfiction.documents().last().map(|d| d.id.as_str()), Some("cj80"));
+    let sentences: usize = [&fiction, &nonfiction].iter().map(|s| s.text().lines().count()).sum();
+    assert_eq!(sentences, 57_340, "NLTK's Brown corpus has 57,340 sentences");
     let first = nonfiction.text().lines().next().unwrap().to_owned();
     assert!(first.starts_with("The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary election produced \" no evidence \" that"), "{first}");
 
     let joined = need(EvalText::BrownNonfiction.load(&root));
-    assert_eq!(
-        joined.split("\n\n").count(),
-        nonfiction.text().lines().count()
-    );
+    assert_eq!(joined.split("\n\n").count(), nonfiction.text().lines().count());
 }
 
 /// xtask converted the tagged files with its own copy of the rule; it must agree with [`detag_line`].
@@ -112,17 +76,9 @@ fn brown_text_files_follow_the_detag_rule() {
     for doc in nonfiction.documents() {
         let tagged_path = dir.join("tagged").join(&doc.id);
         let tagged = fs::read_to_string(&tagged_path).unwrap_or_else(|e| {
-            panic!(
-                "cannot read {} ({e}); run `cargo xtask fetch brown --force`",
-                tagged_path.display()
-            )
+            panic!("cannot read {} ({e}); run `cargo xtask fetch brown --force`", tagged_path.display())
         });
-        let expected: String = tagged
-            .lines()
-            .map(detag_line)
-            .filter(|l| !l.is_empty())
-            .map(|l| l + "\n")
-            .collect();
+        let expected: String = tagged.lines().map(detag_line).filter(|l| !l.is_empty()).map(|l| l + "\n").collect();
         assert!(
             doc.text == expected,
             "{}.txt differs from slim_data::brown::detag_line applied to tagged/{}",
@@ -147,9 +103,13 @@ fn every_zeroshot_document_builds_with_the_expected_shape() {
             }
             let choices = d.requests.len();
             match task {
-                Task::Boolq => assert!(d.requests[0].continuation == " yes" && d.requests[0].context.ends_with("?\nAnswer:")),
+                Task::Boolq => {
+                    assert!(d.requests[0].continuation == " yes" && d.requests[0].context.ends_with("?\nAnswer:"))
+                }
                 Task::Piqa | Task::ArcEasy | Task::ArcChallenge => {
-                    assert!(d.requests[0].context.starts_with("Question: ") && d.requests[0].context.ends_with("\nAnswer:"))
+                    assert!(
+                        d.requests[0].context.starts_with("Question: ") && d.requests[0].context.ends_with("\nAnswer:")
+                    )
                 }
                 Task::Openbookqa => assert!(!d.requests[0].context.contains("Answer:")),
                 Task::Winogrande => assert!(choices == 2 && d.requests[0].continuation == d.requests[1].continuation),

@@ -16,17 +16,11 @@ pub struct Progress {
 impl Progress {
     /// A run of `total` requests; `draw` shows a bar, otherwise progress is logged every minute.
     pub fn new(total: usize, draw: bool) -> Self {
-        let bar = if draw {
-            indicatif::ProgressBar::new(total as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = if draw { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>13} [{bar:30}] {pos}/{len} requests, {per_sec}, ETA {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} requests, {per_sec}, ETA {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
         );
         let now = Instant::now();
         Self { bar, draw, total, done: 0, start: now, logged: now }

@@ -7,21 +7,15 @@ use slim_model::Cpu;
 /// The log-likelihood of `cont` after `ctx` and its greedy flag, from one full forward pass in f64.
 fn naive(model: &Llama<Cpu>, ctx: &[u32], cont: &[u32]) -> Loglik {
     let seq: Vec<u32> = ctx.iter().chain(cont).copied().collect();
-    let logits = model
-        .forward(model.ids_tensor(&seq, 1, seq.len()).unwrap())
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap();
+    let logits = model.forward(model.ids_tensor(&seq, 1, seq.len()).unwrap()).into_data().into_vec::<f32>().unwrap();
     let v = logits.len() / seq.len();
     let (mut ll, mut greedy) = (0.0, true);
     for (j, &t) in cont.iter().enumerate() {
         let row = &logits[(ctx.len() + j - 1) * v..(ctx.len() + j) * v];
         let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
         ll += row[t as usize] as f64 - z.ln();
-        greedy &= row
-            .iter()
-            .enumerate()
-            .all(|(i, &x)| x < row[t as usize] || (x == row[t as usize] && i >= t as usize));
+        greedy &=
+            row.iter().enumerate().all(|(i, &x)| x < row[t as usize] || (x == row[t as usize] && i >= t as usize));
     }
     Loglik { ll, greedy }
 }
@@ -30,11 +24,7 @@ fn naive(model: &Llama<Cpu>, ctx: &[u32], cont: &[u32]) -> Loglik {
 /// 1 to 4 continuations of 1 to 5 tokens, contexts of a few lengths so that batches form.
 fn random_docs(vocab: usize, n: usize, seed: u64) -> Vec<TokDoc> {
     let mut rng = SplitMix(seed);
-    let tok = |len: usize, rng: &mut SplitMix| {
-        (0..len)
-            .map(|_| rng.below(vocab as u64) as u32)
-            .collect::<Vec<u32>>()
-    };
+    let tok = |len: usize, rng: &mut SplitMix| (0..len).map(|_| rng.below(vocab as u64) as u32).collect::<Vec<u32>>();
     (0..n)
         .map(|d| {
             let groups = if d % 3 == 0 { 2 } else { 1 };
@@ -53,10 +43,7 @@ fn random_docs(vocab: usize, n: usize, seed: u64) -> Vec<TokDoc> {
                     (ctx, conts)
                 })
                 .collect::<Vec<_>>();
-            TokDoc {
-                groups,
-                requests: req,
-            }
+            TokDoc { groups, requests: req }
         })
         .collect()
 }
@@ -65,10 +52,7 @@ fn check_against_naive(spec: &SyntheticSpec) {
     let (cfg, w) = spec.build();
     let model = Llama::<Cpu>::from_weights(cfg.clone(), &w, &Default::default()).unwrap();
     let docs = random_docs(cfg.vocab_size, 14, 5);
-    let batched = score_tasks(&model, &[("t", &docs)], &mut super::Progress::new(0, false))
-        .unwrap()
-        .pop()
-        .unwrap();
+    let batched = score_tasks(&model, &[("t", &docs)], &mut super::Progress::new(0, false)).unwrap().pop().unwrap();
     for (d, doc) in docs.iter().enumerate() {
         let alone = score_doc(&model, doc).unwrap();
         for (ctx, conts) in &doc.groups {
@@ -81,36 +65,20 @@ fn check_against_naive(spec: &SyntheticSpec) {
                         got.ll,
                         want.ll
                     );
-                    assert_eq!(
-                        got.greedy, want.greedy,
-                        "doc {d} request {r} ({what}): greedy flag"
-                    );
+                    assert_eq!(got.greedy, want.greedy, "doc {d} request {r} ({what}): greedy flag");
                 }
             }
         }
     }
     // A random model rarely makes a continuation greedy: check both values of the flag on purpose.
     let first = &docs[0].groups[0];
-    let logits = model
-        .forward(model.ids_tensor(&first.0, 1, first.0.len()).unwrap())
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap();
+    let logits =
+        model.forward(model.ids_tensor(&first.0, 1, first.0.len()).unwrap()).into_data().into_vec::<f32>().unwrap();
     let v = cfg.vocab_size;
     let last = &logits[logits.len() - v..];
-    let top = last
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap()
-        .0 as u32;
-    let doc = TokDoc {
-        groups: vec![(
-            first.0.clone(),
-            vec![(0, vec![top]), (1, vec![(top + 1) % v as u32])],
-        )],
-        requests: 2,
-    };
+    let top = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+    let doc =
+        TokDoc { groups: vec![(first.0.clone(), vec![(0, vec![top]), (1, vec![(top + 1) % v as u32])])], requests: 2 };
     let s = score_doc(&model, &doc).unwrap();
     assert!(s[0].greedy && !s[1].greedy && s[0].ll > s[1].ll);
 }
@@ -137,13 +105,7 @@ fn shared_context_scores_equal_full_forward_passes_mha_uneven_with_biases() {
 fn doc(gold: usize, choices: &[&str]) -> McDoc {
     McDoc {
         doc_id: 0,
-        requests: choices
-            .iter()
-            .map(|c| Request {
-                context: "q".into(),
-                continuation: format!(" {c}"),
-            })
-            .collect(),
+        requests: choices.iter().map(|c| Request { context: "q".into(), continuation: format!(" {c}") }).collect(),
         gold,
         choices: choices.iter().map(|c| c.to_string()).collect(),
     }
@@ -159,46 +121,27 @@ fn acc_and_acc_norm_follow_lm_eval() {
     let d = doc(1, &["ab", "éééé"]);
     assert_eq!(doc_correct(&d, &lls(&[-2.0, -3.0])), (false, true)); // -1.0 vs -0.75 per character
     assert_eq!(doc_correct(&d, &lls(&[-2.0, -5.0])), (false, false)); // -1.0 vs -1.25
-                                                                      // Ties go to the first choice, as numpy's argmax.
+
+    // Ties go to the first choice, as numpy's argmax.
     assert_eq!(doc_correct(&d, &lls(&[-4.0, -4.0])), (false, true));
-    assert_eq!(
-        doc_correct(&doc(0, &["ab", "cd"]), &lls(&[-4.0, -4.0])),
-        (true, true)
-    );
+    assert_eq!(doc_correct(&doc(0, &["ab", "cd"]), &lls(&[-4.0, -4.0])), (true, true));
 }
 
 #[test]
 fn aggregate_gives_means_and_lm_eval_standard_errors() {
     let docs: Vec<McDoc> = (0..5).map(|i| doc(i % 2, &["a", "bb"])).collect();
     // Choice 0 always wins on ll; choice 1 wins on ll per character in the last two documents.
-    let scores = vec![
-        lls(&[-1.0, -3.0]),
-        lls(&[-1.0, -3.0]),
-        lls(&[-1.0, -3.0]),
-        lls(&[-1.0, -1.5]),
-        lls(&[-1.0, -1.5]),
-    ];
+    let scores =
+        vec![lls(&[-1.0, -3.0]), lls(&[-1.0, -3.0]), lls(&[-1.0, -3.0]), lls(&[-1.0, -1.5]), lls(&[-1.0, -1.5])];
     let r = aggregate(Task::Piqa, &docs, &scores).unwrap();
     // gold: 0,1,0,1,0 → acc hits 1,0,1,0,1 = 0.6; acc_norm picks 0,0,0,1,1 → hits 1,0,1,1,0 = 0.6.
     assert_eq!((r.n, r.acc, r.acc_norm), (5, 0.6, Some(0.6)));
     // Sample standard deviation (ddof 1) over √n: sqrt(0.6 · 0.4 / 4).
     assert!((r.acc_stderr.unwrap() - (0.24f64 / 4.0).sqrt()).abs() < 1e-12);
     // BoolQ and WinoGrande report acc only.
-    assert_eq!(
-        aggregate(Task::Boolq, &docs, &scores).unwrap().acc_norm,
-        None
-    );
+    assert_eq!(aggregate(Task::Boolq, &docs, &scores).unwrap().acc_norm, None);
     // LAMBADA: greedy accuracy and exp(−mean ll).
-    let lam = vec![
-        vec![Loglik {
-            ll: -1.0,
-            greedy: true,
-        }],
-        vec![Loglik {
-            ll: -3.0,
-            greedy: false,
-        }],
-    ];
+    let lam = vec![vec![Loglik { ll: -1.0, greedy: true }], vec![Loglik { ll: -3.0, greedy: false }]];
     let r = aggregate(Task::Lambada, &docs[..2], &lam).unwrap();
     assert_eq!(r.acc, 0.5);
     assert!((r.ppl.unwrap() - 2f64.exp()).abs() < 1e-12);
@@ -209,15 +152,9 @@ fn aggregate_gives_means_and_lm_eval_standard_errors() {
 fn continuation_chunks_bound_padding_and_positions() {
     use super::continuation_chunks;
     // Longest first; 0.8 fill: 10 takes 9 and 8 but not 7; 7 takes 6 (6 ≥ 5.6) but not 5.
-    assert_eq!(
-        continuation_chunks(&[10, 9, 8, 7, 6, 5, 0, 0], 1000, 0.8),
-        vec![0..3, 3..5, 5..6, 6..8]
-    );
+    assert_eq!(continuation_chunks(&[10, 9, 8, 7, 6, 5, 0, 0], 1000, 0.8), vec![0..3, 3..5, 5..6, 6..8]);
     // The position cap: width 4, at most 12 positions = 3 rows per chunk; a single row wider than the cap is alone.
-    assert_eq!(
-        continuation_chunks(&[20, 4, 4, 4, 4, 4, 4, 4], 12, 0.8),
-        vec![0..1, 1..4, 4..7, 7..8]
-    );
+    assert_eq!(continuation_chunks(&[20, 4, 4, 4, 4, 4, 4, 4], 12, 0.8), vec![0..1, 1..4, 4..7, 7..8]);
     assert_eq!(continuation_chunks(&[0, 0], 12, 0.8), vec![0..2]);
     assert!(continuation_chunks(&[], 12, 0.8).is_empty());
     // Every index in exactly one chunk, in order, and no chunk pads more than 20 % of its longest.

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use slim_gguf::{dequantize, GgmlType};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
@@ -25,21 +23,12 @@ fn check(ty: GgmlType, name: &str) {
         let same = g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan());
         if !same {
             if mismatches < 5 {
-                eprintln!(
-                    "{name}[{i}]: got {g:e} ({:#x}), expected {e:e} ({:#x})",
-                    g.to_bits(),
-                    e.to_bits()
-                );
+                eprintln!("{name}[{i}]: got {g:e} ({:#x}), expected {e:e} ({:#x})", g.to_bits(), e.to_bits());
             }
             mismatches += 1;
         }
     }
-    assert_eq!(
-        mismatches,
-        0,
-        "{name}: {mismatches} of {} values differ",
-        expected.len()
-    );
+    assert_eq!(mismatches, 0, "{name}: {mismatches} of {} values differ", expected.len());
 }
 
 #[test]
@@ -99,8 +88,6 @@ fn real_blocks() {
 
 #[test]
 fn unsupported_type_is_an_error() {
-    let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256)
-        .unwrap_err()
-        .to_string();
+    let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256).unwrap_err().to_string();
     assert!(e.contains("Q5_K (type id 13)"), "{e}");
 }

@@ -18,10 +18,6 @@ pub fn repo_root() -> PathBuf {
 /// A downloaded file under `data/downloads/`; panics, naming the fetch command, if it is missing.
 pub fn downloaded(rel: &str, fetch: &str) -> PathBuf {
     let p = repo_root().join("data/downloads").join(rel);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo xtask fetch {fetch}` first",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run `cargo xtask fetch {fetch}` first", p.display());
     p
 }

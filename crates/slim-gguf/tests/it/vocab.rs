@@ -9,10 +9,7 @@ use crate::downloaded;
 
 /// Builds the tokenizer for `ggml-vocab-<name>.gguf` and checks every case; returns (passed, total).
 fn run(name: &str) -> (usize, usize) {
-    let gguf = downloaded(
-        &format!("llama-vocab/ggml-vocab-{name}.gguf"),
-        "llama-vocab",
-    );
+    let gguf = downloaded(&format!("llama-vocab/ggml-vocab-{name}.gguf"), "llama-vocab");
     let inp = std::fs::read_to_string(gguf.with_extension("gguf.inp")).unwrap();
     let out = std::fs::read_to_string(gguf.with_extension("gguf.out")).unwrap();
     let file = GgufFile::open(&gguf).unwrap();
@@ -35,15 +32,9 @@ fn run(name: &str) -> (usize, usize) {
             }
         }
     }
-    let expected: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
-        .collect();
-    assert_eq!(
-        inputs.len(),
-        expected.len(),
-        "{name}: inputs and outputs differ in count"
-    );
+    let expected: Vec<Vec<u32>> =
+        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
+    assert_eq!(inputs.len(), expected.len(), "{name}: inputs and outputs differ in count");
 
     let mut passed = 0;
     for (text, want) in inputs.iter().zip(&expected) {
@@ -54,10 +45,7 @@ fn run(name: &str) -> (usize, usize) {
             eprintln!("{name}: {text:?}\n  got      {got:?}\n  expected {want:?}");
         }
     }
-    eprintln!(
-        "{name}: {passed}/{} llama.cpp vocab cases pass",
-        expected.len()
-    );
+    eprintln!("{name}: {passed}/{} llama.cpp vocab cases pass", expected.len());
     (passed, expected.len())
 }
 

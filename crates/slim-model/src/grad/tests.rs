@@ -57,7 +57,8 @@ fn check_layered_equals_whole(spec: &SyntheticSpec, nw: usize, sl: usize) {
     let want = whole_graph_sums(&cfg, &w, &ids, nw, sl);
     for chunk in [1, 2, nw] {
         let mut seen = Vec::new();
-        let got = taylor_sums::<Cpu>(cfg.clone(), &w, &ids, nw, sl, chunk, &Dev::default(), &mut |l| seen.push(l)).unwrap();
+        let got =
+            taylor_sums::<Cpu>(cfg.clone(), &w, &ids, nw, sl, chunk, &Dev::default(), &mut |l| seen.push(l)).unwrap();
         assert_eq!(seen, (0..cfg.num_layers()).rev().collect::<Vec<_>>(), "layers run top down");
         for (l, (g, w)) in got.layers.iter().zip(&want).enumerate() {
             let what = format!("chunk {chunk}, layer {l}");
@@ -77,8 +78,22 @@ fn layered_backward_equals_one_graph_gqa() {
 #[test]
 fn layered_backward_equals_one_graph_uneven_mha_with_biases() {
     let mut spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 17);
-    spec.layers[0] = LayerShape { num_heads: 3, num_kv_heads: 3, kv_head_of: vec![0, 1, 2], intermediate_size: 13, o_proj_bias: true, down_proj_bias: true };
-    spec.layers[2] = LayerShape { num_heads: 4, num_kv_heads: 2, kv_head_of: vec![0, 0, 1, 1], intermediate_size: 40, o_proj_bias: false, down_proj_bias: true };
+    spec.layers[0] = LayerShape {
+        num_heads: 3,
+        num_kv_heads: 3,
+        kv_head_of: vec![0, 1, 2],
+        intermediate_size: 13,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
+    spec.layers[2] = LayerShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 1, 1],
+        intermediate_size: 40,
+        o_proj_bias: false,
+        down_proj_bias: true,
+    };
     check_layered_equals_whole(&spec, 5, 6);
 }
 
@@ -99,7 +114,15 @@ fn reference_loss(cfg: &ModelConfig, w: &Weights, ids: &[u32], nw: usize, sl: us
 
 /// `Σ_j |∂ℒ/∂W_ij · W_ij|` per row `i` of `name` (`[rows, cols]`), the gradient by central
 /// finite differences of the f64 loss.
-fn finite_difference_row_sums(cfg: &ModelConfig, w: &Weights, name: &str, ids: &[u32], nw: usize, sl: usize, by_col: bool) -> Vec<f64> {
+fn finite_difference_row_sums(
+    cfg: &ModelConfig,
+    w: &Weights,
+    name: &str,
+    ids: &[u32],
+    nw: usize,
+    sl: usize,
+    by_col: bool,
+) -> Vec<f64> {
     let t = w.get(name).unwrap().clone();
     let (rows, cols) = (t.shape[0], t.shape[1]);
     let mut out = vec![0.0; if by_col { cols } else { rows }];

@@ -32,8 +32,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let t = x * LOG2E + MAGIC;
     let n = t - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
@@ -95,14 +94,37 @@ pub(crate) fn linear(x: &[f32], wt: &[f32], bias: Option<&[f32]>, inp: usize) ->
 /// `dst` must point to `n·out` writable f32s (initialized when `accumulate`); `x` and `wt`
 /// must hold `n·inp` and `inp·out` elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows(n: usize, out: usize, inp: usize, dst: *mut f32, accumulate: bool, x: &[f32], wt: &[f32], par: gemm::Parallelism) {
+unsafe fn gemm_rows(
+    n: usize,
+    out: usize,
+    inp: usize,
+    dst: *mut f32,
+    accumulate: bool,
+    x: &[f32],
+    wt: &[f32],
+    par: gemm::Parallelism,
+) {
     unsafe {
         gemm::gemm(
-            n, out, inp,
-            dst, 1, out as isize, accumulate,
-            x.as_ptr(), 1, inp as isize,
-            wt.as_ptr(), 1, out as isize,
-            1.0, 1.0, false, false, false, par,
+            n,
+            out,
+            inp,
+            dst,
+            1,
+            out as isize,
+            accumulate,
+            x.as_ptr(),
+            1,
+            inp as isize,
+            wt.as_ptr(),
+            1,
+            out as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
         );
     }
 }
@@ -196,7 +218,14 @@ pub(crate) struct AttnDims {
 /// the projections produce them, RoPE already applied), and query head `h` reads KV head
 /// `kv_head_of[h]`. Returns `[batch·q_len, hq·dh]`: the per-head outputs side by side, as
 /// o_proj reads them. Scores are `q·kᵀ · scale`, softmax in f32 over the visible keys.
-pub(crate) fn causal_attention(q: &[f32], k: &[f32], v: &[f32], kv_head_of: &[usize], d: AttnDims, scale: f32) -> Vec<f32> {
+pub(crate) fn causal_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_head_of: &[usize],
+    d: AttnDims,
+    scale: f32,
+) -> Vec<f32> {
     let AttnDims { batch, q_len: tq, kv_len: tk, head_dim: dh } = d;
     let hq = kv_head_of.len();
     if batch * tq * hq * dh == 0 {
@@ -223,11 +252,25 @@ pub(crate) fn causal_attention(q: &[f32], k: &[f32], v: &[f32], kv_head_of: &[us
             // checked above, columns < dh or < tk.
             unsafe {
                 gemm::gemm(
-                    tq, tk, dh,
-                    scores.as_mut_ptr(), 1, tk as isize, false,
-                    q0.as_ptr(), 1, qw as isize,
-                    k0.as_ptr(), kw as isize, 1,
-                    0.0, scale, false, false, false, gemm::Parallelism::None,
+                    tq,
+                    tk,
+                    dh,
+                    scores.as_mut_ptr(),
+                    1,
+                    tk as isize,
+                    false,
+                    q0.as_ptr(),
+                    1,
+                    qw as isize,
+                    k0.as_ptr(),
+                    kw as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
@@ -245,11 +288,25 @@ pub(crate) fn causal_attention(q: &[f32], k: &[f32], v: &[f32], kv_head_of: &[us
             // SAFETY: as above; `v0` rows < tk of width kw, columns < dh.
             unsafe {
                 gemm::gemm(
-                    tq, dh, tk,
-                    out.as_mut_ptr(), 1, dh as isize, false,
-                    scores.as_ptr(), 1, tk as isize,
-                    v0.as_ptr(), 1, kw as isize,
-                    0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    tq,
+                    dh,
+                    tk,
+                    out.as_mut_ptr(),
+                    1,
+                    dh as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    tk as isize,
+                    v0.as_ptr(),
+                    1,
+                    kw as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             out

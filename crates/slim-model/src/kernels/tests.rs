@@ -130,8 +130,10 @@ fn grouped_causal_attention_matches_f64() {
     let d = AttnDims { batch, q_len: tq, kv_len: tk, head_dim: dh };
     let got = cpu::causal_attention(&q, &k, &v, &kv_head_of, d, scale as f32);
     assert!(max_rel(&got, &want, 1e-2) < 1e-5, "fused kernel");
-    let idx: Tensor<Cpu, 1, Int> =
-        Tensor::from_data(TensorData::new(kv_head_of.iter().map(|&j| j as i32).collect::<Vec<_>>(), [hq]), &Dev::default());
+    let idx: Tensor<Cpu, 1, Int> = Tensor::from_data(
+        TensorData::new(kv_head_of.iter().map(|&j| j as i32).collect::<Vec<_>>(), [hq]),
+        &Dev::default(),
+    );
     let (qt, kt, vt) = (t2(&q, [batch * tq, hq * dh]), t2(&k, [batch * tk, hk * dh]), t2(&v, [batch * tk, hk * dh]));
     let ops_out = host(ops::attention(qt.clone(), kt.clone(), vt.clone(), &kv_head_of, &idx, d));
     assert!(max_rel(&ops_out, &want, 1e-2) < 1e-5, "burn ops");
@@ -147,7 +149,8 @@ fn linear_with_and_without_bias_matches_f64() {
         let want: Vec<f64> = (0..n * out)
             .map(|e| {
                 let (r, c) = (e / out, e % out);
-                (0..inp).map(|i| x[r * inp + i] as f64 * wt[i * out + c] as f64).sum::<f64>() + bias.map_or(0.0, |b| b[c] as f64)
+                (0..inp).map(|i| x[r * inp + i] as f64 * wt[i * out + c] as f64).sum::<f64>()
+                    + bias.map_or(0.0, |b| b[c] as f64)
             })
             .collect();
         let bt = bias.map(|b| Tensor::<Cpu, 1>::from_data(TensorData::new(b.clone(), [out]), &Dev::default()));

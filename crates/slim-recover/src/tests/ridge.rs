@@ -9,9 +9,7 @@ pub(super) type Rows = Vec<Vec<f64>>;
 fn gauss_solve(mut a: Rows, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {
-        let p = (c..n)
-            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
-            .unwrap();
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
         a.swap(c, p);
         b.swap(c, p);
         for r in c + 1..n {
@@ -91,13 +89,9 @@ pub(super) fn raw_refit_mse(g: &Rows, down: &HostTensor, kept: &[usize], refit: 
             let y: f64 = (0..m).map(|j| w(k, j) * r[j]).sum();
             let pred = match refit {
                 Refit::None => kept.iter().map(|&j| w(k, j) * r[j]).sum(),
-                Refit::Affine(a) => {
-                    a.scale[k] * kept.iter().map(|&j| w(k, j) * r[j]).sum::<f64>() + a.bias[k]
-                }
+                Refit::Affine(a) => a.scale[k] * kept.iter().map(|&j| w(k, j) * r[j]).sum::<f64>() + a.bias[k],
                 Refit::Columns(c) => {
-                    (0..kept.len())
-                        .map(|i| c.weight.data[k * kept.len() + i] as f64 * r[kept[i]])
-                        .sum::<f64>()
+                    (0..kept.len()).map(|i| c.weight.data[k * kept.len() + i] as f64 * r[kept[i]]).sum::<f64>()
                         + c.bias[k]
                 }
             };
@@ -109,8 +103,5 @@ pub(super) fn raw_refit_mse(g: &Rows, down: &HostTensor, kept: &[usize], refit: 
 
 /// Relative error of f32-stored values: at most a few units of f32 rounding of the row's scale.
 pub(super) fn assert_f32_close(got: f32, want: f64, scale: f64, what: &str) {
-    assert!(
-        (got as f64 - want).abs() <= 1e-6 * scale.max(1e-30),
-        "{what}: {got} vs {want} (scale {scale})"
-    );
+    assert!((got as f64 - want).abs() <= 1e-6 * scale.max(1e-30), "{what}: {got} vs {want} (scale {scale})");
 }

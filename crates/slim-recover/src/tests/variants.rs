@@ -7,42 +7,23 @@ use super::*;
 
 use super::ridge::{assert_f32_close, direct_ridge, raw_refit_mse, Rows};
 
-const CASES: [(usize, &[usize], u64); 3] = [
-    (13, &[0, 1, 4, 7, 8, 12], 4),
-    (11, &[10, 2], 5),
-    (13, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 6),
-];
+const CASES: [(usize, &[usize], u64); 3] =
+    [(13, &[0, 1, 4, 7, 8, 12], 4), (11, &[10, 2], 5), (13, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 6)];
 
 #[test]
 fn flap_bias_matches_raw_means() {
     // Attention: raw Z and W_O, the statistics from Y_h = Z_h W_O^(h)ᵀ.
     let (n, h, dh, d) = (30, 5, 3, 6);
     let mut rng = Rng(71);
-    let z: Rows = (0..n)
-        .map(|_| {
-            (0..h * dh)
-                .map(|c| rng.normal() + 0.2 * c as f64 - 1.0)
-                .collect()
-        })
-        .collect();
-    let wo = HostTensor::new(
-        vec![d, h * dh],
-        (0..d * h * dh).map(|_| rng.normal() as f32).collect(),
-    )
-    .unwrap();
+    let z: Rows = (0..n).map(|_| (0..h * dh).map(|c| rng.normal() + 0.2 * c as f64 - 1.0).collect()).collect();
+    let wo = HostTensor::new(vec![d, h * dh], (0..d * h * dh).map(|_| rng.normal() as f32).collect()).unwrap();
     let wo_at = |k: usize, j: usize| wo.data[k * h * dh + j] as f64;
     let mut head_mean = vec![0.0; h * d];
     for a in 0..h {
         for k in 0..d {
-            head_mean[a * d + k] = z
-                .iter()
-                .map(|r| {
-                    (0..dh)
-                        .map(|c| r[a * dh + c] * wo_at(k, a * dh + c))
-                        .sum::<f64>()
-                })
-                .sum::<f64>()
-                / n as f64;
+            head_mean[a * d + k] =
+                z.iter().map(|r| (0..dh).map(|c| r[a * dh + c] * wo_at(k, a * dh + c)).sum::<f64>()).sum::<f64>()
+                    / n as f64;
         }
     }
     let stats = AttnStats {
@@ -58,9 +39,7 @@ fn flap_bias_matches_raw_means() {
         z_cov: vec![0.0; h * dh * h * dh],
     };
     let kept = [0, 3];
-    let a = recover_attention(RecoveryKind::FlapBias, &stats, &kept)
-        .unwrap()
-        .unwrap();
+    let a = recover_attention(RecoveryKind::FlapBias, &stats, &kept).unwrap().unwrap();
     for k in 0..d {
         let direct: f64 = (0..h * dh)
             .filter(|j| !kept.contains(&(j / dh)))
@@ -73,36 +52,19 @@ fn flap_bias_matches_raw_means() {
     // MLP: raw G and W_d; FLAP sits between the affine fit and no recovery.
     for (m, kept, seed) in CASES {
         let (g, down, stats) = mlp_case(40, 7, m, seed);
-        let a = recover_mlp(RecoveryKind::FlapBias, &stats, &down, kept)
-            .unwrap()
-            .unwrap();
+        let a = recover_mlp(RecoveryKind::FlapBias, &stats, &down, kept).unwrap().unwrap();
         for k in 0..7 {
             let direct: f64 = (0..m)
                 .filter(|j| !kept.contains(j))
                 .map(|j| down.data[k * m + j] as f64 * g.iter().map(|r| r[j]).sum::<f64>() / 40.0)
                 .sum();
-            assert_rel(
-                a.bias[k],
-                direct,
-                1e-9,
-                &format!("down_proj bias {k}, seed {seed}"),
-            );
+            assert_rel(a.bias[k], direct, 1e-9, &format!("down_proj bias {k}, seed {seed}"));
             assert_eq!(a.scale[k], 1.0);
         }
         let flap = raw_refit_mse(&g, &down, kept, &Refit::Affine(a.clone()));
-        assert_rel(
-            mlp_reconstruction_error(&stats, &down, kept, &a).unwrap(),
-            flap,
-            1e-9,
-            "flap error",
-        );
+        assert_rel(mlp_reconstruction_error(&stats, &down, kept, &a).unwrap(), flap, 1e-9, "flap error");
         let none = raw_refit_mse(&g, &down, kept, &Refit::None);
-        let affine = raw_refit_mse(
-            &g,
-            &down,
-            kept,
-            &Refit::Affine(mlp_affine(&stats, &down, kept).unwrap()),
-        );
+        let affine = raw_refit_mse(&g, &down, kept, &Refit::Affine(mlp_affine(&stats, &down, kept).unwrap()));
         assert!(
             affine <= flap * (1.0 + 1e-12) && flap <= none * (1.0 + 1e-12),
             "affine {affine}, flap {flap}, none {none}"
@@ -114,16 +76,10 @@ fn flap_bias_matches_raw_means() {
 fn lstsq_matches_normal_equations_on_raw_tokens() {
     for (m, kept, seed) in CASES {
         let (g, down, stats) = mlp_case(40, 7, m, seed);
-        for (eps, prior) in [
-            (0.0, RidgePrior::Zero),
-            (1e-2, RidgePrior::Zero),
-            (1e-2, RidgePrior::Kept),
-            (0.5, RidgePrior::Kept),
-        ] {
-            let cfg = LstsqConfig {
-                ridge_rel: eps,
-                prior,
-            };
+        for (eps, prior) in
+            [(0.0, RidgePrior::Zero), (1e-2, RidgePrior::Zero), (1e-2, RidgePrior::Kept), (0.5, RidgePrior::Kept)]
+        {
+            let cfg = LstsqConfig { ridge_rel: eps, prior };
             let fit = mlp_lstsq(&stats, &down, kept, &cfg).unwrap();
             assert_eq!(fit.weight.shape, [7, kept.len()]);
             let (ws, bs) = direct_ridge(&g, &down, kept, eps, prior);
@@ -138,9 +94,7 @@ fn lstsq_matches_normal_equations_on_raw_tokens() {
                     );
                 }
                 // The bias is exact for the stored (f32) weight: b = W μ − W' μ_K.
-                let w_mu: f64 = (0..m)
-                    .map(|j| down.data[k * m + j] as f64 * stats.g_mean[j])
-                    .sum();
+                let w_mu: f64 = (0..m).map(|j| down.data[k * m + j] as f64 * stats.g_mean[j]).sum();
                 let wk_mu: f64 = kept
                     .iter()
                     .enumerate()
@@ -169,33 +123,13 @@ fn lstsq_matches_normal_equations_on_raw_tokens() {
 fn lstsq_keeping_everything_without_ridge_is_the_identity() {
     let (_, down, stats) = mlp_case(40, 7, 13, 7);
     let all: Vec<usize> = (0..13).collect();
-    let fit = mlp_lstsq(
-        &stats,
-        &down,
-        &all,
-        &LstsqConfig {
-            ridge_rel: 0.0,
-            prior: RidgePrior::Zero,
-        },
-    )
-    .unwrap();
+    let fit = mlp_lstsq(&stats, &down, &all, &LstsqConfig { ridge_rel: 0.0, prior: RidgePrior::Zero }).unwrap();
     for (i, (&got, &want)) in fit.weight.data.iter().zip(&down.data).enumerate() {
-        assert_f32_close(
-            got,
-            want as f64,
-            want.abs() as f64,
-            &format!("W'[{}, {}]", i / 13, i % 13),
-        );
+        assert_f32_close(got, want as f64, want.abs() as f64, &format!("W'[{}, {}]", i / 13, i % 13));
     }
     for k in 0..7 {
-        let scale: f64 = (0..13)
-            .map(|j| (down.data[k * 13 + j] as f64 * stats.g_mean[j]).abs())
-            .sum();
-        assert!(
-            fit.bias[k].abs() <= 1e-9 * scale,
-            "bias {k}: {}",
-            fit.bias[k]
-        );
+        let scale: f64 = (0..13).map(|j| (down.data[k * 13 + j] as f64 * stats.g_mean[j]).abs()).sum();
+        assert!(fit.bias[k].abs() <= 1e-9 * scale, "bias {k}: {}", fit.bias[k]);
     }
     assert!(mlp_refit_error(&stats, &down, &all, &Refit::Columns(fit)).unwrap() < 1e-18);
 }
@@ -210,36 +144,13 @@ fn lstsq_error_is_lowest_and_refit_error_matches_raw() {
         if kept.is_empty() {
             continue;
         }
-        let refits = [
-            RecoveryKind::None,
-            RecoveryKind::Affine,
-            RecoveryKind::FlapBias,
-            RecoveryKind::Lstsq,
-        ]
-        .map(|kind| {
-            refit_mlp(
-                kind,
-                &stats,
-                &down,
-                &kept,
-                &LstsqConfig {
-                    ridge_rel: 0.0,
-                    prior: RidgePrior::Zero,
-                },
-            )
-            .unwrap()
-        });
-        let err: Vec<f64> = refits
-            .iter()
-            .map(|r| mlp_refit_error(&stats, &down, &kept, r).unwrap())
-            .collect();
+        let refits =
+            [RecoveryKind::None, RecoveryKind::Affine, RecoveryKind::FlapBias, RecoveryKind::Lstsq].map(|kind| {
+                refit_mlp(kind, &stats, &down, &kept, &LstsqConfig { ridge_rel: 0.0, prior: RidgePrior::Zero }).unwrap()
+            });
+        let err: Vec<f64> = refits.iter().map(|r| mlp_refit_error(&stats, &down, &kept, r).unwrap()).collect();
         for (r, &e) in refits.iter().zip(&err) {
-            assert_rel(
-                e,
-                raw_refit_mse(&g, &down, &kept, r),
-                1e-9,
-                &format!("error of {r:?}"),
-            );
+            assert_rel(e, raw_refit_mse(&g, &down, &kept, r), 1e-9, &format!("error of {r:?}"));
         }
         let [none, affine, flap, lstsq] = [err[0], err[1], err[2], err[3]];
         let slack = 1e-12 * none;
@@ -249,21 +160,10 @@ fn lstsq_error_is_lowest_and_refit_error_matches_raw() {
         );
         // The default prior never does worse than slicing, however large the ridge.
         for eps in [1e-2, 1.0, 1e3] {
-            let fit = mlp_lstsq(
-                &stats,
-                &down,
-                &kept,
-                &LstsqConfig {
-                    ridge_rel: eps,
-                    prior: RidgePrior::Kept,
-                },
-            )
-            .unwrap();
+            let fit =
+                mlp_lstsq(&stats, &down, &kept, &LstsqConfig { ridge_rel: eps, prior: RidgePrior::Kept }).unwrap();
             let e = mlp_refit_error(&stats, &down, &kept, &Refit::Columns(fit)).unwrap();
-            assert!(
-                e <= none + slack && e >= lstsq - slack,
-                "ε={eps}: {e} vs none {none}, lstsq {lstsq}"
-            );
+            assert!(e <= none + slack && e >= lstsq - slack, "ε={eps}: {e} vs none {none}, lstsq {lstsq}");
         }
         checked += 1;
     }
@@ -275,10 +175,7 @@ fn variant_dispatch_and_errors() {
     let (_, down, stats) = mlp_case(30, 5, 9, 91);
     let kept = [0, 2, 3, 7];
     let cfg = LstsqConfig::standard();
-    assert_eq!(
-        refit_mlp(RecoveryKind::None, &stats, &down, &kept, &cfg).unwrap(),
-        Refit::None
-    );
+    assert_eq!(refit_mlp(RecoveryKind::None, &stats, &down, &kept, &cfg).unwrap(), Refit::None);
     assert_eq!(
         refit_mlp(RecoveryKind::Affine, &stats, &down, &kept, &cfg).unwrap(),
         Refit::Affine(mlp_affine(&stats, &down, &kept).unwrap())
@@ -295,10 +192,7 @@ fn variant_dispatch_and_errors() {
     assert!(err.to_string().contains("call refit_mlp"), "{err}");
 
     let (_, astats) = attn_case(10, 4, 3, 92);
-    assert!(attention_flap_bias(&astats, &[4])
-        .unwrap_err()
-        .to_string()
-        .contains("out of range"));
+    assert!(attention_flap_bias(&astats, &[4]).unwrap_err().to_string().contains("out of range"));
 
     // A duplicated channel makes Σ[K,K] singular: plain least squares fails, a ridge does not.
     let (_, down, mut stats) = mlp_case(30, 5, 9, 93);
@@ -309,47 +203,26 @@ fn variant_dispatch_and_errors() {
     for j in 0..m {
         stats.g_cov[j * m + 4] = stats.g_cov[j * m + 3];
     }
-    let plain = LstsqConfig {
-        ridge_rel: 0.0,
-        prior: RidgePrior::Zero,
-    };
+    let plain = LstsqConfig { ridge_rel: 0.0, prior: RidgePrior::Zero };
     let err = mlp_lstsq(&stats, &down, &[1, 3, 4], &plain).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("singular") && format!("{err:#}").contains("layer 3"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("singular") && format!("{err:#}").contains("layer 3"), "{err:#}");
     assert!(mlp_lstsq(&stats, &down, &[1, 3, 4], &cfg).is_ok());
 
     stats.g_cov[5] = f64::NAN;
     let err = mlp_lstsq(&stats, &down, &[1, 3], &cfg).unwrap_err();
     assert!(format!("{err:#}").contains("non-finite"), "{err:#}");
     let (_, down, stats) = mlp_case(30, 5, 9, 94);
-    let err = mlp_lstsq(
-        &stats,
-        &down,
-        &[1, 3],
-        &LstsqConfig {
-            ridge_rel: -1.0,
-            prior: RidgePrior::Kept,
-        },
-    )
-    .unwrap_err();
+    let err = mlp_lstsq(&stats, &down, &[1, 3], &LstsqConfig { ridge_rel: -1.0, prior: RidgePrior::Kept }).unwrap_err();
     assert!(format!("{err:#}").contains("ridge_rel"), "{err:#}");
 }
 
 #[test]
 fn variant_serde() {
-    for (kind, name) in [
-        (RecoveryKind::FlapBias, "\"flap-bias\""),
-        (RecoveryKind::Lstsq, "\"lstsq\""),
-    ] {
+    for (kind, name) in [(RecoveryKind::FlapBias, "\"flap-bias\""), (RecoveryKind::Lstsq, "\"lstsq\"")] {
         assert_eq!(serde_json::to_string(&kind).unwrap(), name);
         assert_eq!(serde_json::from_str::<RecoveryKind>(name).unwrap(), kind);
     }
-    assert_eq!(
-        serde_json::to_string(&LstsqConfig::standard()).unwrap(),
-        r#"{"ridge_rel":1.0,"prior":"kept"}"#
-    );
+    assert_eq!(serde_json::to_string(&LstsqConfig::standard()).unwrap(), r#"{"ridge_rel":1.0,"prior":"kept"}"#);
     let refit = Refit::Columns(ColumnRefit {
         weight: HostTensor::new(vec![2, 1], vec![0.5, -1.5]).unwrap(),
         bias: vec![0.25, 2.0],
@@ -357,10 +230,7 @@ fn variant_serde() {
     let json = serde_json::to_string(&refit).unwrap();
     assert_eq!(serde_json::from_str::<Refit>(&json).unwrap(), refit);
     let bad = json.replace("[2,1]", "[3,1]");
-    assert!(serde_json::from_str::<Refit>(&bad)
-        .unwrap_err()
-        .to_string()
-        .contains("needs 3 values"));
+    assert!(serde_json::from_str::<Refit>(&bad).unwrap_err().to_string().contains("needs 3 values"));
 }
 
 #[test]
@@ -370,31 +240,16 @@ fn lstsq_with_fewer_tokens_than_kept_channels() {
     let (n, d, m) = (60, 24, 200);
     let (g, down, stats) = mlp_case(n, d, m, 95);
     let kept: Vec<usize> = (0..m).filter(|j| j % 5 != 0).collect();
-    let plain = LstsqConfig {
-        ridge_rel: 0.0,
-        prior: RidgePrior::Zero,
-    };
+    let plain = LstsqConfig { ridge_rel: 0.0, prior: RidgePrior::Zero };
     let err = mlp_lstsq(&stats, &down, &kept, &plain).unwrap_err();
     assert!(format!("{err:#}").contains("singular"), "{err:#}");
     let none = mlp_refit_error(&stats, &down, &kept, &Refit::None).unwrap();
-    for cfg in [
-        LstsqConfig::standard(),
-        LstsqConfig {
-            ridge_rel: 1e-6,
-            prior: RidgePrior::Zero,
-        },
-    ] {
+    for cfg in [LstsqConfig::standard(), LstsqConfig { ridge_rel: 1e-6, prior: RidgePrior::Zero }] {
         let fit = Refit::Columns(mlp_lstsq(&stats, &down, &kept, &cfg).unwrap());
         let e = mlp_refit_error(&stats, &down, &kept, &fit).unwrap();
         // Near-interpolation: compare on the scale of the unrecovered error.
         let raw = raw_refit_mse(&g, &down, &kept, &fit);
-        assert!(
-            (e - raw).abs() <= 1e-9 * none,
-            "{cfg:?}: error {e} vs raw {raw}"
-        );
-        assert!(
-            e < 0.1 * none,
-            "{cfg:?}: error {e} against {none} unrecovered"
-        );
+        assert!((e - raw).abs() <= 1e-9 * none, "{cfg:?}: error {e} vs raw {raw}");
+        assert!(e < 0.1 * none, "{cfg:?}: error {e} against {none} unrecovered");
     }
 }

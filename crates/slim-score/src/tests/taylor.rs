@@ -7,7 +7,19 @@ use slim_artifact::schema::TaylorLayer;
 fn taylor_for(h: usize, n_kv: usize, m: usize, seed: u64) -> TaylorLayer {
     let mut rng = Rng(seed);
     let mut v = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.unit()).collect() };
-    TaylorLayer { layer: 0, num_heads: h, num_kv_heads: n_kv, intermediate: m, q: v(h), k: v(n_kv), v: v(n_kv), o: v(h), gate: v(m), up: v(m), down: v(m) }
+    TaylorLayer {
+        layer: 0,
+        num_heads: h,
+        num_kv_heads: n_kv,
+        intermediate: m,
+        q: v(h),
+        k: v(n_kv),
+        v: v(n_kv),
+        o: v(h),
+        gate: v(m),
+        up: v(m),
+        down: v(m),
+    }
 }
 
 /// Indices of the `k` smallest values (ties: lower index first).
@@ -73,5 +85,8 @@ fn taylor_without_gradients_or_with_wrong_shapes_is_an_error() {
     assert!(err.to_string().contains("6 query / 2 KV heads"), "{err}");
     let mc = mlp_case(16, 5, 11, 3);
     let inputs = ChannelInputs { taylor: Some(&t), ..mc.inputs() };
-    assert!(select_channels(ScorerKind::Taylor, &inputs, 2, KeepLowest::None).unwrap_err().to_string().contains("9 channels"));
+    assert!(select_channels(ScorerKind::Taylor, &inputs, 2, KeepLowest::None)
+        .unwrap_err()
+        .to_string()
+        .contains("9 channels"));
 }

@@ -38,9 +38,7 @@ fn raw_unit_scores(case: &AttnCase, metric: Metric, units: &Units) -> Vec<f64> {
         (0..dh)
             .map(|c| {
                 let x = col(&case.z[h], c);
-                let w: Vec<f64> = (0..d)
-                    .map(|i| case.o_proj.data[i * cols + h * dh + c] as f64)
-                    .collect();
+                let w: Vec<f64> = (0..d).map(|i| case.o_proj.data[i * cols + h * dh + c] as f64).collect();
                 let s = raw_metric(metric, &x, &w);
                 match metric {
                     Metric::Wanda => s,
@@ -49,11 +47,7 @@ fn raw_unit_scores(case: &AttnCase, metric: Metric, units: &Units) -> Vec<f64> {
             })
             .sum()
     };
-    units
-        .members
-        .iter()
-        .map(|m| m.iter().map(|&h| head(h)).sum())
-        .collect()
+    units.members.iter().map(|m| m.iter().map(|&h| head(h)).sum()).collect()
 }
 
 /// Direct channel scores of an MLP case from raw `G` and `W_d`.
@@ -85,10 +79,7 @@ fn lowest_pruned(scores: &[f64], units: &Units, prune: HeadPrune) -> (Vec<usize>
         HeadPrune::WholeGroup { groups: p } => order.iter().take(p).for_each(|&u| pruned[u] = true),
     }
     let kept_units: Vec<usize> = (0..scores.len()).filter(|&u| !pruned[u]).collect();
-    let mut kept: Vec<usize> = kept_units
-        .iter()
-        .flat_map(|&u| units.members[u].clone())
-        .collect();
+    let mut kept: Vec<usize> = kept_units.iter().flat_map(|&u| units.members[u].clone()).collect();
     kept.sort_unstable();
     let kv = match prune {
         HeadPrune::PerGroup { .. } => (0..=*units.class.iter().max().unwrap()).collect(),
@@ -109,10 +100,7 @@ const SHAPES: [(usize, usize); 5] = [(6, 2), (6, 3), (8, 2), (5, 5), (5, 1)];
 
 #[test]
 fn head_scores_match_raw_activations() {
-    for (kind, metric) in [
-        (ScorerKind::WandaSp, Metric::Wanda),
-        (ScorerKind::Flap, Metric::Flap),
-    ] {
+    for (kind, metric) in [(ScorerKind::WandaSp, Metric::Wanda), (ScorerKind::Flap, Metric::Flap)] {
         let mut checked = 0;
         for (i, &(h, n_kv)) in SHAPES.iter().enumerate() {
             let case = attn_case(40, h, n_kv, 7, 4, 300 + i as u64);
@@ -121,19 +109,11 @@ fn head_scores_match_raw_activations() {
                 let want = raw_unit_scores(&case, metric, &units);
                 let sel = select_heads(kind, &case.inputs(), prune).unwrap();
                 for (u, (&got, &w)) in sel.scores.iter().zip(&want).enumerate() {
-                    assert_rel(
-                        got,
-                        w,
-                        1e-9,
-                        &format!("{kind:?} unit {u}, H={h}, n_kv={n_kv}, {prune:?}"),
-                    );
+                    assert_rel(got, w, 1e-9, &format!("{kind:?} unit {u}, H={h}, n_kv={n_kv}, {prune:?}"));
                 }
                 let (kept, kv_kept) = lowest_pruned(&want, &units, prune);
                 assert_eq!(sel.kept, kept, "{kind:?}, H={h}, n_kv={n_kv}, {prune:?}");
-                assert_eq!(
-                    sel.kv_kept, kv_kept,
-                    "{kind:?}, H={h}, n_kv={n_kv}, {prune:?}"
-                );
+                assert_eq!(sel.kv_kept, kv_kept, "{kind:?}, H={h}, n_kv={n_kv}, {prune:?}");
                 checked += 1;
             }
         }
@@ -143,22 +123,14 @@ fn head_scores_match_raw_activations() {
 
 #[test]
 fn channel_scores_match_raw_activations() {
-    for (kind, metric) in [
-        (ScorerKind::WandaSp, Metric::Wanda),
-        (ScorerKind::Flap, Metric::Flap),
-    ] {
+    for (kind, metric) in [(ScorerKind::WandaSp, Metric::Wanda), (ScorerKind::Flap, Metric::Flap)] {
         for (n, d, m, seed) in [(40, 7, 13, 31u64), (25, 5, 11, 32)] {
             let mc = mlp_case(n, d, m, seed);
             let want = raw_channel_scores(&mc, metric);
             for keep in [KeepLowest::None, KeepLowest::Fraction(0.2)] {
                 let sel = select_channels(kind, &mc.inputs(), 4, keep).unwrap();
                 for j in 0..m {
-                    assert_rel(
-                        sel.scores[j],
-                        want[j],
-                        1e-9,
-                        &format!("{kind:?} channel {j}, seed {seed}"),
-                    );
+                    assert_rel(sel.scores[j], want[j], 1e-9, &format!("{kind:?} channel {j}, seed {seed}"));
                 }
                 let mut pi: Vec<usize> = (0..m).collect();
                 pi.sort_by(|&a, &b| want[a].partial_cmp(&want[b]).unwrap().then(a.cmp(&b)));
@@ -181,23 +153,14 @@ fn flap_head_ranking_is_the_standardized_ranking() {
         .flat_map(|h| (0..4).map(move |c| (h, c)))
         .map(|(h, c)| {
             let x = col(&case.z[h], c);
-            let w: Vec<f64> = (0..7)
-                .map(|i| case.o_proj.data[i * 32 + h * 4 + c] as f64)
-                .collect();
+            let w: Vec<f64> = (0..7).map(|i| case.o_proj.data[i * 32 + h * 4 + c] as f64).collect();
             raw_metric(Metric::Flap, &x, &w).powi(2)
         })
         .collect();
     let mean = per_channel.iter().sum::<f64>() / 32.0;
     let std = (per_channel.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 31.0).sqrt();
-    let head_z: Vec<f64> = (0..8)
-        .map(|h| {
-            per_channel[h * 4..(h + 1) * 4]
-                .iter()
-                .map(|v| (v - mean) / std)
-                .sum::<f64>()
-                / 4.0
-        })
-        .collect();
+    let head_z: Vec<f64> =
+        (0..8).map(|h| per_channel[h * 4..(h + 1) * 4].iter().map(|v| (v - mean) / std).sum::<f64>() / 4.0).collect();
     let rank = |s: &[f64]| {
         let mut o: Vec<usize> = (0..s.len()).collect();
         o.sort_by(|&a, &b| s[a].partial_cmp(&s[b]).unwrap());
@@ -211,49 +174,30 @@ fn random_is_seeded_by_seed_and_layer() {
     let case = attn_case(10, 16, 4, 3, 2, 51);
     let mut case1 = attn_case(10, 16, 4, 3, 2, 51);
     case1.stats.layer = 1;
-    for prune in [
-        HeadPrune::PerGroup { heads_per_group: 2 },
-        HeadPrune::WholeGroup { groups: 2 },
-    ] {
+    for prune in [HeadPrune::PerGroup { heads_per_group: 2 }, HeadPrune::WholeGroup { groups: 2 }] {
         let a = select_heads(ScorerKind::Random, &case.inputs(), prune).unwrap();
         let b = select_heads(ScorerKind::Random, &case.inputs(), prune).unwrap();
         assert_eq!(a, b, "same seed and layer, {prune:?}");
         let c = select_heads_with(&Random::new(RANDOM_SEED), &case.inputs(), prune).unwrap();
         assert_eq!(a, c, "ScorerKind::Random uses RANDOM_SEED");
         let units = build_units(&case.kv_head_of, 4, prune.mode());
-        assert_eq!(
-            lowest_pruned(&a.scores, &units, prune),
-            (a.kept.clone(), a.kv_kept.clone())
-        );
+        assert_eq!(lowest_pruned(&a.scores, &units, prune), (a.kept.clone(), a.kv_kept.clone()));
         assert!(a.scores.iter().all(|&s| s > 0.0 && s < 1.0));
         let other_layer = select_heads(ScorerKind::Random, &case1.inputs(), prune).unwrap();
-        assert_ne!(
-            a.scores, other_layer.scores,
-            "layer changes the draws, {prune:?}"
-        );
+        assert_ne!(a.scores, other_layer.scores, "layer changes the draws, {prune:?}");
         let other_seed = select_heads_with(&Random::new(7), &case.inputs(), prune).unwrap();
-        assert_ne!(
-            a.scores, other_seed.scores,
-            "seed changes the draws, {prune:?}"
-        );
+        assert_ne!(a.scores, other_seed.scores, "seed changes the draws, {prune:?}");
         if let HeadPrune::PerGroup { .. } = prune {
             // 6^4 possible selections: these differ.
             assert_ne!(a.kept, other_layer.kept, "layer changes the selection");
             assert_ne!(a.kept, other_seed.kept, "seed changes the selection");
             for k in 0..4 {
-                assert_eq!(
-                    a.kept.iter().filter(|&&q| q / 4 == k).count(),
-                    2,
-                    "group {k} keeps g − p"
-                );
+                assert_eq!(a.kept.iter().filter(|&&q| q / 4 == k).count(), 2, "group {k} keeps g − p");
             }
         } else {
             assert_eq!(a.kv_kept.len(), 2);
             for &k in &a.kv_kept {
-                assert!(
-                    (4 * k..4 * k + 4).all(|q| a.kept.contains(&q)),
-                    "group {k} kept whole"
-                );
+                assert!((4 * k..4 * k + 4).all(|q| a.kept.contains(&q)), "group {k} kept whole");
             }
         }
     }
@@ -261,29 +205,21 @@ fn random_is_seeded_by_seed_and_layer() {
     let mut mc1 = mlp_case(20, 5, 40, 52);
     mc1.stats.layer = 1;
     let a = select_channels(ScorerKind::Random, &mc.inputs(), 20, KeepLowest::None).unwrap();
-    assert_eq!(
-        a,
-        select_channels(ScorerKind::Random, &mc.inputs(), 20, KeepLowest::None).unwrap()
-    );
+    assert_eq!(a, select_channels(ScorerKind::Random, &mc.inputs(), 20, KeepLowest::None).unwrap());
     let b = select_channels(ScorerKind::Random, &mc1.inputs(), 20, KeepLowest::None).unwrap();
     assert_ne!(a.kept, b.kept, "layer changes the channel selection");
     let c = select_channels_with(&Random::new(8), &mc.inputs(), 20, KeepLowest::None).unwrap();
     assert_ne!(a.kept, c.kept, "seed changes the channel selection");
     // The draws ignore the statistics: other activations, same layer, same selection.
     let mc2 = mlp_case(20, 5, 40, 53);
-    assert_eq!(
-        a,
-        select_channels(ScorerKind::Random, &mc2.inputs(), 20, KeepLowest::None).unwrap()
-    );
+    assert_eq!(a, select_channels(ScorerKind::Random, &mc2.inputs(), 20, KeepLowest::None).unwrap());
 }
 
 #[test]
 fn variant_serde_names() {
-    for (kind, name) in [
-        (ScorerKind::WandaSp, "\"wanda-sp\""),
-        (ScorerKind::Flap, "\"flap\""),
-        (ScorerKind::Random, "\"random\""),
-    ] {
+    for (kind, name) in
+        [(ScorerKind::WandaSp, "\"wanda-sp\""), (ScorerKind::Flap, "\"flap\""), (ScorerKind::Random, "\"random\"")]
+    {
         assert_eq!(serde_json::to_string(&kind).unwrap(), name);
         assert_eq!(serde_json::from_str::<ScorerKind>(name).unwrap(), kind);
     }
@@ -295,19 +231,13 @@ fn bad_statistics_are_errors() {
     let mut case = attn_case(10, 4, 2, 5, 3, 61);
     case.stats.z_sq_mean[3] = f64::NAN;
     let err = select_heads(ScorerKind::WandaSp, &case.inputs(), prune).unwrap_err();
-    assert!(
-        err.to_string().contains("z_sq_mean") && err.to_string().contains("index 3"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("z_sq_mean") && err.to_string().contains("index 3"), "{err}");
     let err = select_heads(ScorerKind::Flap, &case.inputs(), prune).unwrap_err();
     assert!(err.to_string().contains("z_sq_mean"), "{err}");
     let mut case = attn_case(10, 4, 2, 5, 3, 62);
     case.stats.n_tokens = 1;
     let err = select_heads(ScorerKind::Flap, &case.inputs(), prune).unwrap_err();
-    assert!(
-        err.to_string().contains("at least 2 calibration tokens"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("at least 2 calibration tokens"), "{err}");
     let mut mc = mlp_case(10, 3, 6, 63);
     mc.stats.g_cov[2 * 6 + 2] = f64::INFINITY;
     for kind in [ScorerKind::WandaSp, ScorerKind::Flap] {
