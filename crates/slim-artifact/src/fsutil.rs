@@ -1,9 +1,10 @@
-//! Small filesystem helpers: durable writes, atomic replacement, unique temp names.
+//! Small filesystem helpers of the store. The mechanics of durable, atomic writes live in
+//! `slim_fs` (the workspace's one implementation); this module keeps the store's [`StoreError`] API
+//! on top of them, and adds the walks and hashes the store needs.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs;
+use std::io;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -14,61 +15,43 @@ use crate::error::{Result, StoreError};
 /// fsynced, then renamed over `path`. Readers see the old file or the new one, never a
 /// partial one. Creates the parent folders. For `data/runs/<name>/run.json` and the like.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| StoreError::Encode { path: path.to_owned(), reason: e.to_string() })?;
-    bytes.push(b'\n');
-    write_bytes_atomic(path, &bytes)
+    slim_fs::write_json_atomic(path, value).map_err(store_error)
 }
 
+/// Writes `bytes` to `path` atomically (see [`write_json_atomic`]).
 pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(|e| StoreError::io("create folder", &parent, e))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{file_name}.tmp-{}", unique_suffix()));
-    let result = write_file_synced(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(&parent)
+    slim_fs::write_atomic(path, bytes).map_err(store_error)
 }
 
 /// Creates `path` (failing if it exists), writes `bytes` and fsyncs it.
 pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f =
-        File::options().write(true).create_new(true).open(path).map_err(|e| StoreError::io("create", path, e))?;
-    f.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
-    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+    slim_fs::write_new(path, bytes).map_err(store_error)
 }
 
 /// fsyncs a file that some other code wrote.
 pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    let f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+    slim_fs::sync_file(path).map_err(store_error)
 }
 
 /// fsyncs a directory so that renames and creations inside it are durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let f = File::open(path).map_err(|e| StoreError::io("open folder", path, e))?;
-        f.sync_all().map_err(|e| StoreError::io("fsync folder", path, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+    slim_fs::sync_dir(path).map_err(store_error)
 }
 
 /// `<pid>-<nonce>`, unique among the temp names of all processes on the machine.
 pub(crate) fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}-{:x}{:08x}", std::process::id(), n, nanos)
+    slim_fs::unique_suffix()
+}
+
+/// The store's error for an error of `slim_fs`: the same operation and path.
+fn store_error(e: slim_fs::Error) -> StoreError {
+    match e {
+        slim_fs::Error::Io { op, path, source } => StoreError::Io { op, path, source },
+        slim_fs::Error::Json { path, source } => StoreError::Encode { path, reason: source.to_string() },
+        other => {
+            StoreError::Io { op: "write", path: other.path().to_owned(), source: io::Error::other(other.to_string()) }
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {

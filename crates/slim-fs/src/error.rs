@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,6 +51,16 @@ impl Error {
 
     pub(crate) fn safetensors(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
         Error::Safetensors { path: path.into(), reason: reason.into() }
+    }
+}
+
+impl Error {
+    /// The path the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Error::Io { path, .. } | Error::Json { path, .. } | Error::Occupied { path, .. } => path,
+            Error::Safetensors { path, .. } => path,
+        }
     }
 }
 
