@@ -128,6 +128,43 @@ impl Entry {
         Ok(self.dir.join(name))
     }
 
+    /// Checks, before a `dir_path` folder is reused, that its files are the ones the manifest
+    /// recorded: every file is there with its recorded size and no other file is; a file
+    /// modified after the manifest was written (mtime later than `written_at_ms`) is
+    /// re-hashed, and with `rehash` every file is. Sizes and mtimes cost one `stat` per file,
+    /// so a model edited in place (even to the same size) is caught without reading it.
+    pub fn check_dir(&self, name: &str, rehash: bool) -> Result<()> {
+        let root = self.path_of(name)?;
+        let prefix = format!("{name}/");
+        let recorded: Vec<&Payload> = self.manifest.payloads.iter().filter(|p| p.name.starts_with(&prefix)).collect();
+        let present = crate::fsutil::walk_files(&root)?;
+        for rel in &present {
+            if !recorded.iter().any(|p| p.name[prefix.len()..] == **rel) {
+                return Err(StoreError::corrupt(root.join(rel), "a file the manifest does not record"));
+            }
+        }
+        for p in recorded {
+            let path = self.dir.join(&p.name);
+            let meta = fs::metadata(&path).map_err(|e| StoreError::io("stat", &path, e))?;
+            if meta.len() != p.size {
+                let reason = format!("{} bytes, manifest says {}", meta.len(), p.size);
+                return Err(StoreError::corrupt(path, reason));
+            }
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u64::MAX, |d| d.as_millis() as u64);
+            if rehash || modified_ms > self.manifest.written_at_ms {
+                let (digest, _) = crate::fsutil::hash_file(&path)?;
+                if digest != p.blake3 {
+                    return Err(StoreError::corrupt(path, "blake3 digest differs from the manifest (edited in place?)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

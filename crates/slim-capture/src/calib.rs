@@ -63,22 +63,34 @@ pub fn calibration_windows(
     vocab_size: usize,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
 ) -> Result<Vec<u32>> {
-    let docs: Vec<String> = match cfg.source {
+    match calibration_documents(cfg.source, data_root)? {
+        Some(docs) => sample_windows(&docs, cfg, encode),
+        None => Ok(random_windows(cfg, vocab_size)),
+    }
+}
+
+/// The documents windows are drawn from, as [`sample_windows`] takes them; `None` for the
+/// random source, which draws token ids instead. (The pipeline hashes these into the
+/// calibration key, so that other text under the same name is never mistaken for it.)
+pub fn calibration_documents(source: CalibSource, data_root: &Path) -> Result<Option<Vec<String>>> {
+    Ok(match source {
         CalibSource::BrownFiction => {
-            TextSource::brown_fiction(data_root)?.documents().iter().map(|d| d.text.clone()).collect()
+            Some(TextSource::brown_fiction(data_root)?.documents().iter().map(|d| d.text.clone()).collect())
         }
         CalibSource::PtbTrain => {
             let src = TextSource::ptb(data_root, slim_data::PtbSplit::Train)?;
             // PTB is one sentence per line: group 40 lines into a document.
             let lines: Vec<&str> = src.documents().iter().flat_map(|d| d.text.lines()).collect();
-            lines.chunks(40).map(|c| c.join("\n")).collect()
+            Some(lines.chunks(40).map(|c| c.join("\n")).collect())
         }
-        CalibSource::Random => {
-            let mut rng = SplitMix(cfg.seed);
-            return Ok((0..cfg.n_windows * cfg.seq_len).map(|_| rng.below(vocab_size as u64) as u32).collect());
-        }
-    };
-    sample_windows(&docs, cfg, encode)
+        CalibSource::Random => None,
+    })
+}
+
+/// Seeded uniformly random token ids below `vocab_size`: the random source's windows.
+pub fn random_windows(cfg: &CalibConfig, vocab_size: usize) -> Vec<u32> {
+    let mut rng = SplitMix(cfg.seed);
+    (0..cfg.n_windows * cfg.seq_len).map(|_| rng.below(vocab_size as u64) as u32).collect()
 }
 
 /// The sampling loop on given documents.

@@ -1,11 +1,10 @@
 //! `slimllm cache verify [--repair]` and `slimllm cache gc`: keeping the artifact store honest.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use slim_artifact::Store;
-use slim_data::EvalText;
-use slim_pipeline::{referenced_entries, PipelineConfig};
+use slim_pipeline::RunsRoot;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Cache commands.
 #[derive(clap::Subcommand)]
@@ -20,10 +19,16 @@ pub enum CacheCommand {
         cache: Option<PathBuf>,
     },
     /// Remove entries that no run under `--runs` refers to, and stale temporary folders.
+    /// Refuses when it finds no run at all (a wrong folder would otherwise empty the cache),
+    /// unless told `--all`.
     Gc {
-        /// Folder of runs whose `summary.json` files say what to keep.
-        #[arg(long, default_value = "data/runs")]
-        runs: PathBuf,
+        /// Folder of runs whose `summary.json` files say what to keep (default: `runs` under
+        /// `--data-root`, i.e. `$SLIMLLM_DATA/runs` or `data/runs`).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+        /// Remove every entry no run refers to even when no run is found (empties the cache).
+        #[arg(long)]
+        all: bool,
         /// List what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
@@ -33,7 +38,7 @@ pub enum CacheCommand {
     },
 }
 
-pub fn run(c: CacheCommand) -> Result<()> {
+pub fn run(c: CacheCommand, g: &crate::GlobalArgs) -> Result<()> {
     match c {
         CacheCommand::Verify { repair, cache } => {
             let store = Store::open(&cache.unwrap_or_else(Store::default_root))?;
@@ -58,11 +63,15 @@ pub fn run(c: CacheCommand) -> Result<()> {
             anyhow::ensure!(repair || problems.is_empty(), "the cache has {} problems", problems.len());
             Ok(())
         }
-        CacheCommand::Gc { runs, dry_run, cache } => {
+        CacheCommand::Gc { runs, all, dry_run, cache } => {
             let store = Store::open(&cache.unwrap_or_else(Store::default_root))?;
-            let keep = kept_by_runs(&store, &runs)?;
-            let all = store.entries()?;
-            let drop: Vec<_> = all.iter().filter(|e| !keep.contains(*e)).cloned().collect();
+            let runs = match &runs {
+                Some(r) => RunsRoot::at(r),
+                None => RunsRoot::under(&g.data_root),
+            };
+            let keep = kept_by_runs(&runs, all)?;
+            let all_entries = store.entries()?;
+            let drop: Vec<_> = all_entries.iter().filter(|e| !keep.contains(*e)).cloned().collect();
             if dry_run {
                 for (stage, key) in &drop {
                     println!("would remove {stage}/{key}");
@@ -71,10 +80,11 @@ pub fn run(c: CacheCommand) -> Result<()> {
                 store.gc(&keep)?;
                 store.clean_tmp(std::time::Duration::from_secs(3600))?;
             }
+            let referenced = all_entries.iter().filter(|e| keep.contains(*e)).count();
             println!(
-                "{} entries, {} referenced by runs, {} {}",
-                all.len(),
-                keep.len(),
+                "{} entries, {referenced} referenced by runs under {}, {} {}",
+                all_entries.len(),
+                runs.path().display(),
                 drop.len(),
                 if dry_run { "would be removed" } else { "removed" }
             );
@@ -83,51 +93,45 @@ pub fn run(c: CacheCommand) -> Result<()> {
     }
 }
 
-/// Entries referred to by the runs under `runs` (each `<run>/summary.json`).
-fn kept_by_runs(store: &Store, runs: &Path) -> Result<BTreeSet<(String, slim_artifact::Key)>> {
+/// The entries the runs under `runs` refer to (each summary's `cache_keys`). Refuses, unless
+/// `all`, when the folder is missing or holds no run, and always when a summary cannot be
+/// read: in each case gc cannot know what to keep.
+fn kept_by_runs(runs: &RunsRoot, all: bool) -> Result<BTreeSet<(String, slim_artifact::Key)>> {
     let mut keep = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir(runs) else {
-        return Ok(keep);
+    let summaries = match runs.summaries() {
+        Ok(s) => s,
+        Err(e) if all => {
+            tracing::warn!("{e:#}; --all: nothing is kept");
+            return Ok(keep);
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "cache gc keeps what runs refer to and found no runs folder at {}; pass --runs DIR \
+                 (or --data-root), or --all to remove every entry",
+                runs.path().display()
+            )))
+        }
     };
-    for e in dir.flatten() {
-        let path = e.path().join("summary.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let s: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let cfg: PipelineConfig = match serde_json::from_value(s["config"].clone()) {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::warn!("{}: no usable pipeline config ({err}); its entries are not protected", path.display());
-                continue;
-            }
-        };
-        let model = PathBuf::from(s["model"].as_str().unwrap_or_default());
-        // Evaluations: the requested window count when recorded, else both readings of
-        // the scored count (all windows, or exactly that many).
-        let mut evals = Vec::new();
-        for (name, v) in s["ppl"].as_object().into_iter().flatten() {
-            let Ok(data) = name.parse::<EvalText>() else {
-                continue;
-            };
-            let seq_len = 128;
-            match s.get("eval_windows") {
-                Some(w) => evals.push((data, seq_len, w.as_u64().map(|w| w as usize))),
-                None => {
-                    evals.push((data, seq_len, None));
-                    if let Some(w) = v["after"]["windows"].as_u64() {
-                        evals.push((data, seq_len, Some(w as usize)));
-                    }
-                }
-            }
+    if summaries.is_empty() && !all {
+        bail!(
+            "cache gc found no run summary under {}, so it would remove every entry; pass --runs DIR \
+             (or --data-root), or --all to remove every entry",
+            runs.path().display()
+        );
+    }
+    for (path, summary) in summaries {
+        let s = summary.with_context(|| {
+            format!("cache gc cannot tell what {} refers to; fix or move that run folder", path.display())
+        })?;
+        if s.format < 2 {
+            tracing::warn!(
+                "{}: written before runs recorded their cache keys (format {}); nothing of it is kept \
+                 (rerun it to keep its entries)",
+                path.display(),
+                s.format
+            );
         }
-        match referenced_entries(&model, &cfg, store, &evals) {
-            Ok(k) => keep.extend(k),
-            Err(err) => {
-                tracing::warn!("{}: {err:#}; its entries are not protected", path.display())
-            }
-        }
+        keep.extend(s.cache_keys.into_iter().map(|c| (c.stage, c.key)));
     }
     Ok(keep)
 }

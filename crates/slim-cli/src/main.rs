@@ -137,7 +137,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a, &g),
         Command::Pipeline(c) => pipeline::run(c, &g),
         Command::Stage(a) => pipeline::stage(a, &g),
-        Command::Cache(c) => cache::run(c),
+        Command::Cache(c) => cache::run(c, &g),
         Command::Report(a) => report::run(a),
     }
 }

@@ -12,11 +12,10 @@ use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
 use slim_data::EvalText;
-use slim_eval::PplConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun};
 use slim_pipeline::{
-    eval_ppl_cached, explain_pipeline, model_key, run_pipeline, AllocationKind, CalibMode, PipelineConfig, RunOptions,
-    RunReport, Stage,
+    explain_pipeline, run_pipeline, stage_table, AllocationKind, CalibMode, EvalInput, ModelSource, PipelineConfig,
+    RunName, RunOptions, RunRequest, RunSummary, RunsRoot, Stage,
 };
 use slim_recover::RecoveryKind;
 use slim_score::{KeepLowest, ScorerKind};
@@ -153,7 +152,7 @@ pub struct PipelineArgs {
     #[arg(long)]
     pruned_layers: Option<usize>,
     /// Softmax temperature α of the layer allocation; default 10 up to 35 % and 7 above.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     alpha: Option<f64>,
     /// A named recipe: the scorer, allocation, recovery and calibration mode below, each of
     /// which its own flag still overrides (docs/variants.md).
@@ -198,6 +197,10 @@ pub struct PipelineArgs {
     /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Re-hash every file of a reused pruned model against its cache manifest (by default
+    /// only sizes are checked, and the contents of files modified since they were cached).
+    #[arg(long)]
+    verify_reused: bool,
 }
 
 /// Arguments of `slimllm pipeline run`.
@@ -242,6 +245,14 @@ impl PipelineArgs {
         ensure!((0.0..0.5).contains(&a.keep_lowest), "--keep-lowest must lie in [0, 0.5), got {}", a.keep_lowest);
         ensure!(a.calib_windows >= 1, "--calib-windows must be at least 1, got {}", a.calib_windows);
         ensure!(a.calib_len >= 2, "--calib-len must be at least 2 tokens, got {}", a.calib_len);
+        if let Some(alpha) = a.alpha {
+            // A negative temperature would reverse the allocation (the layers whose output
+            // differs most from their input pruned hardest); 0 spreads it evenly over the K.
+            ensure!(
+                alpha >= 0.0 && alpha.is_finite(),
+                "--alpha must be a finite temperature of at least 0 (a negative one reverses the allocation), got {alpha}"
+            );
+        }
         ensure!(
             matches!(allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
             "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
@@ -294,6 +305,23 @@ impl PipelineArgs {
         })
     }
 
+    /// The run name derived from the settings: model, scorer, allocation, target, recovery,
+    /// GQA unit and calibration mode.
+    fn default_run_name(&self) -> String {
+        let (scorer, allocation, recovery, mode) = self.recipe();
+        let name = |v: Option<clap::builder::PossibleValue>| v.expect("no skipped variants").get_name().to_string();
+        format!(
+            "{}-{}-{}-{:.0}pct-{}-{}-{}",
+            self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+            name(scorer.to_possible_value()),
+            name(allocation.to_possible_value()),
+            self.target * 100.0,
+            name(recovery.to_possible_value()),
+            name(self.gqa.to_possible_value()),
+            name(mode.to_possible_value()),
+        )
+    }
+
     fn store(&self) -> Result<Store> {
         Ok(Store::open(&self.cache.clone().unwrap_or_else(Store::default_root))?)
     }
@@ -303,7 +331,8 @@ pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
     match c {
         PipelineCommand::Run(a) => run_and_evaluate(a, g),
         PipelineCommand::Explain(p) => {
-            let lines = explain_pipeline(&p.model, &p.config()?, &p.store()?)?;
+            let cfg = p.config()?;
+            let lines = explain_pipeline(&ModelSource::open(&p.model)?, &cfg, &p.store()?, &g.data_root)?;
             for l in &lines {
                 println!("{l}");
             }
@@ -326,19 +355,23 @@ pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
         StageName::Surgery => Stage::Surgery,
         StageName::Recover => Stage::Recover,
     };
-    let opts = RunOptions { progress: progress(g), force: Some(force) };
-    let out =
-        dispatch(g.backend.kind(), StageJob { p: &a.p, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
+    let opts = RunOptions { progress: progress(g), force: Some(force), verify_reused: a.p.verify_reused };
+    let model = ModelSource::open(&a.p.model)?;
+    let out = dispatch(
+        g.backend.kind(),
+        StageJob { model: &model, cfg: &cfg, store: &store, data_root: &g.data_root, opts },
+    )?;
     eprint!("{}", out.report.table());
     println!(
         "{}",
-        json!({"stage": force, "stages": out.report.stages(), "params_after": out.params_after, "pruned_model": out.pruned_dir.display().to_string()})
+        json!({"stage": force, "stages": out.report.stages(), "params_after": out.params_after,
+               "pruned_model": out.pruned_dir.display().to_string()})
     );
     Ok(())
 }
 
 struct StageJob<'a> {
-    p: &'a PipelineArgs,
+    model: &'a ModelSource,
     cfg: &'a PipelineConfig,
     store: &'a Store,
     data_root: &'a Path,
@@ -348,34 +381,45 @@ struct StageJob<'a> {
 impl BackendRun for StageJob<'_> {
     type Output = slim_pipeline::PipelineOutcome;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        run_pipeline::<B>(&self.p.model, self.cfg, self.store, self.data_root, &device, &self.opts)
+        run_pipeline::<B>(self.model, self.cfg, self.store, self.data_root, &device, &self.opts)
     }
 }
 
+/// `slimllm pipeline run`: every input is checked (settings, run name and folder, model,
+/// evaluation texts) before the pruning starts; then [`slim_pipeline::run_and_evaluate`].
 fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     let cfg = a.p.config()?;
-    let run_name = a.run.clone().unwrap_or_else(|| {
-        let (scorer, allocation, recovery, mode) = a.p.recipe();
-        let name = |v: Option<clap::builder::PossibleValue>| v.expect("no skipped variants").get_name().to_string();
-        format!(
-            "{}-{}-{}-{:.0}pct-{}-{}-{}",
-            a.p.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-            name(scorer.to_possible_value()),
-            name(allocation.to_possible_value()),
-            a.p.target * 100.0,
-            name(recovery.to_possible_value()),
-            name(a.p.gqa.to_possible_value()),
-            name(mode.to_possible_value()),
-        )
-    });
+    ensure!(a.eval_windows != Some(0), "--eval-windows must be at least 1, got 0");
+    let name = match &a.run {
+        Some(n) => RunName::new(n)?,
+        None => RunName::new(&a.p.default_run_name())?,
+    };
+    let run = RunsRoot::under(&g.data_root).run(&name);
+    let evals = if a.no_eval {
+        Vec::new()
+    } else {
+        a.eval
+            .iter()
+            .map(|d| EvalInput::load(*d, &g.data_root).with_context(|| format!("--eval {d}")))
+            .collect::<Result<Vec<_>>>()?
+    };
     let store = a.p.store()?;
-    let summary = dispatch(g.backend.kind(), Job { a: &a, cfg: &cfg, store: &store, g, run_name: &run_name })?;
-    let run_dir = g.data_root.join("runs").join(&run_name);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    slim_artifact::write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    tracing::info!("summary written to {}", run_dir.join("summary.json").display());
+    let model = ModelSource::open(&a.p.model)?;
+    run.prepare()?;
+    let opts = RunOptions { progress: progress(g), force: None, verify_reused: a.p.verify_reused };
+    let req = RunRequest {
+        model: &model,
+        cfg: &cfg,
+        evals: &evals,
+        eval_windows: a.eval_windows,
+        run: &run,
+        backend: g.backend.kind().name(),
+        data_root: &g.data_root,
+    };
+    let summary = dispatch(g.backend.kind(), Job { req: &req, store: &store, opts })?;
+    eprint!("{}", stage_table(&summary.stages));
     if a.report {
-        let path = crate::report::write_for_runs(std::slice::from_ref(&run_dir), &run_dir.join("report"))?;
+        let path = crate::report::write_for_runs(&[run.path().to_path_buf()], &run.report_dir())?;
         tracing::info!("report written to {}", path.display());
     }
     println!("{}", serde_json::to_string(&summary)?);
@@ -383,115 +427,16 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
 }
 
 struct Job<'a> {
-    a: &'a RunArgs,
-    cfg: &'a PipelineConfig,
+    req: &'a RunRequest<'a>,
     store: &'a Store,
-    g: &'a GlobalArgs,
-    run_name: &'a str,
+    opts: RunOptions,
 }
 
 impl BackendRun for Job<'_> {
-    type Output = serde_json::Value;
-    fn run<B: Backend>(self, device: B::Device) -> Result<serde_json::Value> {
-        let (a, g) = (self.a, self.g);
-        let t = std::time::Instant::now();
-        let opts = RunOptions { progress: progress(g), force: None };
-        let out = run_pipeline::<B>(&a.p.model, self.cfg, self.store, &g.data_root, &device, &opts)?;
-        let prune_s = t.elapsed().as_secs_f64();
-        let mut report: RunReport = out.report;
-        let mut ppl = serde_json::Map::new();
-        if !a.no_eval {
-            let dense_key = model_key(&a.p.model)?;
-            let pcfg = PplConfig { seq_len: 128, batch: 8, max_windows: a.eval_windows, progress: progress(g) };
-            for data in &a.eval {
-                let before = eval_ppl_cached::<B>(
-                    self.store,
-                    &mut report,
-                    &a.p.model,
-                    dense_key,
-                    *data,
-                    &g.data_root,
-                    &pcfg,
-                    &device,
-                )?;
-                let after = eval_ppl_cached::<B>(
-                    self.store,
-                    &mut report,
-                    &out.pruned_dir,
-                    out.pruned_key,
-                    *data,
-                    &g.data_root,
-                    &pcfg,
-                    &device,
-                )?;
-                tracing::info!(
-                    "{}: perplexity {:.3} → {:.3} ({} windows)",
-                    data.name(),
-                    before.ppl,
-                    after.ppl,
-                    after.windows
-                );
-                ppl.insert(data.name().to_string(), json!({"before": before, "after": after}));
-            }
-        }
-        let run_dir = g.data_root.join("runs").join(self.run_name);
-        link_model_dir(&out.pruned_dir, &run_dir.join("model"))?;
-        eprint!("{}", report.table());
-        let first = a.eval.first().map(|d| d.name());
-        let pick = |which: &str| first.and_then(|n| ppl.get(n)).and_then(|v| v[which]["ppl"].as_f64());
-        Ok(json!({
-            "run": self.run_name,
-            "model": a.p.model.display().to_string(),
-            "config": self.cfg,
-            "backend": g.backend.kind().name(),
-            "params_before": out.params_before,
-            "params_after": out.params_after,
-            "removed_fraction": 1.0 - out.params_after as f64 / out.params_before as f64,
-            "alloc": out.alloc,
-            "ppl_data": first,
-            "eval_windows": a.eval_windows,
-            "ppl_before": pick("before"),
-            "ppl_after": pick("after"),
-            "ppl": ppl,
-            "pruning_seconds": prune_s,
-            "stages": report.stages(),
-            "layers": out.layers,
-            "layer_importance": out.importance,
-            "pruned_model": run_dir.join("model").display().to_string(),
-            "cache_entry": out.pruned_key.to_hex(),
-        }))
+    type Output = RunSummary;
+    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
+        slim_pipeline::run_and_evaluate::<B>(self.req, self.store, &device, &self.opts)
     }
-}
-
-/// Places the pruned model under the run: hard links to the cache entry's files (copies
-/// where links are impossible), replaced atomically.
-fn link_model_dir(src: &Path, dst: &Path) -> Result<()> {
-    let tmp = dst.with_file_name(format!(".model.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    for e in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
-        let e = e?;
-        let to = tmp.join(e.file_name());
-        if std::fs::hard_link(e.path(), &to).is_err() {
-            std::fs::copy(e.path(), &to).with_context(|| format!("copying {}", e.path().display()))?;
-        }
-    }
-    // Another run of the same name may be placing its (identical) copy at the same moment:
-    // move whatever is in the way aside and retry, so that one complete copy ends up there.
-    for attempt in 0..8 {
-        match std::fs::rename(&tmp, dst) {
-            Ok(()) => return Ok(()),
-            Err(_) if dst.exists() => {
-                let aside = dst.with_file_name(format!(".model.old-{}-{attempt}", std::process::id()));
-                if std::fs::rename(dst, &aside).is_ok() {
-                    let _ = std::fs::remove_dir_all(&aside);
-                }
-            }
-            Err(e) => return Err(e).with_context(|| format!("moving {} into place", dst.display())),
-        }
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
-    anyhow::bail!("moving {} into place: the folder keeps changing", dst.display())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and, if not, why not — computed from the key documents alone, without running a stage.
 
 use crate::graph::Graph;
-use crate::keys::model_key;
+use crate::keys::{text_digest, ModelSource};
 use crate::{AllocationKind, PipelineConfig};
 use anyhow::Result;
 use slim_alloc::Allocation;
@@ -54,9 +54,15 @@ type Solver = Box<dyn Fn() -> Result<Allocation>>;
 /// The per-layer keys need the allocation's head and channel counts: when the allocation
 /// is not cached it is solved here from the cached importance (cheap and pure); when the
 /// importance is not cached either, the walk stops there, since everything after it runs.
-pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -> Result<Vec<ExplainLine>> {
-    let graph = Graph { cfg, model: model_key(model_dir)? };
-    let dense = ModelConfig::load(model_dir)?;
+pub fn explain_pipeline(
+    model: &ModelSource,
+    cfg: &PipelineConfig,
+    store: &Store,
+    data_root: &Path,
+) -> Result<Vec<ExplainLine>> {
+    let calib_docs = slim_capture::calibration_documents(cfg.calib.source, data_root)?;
+    let graph = Graph { cfg, model: model.key(), calib_text: calib_docs.as_deref().map(text_digest) };
+    let dense = ModelConfig::load(model.dir())?;
     let n_layers = dense.num_layers();
     let mut out = Vec::new();
     let mut line = |doc: &KeyDoc, layer: Option<usize>| -> Result<bool> {
@@ -85,7 +91,7 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
             let d = graph.alloc(&a, importance.key())?;
             let solve = if importance_hit {
                 let imp: slim_artifact::schema::LayerImportance =
-                    store.lookup("importance", &importance.key())?.expect("explain saw the entry").get_bin("value")?;
+                    store.lookup("importance", &importance.key())?.ok_or_else(gone)?.get_bin("value")?;
                 let dense = dense.clone();
                 Some(Box::new(move || slim_alloc::solve(&dense, &imp.cos, &a)) as Solver)
             } else {
@@ -103,7 +109,7 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
             let sdoc = graph.global_scores(calib.key(), taylor)?;
             let solve = if line(&sdoc, None)? {
                 let scores: Vec<slim_alloc::LayerScores> =
-                    store.lookup("global-scores", &sdoc.key())?.expect("explain saw the entry").get_bin("value")?;
+                    store.lookup("global-scores", &sdoc.key())?.ok_or_else(gone)?.get_bin("value")?;
                 let dense = dense.clone();
                 let g2 = g.clone();
                 Some(Box::new(move || slim_alloc::solve_global(&dense, &scores, &g2)) as Solver)
@@ -115,7 +121,7 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
     };
     let alloc_hit = line(&alloc, None)?;
     let plan: Allocation = if alloc_hit {
-        store.lookup("alloc", &alloc.key())?.expect("explain saw the entry").get_bin("value")?
+        store.lookup("alloc", &alloc.key())?.ok_or_else(gone)?.get_bin("value")?
     } else if let Some(solve) = solve {
         solve()?
     } else {
@@ -145,33 +151,8 @@ pub fn explain_pipeline(model_dir: &Path, cfg: &PipelineConfig, store: &Store) -
     Ok(out)
 }
 
-/// Every cache entry a run of `cfg` on `model_dir` refers to and that the store holds: what
-/// [`explain_pipeline`] finds cached, plus the perplexity entries of the dense and pruned
-/// models for `evals` (`(data, seq_len, windows)`). `slimllm cache gc` keeps these.
-pub fn referenced_entries(
-    model_dir: &Path,
-    cfg: &PipelineConfig,
-    store: &Store,
-    evals: &[(slim_data::EvalText, usize, Option<usize>)],
-) -> Result<std::collections::BTreeSet<(String, slim_artifact::Key)>> {
-    let mut keep = std::collections::BTreeSet::new();
-    let lines = explain_pipeline(model_dir, cfg, store)?;
-    let mut models = vec![model_key(model_dir)?];
-    for l in &lines {
-        if let Explanation::Hit { key } = l.explanation {
-            keep.insert((l.stage.clone(), key));
-            if l.stage == "surgery" {
-                models.push(key);
-            }
-        }
-    }
-    for m in models {
-        for &(data, seq_len, windows) in evals {
-            let key = crate::run::eval_doc(m, data, seq_len, windows)?.key();
-            if store.lookup("eval", &key)?.is_some() {
-                keep.insert(("eval".to_string(), key));
-            }
-        }
-    }
-    Ok(keep)
+/// The error for an entry that the store listed a moment ago and no longer holds (a
+/// concurrent `slimllm cache gc` or `cache verify --repair` removed it).
+fn gone() -> anyhow::Error {
+    anyhow::format_err!("a cache entry was removed while explaining (a concurrent cache gc?); run explain again")
 }

@@ -20,6 +20,8 @@ const ATTN_STATS_FORMAT: u32 = 2;
 pub(crate) struct Graph<'a> {
     pub cfg: &'a PipelineConfig,
     pub model: Key,
+    /// [`crate::keys::text_digest`] of the calibration documents; `None` for random ids.
+    pub calib_text: Option<String>,
 }
 
 /// The head-pruning unit a layer's counts ask for.
@@ -32,7 +34,11 @@ pub(crate) fn head_prune(counts: &PruneCounts, mode: GqaMode) -> HeadPrune {
 
 impl Graph<'_> {
     pub fn calib(&self) -> Result<KeyDoc> {
-        doc("calib", &self.cfg.calib, &[("model", self.model)])
+        let mut config = serde_json::to_value(&self.cfg.calib)?;
+        if let Some(t) = &self.calib_text {
+            config["text"] = t.clone().into();
+        }
+        doc("calib", &config, &[("model", self.model)])
     }
 
     pub fn importance(&self, calib: Key) -> Result<KeyDoc> {

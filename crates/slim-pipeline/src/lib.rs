@@ -10,17 +10,24 @@
 //! - `dense`: every layer's statistics come from the unpruned model, so one capture serves
 //!   every scorer, allocation and recovery.
 
+mod evaluate;
 mod explain;
+pub mod fixtures;
 mod global;
 mod graph;
 mod keys;
 mod report;
 mod run;
+mod runs;
+mod summary;
 
-pub use explain::{explain_pipeline, referenced_entries, ExplainLine};
-pub use keys::{model_key, STAGE_VERSION};
-pub use report::{RunReport, StageReport};
-pub use run::{eval_ppl_cached, run_pipeline, PipelineOutcome};
+pub use explain::{explain_pipeline, ExplainLine};
+pub use keys::{model_key, text_digest, ModelSource, STAGE_VERSION};
+pub use report::{stage_table, RunReport, StageReport};
+pub use evaluate::{run_and_evaluate, RunRequest};
+pub use run::{eval_ppl_cached, run_pipeline, EvalInput, PipelineOutcome};
+pub use runs::{RunDir, RunName, RunsRoot};
+pub use summary::{AllocSummary, CacheRef, LayerPlan, PplPair, RunSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
 
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
@@ -158,7 +165,14 @@ pub struct RunOptions {
     /// Recompute this stage's entries even when the cache holds them, replacing them;
     /// every other stage is reused where it can be.
     pub force: Option<Stage>,
+    /// Re-hash every file of a reused pruned model against its manifest, not only the ones
+    /// whose size or modification time gives them away.
+    pub verify_reused: bool,
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
+mod tests_runs;

@@ -1,11 +1,13 @@
 //! What a run did: for every stage, how long it took and whether its entries were computed
 //! or reused from the cache. Tests assert cache behaviour from this, never from timings.
 
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::summary::CacheRef;
+use serde::{Deserialize, Serialize};
+use slim_artifact::Key;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One stage's account.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageReport {
     /// Stage name (`capture`, `score`, `alloc`, `recover`, `surgery`, `eval`, ...).
     pub name: String,
@@ -24,6 +26,7 @@ pub struct StageReport {
 pub struct RunReport {
     order: Vec<String>,
     stages: BTreeMap<String, StageReport>,
+    entries: BTreeSet<CacheRef>,
 }
 
 impl RunReport {
@@ -45,6 +48,16 @@ impl RunReport {
         s.cached = s.ran == 0;
     }
 
+    /// Notes that the run read or wrote the entry `key` of stage folder `stage`.
+    pub fn used(&mut self, stage: &str, key: Key) {
+        self.entries.insert(CacheRef { stage: stage.to_string(), key });
+    }
+
+    /// Every entry the run read or wrote, sorted by stage folder and key.
+    pub fn entries(&self) -> Vec<CacheRef> {
+        self.entries.iter().cloned().collect()
+    }
+
     /// Adds every stage account of `other` (entries computed inside another entry's
     /// computation, such as the dense captures of the global allocation's scores).
     pub fn merge(&mut self, other: &RunReport) {
@@ -61,6 +74,7 @@ impl RunReport {
             s.reused += st.reused;
             s.cached = s.ran == 0;
         }
+        self.entries.extend(other.entries.iter().cloned());
     }
 
     /// Stages in the order they first ran.
@@ -80,10 +94,15 @@ impl RunReport {
 
     /// A one-line-per-stage table for the log.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<10} {:>9} {:>5} {:>7}\n", "stage", "seconds", "ran", "reused");
-        for st in self.stages() {
-            s += &format!("{:<10} {:>9.2} {:>5} {:>7}\n", st.name, st.seconds, st.ran, st.reused);
-        }
-        s
+        stage_table(&self.stages())
     }
+}
+
+/// A one-line-per-stage table of `stages` for the log.
+pub fn stage_table(stages: &[StageReport]) -> String {
+    let mut s = format!("{:<10} {:>9} {:>5} {:>7}\n", "stage", "seconds", "ran", "reused");
+    for st in stages {
+        s += &format!("{:<10} {:>9.2} {:>5} {:>7}\n", st.name, st.seconds, st.ran, st.reused);
+    }
+    s
 }

@@ -2,8 +2,9 @@
 //! surgery into a model directory, and perplexity before and after.
 
 use crate::graph::{head_prune, Graph};
-use crate::keys::{doc, model_key};
+use crate::keys::{doc, text_digest, ModelSource};
 use crate::report::RunReport;
+use crate::summary::{AllocSummary, LayerPlan};
 use crate::{AllocationKind, CalibMode, PipelineConfig, RunOptions, Stage};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
@@ -12,7 +13,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
 use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
 use slim_artifact::{Key, KeyDoc, Store};
-use slim_capture::{calibration_windows, capture_attn, capture_mlp, layer_importance};
+use slim_capture::{calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows};
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
 use slim_recover::Refit;
@@ -34,12 +35,14 @@ pub struct PipelineOutcome {
     pub pruned_dir: PathBuf,
     /// Key of the surgery entry holding `pruned_dir`.
     pub pruned_key: Key,
+    /// Content key of the dense model.
+    pub model_key: Key,
     /// Per-layer plan: ratio, kept heads, KV heads and channels.
-    pub layers: Vec<serde_json::Value>,
+    pub layers: Vec<LayerPlan>,
     /// Layer importance (cosine similarity) of the dense model.
     pub importance: Vec<f64>,
-    /// The allocation's r0 and achieved fraction.
-    pub alloc: serde_json::Value,
+    /// What the allocation solved.
+    pub alloc: AllocSummary,
 }
 
 /// The layer decisions of one layer, as cached.
@@ -68,6 +71,7 @@ pub(crate) fn cached<T: Serialize + DeserializeOwned>(
     if let Some(entry) = store.lookup(doc.stage(), &key)? {
         let v = entry.get_bin::<T>("value")?;
         report.record(label, true, t.elapsed().as_secs_f64());
+        report.used(doc.stage(), key);
         tracing::debug!("{label} {}: cache hit {key}", doc.stage());
         return Ok((v, key));
     }
@@ -78,12 +82,13 @@ pub(crate) fn cached<T: Serialize + DeserializeOwned>(
     w.put_bin("value", &v)?;
     w.commit()?;
     report.record(label, false, t.elapsed().as_secs_f64());
+    report.used(doc.stage(), key);
     Ok((v, key))
 }
 
 /// Runs the whole pipeline on `model_dir` with backend `B`.
 pub fn run_pipeline<B: Backend>(
-    model_dir: &Path,
+    model: &ModelSource,
     cfg: &PipelineConfig,
     store: &Store,
     data_root: &Path,
@@ -93,22 +98,21 @@ pub fn run_pipeline<B: Backend>(
     let (progress, force) = (opts.progress, opts.force);
     let mut report = RunReport::default();
     let t = Instant::now();
-    let mkey = model_key(model_dir)?;
-    let graph = Graph { cfg, model: mkey };
+    let (model_dir, mkey) = (model.dir(), model.key());
+    let calib_docs = calibration_documents(cfg.calib.source, data_root)?;
+    let graph = Graph { cfg, model: mkey, calib_text: calib_docs.as_deref().map(text_digest) };
     report.record("hash", false, t.elapsed().as_secs_f64());
     let dense_cfg = ModelConfig::load(model_dir)?;
     let n_layers = dense_cfg.num_layers();
 
     // Calibration windows.
     let calib_doc = graph.calib()?;
-    let (ids, calib_key) = cached(store, &mut report, force, "calib", &calib_doc, || {
-        let tok = match cfg.calib.source {
-            slim_capture::CalibSource::Random => None,
-            _ => Some(Tokenizer::load(model_dir)?),
-        };
-        calibration_windows(&cfg.calib, data_root, dense_cfg.vocab_size, &|s| {
-            tok.as_ref().context("no tokenizer")?.encode(s)
-        })
+    let (ids, calib_key) = cached(store, &mut report, force, "calib", &calib_doc, || match &calib_docs {
+        None => Ok(random_windows(&cfg.calib, dense_cfg.vocab_size)),
+        Some(docs) => {
+            let tok = Tokenizer::load(model_dir)?;
+            sample_windows(docs, &cfg.calib, &|s| tok.encode(s))
+        }
     })?;
     let (nw, sl) = (cfg.calib.n_windows, cfg.calib.seq_len);
     ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
@@ -166,14 +170,15 @@ pub fn run_pipeline<B: Backend>(
             let d = graph.alloc(&a, imp_key)?;
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
-            let info = json!({"kind": "cosine", "r0": p.r0, "pruned_layers": a.num_selected, "alpha": a.alpha, "achieved": p.achieved});
+            let info =
+                AllocSummary::Cosine { r0: p.r0, pruned_layers: a.num_selected, alpha: a.alpha, achieved: p.achieved };
             (p, k, info)
         }
         AllocationKind::Uniform => {
             let u = graph.uniform_config(n_layers);
             let d = graph.alloc_uniform(&u)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_uniform(&dense_cfg, &u))?;
-            let info = json!({"kind": "uniform", "ratio": p.r0, "layers": [u.first, u.end], "achieved": p.achieved});
+            let info = AllocSummary::Uniform { ratio: p.r0, layers: [u.first, u.end], achieved: p.achieved };
             (p, k, info)
         }
         AllocationKind::FlapGlobal => {
@@ -196,7 +201,8 @@ pub fn run_pipeline<B: Backend>(
             let d = graph.alloc_global(&g, skey)?;
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
-            let info = json!({"kind": "flap-global", "z_threshold": p.r0, "touched_layers": p.selected.len(), "achieved": p.achieved});
+            let info =
+                AllocSummary::FlapGlobal { z_threshold: p.r0, touched_layers: p.selected.len(), achieved: p.achieved };
             (p, k, info)
         }
     };
@@ -225,7 +231,16 @@ pub fn run_pipeline<B: Backend>(
         let ratio = plan.ratios[l];
         let untouched = counts.heads == 0 && counts.channels == 0;
         if untouched {
-            decisions.push(json!({"layer": l, "ratio": ratio, "heads": cur_cfg.layers[l].num_heads, "kv_heads": cur_cfg.layers[l].num_kv_heads, "channels": cur_cfg.layers[l].intermediate_size}));
+            let s = &cur_cfg.layers[l];
+            decisions.push(LayerPlan {
+                layer: l,
+                ratio,
+                heads: s.num_heads,
+                kv_heads: s.num_kv_heads,
+                channels: s.intermediate_size,
+                kept_heads: None,
+                kept_kv_heads: None,
+            });
             if let (Some(m), Some(xi)) = (&model, x.take()) {
                 x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
             }
@@ -390,8 +405,15 @@ pub fn run_pipeline<B: Backend>(
             shape.intermediate_size,
             s.intermediate_size
         );
-        decisions.push(json!({"layer": l, "ratio": ratio, "heads": s.num_heads, "kv_heads": s.num_kv_heads, "channels": s.intermediate_size,
-                              "kept_heads": heads.kept, "kept_kv_heads": heads.kv_kept}));
+        decisions.push(LayerPlan {
+            layer: l,
+            ratio,
+            heads: s.num_heads,
+            kv_heads: s.num_kv_heads,
+            channels: s.intermediate_size,
+            kept_heads: Some(heads.kept),
+            kept_kv_heads: Some(heads.kv_kept),
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -402,7 +424,17 @@ pub fn run_pipeline<B: Backend>(
     if force == Some(Stage::Surgery) && store.lookup("surgery", &sg_doc.key())?.is_some() {
         store.remove("surgery", &sg_doc.key())?;
     }
-    let pruned_dir = match store.lookup("surgery", &sg_doc.key())? {
+    let mut hit = store.lookup("surgery", &sg_doc.key())?;
+    if let Some(e) = &hit {
+        // The model files are read by path, not through the store's checked reads: check
+        // them (sizes, and contents of files touched since the commit) before trusting them.
+        if let Err(err) = e.check_dir("model", opts.verify_reused) {
+            tracing::warn!("surgery entry {} is damaged ({err}); removing it and rebuilding it", sg_doc.key());
+            store.remove("surgery", &sg_doc.key())?;
+            hit = None;
+        }
+    }
+    let pruned_dir = match hit {
         Some(e) => {
             report.record("surgery", true, t.elapsed().as_secs_f64());
             e.path_of("model")?
@@ -420,6 +452,7 @@ pub fn run_pipeline<B: Backend>(
             store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
         }
     };
+    report.used("surgery", sg_doc.key());
     if load_s.get() > 0.0 {
         report.record("load", false, load_s.get());
     }
@@ -430,6 +463,7 @@ pub fn run_pipeline<B: Backend>(
         params_after: after_cfg.num_params(),
         pruned_dir,
         pruned_key: sg_doc.key(),
+        model_key: mkey,
         layers: decisions,
         importance: importance.cos,
         alloc: alloc_info,
@@ -509,34 +543,59 @@ fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
     bar
 }
 
-/// Perplexity of a model directory on a named text, as a cached `eval` entry.
+/// A perplexity text, loaded and digested before any long work (so that a missing text
+/// fails before the pruning, and another text under the same name gets its own entries).
+#[derive(Clone, Debug)]
+pub struct EvalInput {
+    /// Which text.
+    pub data: slim_data::EvalText,
+    /// The prepared text ([`slim_data::EvalText::load`]).
+    pub text: String,
+    /// [`text_digest`] of `text`.
+    pub digest: String,
+}
+
+impl EvalInput {
+    /// Loads `data` from `data_root`.
+    pub fn load(data: slim_data::EvalText, data_root: &Path) -> Result<EvalInput> {
+        let text = data.load(data_root)?;
+        let digest = text_digest(&[&text]);
+        Ok(EvalInput { data, text, digest })
+    }
+}
+
+/// Perplexity of a model directory on a text, as a cached `eval` entry.
 #[allow(clippy::too_many_arguments)]
 pub fn eval_ppl_cached<B: Backend>(
     store: &Store,
     report: &mut RunReport,
     model_dir: &Path,
     model_key: Key,
-    data: slim_data::EvalText,
-    data_root: &Path,
+    input: &EvalInput,
     ppl: &slim_eval::PplConfig,
     device: &B::Device,
 ) -> Result<slim_eval::PplResult> {
-    let d = eval_doc(model_key, data, ppl.seq_len, ppl.max_windows)?;
+    let d = eval_doc(model_key, input.data, Some(&input.digest), ppl.seq_len, ppl.max_windows)?;
     Ok(cached(store, report, None, "eval", &d, || {
-        let text = data.load(data_root)?;
-        let ids = Tokenizer::load(model_dir)?.encode(&text)?;
+        let ids = Tokenizer::load(model_dir)?.encode(&input.text)?;
         let m = Llama::<B>::load(model_dir, device)?;
         slim_eval::perplexity(&m, &ids, ppl)
     })?
     .0)
 }
 
-/// Key document of a perplexity entry.
+/// Key document of a perplexity entry; `text` is the text's digest (absent from entries
+/// made before texts were hashed into keys).
 pub(crate) fn eval_doc(
     model: Key,
     data: slim_data::EvalText,
+    text: Option<&str>,
     seq_len: usize,
     windows: Option<usize>,
 ) -> Result<KeyDoc> {
-    doc("eval", &json!({"data": data.name(), "seq_len": seq_len, "windows": windows}), &[("model", model)])
+    let mut config = json!({"data": data.name(), "seq_len": seq_len, "windows": windows});
+    if let Some(t) = text {
+        config["text"] = t.into();
+    }
+    doc("eval", &config, &[("model", model)])
 }

@@ -1,7 +1,7 @@
 //! Cache behaviour of the stage graph on a tiny synthetic GQA model, asserted from the
 //! run report (what ran, what was reused), never from timings.
 
-use crate::{explain_pipeline, run_pipeline, CalibMode, PipelineConfig, RunOptions, RunReport, Stage};
+use crate::{explain_pipeline, run_pipeline, CalibMode, ModelSource, PipelineConfig, RunOptions, RunReport, Stage};
 use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
@@ -28,7 +28,7 @@ fn config(mode: CalibMode) -> PipelineConfig {
 
 fn run(dir: &Path, store: &Store, cfg: &PipelineConfig) -> (RunReport, crate::PipelineOutcome) {
     let out =
-        run_pipeline::<Cpu>(dir, cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default())
+        run_pipeline::<Cpu>(&ModelSource::open(dir).unwrap(), cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default())
             .unwrap();
     (out.report.clone(), out)
 }
@@ -125,9 +125,9 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
         (Stage::Alloc, "alloc", 1),
         (Stage::Capture, "capture", 7),
     ] {
-        let opts = RunOptions { progress: false, force: Some(stage) };
+        let opts = RunOptions { force: Some(stage), ..RunOptions::default() };
         let out =
-            run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+            run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
         let r = &out.report;
         assert_eq!((r.ran(label), r.reused(label)), (n, 0), "{label}: {}", r.table());
         for other in ["capture", "score", "alloc", "recover"].into_iter().filter(|o| *o != label) {
@@ -140,16 +140,16 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
             "forcing {label} changed the model"
         );
     }
-    let opts = RunOptions { progress: false, force: Some(Stage::Surgery) };
+    let opts = RunOptions { force: Some(Stage::Surgery), ..RunOptions::default() };
     let out =
-        run_pipeline::<Cpu>(&mdir, &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
     assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     // Forcing a stage on an empty cache simply runs everything.
     for stage in [Stage::Capture, Stage::Surgery] {
         let empty = Store::open(&tmp.path().join(format!("empty-{stage:?}"))).unwrap();
-        let opts = RunOptions { progress: false, force: Some(stage) };
+        let opts = RunOptions { force: Some(stage), ..RunOptions::default() };
         let out =
-            run_pipeline::<Cpu>(&mdir, &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+            run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
         assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     }
 }
@@ -162,17 +162,17 @@ fn explain_matches_what_the_next_run_does() {
     let store = Store::open(&cache).unwrap();
     let cfg = config(CalibMode::Sequential);
     // Nothing cached: the walk stops after the importance pass it cannot see.
-    let lines = explain_pipeline(&mdir, &cfg, &store).unwrap();
+    let lines = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
     assert_eq!(lines.iter().map(|l| l.stage.as_str()).collect::<Vec<_>>(), ["calib", "importance", "alloc"]);
     assert!(lines.iter().all(|l| !l.is_hit()));
     run(&mdir, &store, &cfg);
-    let lines = explain_pipeline(&mdir, &cfg, &store).unwrap();
+    let lines = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
     assert_eq!(lines.len(), 3 + 3 * 6 + 1);
     assert!(lines.iter().all(|l| l.is_hit()), "{lines:#?}");
     // A scorer change: the first pruned layer's attention capture is still a hit, its head
     // scores are not, and the reason names the scorer.
     let cfg2 = PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg };
-    let lines = explain_pipeline(&mdir, &cfg2, &store).unwrap();
+    let lines = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg2, &store, Path::new("/nonexistent")).unwrap();
     let misses: Vec<String> = lines.iter().filter(|l| !l.is_hit()).map(|l| l.to_string()).collect();
     let (r, _) = run(&mdir, &store, &cfg2);
     let ran: usize = ["capture", "score", "recover"].iter().map(|s| r.ran(s)).sum();
@@ -209,19 +209,60 @@ fn a_run_refers_to_exactly_the_entries_it_made() {
     tiny_model(&mdir);
     let store = Store::open(&cache).unwrap();
     let cfg = config(CalibMode::Sequential);
-    run(&mdir, &store, &cfg);
+    let (r1, _) = run(&mdir, &store, &cfg);
     let all: std::collections::BTreeSet<_> = store.entries().unwrap().into_iter().collect();
-    assert_eq!(crate::referenced_entries(&mdir, &cfg, &store, &[]).unwrap(), all);
+    let used = |r: &RunReport| -> std::collections::BTreeSet<_> {
+        r.entries().into_iter().map(|c| (c.stage, c.key)).collect()
+    };
+    assert_eq!(used(&r1), all, "the first run made every entry and refers to each");
     // A second recipe adds entries the first does not refer to; gc with the first's set
-    // removes exactly those, and the first still runs entirely from the cache.
+    // removes exactly those, and the first still runs entirely from the cache, referring to
+    // the same entries.
     run(&mdir, &store, &PipelineConfig { scorer: ScorerKind::Magnitude, ..cfg.clone() });
-    let keep = crate::referenced_entries(&mdir, &cfg, &store, &[]).unwrap();
-    let removed = store.gc(&keep).unwrap();
+    let removed = store.gc(&used(&r1)).unwrap();
     assert!(!removed.is_empty());
     let (r, _) = run(&mdir, &store, &cfg);
     for stage in ["calib", "capture", "score", "alloc", "recover"] {
         assert_eq!(r.ran(stage), 0, "{stage} ran after gc: {}", r.table());
     }
+    assert_eq!(used(&r), used(&r1));
+}
+
+#[test]
+fn a_pruned_model_edited_in_the_cache_is_rebuilt_not_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    let (_, out) = run(&mdir, &store, &cfg);
+    let weights = out.pruned_dir.join("model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    // Same size, other bytes: only the contents (re-hashed because the file changed after
+    // the entry was committed) give it away.
+    let mut edited = original.clone();
+    let n = edited.len();
+    edited[n - 1] ^= 0x55;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut perm = std::fs::metadata(&weights).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&weights, perm).unwrap();
+    std::fs::write(&weights, &edited).unwrap();
+    let (r, out2) = run(&mdir, &store, &cfg);
+    assert_eq!(r.reused("surgery"), 0, "the damaged entry was reused: {}", r.table());
+    assert_eq!(std::fs::read(out2.pruned_dir.join("model.safetensors")).unwrap(), original);
+    // A file of another size is caught by its size alone, before anything is read.
+    let config = out2.pruned_dir.join("config.json");
+    let mut perm = std::fs::metadata(&config).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&config, perm).unwrap();
+    std::fs::write(&config, b"{}").unwrap();
+    let (r, _) = run(&mdir, &store, &cfg);
+    assert_eq!(r.reused("surgery"), 0, "{}", r.table());
+    let (r, _) = run(&mdir, &store, &cfg);
+    assert_eq!(r.reused("surgery"), 1, "the rebuilt entry is reused: {}", r.table());
 }
 
 #[test]
@@ -295,9 +336,9 @@ fn explain_walks_the_same_keys_as_the_run_for_every_allocation_and_the_taylor_ca
     for mode in [CalibMode::Sequential, CalibMode::Dense] {
         for allocation in [AllocationKind::Uniform, AllocationKind::FlapGlobal] {
             let cfg = PipelineConfig { allocation, scorer: ScorerKind::Taylor, ..config(mode) };
-            let before = explain_pipeline(&mdir, &cfg, &store).unwrap();
+            let before = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
             run(&mdir, &store, &cfg);
-            let after = explain_pipeline(&mdir, &cfg, &store).unwrap();
+            let after = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
             let misses: Vec<String> = after.iter().filter(|l| !l.is_hit()).map(|l| l.to_string()).collect();
             assert!(misses.is_empty(), "{mode:?} {allocation:?}: {misses:#?}");
             assert!(after.iter().any(|l| l.stage == "capture-taylor"), "the Taylor capture is listed");

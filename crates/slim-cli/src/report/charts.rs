@@ -2,28 +2,21 @@
 
 use anyhow::{format_err, Result};
 use plotters::prelude::*;
-use serde_json::Value;
+use slim_pipeline::RunSummary;
 use std::path::Path;
 
 /// `(label, parameters kept in millions, perplexity, is the dense model)` for the chart:
 /// each run's pruned model on its first evaluated text, and the dense model once.
-pub(super) fn ppl_points(runs: &[(String, Value)]) -> Vec<(String, f64, f64, bool)> {
+pub(super) fn ppl_points(runs: &[(String, RunSummary)]) -> Vec<(String, f64, f64, bool)> {
     let mut out = Vec::new();
     for (name, s) in runs {
-        let Some((data, v)) = s["ppl"]
-            .as_object()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == "ptb-valid").or_else(|| m.iter().next()))
-        else {
+        let Some((data, v)) = s.ppl.get_key_value("ptb-valid").or_else(|| s.ppl.iter().next()) else {
             continue;
         };
-        let (before, after) = (v["before"]["ppl"].as_f64(), v["after"]["ppl"].as_f64());
-        let (pb, pa) = (s["params_before"].as_f64(), s["params_after"].as_f64());
-        if let (Some(b), Some(a), Some(pb), Some(pa)) = (before, after, pb, pa) {
-            if !out.iter().any(|p: &(String, f64, f64, bool)| p.3) {
-                out.push((format!("dense ({data})"), pb / 1e6, b, true));
-            }
-            out.push((name.clone(), pa / 1e6, a, false));
+        if !out.iter().any(|p: &(String, f64, f64, bool)| p.3) {
+            out.push((format!("dense ({data})"), s.params_before as f64 / 1e6, v.before.ppl, true));
         }
+        out.push((name.clone(), s.params_after as f64 / 1e6, v.after.ppl, false));
     }
     out
 }
@@ -82,12 +75,13 @@ where
 }
 
 /// Per-layer fractions of heads and channels kept; false when the run holds no plan.
-pub(super) fn layers(name: &str, s: &Value, path: &Path) -> Result<bool> {
-    let Some(layers) = s["layers"].as_array().filter(|l| !l.is_empty()) else {
+pub(super) fn layers(name: &str, s: &RunSummary, path: &Path) -> Result<bool> {
+    let layers = &s.layers;
+    if layers.is_empty() {
         return Ok(false);
-    };
-    let max = |k: &str| layers.iter().filter_map(|l| l[k].as_f64()).fold(0.0, f64::max).max(1.0);
-    let (hmax, cmax) = (max("heads"), max("channels"));
+    }
+    let hmax = layers.iter().map(|l| l.heads).max().unwrap_or(1).max(1) as f64;
+    let cmax = layers.iter().map(|l| l.channels).max().unwrap_or(1).max(1) as f64;
     let n = layers.len();
     let root = SVGBackend::new(path, (800, 360)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -99,16 +93,13 @@ pub(super) fn layers(name: &str, s: &Value, path: &Path) -> Result<bool> {
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..1.05)
         .map_err(err)?;
     c.configure_mesh().x_desc("layer").y_desc("fraction kept").draw().map_err(err)?;
-    let series = |key: &'static str, top: f64| {
-        layers.iter().map(move |l| (l["layer"].as_f64().unwrap_or(0.0), l[key].as_f64().unwrap_or(0.0) / top))
-    };
-    c.draw_series(
-        series("channels", cmax).map(|(x, y)| Rectangle::new([(x - 0.4, 0.0), (x, y)], RED.mix(0.6).filled())),
-    )
+    let channels = layers.iter().map(|l| (l.layer as f64, l.channels as f64 / cmax));
+    let heads = layers.iter().map(|l| (l.layer as f64, l.heads as f64 / hmax));
+    c.draw_series(channels.map(|(x, y)| Rectangle::new([(x - 0.4, 0.0), (x, y)], RED.mix(0.6).filled())))
     .map_err(err)?
     .label("MLP channels")
     .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.mix(0.6).filled()));
-    c.draw_series(series("heads", hmax).map(|(x, y)| Rectangle::new([(x, 0.0), (x + 0.4, y)], BLUE.mix(0.6).filled())))
+    c.draw_series(heads.map(|(x, y)| Rectangle::new([(x, 0.0), (x + 0.4, y)], BLUE.mix(0.6).filled())))
         .map_err(err)?
         .label("query heads")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.mix(0.6).filled()));

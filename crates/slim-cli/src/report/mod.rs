@@ -10,6 +10,7 @@ mod grid;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use slim_pipeline::RunSummary;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,7 @@ pub struct ReportArgs {
 /// What the inputs hold, sorted by kind.
 #[derive(Default)]
 struct Inputs {
-    runs: Vec<(String, Value)>,
+    runs: Vec<(String, RunSummary)>,
     bench: Vec<Value>,
     zeroshot: Vec<Value>,
     generations: Vec<Value>,
@@ -45,10 +46,9 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
         if v["kind"] == "slimllm-grid" {
             inp.grids.push(v);
         } else if v.get("params_after").is_some() && v.get("stages").is_some() {
-            let name = v["run"].as_str().map(String::from).unwrap_or_else(|| {
-                file.parent().and_then(Path::file_name).map_or("run".into(), |n| n.to_string_lossy().into_owned())
-            });
-            inp.runs.push((name, v));
+            let s: RunSummary =
+                serde_json::from_value(v).with_context(|| format!("reading {} as a run summary", file.display()))?;
+            inp.runs.push((s.run.clone(), s));
         } else if let Some(rows) = v["results"].as_array() {
             inp.bench.extend(rows.iter().cloned());
         } else if v["results"].is_object() && v["n_samples"].is_object() {
@@ -126,34 +126,34 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// The name a setting is written with in configs and on the command line.
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| "?".into())
+}
+
 /// Parameters and perplexity before and after, one row per run.
-fn models_section(runs: &[(String, Value)]) -> String {
-    let mut md = String::from("## Models\n\n| run | scorer | recovery | GQA | calibration | parameters before → after | removed | perplexity before → after |\n|---|---|---|---|---|---|---|---|\n");
-    for (name, s) in runs {
-        let c = &s["config"];
-        let ppl: Vec<String> = s["ppl"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                format!(
-                    "{k}: {:.2} → {:.2} ({} windows)",
-                    f(&v["before"]["ppl"]),
-                    f(&v["after"]["ppl"]),
-                    v["after"]["windows"]
-                )
-            })
+fn models_section(runs: &[(String, RunSummary)]) -> String {
+    let mut md = String::from(
+        "## Models\n\n| run | scorer | recovery | GQA | calibration | parameters before → after | removed \
+         | perplexity before → after |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (run, s) in runs {
+        let c = &s.config;
+        let ppl: Vec<String> = s
+            .ppl
+            .iter()
+            .map(|(k, v)| format!("{k}: {:.2} → {:.2} ({} windows)", v.before.ppl, v.after.ppl, v.after.windows))
             .collect();
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {} → {} | {:.3} % | {} |",
-            c["scorer"].as_str().unwrap_or("?"),
-            c["recovery"].as_str().unwrap_or("?"),
-            c["gqa"].as_str().unwrap_or("?"),
-            c["mode"].as_str().unwrap_or("?"),
-            s["params_before"],
-            s["params_after"],
-            100.0 * f(&s["removed_fraction"]),
+            "| {run} | {} | {} | {} | {} | {} → {} | {:.3} % | {} |",
+            name(&c.scorer),
+            name(&c.recovery),
+            name(&c.gqa),
+            name(&c.mode),
+            s.params_before,
+            s.params_after,
+            100.0 * s.removed_fraction,
             if ppl.is_empty() { "not evaluated".into() } else { ppl.join("; ") }
         );
     }
@@ -161,13 +161,12 @@ fn models_section(runs: &[(String, Value)]) -> String {
 }
 
 /// Seconds per stage, one row per run.
-fn stages_section(runs: &[(String, Value)]) -> String {
-    let mut names: Vec<String> = Vec::new();
+fn stages_section(runs: &[(String, RunSummary)]) -> String {
+    let mut names: Vec<&str> = Vec::new();
     for (_, s) in runs {
-        for st in s["stages"].as_array().into_iter().flatten() {
-            let n = st["name"].as_str().unwrap_or("?").to_string();
-            if !names.contains(&n) {
-                names.push(n);
+        for st in &s.stages {
+            if !names.contains(&st.name.as_str()) {
+                names.push(&st.name);
             }
         }
     }
@@ -176,47 +175,34 @@ fn stages_section(runs: &[(String, Value)]) -> String {
         names.join(" | "),
         "---|".repeat(names.len())
     );
-    for (name, s) in runs {
+    for (run, s) in runs {
         let cells: Vec<String> = names
             .iter()
-            .map(|n| {
-                s["stages"].as_array().into_iter().flatten().find(|st| st["name"] == n.as_str()).map_or(
-                    "-".into(),
-                    |st| {
-                        let reused = st["reused"].as_u64().unwrap_or(0);
-                        if reused > 0 {
-                            format!("{:.1} ({reused})", f(&st["seconds"]))
-                        } else {
-                            format!("{:.1}", f(&st["seconds"]))
-                        }
-                    },
-                )
+            .map(|n| match s.stages.iter().find(|st| st.name == *n) {
+                None => "-".into(),
+                Some(st) if st.reused > 0 => format!("{:.1} ({})", st.seconds, st.reused),
+                Some(st) => format!("{:.1}", st.seconds),
             })
             .collect();
-        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+        let _ = writeln!(md, "| {run} | {} |", cells.join(" | "));
     }
     md
 }
 
-/// The per-layer plan of one run.
-fn layers_section(name: &str, s: &Value) -> String {
+/// The per-layer plan of one run, under a heading that states its allocation.
+fn layers_section(run: &str, s: &RunSummary) -> String {
     let mut md = format!(
-        "\n## Per-layer plan: {name}\n\nr0 = {:.4}, {} layers pruned, α = {}\n\n| layer | importance (cos) | ratio | heads | KV heads | channels |\n|---|---|---|---|---|---|\n",
-        f(&s["alloc"]["r0"]),
-        s["alloc"]["pruned_layers"],
-        s["alloc"]["alpha"]
+        "\n## Per-layer plan: {run}\n\n{}; {:.2} % of the parameters removed\n\n\
+         | layer | importance (cos) | ratio | heads | KV heads | channels |\n|---|---|---|---|---|---|\n",
+        s.alloc.describe(),
+        100.0 * s.alloc.achieved()
     );
-    let imp = s["layer_importance"].as_array();
-    for l in s["layers"].as_array().into_iter().flatten() {
-        let i = l["layer"].as_u64().unwrap_or(0) as usize;
-        let cos = imp.and_then(|v| v.get(i)).map_or(f64::NAN, f);
+    for l in &s.layers {
+        let cos = s.layer_importance.get(l.layer).copied().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {i} | {cos:.4} | {:.3} | {} | {} | {} |",
-            f(&l["ratio"]),
-            l["heads"],
-            l["kv_heads"],
-            l["channels"]
+            "| {} | {cos:.4} | {:.3} | {} | {} | {} |",
+            l.layer, l.ratio, l.heads, l.kv_heads, l.channels
         );
     }
     md

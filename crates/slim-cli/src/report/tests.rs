@@ -1,43 +1,87 @@
 use super::*;
 
-fn summary(run: &str, after: f64, params_after: u64) -> Value {
-    serde_json::json!({
-        "run": run, "params_before": 1000, "params_after": params_after, "removed_fraction": 1.0 - params_after as f64 / 1000.0,
-        "config": {"scorer": "slimllm", "recovery": "affine", "gqa": "whole-group", "mode": "sequential"},
-        "ppl": {"ptb-valid": {"before": {"ppl": 10.0, "windows": 4}, "after": {"ppl": after, "windows": 4}}},
-        "stages": [{"name": "capture", "seconds": 1.5, "ran": 3, "reused": 0}, {"name": "score", "seconds": 0.25, "ran": 0, "reused": 2}],
-        "alloc": {"r0": 0.3, "pruned_layers": 2, "alpha": 10.0},
-        "layer_importance": [0.9, 0.95, 0.97],
-        "layers": [{"layer": 0, "ratio": 0.0, "heads": 4, "kv_heads": 2, "channels": 10}, {"layer": 1, "ratio": 0.3, "heads": 2, "kv_heads": 1, "channels": 7}],
-    })
+/// Summaries of real runs on the fixtures' tiny model: one per allocation, written where
+/// `pipeline run` writes them (`<root>/runs/<run>/summary.json`).
+fn real_runs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use slim_pipeline::{fixtures, AllocationKind, EvalInput, ModelSource, PipelineConfig, RunName, RunRequest};
+    fixtures::worded_model(&root.join("m"));
+    fixtures::write_texts(root, 1);
+    let store = slim_artifact::Store::open(&root.join("cache")).unwrap();
+    let model = ModelSource::open(&root.join("m")).unwrap();
+    let evals = [EvalInput::load(slim_data::EvalText::PtbValid, root).unwrap()];
+    let mut dirs = Vec::new();
+    for allocation in [AllocationKind::Cosine, AllocationKind::Uniform, AllocationKind::FlapGlobal] {
+        let mut cfg = PipelineConfig::paper(0.25, slim_artifact::schema::GqaMode::WholeGroup);
+        cfg.calib =
+            slim_capture::CalibConfig { source: slim_capture::CalibSource::PtbTrain, n_windows: 4, seq_len: 16, seed: 7 };
+        cfg.allocation = allocation;
+        cfg.pruned_layers = (allocation == AllocationKind::Cosine).then_some(3);
+        let run = slim_pipeline::RunsRoot::under(root).run(&RunName::new(allocation.name()).unwrap());
+        run.prepare().unwrap();
+        let req = RunRequest {
+            model: &model,
+            cfg: &cfg,
+            evals: &evals,
+            eval_windows: None,
+            run: &run,
+            backend: "cpu",
+            data_root: root,
+        };
+        slim_pipeline::run_and_evaluate::<slim_model::Cpu>(&req, &store, &Default::default(), &Default::default())
+            .unwrap();
+        dirs.push(run.path().to_path_buf());
+    }
+    dirs
 }
 
 #[test]
-fn the_report_tabulates_runs_and_bench_results_and_draws_the_charts() {
+fn the_report_tabulates_real_runs_of_every_allocation_and_draws_the_charts() {
     let tmp = tempfile::tempdir().unwrap();
-    for (run, ppl, params) in [("a", 20.0, 800), ("b", 35.5, 500)] {
-        let d = tmp.path().join(run);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("summary.json"), summary(run, ppl, params).to_string()).unwrap();
-    }
+    let runs = real_runs(tmp.path());
     let bench = tmp.path().join("bench.json");
-    std::fs::write(&bench, serde_json::json!({"results": [{"model": "m", "kind": "decode", "batch": 1, "seq_len": 128, "tokens_per_s": 21.5, "min_s": 1.0, "max_s": 1.2, "repeats": 5}]}).to_string()).unwrap();
+    let row = serde_json::json!({"model": "m", "kind": "decode", "batch": 1, "seq_len": 128, "tokens_per_s": 21.5,
+        "min_s": 1.0, "max_s": 1.2, "repeats": 5});
+    std::fs::write(&bench, serde_json::json!({ "results": [row] }).to_string()).unwrap();
     let out = tmp.path().join("report");
-    let inputs = [tmp.path().join("a"), tmp.path().join("b"), bench];
+    let mut inputs = runs.clone();
+    inputs.push(bench);
     let path = write_report(&read_inputs(&inputs).unwrap(), &out).unwrap();
     let md = std::fs::read_to_string(path).unwrap();
-    assert!(md.contains("| a | slimllm | affine | whole-group | sequential | 1000 → 800 | 20.000 % | ptb-valid: 10.00 → 20.00 (4 windows) |"), "{md}");
-    assert!(md.contains("| b |") && md.contains("10.00 → 35.50"));
-    assert!(md.contains("| a | 1.5 | 0.2 (2) |") || md.contains("| a | 1.5 | 0.3 (2) |"), "{md}");
-    assert!(md.contains("| 1 | 0.9500 | 0.300 | 2 | 1 | 7 |"), "{md}");
+    let summaries: Vec<slim_pipeline::RunSummary> =
+        runs.iter().map(|r| slim_pipeline::RunSummary::read(&r.join("summary.json")).unwrap()).collect();
+    for s in &summaries {
+        let p = &s.ppl["ptb-valid"];
+        let row = format!(
+            "| {} | slimllm | affine | whole-group | sequential | {} → {} | {:.3} % | ptb-valid: {:.2} → {:.2} (5 windows) |",
+            s.run,
+            s.params_before,
+            s.params_after,
+            100.0 * s.removed_fraction,
+            p.before.ppl,
+            p.after.ppl
+        );
+        assert!(md.contains(&row), "no row {row} in {md}");
+        let l = s.layers.iter().find(|l| l.kept_heads.is_some()).expect("a pruned layer");
+        let line = format!(
+            "| {} | {:.4} | {:.3} | {} | {} | {} |",
+            l.layer, s.layer_importance[l.layer], l.ratio, l.heads, l.kv_heads, l.channels
+        );
+        assert!(md.contains(&line), "no line {line} in {md}");
+    }
+    // Each per-layer heading states its own allocation's figures: no NaN, no null.
+    assert!(md.contains("cosine allocation: r0 = 0."), "{md}");
+    assert!(md.contains("3 layers pruned, α = 10"), "{md}");
+    assert!(md.contains("uniform allocation: ratio 0."), "{md}");
+    assert!(md.contains("flap-global allocation: z threshold "), "{md}");
+    assert!(!md.contains("NaN") && !md.contains("null"), "{md}");
     assert!(md.contains("| m | decode | 1 × 128 | 21.5 |"), "{md}");
-    for chart in ["ppl_vs_params.svg", "layers-a.svg", "layers-b.svg"] {
+    for chart in ["ppl_vs_params.svg", "layers-cosine.svg", "layers-uniform.svg", "layers-flap-global.svg"] {
         let svg = std::fs::read_to_string(out.join(chart)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{chart}");
         assert!(md.contains(chart), "{chart} not linked");
     }
-    // Three points: the dense model once, then each run.
-    assert_eq!(charts::ppl_points(&read_inputs(&inputs[..2]).unwrap().runs).len(), 3);
+    // Four points: the dense model once, then each run.
+    assert_eq!(charts::ppl_points(&read_inputs(&runs).unwrap().runs).len(), 4);
     assert!(read_inputs(&[out.join("report.md")]).is_err(), "a Markdown file is not an input");
 }
 
