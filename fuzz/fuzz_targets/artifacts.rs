@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use slim_artifact::codec::decode;
-use slim_artifact::schema::{AttnStats, LayerImportance, LayerKeep, MlpStats, TaylorStats};
+use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else { return };
@@ -42,7 +42,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => {
-            let _ = decode::<LayerKeep>(bytes);
         }
         7 => {
             if let Ok(s) = decode::<TaylorStats>(bytes) {

@@ -162,14 +162,9 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&cache);
     result?;
     let path = root.join("data/runs").join(run).join("summary.json");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    let stages = summary["stages"].as_array().cloned().unwrap_or_default();
-    let secs = |name: &str| {
-        stages.iter().filter(|s| s["name"] == name).map(|s| s["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>()
-    };
-    let total =
-        summary["pruning_seconds"].as_f64().ok_or_else(|| format_err!("{} has no pruning_seconds", path.display()))?;
-    let load = secs("load");
+    let summary = crate::summary::RunSummary::read(&path)?;
+    let total = summary.pruning_seconds;
+    let load = summary.stage("load").0;
     let mut cmd = slimllm();
     cmd.args(["bench", "--model", MODEL, "--batch", "32", "--seq-len", "128", "--repeats", "3", "--no-decode"]);
     let out = util::run_capture(&mut cmd, root)?;
@@ -178,14 +173,8 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
         .rev()
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["median_s"].as_f64()))
         .ok_or_else(|| format_err!("slimllm bench printed no median_s"))?;
-    for s in &stages {
-        println!(
-            "  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}",
-            s["name"].as_str().unwrap_or("?"),
-            s["seconds"].as_f64().unwrap_or(0.0),
-            s["ran"],
-            s["reused"]
-        );
+    for s in &summary.stages {
+        println!("  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}", s.name, s.seconds, s.ran, s.reused);
     }
     println!(
         "pipeline {:.0} % (model load excluded): {:.1} s; load {:.1} s; dense forward over 32 x 128 tokens: {:.2} s; ratio {:.2} (goal: at most 5)",

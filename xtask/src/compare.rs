@@ -23,6 +23,7 @@ use anyhow::{format_err, Context};
 use clap::Parser;
 use serde_json::{json, Value};
 
+use crate::summary::RunSummary;
 use crate::grid_rows;
 use crate::{pipeline::slimllm, util};
 
@@ -119,7 +120,7 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
                 continue;
             }
             let dir = root.join("data/runs").join(&run);
-            let summary = read_json(&dir.join("summary.json"))?;
+            let summary = RunSummary::read(&dir.join("summary.json"))?;
             let zs = match a.zeroshot_limit {
                 Some(n) => Some(zeroshot(&root, &dir, &summary, n)?),
                 None => None,
@@ -148,10 +149,9 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 /// The zero-shot result of a run's pruned model on the first `limit` documents of each
 /// task: read from the run directory when an earlier grid wrote it for the same model.
 /// The file name holds the pruned model's cache key, so a changed model is evaluated anew.
-fn zeroshot(root: &Path, run_dir: &Path, summary: &Value, limit: usize) -> anyhow::Result<Value> {
-    let model = summary["pruned_model"].as_str().context("summary.json has no pruned_model")?;
-    let entry = summary["cache_entry"].as_str().context("summary.json has no cache_entry")?;
-    zeroshot_of(root, model, &run_dir.join(format!("zeroshot-{limit}-{entry}.json")), limit)
+fn zeroshot(root: &Path, run_dir: &Path, summary: &RunSummary, limit: usize) -> anyhow::Result<Value> {
+    let out = run_dir.join(format!("zeroshot-{limit}-{}.json", summary.cache_entry));
+    zeroshot_of(root, &summary.pruned_model, &out, limit)
 }
 
 /// The seven tasks of the paper (LAMBADA is left out of the grid).
@@ -182,17 +182,16 @@ fn zeroshot_of(root: &Path, model: &str, out: &Path, limit: usize) -> anyhow::Re
 /// The dense model's figures, from the first run's summary (and its own zero-shot run).
 fn dense_row(root: &Path, results: &[Value], texts: &[&str], zs: Option<usize>) -> anyhow::Result<Value> {
     let Some(first) = results.first() else { return Ok(Value::Null) };
-    let summary =
-        read_json(&root.join("data/runs").join(first["run"].as_str().unwrap_or_default()).join("summary.json"))?;
+    let run = first["run"].as_str().context("the first result names no run")?;
+    let summary = RunSummary::read(&root.join("data/runs").join(run).join("summary.json"))?;
     let ppl: serde_json::Map<String, Value> =
-        texts.iter().map(|t| (t.to_string(), summary["ppl"][*t]["before"]["ppl"].clone())).collect();
+        texts.iter().map(|t| (t.to_string(), summary.ppl_of(t, false).into())).collect();
     let avg = match zs {
         Some(n) => {
-            let model = summary["model"].as_str().context("summary.json has no model")?;
             let out = root.join("data/runs").join(format!("dense-zeroshot-{n}.json"));
-            zeroshot_of(root, model, &out, n)?["average"]["value"].clone()
+            zeroshot_of(root, &summary.model, &out, n)?["average"]["value"].clone()
         }
         None => Value::Null,
     };
-    Ok(json!({"params": summary["params_before"], "ppl": ppl, "zeroshot_average": avg}))
+    Ok(json!({"params": summary.params_before, "ppl": ppl, "zeroshot_average": avg}))
 }

@@ -1,5 +1,6 @@
 //! The rows of the variant comparisons ([`crate::compare`]) and their table.
 
+use crate::summary::RunSummary;
 use serde_json::{json, Value};
 
 /// One pruning recipe.
@@ -104,20 +105,14 @@ pub fn grid(mode: &str) -> Vec<Row> {
 }
 
 /// One result of the table: the row, the summary's figures and the zero-shot average.
-pub fn result(target: f64, row: &Row, s: &Value, texts: &[&str], zs: Option<&Value>) -> Value {
-    let stage = |name: &str, field: &str| {
-        s["stages"]
-            .as_array()
-            .and_then(|v| v.iter().find(|x| x["name"] == name))
-            .map_or(0, |x| x[field].as_u64().unwrap_or(0))
-    };
-    let ppl: serde_json::Map<String, Value> =
-        texts.iter().map(|t| (t.to_string(), s["ppl"][*t]["after"]["ppl"].clone())).collect();
+pub fn result(target: f64, row: &Row, s: &RunSummary, texts: &[&str], zs: Option<&Value>) -> Value {
+    let (_, capture_ran, capture_reused) = s.stage("capture");
+    let ppl: serde_json::Map<String, Value> = texts.iter().map(|t| (t.to_string(), s.ppl_of(t, true).into())).collect();
     json!({
         "target": target, "label": row.label, "scorer": row.scorer, "allocation": row.allocation,
-        "recovery": row.recovery_label(), "mode": row.mode, "lstsq_ridge": row.ridge, "run": s["run"], "params_after": s["params_after"],
-        "removed_fraction": s["removed_fraction"], "ppl": ppl, "pruning_seconds": s["pruning_seconds"],
-        "capture_ran": stage("capture", "ran"), "capture_reused": stage("capture", "reused"),
+        "recovery": row.recovery_label(), "mode": row.mode, "lstsq_ridge": row.ridge, "run": s.run,
+        "params_after": s.params_after, "removed_fraction": s.removed_fraction, "ppl": ppl,
+        "pruning_seconds": s.pruning_seconds, "capture_ran": capture_ran, "capture_reused": capture_reused,
         "zeroshot_average": zs.map_or(Value::Null, |z| z["average"]["value"].clone()),
         "zeroshot": zs.map_or(Value::Null, |z| z["results"].clone()),
     })
@@ -204,9 +199,12 @@ mod tests {
 
     #[test]
     fn the_table_reads_the_summary_fields() {
-        let s = json!({"run": "r", "params_after": 107611776u64, "removed_fraction": 0.2, "pruning_seconds": 12.5,
+        let s: RunSummary = serde_json::from_value(json!({"run": "r", "model": "m", "params_before": 134515008u64,
+            "params_after": 107611776u64, "removed_fraction": 0.2, "pruning_seconds": 12.5,
             "ppl": {"ptb-valid": {"after": {"ppl": 196.234}, "before": {"ppl": 99.0}}},
-            "stages": [{"name": "capture", "ran": 0, "reused": 53}]});
+            "stages": [{"name": "capture", "seconds": 3.0, "ran": 0, "reused": 53}],
+            "pruned_model": "data/runs/r/model", "cache_entry": "0123456789abcdef0123456789abcdef"}))
+        .unwrap();
         let row = Row::new("x", "magnitude", "cosine", "affine", "dense");
         let zs = json!({"average": {"value": 0.4123}, "results": {}});
         let r = result(0.2, &row, &s, &["ptb-valid"], Some(&zs));
@@ -216,7 +214,8 @@ mod tests {
             true,
             &json!({"params": 134515008u64, "ppl": {"ptb-valid": 99.0}, "zeroshot_average": 0.45}),
         );
-        assert!(t.contains("| 20 % | x | magnitude | cosine | affine | dense | 107611776 | 20.000 | 196.23 | 41.23 | 12.5 | 0 | 53 |"), "{t}");
+        let row = "| 20 % | x | magnitude | cosine | affine | dense | 107611776 | 20.000 | 196.23 | 41.23 | 12.5 | 0 | 53 |";
+        assert!(t.contains(row), "{t}");
         assert!(t.contains("dense model: 134515008 parameters, ptb-valid 99.00, zero-shot average 45.00"), "{t}");
     }
 }

@@ -11,6 +11,7 @@ mod fetch;
 mod fuzz;
 mod grid_rows;
 mod pipeline;
+mod summary;
 mod util;
 
 use clap::{Parser, Subcommand};

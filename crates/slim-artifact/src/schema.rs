@@ -70,17 +70,6 @@ pub struct MlpStats {
     pub g_cov: Vec<f64>,
 }
 
-/// Which heads and channels one layer keeps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerKeep {
-    /// Kept query heads, sorted ascending (so groups stay contiguous).
-    pub heads: Vec<usize>,
-    /// Kept KV heads, sorted ascending.
-    pub kv_heads: Vec<usize>,
-    /// Kept MLP channels, sorted ascending.
-    pub channels: Vec<usize>,
-}
-
 /// Affine correction of an output projection: `W ← diag(scale)·W[:, kept]`, `bias ← bias`
 /// (spec §3.7, §3.10).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -205,3 +205,19 @@ impl Graph<'_> {
         )
     }
 }
+
+/// Key document of a perplexity entry; `text` is the text's digest (absent from entries
+/// made before texts were hashed into keys).
+pub(crate) fn eval_doc(
+    model: Key,
+    data: slim_data::EvalText,
+    text: Option<&str>,
+    seq_len: usize,
+    windows: Option<usize>,
+) -> Result<KeyDoc> {
+    let mut config = json!({"data": data.name(), "seq_len": seq_len, "windows": windows});
+    if let Some(t) = text {
+        config["text"] = t.into();
+    }
+    doc("eval", &config, &[("model", model)])
+}

@@ -10,7 +10,6 @@ use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use serde_json::json;
 use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows};
@@ -575,27 +574,11 @@ pub fn eval_ppl_cached<B: Backend>(
     ppl: &slim_eval::PplConfig,
     device: &B::Device,
 ) -> Result<slim_eval::PplResult> {
-    let d = eval_doc(model_key, input.data, Some(&input.digest), ppl.seq_len, ppl.max_windows)?;
+    let d = crate::graph::eval_doc(model_key, input.data, Some(&input.digest), ppl.seq_len, ppl.max_windows)?;
     Ok(cached(store, report, None, "eval", &d, || {
         let ids = Tokenizer::load(model_dir)?.encode(&input.text)?;
         let m = Llama::<B>::load(model_dir, device)?;
         slim_eval::perplexity(&m, &ids, ppl)
     })?
     .0)
-}
-
-/// Key document of a perplexity entry; `text` is the text's digest (absent from entries
-/// made before texts were hashed into keys).
-pub(crate) fn eval_doc(
-    model: Key,
-    data: slim_data::EvalText,
-    text: Option<&str>,
-    seq_len: usize,
-    windows: Option<usize>,
-) -> Result<KeyDoc> {
-    let mut config = json!({"data": data.name(), "seq_len": seq_len, "windows": windows});
-    if let Some(t) = text {
-        config["text"] = t.into();
-    }
-    doc("eval", &config, &[("model", model)])
 }

@@ -60,8 +60,8 @@ fn documents(cfg: &PipelineConfig) -> Vec<KeyDoc> {
     docs.push(g.capture_attn_dense(3, calib).unwrap());
     docs.push(g.capture_mlp_dense(3, calib).unwrap());
     docs.push(g.surgery(30, next, key(0x66)).unwrap());
-    docs.push(crate::run::eval_doc(key(0x77), slim_data::EvalText::PtbValid, None, 128, None).unwrap());
-    docs.push(crate::run::eval_doc(key(0x77), slim_data::EvalText::PtbTest, None, 128, Some(64)).unwrap());
+    docs.push(crate::graph::eval_doc(key(0x77), slim_data::EvalText::PtbValid, None, 128, None).unwrap());
+    docs.push(crate::graph::eval_doc(key(0x77), slim_data::EvalText::PtbTest, None, 128, Some(64)).unwrap());
     docs
 }
 
