@@ -154,7 +154,7 @@ impl ModelConfig {
     /// Reads `dir/config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| crate::weights::io_error("reading", &path, e))?;
         Self::from_json_str(&text).with_context(|| format!("in {}", path.display()))
     }
 

@@ -17,7 +17,7 @@ pub mod weights;
 
 pub use config::{Arch, LayerShape, ModelConfig};
 pub use tensor::HostTensor;
-pub use tokenizer_json::{load_tokenizer_json, parse_tokenizer_json};
+pub use tokenizer_json::{check_vocab, load_model_tokenizer, load_tokenizer_json, parse_tokenizer_json};
 pub use weights::{save_model_dir, Weights};
 
 #[cfg(test)]

@@ -107,3 +107,184 @@ fn absurd_sizes_are_errors_naming_the_key() {
     let e = format!("{:#}", ModelConfig::from_json_str(&v.to_string()).unwrap_err());
     assert!(e.contains("layer 1: 9 heads, 3 KV heads, 4000 channels exceed the dense 9, 3, 1536"), "{e}");
 }
+
+/// A tiny saved model (2 layers, GQA) in a fresh folder.
+fn saved_model() -> (tempfile::TempDir, ModelConfig, Weights) {
+    let (cfg, w) = crate::synthetic::SyntheticSpec::dense("llama", 2, 8, 2, 1, 4, 6, 11, 7).build();
+    let dir = tempfile::tempdir().unwrap();
+    save_model_dir(dir.path(), &cfg, &w, dir.path()).unwrap();
+    (dir, cfg, w)
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    format!("{:#}", Weights::load(dir).unwrap_err())
+}
+
+/// The one safetensors writer (slim_fs) writes what `safetensors::serialize` writes for the same
+/// f32 tensors, so models saved before and after the switch are byte for byte the same.
+#[test]
+fn saved_weights_are_byte_identical_to_the_safetensors_crate() {
+    let (dir, _, w) = saved_model();
+    let views: Vec<_> = w
+        .names()
+        .map(|n| {
+            let t = w.get(n).unwrap();
+            (
+                n,
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    bytemuck::cast_slice(&t.data),
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let theirs = safetensors::serialize(views, None).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("model.safetensors")).unwrap(), theirs);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    files.sort();
+    assert_eq!(files, ["config.json", "model.safetensors"], "no temporary file is left");
+}
+
+#[test]
+fn a_truncated_file_says_it_is_truncated_with_both_sizes() {
+    let (dir, _, _) = saved_model();
+    let path = dir.path().join("model.safetensors");
+    let full = std::fs::read(&path).unwrap();
+    let n = full.len();
+    // Cut in the tensor data, in the header, and before the header length.
+    std::fs::write(&path, &full[..n - 10]).unwrap();
+    let e = load_err(dir.path());
+    let want = format!("{}: truncated safetensors file: expected {n} bytes, file has {}", path.display(), n - 10);
+    assert!(e.contains(&want), "{e}");
+    std::fs::write(&path, &full[..40]).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("truncated safetensors file: expected at least") && e.contains("file has 40"), "{e}");
+    std::fs::write(&path, &full[..5]).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("truncated safetensors file: expected at least 8 bytes") && e.contains("file has 5"), "{e}");
+    // Bytes after the last tensor are named too.
+    let mut long = full.clone();
+    long.extend_from_slice(&[0; 3]);
+    std::fs::write(&path, &long).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains(&format!("3 bytes after the last tensor: expected {n} bytes, file has {}", n + 3)), "{e}");
+}
+
+/// A safetensors file from a header and data, as the format lays it out.
+fn raw_safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_string().into_bytes();
+    h.resize(h.len().next_multiple_of(8), b' ');
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn bad_offsets_name_the_tensor_and_the_file() {
+    let p = std::path::Path::new("dir/model.safetensors");
+    let err = |header: serde_json::Value, data: &[u8]| {
+        format!("{:#}", Weights::from_safetensors_bytes(&raw_safetensors(&header, data), p).unwrap_err())
+    };
+    // 12 bytes for a [2, 2] f32 tensor, which needs 16.
+    let e = err(json!({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}), &[0; 12]);
+    assert!(
+        e.contains("dir/model.safetensors: tensor `w` has data_offsets [0, 12] (12 bytes)") && e.contains("need 16"),
+        "{e}"
+    );
+    // A gap between two tensors.
+    let h = json!({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                   "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}});
+    let e = err(h, &[0; 12]);
+    assert!(
+        e.contains(
+            "dir/model.safetensors: tensor `b` has data_offsets [8, 12], but the tensors before it end at byte 4"
+        ),
+        "{e}"
+    );
+    let e = err(json!({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}), &[0; 4]);
+    assert!(e.contains("tensor `w` has data_offsets [4, 0], which end before they start"), "{e}");
+    let e = err(json!({"w": {"dtype": "F32", "shape": [1], "data_offsets": "x"}}), &[0; 4]);
+    assert!(e.contains("dir/model.safetensors: tensor `w` has no valid data_offsets"), "{e}");
+}
+
+#[test]
+fn non_finite_weights_are_errors_naming_the_tensor_and_the_file() {
+    let (dir, cfg, mut w) = saved_model();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    let mut t = w.get(name).unwrap().clone();
+    t.data[5] = f32::NAN;
+    t.data[7] = f32::INFINITY;
+    w.insert(name, t);
+    save_model_dir(dir.path(), &cfg, &w, dir.path()).unwrap();
+    let e = load_err(dir.path());
+    let want = format!(
+        "{}: tensor `{name}` has 2 non-finite value(s) of 48 (the first, at index 5, is NaN)",
+        dir.path().join("model.safetensors").display()
+    );
+    assert!(e.contains(&want), "{e}");
+    // In f16 and bf16 files too: -inf in f16 is 0xfc00, NaN in bf16 0x7fc0.
+    let p = std::path::Path::new("h.safetensors");
+    for (dtype, bits) in [("F16", 0xfc00u16), ("BF16", 0x7fc0)] {
+        let data: Vec<u8> = [0x3c00u16, bits].iter().flat_map(|b| b.to_le_bytes()).collect();
+        let bytes = raw_safetensors(&json!({"x": {"dtype": dtype, "shape": [2], "data_offsets": [0, 4]}}), &data);
+        let e = format!("{:#}", Weights::from_safetensors_bytes(&bytes, p).unwrap_err());
+        assert!(e.contains("h.safetensors: tensor `x` has 1 non-finite value(s) of 2 (the first, at index 1"), "{e}");
+    }
+    // The block search finds the first bad value past the first block.
+    let mut v = vec![1.0f32; 10_000];
+    assert_eq!(crate::weights::first_non_finite(&v), None);
+    v[9_999] = f32::NEG_INFINITY;
+    v[5_000] = f32::NAN;
+    assert_eq!(crate::weights::first_non_finite(&v), Some(5_000));
+    v[3] = f32::MAX; // large but finite
+    assert_eq!(crate::weights::first_non_finite(&v), Some(5_000));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_loop_is_reported_as_a_loop_not_as_a_missing_file() {
+    let (dir, _, _) = saved_model();
+    let st = dir.path().join("model.safetensors");
+    std::fs::remove_file(&st).unwrap();
+    std::os::unix::fs::symlink(&st, &st).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains(&format!("{}: symbolic link loop (ELOOP)", st.display())), "{e}");
+    assert!(!e.contains("no model.safetensors"), "{e}");
+    // The model folder itself a loop: config.json cannot be reached.
+    let looped = dir.path().join("looped");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let e = format!("{:#}", ModelConfig::load(&looped).unwrap_err());
+    assert!(e.contains("config.json: symbolic link loop (ELOOP)"), "{e}");
+    let e = format!("{:#}", crate::load_tokenizer_json(&looped.join("tokenizer.json")).unwrap_err());
+    assert!(e.contains("tokenizer.json: symbolic link loop (ELOOP)"), "{e}");
+}
+
+/// A WordLevel tokenizer.json with `n` tokens (ids 0..n).
+fn word_level(n: usize) -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..n).map(|i| (format!("t{i}"), i.into())).collect();
+    json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}}).to_string()
+}
+
+#[test]
+fn a_tokenizer_with_ids_past_the_vocab_size_is_an_error_naming_both_files() {
+    let (dir, cfg, _) = saved_model();
+    assert_eq!(cfg.vocab_size, 11);
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level(11)).unwrap();
+    crate::load_model_tokenizer(dir.path()).unwrap();
+    std::fs::write(&tok, word_level(13)).unwrap();
+    let e = format!("{:#}", crate::load_model_tokenizer(dir.path()).unwrap_err());
+    let cfg_path = dir.path().join("config.json");
+    let want = format!(
+        "{} has token ids up to 12 (`t12`), but {} gives vocab_size 11: the embedding has no row for ids 11..=12",
+        tok.display(),
+        cfg_path.display()
+    );
+    assert_eq!(e, want);
+    // A tokenizer without a model beside it has nothing to be checked against.
+    std::fs::remove_file(&cfg_path).unwrap();
+    crate::load_model_tokenizer(dir.path()).unwrap();
+}

@@ -1,10 +1,19 @@
 //! Safetensors weights of a model directory: loading (single file or sharded; f32, f16,
-//! bf16, converted to f32) and saving (f32, written under a temporary name and renamed).
+//! bf16, converted to f32) and saving (f32, through `slim_fs`'s streaming writer, under a
+//! temporary name and renamed).
+//!
+//! Loading checks a file's layout before the `safetensors` crate parses it, so that a damaged
+//! file is reported by what is wrong with it: a truncated file says how many bytes it should have
+//! and has, a tensor whose offsets do not fit its dtype and shape is named. Every value is checked
+//! to be finite (NaN or infinity is an error naming the tensor and the file). A symbolic link loop
+//! on the way to a file is reported as such, not as a missing file.
 
 use crate::{HostTensor, ModelConfig};
-use anyhow::{bail, ensure, format_err, Context, Result};
-use safetensors::{Dtype, SafeTensors};
+use anyhow::{bail, ensure, format_err, Result};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use slim_fs::{SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Named tensors of a model, by HF name (`model.layers.0.self_attn.q_proj.weight`, ...).
@@ -35,11 +44,11 @@ impl Weights {
     }
 
     fn load_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = std::fs::File::open(path).map_err(|e| io_error("opening", path, e))?;
         // SAFETY: the file is opened read-only and not modified while mapped; a concurrent
         // writer would only change the bytes we read, which validation below catches or
         // which yields wrong weights, never undefined behaviour in safe code that copies them.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error("mapping", path, e))?;
         self.load_bytes(&mmap, path)
     }
 
@@ -52,23 +61,36 @@ impl Weights {
     }
 
     fn load_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
-        let st =
-            SafeTensors::deserialize(bytes).map_err(|e| format_err!("{}: invalid safetensors: {e}", path.display()))?;
+        check_layout(bytes, path)?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
+            SafeTensorError::InvalidOffset(name) => {
+                format_err!("{}: tensor `{name}` has invalid data_offsets", path.display())
+            }
+            e => format_err!("{}: invalid safetensors: {e}", path.display()),
+        })?;
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let bytes = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                Dtype::BF16 => {
-                    bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-                }
+            let (data, first_bad) = match view.dtype() {
+                Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                Dtype::BF16 => to_f32_checked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
                 other => bail!(
                     "{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)",
                     path.display()
                 ),
             };
-            let t = HostTensor::new(shape, data).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+            if let Some(i) = first_bad {
+                let count = data.iter().filter(|v| !v.is_finite()).count();
+                bail!(
+                    "{}: tensor `{name}` has {count} non-finite value(s) of {} (the first, at index {i}, is {})",
+                    path.display(),
+                    data.len(),
+                    data[i]
+                );
+            }
+            let t =
+                HostTensor::new(shape, data).map_err(|e| format_err!("{}: tensor `{name}`: {e}", path.display()))?;
             if self.tensors.insert(name.clone(), t).is_some() {
                 bail!("{}: tensor `{name}` appears in more than one file", path.display());
             }
@@ -164,15 +186,15 @@ pub fn expected_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<usize>> {
 
 /// The safetensors files of a model directory, in shard order.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
+    let single = dir.join(slim_fs::safetensors::SINGLE_FILE);
+    if is_file(&single)? {
         return Ok(vec![single]);
     }
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+    let index = dir.join(slim_fs::safetensors::INDEX_FILE);
+    if is_file(&index)? {
+        let text = std::fs::read_to_string(&index).map_err(|e| io_error("reading", &index, e))?;
         let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+            serde_json::from_str(&text).map_err(|e| format_err!("{} is not valid JSON: {e}", index.display()))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -194,37 +216,171 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes a complete model directory: `config.json`, `model.safetensors` (f32) and the
 /// tokenizer files copied from `side_files_from`. Every file is written under a temporary
-/// name and renamed into place, weights before config.
+/// name and renamed into place (`slim_fs`), weights before config; the weights are streamed
+/// one tensor at a time.
 pub fn save_model_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, side_files_from: &Path) -> Result<()> {
-    weights.check_against(cfg).context("refusing to save weights that do not match the config")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes: Vec<(&str, Vec<usize>, &[u8])> = weights
-        .tensors
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.shape.clone(), bytemuck::cast_slice::<f32, u8>(&t.data)))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((*n, safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| format_err!("building safetensors views: {e}"))?;
-    let tmp = dir.join(".model.safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| format_err!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors")).with_context(|| format!("renaming {}", tmp.display()))?;
+    weights.check_against(cfg).map_err(|e| e.context("refusing to save weights that do not match the config"))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
+    let specs = weights.tensors.iter().map(|(n, t)| TensorSpec::new(n, slim_fs::Dtype::F32, &t.shape)).collect();
+    let config = SafetensorsConfig { sharding: Sharding::Single, metadata: BTreeMap::new() };
+    let mut w = SafetensorsWriter::create(dir, specs, &config)?;
+    for (name, t) in &weights.tensors {
+        w.write_f32(name, &t.data)?;
+    }
+    w.finish()?;
     for name in SIDE_FILES {
         let src = side_files_from.join(name);
-        if src.is_file() && side_files_from != dir {
-            write_atomic(&dir.join(name), &std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?)?;
+        if side_files_from != dir && is_file(&src)? {
+            let bytes = std::fs::read(&src).map_err(|e| io_error("reading", &src, e))?;
+            slim_fs::write_atomic(&dir.join(name), &bytes)?;
         }
     }
     let cfg_text = serde_json::to_string_pretty(&cfg.to_json())?;
-    write_atomic(&dir.join("config.json"), cfg_text.as_bytes())
+    slim_fs::write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
+    Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` atomically: [`slim_fs::write_atomic`], which new code calls directly.
+/// Kept for the callers outside this crate that still name it here.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| format_err!("{} has no file name", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    Ok(slim_fs::write_atomic(path, bytes)?)
+}
+
+/// Whether `path` is a regular file (through symbolic links). Only "nothing there" counts as no:
+/// other errors, a symbolic link loop above all, are reported rather than taken for a missing file.
+fn is_file(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.is_file()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error("inspecting", path, e)),
+    }
+}
+
+/// `ELOOP`: too many levels of symbolic links (std has no stable `ErrorKind` for it yet).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const ELOOP: i32 = 40;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const ELOOP: i32 = 62; // macOS and the BSDs
+
+/// An I/O error with `<doing> <path>` as its context, which says "symbolic link loop" for `ELOOP`
+/// (the OS's own words, "too many levels of symbolic links", stay as the cause).
+pub(crate) fn io_error(doing: &str, path: &Path, e: io::Error) -> anyhow::Error {
+    let looped = cfg!(unix) && e.raw_os_error() == Some(ELOOP);
+    let what = format!("{doing} {}{}", path.display(), if looped { ": symbolic link loop (ELOOP)" } else { "" });
+    anyhow::Error::new(e).context(what)
+}
+
+/// The longest header the `safetensors` crate accepts.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Checks the layout of a safetensors file before the `safetensors` crate parses it, so that the
+/// common damage is named: a file cut short (expected and actual size), bytes after the last
+/// tensor, a tensor whose offsets do not match its dtype and shape or overlap another tensor.
+/// What this does not recognise (malformed JSON, unknown dtypes) is left to the crate's parser.
+fn check_layout(bytes: &[u8], path: &Path) -> Result<()> {
+    let p = path.display();
+    let len = bytes.len() as u64;
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
+        bail!("{p}: truncated safetensors file: expected at least 8 bytes (the header length), file has {len}");
+    };
+    ensure!(
+        n <= MAX_HEADER_BYTES,
+        "{p}: not a safetensors file: its header length {n} exceeds the format's limit of {MAX_HEADER_BYTES} bytes"
+    );
+    let header_end = 8 + n;
+    ensure!(
+        header_end <= len,
+        "{p}: truncated safetensors file: expected at least {header_end} bytes (8 + a header of {n}), file has {len}"
+    );
+    let Ok(serde_json::Value::Object(header)) = serde_json::from_slice(&bytes[8..header_end as usize]) else {
+        return Ok(()); // the crate's parser reports the JSON error
+    };
+    let mut spans = Vec::new();
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = info.get("data_offsets").and_then(|o| o.as_array()).and_then(|o| match o.as_slice() {
+            [a, b] => Some((a.as_u64()?, b.as_u64()?)),
+            _ => None,
+        });
+        let Some((start, end)) = offsets else {
+            bail!("{p}: tensor `{name}` has no valid data_offsets (two byte offsets into the data)");
+        };
+        ensure!(start <= end, "{p}: tensor `{name}` has data_offsets [{start}, {end}], which end before they start");
+        let dtype_size = info.get("dtype").and_then(|d| d.as_str()).and_then(dtype_bytes);
+        let shape: Option<Vec<u64>> =
+            info.get("shape").and_then(|s| s.as_array()).and_then(|s| s.iter().map(|d| d.as_u64()).collect());
+        if let (Some(size), Some(shape)) = (dtype_size, shape) {
+            if let Some(need) = shape.iter().try_fold(size, |n, &d| n.checked_mul(d)) {
+                ensure!(
+                    end - start == need,
+                    "{p}: tensor `{name}` has data_offsets [{start}, {end}] ({} bytes), \
+                     but its dtype and shape {shape:?} need {need}",
+                    end - start
+                );
+            }
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut expected_start = 0;
+    for &(start, end, name) in &spans {
+        ensure!(
+            start == expected_start,
+            "{p}: tensor `{name}` has data_offsets [{start}, {end}], but the tensors before it end at byte \
+             {expected_start} (tensors must be stored back to back)"
+        );
+        expected_start = end;
+    }
+    let expected = header_end.saturating_add(expected_start);
+    ensure!(expected <= len, "{p}: truncated safetensors file: expected {expected} bytes, file has {len}");
+    ensure!(
+        expected == len,
+        "{p}: {} bytes after the last tensor: expected {expected} bytes, file has {len}",
+        len - expected
+    );
+    Ok(())
+}
+
+/// Bytes per element of the dtypes this loader converts (others are rejected later, by name).
+fn dtype_bytes(name: &str) -> Option<u64> {
+    match name {
+        "F32" | "I32" | "U32" => Some(4),
+        "F16" | "BF16" | "I16" | "U16" => Some(2),
+        "F64" | "I64" | "U64" => Some(8),
+        "U8" | "I8" | "BOOL" | "F8_E5M2" | "F8_E4M3" => Some(1),
+        _ => None,
+    }
+}
+
+/// Values per block of [`to_f32_checked`] and [`first_non_finite`].
+const BLOCK: usize = 4096;
+
+/// Converts little-endian elements of `width` bytes to f32 and finds the first NaN or infinity,
+/// block by block, so that each block is checked while it is still in cache rather than in a
+/// second pass over the tensor.
+fn to_f32_checked(bytes: &[u8], width: usize, convert: impl Fn(&[u8]) -> f32) -> (Vec<f32>, Option<usize>) {
+    let mut data = Vec::with_capacity(bytes.len() / width);
+    let mut first_bad = None;
+    for block in bytes.chunks(BLOCK * width) {
+        let start = data.len();
+        data.extend(block.chunks_exact(width).map(&convert));
+        if first_bad.is_none() {
+            first_bad = first_non_finite(&data[start..]).map(|i| start + i);
+        }
+    }
+    (data, first_bad)
+}
+
+/// Index of the first NaN or infinity in `v`. Blocks are checked by an OR of exponent-all-ones
+/// tests, a branch-free loop the compiler vectorizes; only a bad block is searched element-wise.
+pub fn first_non_finite(v: &[f32]) -> Option<usize> {
+    for (b, block) in v.chunks(BLOCK).enumerate() {
+        let bad = block.iter().fold(false, |acc, x| acc | (x.to_bits() & 0x7f80_0000 == 0x7f80_0000));
+        if bad {
+            return block.iter().position(|x| !x.is_finite()).map(|i| b * BLOCK + i);
+        }
+    }
+    None
 }

@@ -9,10 +9,11 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json`.
+    /// Loads `dir/tokenizer.json`, checking that every token id has a row in the embedding
+    /// (`dir/config.json`'s `vocab_size`).
     pub fn load(dir: &Path) -> Result<Self> {
         // Errors name the file; the tokenizers crate's panics on malformed files become errors.
-        let inner = slim_checkpoint::load_tokenizer_json(&dir.join("tokenizer.json"))?;
+        let inner = slim_checkpoint::load_model_tokenizer(dir)?;
         Ok(Self { inner })
     }
 
