@@ -39,6 +39,16 @@ impl EvalText {
         }
     }
 
+    /// Where the text lives under `data_root`: the PTB split's file, or the Brown corpus's folder (for messages).
+    pub fn location(self, data_root: &Path) -> std::path::PathBuf {
+        let ptb = data_root.join("datasets/ptb");
+        match self {
+            EvalText::PtbValid => ptb.join(format!("{}.txt", PtbSplit::Valid.name())),
+            EvalText::PtbTest => ptb.join(format!("{}.txt", PtbSplit::Test.name())),
+            EvalText::BrownNonfiction => data_root.join("datasets/brown"),
+        }
+    }
+
     /// The prepared text: the source's lines stripped, non-empty ones joined with `"\n\n"`.
     pub fn load(&self, data_root: &Path) -> anyhow::Result<String> {
         Ok(join_for_ppl(&self.source(data_root)?.text()))

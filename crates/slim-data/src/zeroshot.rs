@@ -135,7 +135,9 @@ impl Task {
         let path = self.path(data_root);
         let text = fs::read_to_string(&path)
             .with_context(|| format!("cannot read {} (run `cargo xtask fetch zeroshot`)", path.display()))?;
-        let mut docs = Vec::new();
+        let mut docs: Vec<McDoc> = Vec::new();
+        // doc_id → line: scores are kept and merged by document id, so an id must name one document.
+        let mut seen = std::collections::HashMap::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             if limit.is_some_and(|n| docs.len() >= n) {
                 break;
@@ -143,6 +145,15 @@ impl Task {
             let doc = self
                 .parse_line(line)
                 .with_context(|| format!("{}:{}: a malformed {} document", path.display(), i + 1, self.name()))?;
+            if let Some(first) = seen.insert(doc.doc_id, i + 1) {
+                bail!(
+                    "{}:{}: {} document id {} again (first on line {first}); every document needs its own doc_id",
+                    path.display(),
+                    i + 1,
+                    self.name(),
+                    doc.doc_id
+                );
+            }
             docs.push(doc);
         }
         ensure!(!docs.is_empty(), "{} holds no document", path.display());

@@ -5,8 +5,10 @@
 //! semantics ([`zeroshot`]).
 
 mod generate;
+mod ids;
 mod ppl;
 pub mod zeroshot;
 
 pub use generate::{generate, pick, GenConfig};
+pub use ids::check_token_ids;
 pub use ppl::{perplexity, token_nll, windows, PplConfig, PplResult};

@@ -43,9 +43,11 @@ pub fn windows(ids: &[u32], seq_len: usize, max: Option<usize>) -> Vec<&[u32]> {
 /// Perplexity of `model` on the token stream `ids`.
 pub fn perplexity<B: Backend>(model: &Llama<B>, ids: &[u32], cfg: &PplConfig) -> Result<PplResult> {
     ensure!(cfg.seq_len >= 2, "--seq-len must be at least 2, got {}", cfg.seq_len);
-    ensure!(cfg.batch >= 1, "--batch must be at least 1");
+    ensure!(cfg.batch >= 1, "--batch must be at least 1, got 0");
+    ensure!(cfg.max_windows != Some(0), "--windows must be at least 1, got 0");
     let wins = windows(ids, cfg.seq_len, cfg.max_windows);
-    ensure!(!wins.is_empty(), "the text has {} tokens: fewer than one window of {}", ids.len(), cfg.seq_len);
+    ensure!(!wins.is_empty(), "the text has {} tokens: fewer than one window of --seq-len {}", ids.len(), cfg.seq_len);
+    crate::check_token_ids(&ids[..wins.len() * cfg.seq_len], model.config().vocab_size)?;
     let bar = if cfg.progress { ProgressBar::new(wins.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} windows, {per_sec}, ETA {eta}")
@@ -102,6 +104,28 @@ mod tests {
         }
         // Large logits stay finite.
         assert!((token_nll(&[1000.0, 1000.0], 0) - 2f64.ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_zero_window_limit_and_out_of_range_ids_are_errors_naming_them() {
+        use slim_checkpoint::synthetic::SyntheticSpec;
+        let (cfg, w) = SyntheticSpec::dense("llama", 1, 16, 4, 2, 4, 24, 64, 1).build();
+        let model = Llama::<slim_model::Cpu>::from_weights(cfg, &w, &Default::default()).unwrap();
+        let ids: Vec<u32> = (0..40).collect();
+        let c = |seq_len, batch, max_windows| PplConfig { seq_len, batch, max_windows, progress: false };
+        assert_eq!(perplexity(&model, &ids, &c(8, 2, None)).unwrap().windows, 5);
+        let e = perplexity(&model, &ids, &c(8, 1, Some(0))).unwrap_err().to_string();
+        assert!(e.contains("--windows must be at least 1"), "{e}");
+        let e = perplexity(&model, &ids, &c(41, 1, None)).unwrap_err().to_string();
+        assert!(e.contains("40 tokens") && e.contains("--seq-len 41"), "{e}");
+        let mut bad = ids.clone();
+        bad[9] = 64;
+        let e = perplexity(&model, &bad, &c(8, 2, None)).unwrap_err().to_string();
+        assert!(e.contains("token id 64") && e.contains("token 9 of"), "{e}");
+        // An id past the last whole window is never scored, so it is not an error.
+        bad[9] = 9;
+        bad[39] = 1000;
+        assert!(perplexity(&model, &bad, &c(8, 2, Some(4))).is_ok());
     }
 
     #[test]

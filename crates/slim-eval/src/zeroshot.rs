@@ -283,35 +283,79 @@ pub fn score_tasks<B: Backend>(
     let mut out = Vec::with_capacity(tasks.len());
     for (name, docs) in tasks {
         progress.task(name);
-        let mut units: Vec<Unit> = docs
-            .iter()
-            .enumerate()
-            .flat_map(|(d, doc)| (0..doc.groups.len()).map(move |g| Unit { doc: d, group: g }))
-            .collect();
-        let ctx_len = |u: &Unit| docs[u.doc].groups[u.group].0.len();
-        units.sort_by_key(|u| std::cmp::Reverse(ctx_len(u)));
         let mut scores: Vec<Vec<Option<Loglik>>> = docs.iter().map(|d| vec![None; d.requests]).collect();
-        let mut start = 0;
-        while start < units.len() {
-            let c = ctx_len(&units[start]);
-            let (mut end, mut rows) = (start, 0);
-            while end < units.len()
-                && ctx_len(&units[end]) == c
-                && (end == start || ((end + 1 - start) * c <= CONTEXT_TOKENS && end + 1 - start <= MAX_GROUPS))
-            {
-                rows += docs[units[end].doc].groups[units[end].group].1.len();
-                end += 1;
-            }
-            score_units(model, docs, &units[start..end], &mut scores).with_context(|| {
-                let u = &units[start];
-                format!("{name}: the batch starting at document {} (context of {c} tokens)", u.doc)
+        for batch in context_batches(docs) {
+            let c = docs[batch[0].doc].groups[batch[0].group].0.len();
+            let rows = batch.iter().map(|u| docs[u.doc].groups[u.group].1.len()).sum();
+            score_units(model, docs, &batch, &mut scores).with_context(|| {
+                format!("{name}: the batch starting at document {} (context of {c} tokens)", batch[0].doc)
             })?;
             progress.advance(name, rows);
-            start = end;
         }
         out.push(scores.into_iter().map(collect).collect::<Result<Vec<_>>>().with_context(|| name.to_string())?);
     }
     Ok(out)
+}
+
+/// The context groups of `docs` in the batches [`score_tasks`] runs: sorted by context length (longest first), a
+/// batch holds groups of one context length, up to [`CONTEXT_TOKENS`] tokens and [`MAX_GROUPS`] groups (a single
+/// longer context is a batch of its own).
+fn context_batches(docs: &[TokDoc]) -> Vec<Vec<Unit>> {
+    let mut units: Vec<Unit> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(d, doc)| (0..doc.groups.len()).map(move |g| Unit { doc: d, group: g }))
+        .collect();
+    let ctx_len = |u: &Unit| docs[u.doc].groups[u.group].0.len();
+    units.sort_by_key(|u| std::cmp::Reverse(ctx_len(u)));
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < units.len() {
+        let c = ctx_len(&units[start]);
+        let mut end = start;
+        while end < units.len()
+            && ctx_len(&units[end]) == c
+            && (end == start || ((end + 1 - start) * c <= CONTEXT_TOKENS && end + 1 - start <= MAX_GROUPS))
+        {
+            end += 1;
+        }
+        out.push(units[start..end].to_vec());
+        start = end;
+    }
+    out
+}
+
+/// The shape of one batch that [`score_tasks`] runs, for estimating its memory before a model is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchShape {
+    /// Context groups: the sequences of the context pass, whose KV cache lives through the batch and whose last
+    /// position's logits are read back.
+    pub groups: usize,
+    /// Their common context length in tokens.
+    pub context: usize,
+    /// The continuation chunks as (rows, width): each row continues a copy of its group's cache by `width`
+    /// positions, and the logits of all `rows × width` positions are read back. Chunks of width 0 run no pass and
+    /// are left out.
+    pub chunks: Vec<(usize, usize)>,
+}
+
+/// Every batch [`score_tasks`] would run over `docs`, in order, without running anything.
+pub fn batch_shapes(docs: &[TokDoc]) -> Vec<BatchShape> {
+    context_batches(docs)
+        .into_iter()
+        .map(|batch| {
+            let groups: Vec<_> = batch.iter().map(|u| &docs[u.doc].groups[u.group]).collect();
+            let mut widths: Vec<usize> =
+                groups.iter().flat_map(|g| g.1.iter().map(|(_, k)| k.len().saturating_sub(1))).collect();
+            widths.sort_by_key(|&w| std::cmp::Reverse(w));
+            let chunks = continuation_chunks(&widths, CONTINUATION_POSITIONS, MIN_FILL)
+                .into_iter()
+                .map(|span| (span.len(), widths[span.start]))
+                .filter(|&(_, w)| w > 0)
+                .collect();
+            BatchShape { groups: groups.len(), context: groups[0].0.len(), chunks }
+        })
+        .collect()
 }
 
 mod progress;

@@ -103,12 +103,17 @@ fn load_reports_the_file_and_line_of_a_bad_document() {
     let dir = std::env::temp_dir().join(format!("slim-zeroshot-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("datasets/zeroshot")).unwrap();
     let path = Task::Lambada.path(&dir);
-    let good = r#"{"doc_id":0,"doc":{"choices":["w"],"query":"a b"}}"#;
-    std::fs::write(&path, format!("{good}\n{good}\n{{\"doc_id\":2}}\n")).unwrap();
+    let good = |id: u64| format!(r#"{{"doc_id":{id},"doc":{{"choices":["w"],"query":"a b"}}}}"#);
+    std::fs::write(&path, format!("{}\n{}\n{{\"doc_id\":2}}\n", good(0), good(1))).unwrap();
     assert_eq!(Task::Lambada.load(&dir, Some(2)).unwrap().len(), 2);
     let e = format!("{:#}", Task::Lambada.load(&dir, None).unwrap_err());
     assert!(e.contains("lambada.jsonl:3") && e.contains("malformed lambada document"), "{e}");
     let e = format!("{:#}", Task::Boolq.load(&dir, None).unwrap_err());
     assert!(e.contains("cargo xtask fetch zeroshot"), "{e}");
+    // A repeated doc_id would make two documents share one line of a samples file: an error naming both lines.
+    std::fs::write(&path, format!("{}\n{}\n{}\n", good(0), good(7), good(7))).unwrap();
+    let e = format!("{:#}", Task::Lambada.load(&dir, None).unwrap_err());
+    assert!(e.contains("lambada.jsonl:3") && e.contains("document id 7 again (first on line 2)"), "{e}");
+    assert_eq!(Task::Lambada.load(&dir, Some(2)).unwrap().len(), 2, "the repeat lies past the limit");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -173,3 +173,28 @@ fn continuation_chunks_bound_padding_and_positions() {
         assert!(w[c.clone()].iter().all(|&x| x as f64 >= 0.8 * top as f64), "{c:?}");
     }
 }
+
+#[test]
+fn batch_shapes_follow_the_batching_rules() {
+    // 300 documents with a 4-token context and two 3-token continuations, and one with a 5000-token context.
+    let doc = |c: usize| TokDoc { groups: vec![(vec![1; c], vec![(0, vec![2; 3]), (1, vec![3; 3])])], requests: 2 };
+    let mut docs: Vec<TokDoc> = (0..300).map(|_| doc(4)).collect();
+    docs.push(doc(5000));
+    let shapes = batch_shapes(&docs);
+    // The long context alone first; then 256 groups (MAX_GROUPS; 256 · 4 ≤ 2048 context tokens) and the other 44.
+    // Each batch's rows (two per group) continue by 2 positions, 512 rows to a chunk of ≤ 1024 positions.
+    let want = [
+        BatchShape { groups: 1, context: 5000, chunks: vec![(2, 2)] },
+        BatchShape { groups: 256, context: 4, chunks: vec![(512, 2)] },
+        BatchShape { groups: 44, context: 4, chunks: vec![(88, 2)] },
+    ];
+    assert_eq!(shapes, want);
+    // 600-token contexts: three to a batch (3 · 600 ≤ 2048); single-token continuations run no chunk.
+    let one = |c: usize| TokDoc { groups: vec![(vec![1; c], vec![(0, vec![2])])], requests: 1 };
+    let docs: Vec<TokDoc> = (0..4).map(|_| one(600)).collect();
+    let shapes = batch_shapes(&docs);
+    assert_eq!(
+        shapes.iter().map(|s| (s.groups, s.context, s.chunks.len())).collect::<Vec<_>>(),
+        [(3, 600, 0), (1, 600, 0)]
+    );
+}
