@@ -39,6 +39,7 @@ mod error;
 mod explain;
 mod fsutil;
 mod key;
+mod kind;
 pub mod schema;
 mod store;
 mod writer;
@@ -51,6 +52,7 @@ pub use error::{Result, StoreError};
 pub use explain::{Change, Explanation};
 pub use fsutil::write_json_atomic;
 pub use key::{Key, KeyDoc};
+pub use kind::{check_kind, serde_name, Kind, UnknownName};
 pub use store::{Problem, Store, CACHE_ENV};
 pub use writer::EntryWriter;
 

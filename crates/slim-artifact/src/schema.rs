@@ -13,6 +13,11 @@ pub enum GqaMode {
     WholeGroup,
 }
 
+crate::kinds!(GqaMode, "GQA unit" {
+    PerGroup => "every KV group drops the same number of query heads; all KV heads stay",
+    WholeGroup => "whole KV groups (query heads and KV head) are pruned",
+});
+
 /// Dense layer importance: `cos[l]` = mean over tokens of cos(X^(l+1), X^(l)) (spec §3.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerImportance {

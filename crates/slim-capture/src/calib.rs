@@ -21,15 +21,16 @@ pub enum CalibSource {
     Random,
 }
 
+slim_artifact::kinds!(CalibSource, "calibration source" {
+    BrownFiction => "Brown corpus, fiction genres (K-R): the stand-in for BookCorpus",
+    PtbTrain => "Penn Treebank training split",
+    Random => "seeded random token ids (tests on synthetic models only)",
+});
+
 impl std::str::FromStr for CalibSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "brown-fiction" => Ok(Self::BrownFiction),
-            "ptb-train" => Ok(Self::PtbTrain),
-            "random" => Ok(Self::Random),
-            other => Err(format!("unknown calibration source `{other}` (brown-fiction, ptb-train, random)")),
-        }
+    type Err = slim_artifact::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as slim_artifact::Kind>::parse(s)
     }
 }
 

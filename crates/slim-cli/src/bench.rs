@@ -45,14 +45,14 @@ pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
     ensure!(a.batch.iter().chain(&a.seq_len).all(|&x| x > 0), "--batch and --seq-len must be positive");
     let mut results = Vec::new();
     for model in &a.model {
-        for row in dispatch(g.backend.kind(), Job { a: &a, model })? {
+        for row in dispatch(g.backend, Job { a: &a, model })? {
             println!("{row}");
             results.push(row);
         }
     }
     eprint!("{}", table(&results));
     if let Some(out) = &a.out {
-        slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.kind().name(), "results": results}))?;
+        slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.name(), "results": results}))?;
     }
     Ok(())
 }

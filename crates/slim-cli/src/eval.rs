@@ -58,7 +58,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             tracing::info!("{}: {} tokens", a.data.name(), ids.len());
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
-            let r = dispatch(g.backend.kind(), PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
+            let r = dispatch(g.backend, PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
             let secs = t.elapsed().as_secs_f64();
             tracing::info!(
                 "ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)",
@@ -69,7 +69,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             let v = json!({
                 "ppl": r.ppl, "windows": r.windows, "tokens_scored": r.tokens_scored,
                 "model": a.model.display().to_string(), "data": a.data.name(), "seq_len": a.seq_len,
-                "backend": g.backend.kind().name(), "seconds": secs,
+                "backend": g.backend.name(), "seconds": secs,
             });
             emit_json(&v, a.out.as_deref())
         }

@@ -66,7 +66,7 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         recompute: a.recompute,
     };
     let t = std::time::Instant::now();
-    let outs = dispatch(g.backend.kind(), Job { model: &a.model, prompts: &prompts, cfg })?;
+    let outs = dispatch(g.backend, Job { model: &a.model, prompts: &prompts, cfg })?;
     let secs = t.elapsed().as_secs_f64();
     let mut generations = Vec::new();
     for ((p, (text, ids)), (new, s)) in a.prompt.iter().zip(&prompts).zip(outs) {

@@ -14,7 +14,9 @@ mod zeroshot;
 mod zeroshot_log;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use slim_artifact::Kind;
+use slim_model::BackendKind;
 use std::path::PathBuf;
 
 #[global_allocator]
@@ -54,32 +56,19 @@ struct GlobalArgs {
     data_root: PathBuf,
     /// Backend that runs the model: `cpu` is always built; `wgpu` and `cuda` need the
     /// cargo features of the same name.
-    #[arg(long, global = true, value_enum, default_value_t = Backend::Cpu)]
-    backend: Backend,
+    #[arg(long, global = true, value_parser = kind::<BackendKind>(), default_value = BackendKind::Cpu.name())]
+    backend: BackendKind,
     /// Hide progress bars (they are drawn on stderr only when it is a terminal anyway).
     #[arg(long, global = true)]
     quiet: bool,
 }
 
-/// Which burn backend runs the model.
-#[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    /// burn-flex on the CPU.
-    Cpu,
-    /// burn-wgpu (build with `--features wgpu`).
-    Wgpu,
-    /// burn-cuda (build with `--features cuda`).
-    Cuda,
-}
-
-impl Backend {
-    fn kind(self) -> slim_model::BackendKind {
-        match self {
-            Backend::Cpu => slim_model::BackendKind::Cpu,
-            Backend::Wgpu => slim_model::BackendKind::Wgpu,
-            Backend::Cuda => slim_model::BackendKind::Cuda,
-        }
-    }
+/// A clap value parser for a setting of the library ([`Kind`]): its names, as serde writes
+/// them into keys and summaries, are the possible values, with their help.
+fn kind<K: Kind + Clone>() -> impl clap::builder::TypedValueParser<Value = K> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(K::ALL.iter().map(|k| PossibleValue::new(k.name()).help(k.help())))
+        .map(|s| K::parse(&s).expect("clap accepts only the possible values"))
 }
 
 #[derive(Subcommand)]

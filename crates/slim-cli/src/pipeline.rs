@@ -3,10 +3,11 @@
 //! `slimllm pipeline explain`: what a run would compute and why; `slimllm stage <name>`:
 //! rerun one stage.
 
-use crate::{progress, GlobalArgs};
+use crate::{kind, progress, GlobalArgs};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::backend::Backend;
 use clap::ValueEnum;
+use slim_artifact::Kind;
 use serde_json::json;
 use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
@@ -35,69 +36,10 @@ pub enum PipelineCommand {
 #[derive(clap::Args)]
 pub struct StageArgs {
     /// The stage whose entries are recomputed (and replaced in the cache).
-    #[arg(value_enum)]
-    stage: StageName,
+    #[arg(value_parser = kind::<Stage>())]
+    stage: Stage,
     #[command(flatten)]
     p: PipelineArgs,
-}
-
-/// A stage of the pipeline.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StageName {
-    /// Calibration windows, layer importance and every layer's statistics.
-    Capture,
-    /// Head and channel selection.
-    Score,
-    /// Per-layer pruning ratios.
-    Alloc,
-    /// Slicing the weights into the pruned model directory.
-    Surgery,
-    /// The affine refit of o_proj and down_proj.
-    Recover,
-}
-
-/// Head and channel scorer.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Scorer {
-    /// SlimLLM: Pearson head redundancy with greedy swap; PCA feature-space channel score.
-    Slimllm,
-    /// Weight magnitude: o_proj column norms per head, down_proj column norm per channel.
-    Magnitude,
-    /// Wanda structured: |W|·‖x‖ over each head's or channel's input columns.
-    WandaSp,
-    /// FLAP's fluctuation metric: input variance times the squared weight-column norm.
-    Flap,
-    /// Seeded random choice: the floor every scorer must beat.
-    Random,
-    /// LLM-Pruner's first-order Taylor |∂ℒ/∂W ⊙ W| summed over each head's and channel's
-    /// weights (one gradient pass of the dense model on the calibration windows).
-    Taylor,
-}
-
-/// Per-layer ratio allocation.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Allocation {
-    /// The paper: top-K layers by input/output cosine similarity, softmax with temperature.
-    Cosine,
-    /// LLM-Pruner: the same ratio on layers 4..L−2.
-    Uniform,
-    /// FLAP: heads and channels of all layers ranked together by per-layer standardized
-    /// importance from the dense model, heads weighted by their parameter cost.
-    FlapGlobal,
-}
-
-/// Output-projection recovery.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Recovery {
-    /// Per-output-dimension affine fit of o_proj and down_proj (the paper).
-    Affine,
-    /// No correction.
-    None,
-    /// FLAP's bias compensation: pruned inputs replaced by their calibration mean.
-    FlapBias,
-    /// Ridge least-squares refit of o_proj's and down_proj's kept columns plus a bias, from
-    /// the calibration covariance of their inputs (beyond the paper).
-    Lstsq,
 }
 
 /// A named recipe.
@@ -113,30 +55,14 @@ pub enum Preset {
 
 impl Preset {
     /// Scorer, allocation, recovery and calibration mode of the recipe.
-    fn recipe(self) -> (Scorer, Allocation, Recovery, Mode) {
+    fn recipe(self) -> (ScorerKind, AllocationKind, RecoveryKind, CalibMode) {
         match self {
-            Preset::Paper => (Scorer::Slimllm, Allocation::Cosine, Recovery::Affine, Mode::Sequential),
-            Preset::SlimllmLstsq => (Scorer::Slimllm, Allocation::Cosine, Recovery::Lstsq, Mode::Sequential),
+            Preset::Paper => (ScorerKind::SlimLlm, AllocationKind::Cosine, RecoveryKind::Affine, CalibMode::Sequential),
+            Preset::SlimllmLstsq => {
+                (ScorerKind::SlimLlm, AllocationKind::Cosine, RecoveryKind::Lstsq, CalibMode::Sequential)
+            }
         }
     }
-}
-
-/// Grouped-query attention unit.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Gqa {
-    /// Every KV group drops the same number of query heads; all KV heads stay.
-    PerGroup,
-    /// Whole KV groups (query heads and KV head) are pruned.
-    WholeGroup,
-}
-
-/// Calibration mode.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Mode {
-    /// The paper: each layer calibrated on the pruned layers below it.
-    Sequential,
-    /// Every layer calibrated on the unpruned model (one capture for every scorer).
-    Dense,
 }
 
 /// What to prune and how: every setting that enters a cache key, and the cache.
@@ -160,23 +86,23 @@ pub struct PipelineArgs {
     preset: Preset,
     /// Per-layer ratio allocation (default: the preset's; `--pruned-layers` and `--alpha` apply
     /// to `cosine` only).
-    #[arg(long, value_enum)]
-    allocation: Option<Allocation>,
+    #[arg(long, value_parser = kind::<AllocationKind>())]
+    allocation: Option<AllocationKind>,
     /// Head and channel scorer (default: the preset's).
-    #[arg(long, value_enum)]
-    scorer: Option<Scorer>,
+    #[arg(long, value_parser = kind::<ScorerKind>())]
+    scorer: Option<ScorerKind>,
     /// Output-projection recovery (default: the preset's).
-    #[arg(long, value_enum)]
-    recovery: Option<Recovery>,
+    #[arg(long, value_parser = kind::<RecoveryKind>())]
+    recovery: Option<RecoveryKind>,
     /// Grouped-query attention unit. whole-group is the default: on SmolLM2-135M it gave lower
     /// PTB-valid perplexity than per-group at both 20 % and 50 % (docs/measurements.md).
-    #[arg(long, value_enum, default_value_t = Gqa::WholeGroup)]
-    gqa: Gqa,
+    #[arg(long, value_parser = kind::<GqaMode>(), default_value = GqaMode::WholeGroup.name())]
+    gqa: GqaMode,
     /// Calibration mode (default: the preset's).
-    #[arg(long, value_enum)]
-    calib_mode: Option<Mode>,
-    /// Calibration text: `brown-fiction` or `ptb-train`.
-    #[arg(long, default_value = "brown-fiction")]
+    #[arg(long, value_parser = kind::<CalibMode>())]
+    calib_mode: Option<CalibMode>,
+    /// Calibration text.
+    #[arg(long, value_parser = kind::<CalibSource>(), default_value = CalibSource::BrownFiction.name())]
     calib_source: CalibSource,
     /// Calibration windows.
     #[arg(long, default_value_t = 32)]
@@ -227,7 +153,7 @@ pub struct RunArgs {
 
 impl PipelineArgs {
     /// The scorer, allocation, recovery and calibration mode: each flag, else the preset's.
-    fn recipe(&self) -> (Scorer, Allocation, Recovery, Mode) {
+    fn recipe(&self) -> (ScorerKind, AllocationKind, RecoveryKind, CalibMode) {
         let (s, al, r, m) = self.preset.recipe();
         (
             self.scorer.unwrap_or(s),
@@ -254,9 +180,9 @@ impl PipelineArgs {
             );
         }
         ensure!(
-            matches!(allocation, Allocation::Cosine) || (a.pruned_layers.is_none() && a.alpha.is_none()),
+            allocation == AllocationKind::Cosine || (a.pruned_layers.is_none() && a.alpha.is_none()),
             "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
-            allocation.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+            allocation.name()
         );
         ensure!(
             a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(),
@@ -273,35 +199,13 @@ impl PipelineArgs {
             target: a.target,
             pruned_layers: a.pruned_layers,
             alpha: a.alpha,
-            allocation: match allocation {
-                Allocation::Cosine => AllocationKind::Cosine,
-                Allocation::Uniform => AllocationKind::Uniform,
-                Allocation::FlapGlobal => AllocationKind::FlapGlobal,
-            },
-            scorer: match scorer {
-                Scorer::Slimllm => ScorerKind::SlimLlm,
-                Scorer::Magnitude => ScorerKind::Magnitude,
-                Scorer::WandaSp => ScorerKind::WandaSp,
-                Scorer::Flap => ScorerKind::Flap,
-                Scorer::Random => ScorerKind::Random,
-                Scorer::Taylor => ScorerKind::Taylor,
-            },
+            allocation,
+            scorer,
             keep_lowest: if a.keep_lowest == 0.0 { KeepLowest::None } else { KeepLowest::Fraction(a.keep_lowest) },
-            recovery: match recovery {
-                Recovery::Affine => RecoveryKind::Affine,
-                Recovery::None => RecoveryKind::None,
-                Recovery::FlapBias => RecoveryKind::FlapBias,
-                Recovery::Lstsq => RecoveryKind::Lstsq,
-            },
-            gqa: match a.gqa {
-                Gqa::PerGroup => GqaMode::PerGroup,
-                Gqa::WholeGroup => GqaMode::WholeGroup,
-            },
+            recovery,
+            gqa: a.gqa,
             lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
-            mode: match calib_mode {
-                Mode::Sequential => CalibMode::Sequential,
-                Mode::Dense => CalibMode::Dense,
-            },
+            mode: calib_mode,
         })
     }
 
@@ -309,16 +213,15 @@ impl PipelineArgs {
     /// GQA unit and calibration mode.
     fn default_run_name(&self) -> String {
         let (scorer, allocation, recovery, mode) = self.recipe();
-        let name = |v: Option<clap::builder::PossibleValue>| v.expect("no skipped variants").get_name().to_string();
         format!(
             "{}-{}-{}-{:.0}pct-{}-{}-{}",
             self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-            name(scorer.to_possible_value()),
-            name(allocation.to_possible_value()),
+            scorer.name(),
+            allocation.name(),
             self.target * 100.0,
-            name(recovery.to_possible_value()),
-            name(self.gqa.to_possible_value()),
-            name(mode.to_possible_value()),
+            recovery.name(),
+            self.gqa.name(),
+            mode.name(),
         )
     }
 
@@ -348,17 +251,11 @@ pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
 pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
     let cfg = a.p.config()?;
     let store = a.p.store()?;
-    let force = match a.stage {
-        StageName::Capture => Stage::Capture,
-        StageName::Score => Stage::Score,
-        StageName::Alloc => Stage::Alloc,
-        StageName::Surgery => Stage::Surgery,
-        StageName::Recover => Stage::Recover,
-    };
+    let force = a.stage;
     let opts = RunOptions { progress: progress(g), force: Some(force), verify_reused: a.p.verify_reused };
     let model = ModelSource::open(&a.p.model)?;
     let out = dispatch(
-        g.backend.kind(),
+        g.backend,
         StageJob { model: &model, cfg: &cfg, store: &store, data_root: &g.data_root, opts },
     )?;
     eprint!("{}", out.report.table());
@@ -413,10 +310,10 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         evals: &evals,
         eval_windows: a.eval_windows,
         run: &run,
-        backend: g.backend.kind().name(),
+        backend: g.backend.name(),
         data_root: &g.data_root,
     };
-    let summary = dispatch(g.backend.kind(), Job { req: &req, store: &store, opts })?;
+    let summary = dispatch(g.backend, Job { req: &req, store: &store, opts })?;
     eprint!("{}", stage_table(&summary.stages));
     if a.report {
         let path = crate::report::write_for_runs(&[run.path().to_path_buf()], &run.report_dir())?;
@@ -452,6 +349,32 @@ mod tests {
 
     fn config(argv: &[&str]) -> PipelineConfig {
         Wrap::try_parse_from(std::iter::once("x").chain(argv.iter().copied())).unwrap().p.config().unwrap()
+    }
+
+    #[test]
+    fn every_setting_has_one_name_used_by_keys_the_command_line_and_help() {
+        slim_artifact::check_kind::<ScorerKind>();
+        slim_artifact::check_kind::<RecoveryKind>();
+        slim_artifact::check_kind::<AllocationKind>();
+        slim_artifact::check_kind::<GqaMode>();
+        slim_artifact::check_kind::<CalibMode>();
+        slim_artifact::check_kind::<CalibSource>();
+        slim_artifact::check_kind::<Stage>();
+        slim_artifact::check_kind::<slim_model::BackendKind>();
+        // The command line takes exactly the names the keys hold.
+        for s in ScorerKind::ALL {
+            assert_eq!(config(&["--scorer", s.name()]).scorer, *s);
+        }
+        for r in RecoveryKind::ALL {
+            assert_eq!(config(&["--recovery", r.name()]).recovery, *r);
+        }
+        for m in CalibMode::ALL {
+            assert_eq!(config(&["--calib-mode", m.name()]).mode, *m);
+        }
+        assert_eq!(config(&["--gqa", "per-group"]).gqa, GqaMode::PerGroup);
+        assert_eq!(config(&["--calib-source", "ptb-train"]).calib.source, CalibSource::PtbTrain);
+        let err = Wrap::try_parse_from(["x", "--scorer", "best"]).err().unwrap().to_string();
+        assert!(err.contains("invalid value 'best'") && err.contains("wanda-sp"), "{err}");
     }
 
     #[test]

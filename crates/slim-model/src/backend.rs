@@ -4,13 +4,15 @@
 //! cargo features of the same name. Nothing below this module names a concrete backend.
 
 use anyhow::{bail, Result};
+use slim_artifact::Kind;
 use burn_tensor::backend::Backend;
 
 /// burn's pure-Rust CPU backend, the default for tests and CI.
 pub type Cpu = burn_flex::Flex;
 
 /// Which burn backend runs the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// `burn-flex` on the CPU.
     Cpu,
@@ -20,28 +22,26 @@ pub enum BackendKind {
     Cuda,
 }
 
-impl std::str::FromStr for BackendKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "wgpu" => Ok(Self::Wgpu),
-            "cuda" => Ok(Self::Cuda),
-            other => bail!("unknown backend `{other}` (cpu, wgpu, cuda)"),
-        }
+slim_artifact::kinds!(BackendKind, "backend" {
+    Cpu => "burn-flex on the CPU (always built)",
+    Wgpu => "burn-wgpu (build with --features wgpu)",
+    Cuda => "burn-cuda (build with --features cuda)",
+});
+
+impl BackendKind {
+    /// The name (as [`Kind::name`], callable without importing the trait).
+    pub fn name(self) -> &'static str {
+        Kind::name(self)
     }
 }
 
-impl BackendKind {
-    /// Name as used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Cpu => "cpu",
-            Self::Wgpu => "wgpu",
-            Self::Cuda => "cuda",
-        }
+impl std::str::FromStr for BackendKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(<Self as slim_artifact::Kind>::parse(s)?)
     }
 }
+
 
 /// Work that runs generically on any backend.
 pub trait BackendRun {

@@ -60,16 +60,16 @@ pub enum AllocationKind {
     FlapGlobal,
 }
 
-impl AllocationKind {
-    /// The name used on the command line and in run names.
-    pub fn name(self) -> &'static str {
-        match self {
-            AllocationKind::Cosine => "cosine",
-            AllocationKind::Uniform => "uniform",
-            AllocationKind::FlapGlobal => "flap-global",
-        }
-    }
-}
+slim_artifact::kinds!(AllocationKind, "allocation" {
+    Cosine => "the paper: top-K layers by input/output cosine similarity, softmax with temperature",
+    Uniform => "LLM-Pruner: the same ratio on layers 4..L-2",
+    FlapGlobal => "FLAP: heads and channels of all layers ranked together by standardized importance",
+});
+
+slim_artifact::kinds!(CalibMode, "calibration mode" {
+    Sequential => "the paper: each layer calibrated on the pruned layers below it",
+    Dense => "every layer calibrated on the unpruned model (one capture for every scorer)",
+});
 
 /// Everything that decides what the pipeline computes (hashed into the cache keys).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,22 +138,20 @@ pub enum Stage {
     Recover,
 }
 
-impl Stage {
-    /// The label the run report files this stage's entries under.
-    pub fn label(self) -> &'static str {
-        match self {
-            Stage::Capture => "capture",
-            Stage::Score => "score",
-            Stage::Alloc => "alloc",
-            Stage::Surgery => "surgery",
-            Stage::Recover => "recover",
-        }
-    }
+slim_artifact::kinds!(Stage, "stage" {
+    Capture => "calibration windows, layer importance and every layer's statistics",
+    Score => "head and channel selection",
+    Alloc => "per-layer pruning ratios",
+    Surgery => "slicing the weights into the pruned model directory",
+    Recover => "the refit of o_proj and down_proj",
+});
 
+impl Stage {
     /// Whether the report label `label` belongs to this stage (the calibration windows
     /// belong to capture).
     pub fn covers(self, label: &str) -> bool {
-        label == self.label() || (self == Stage::Capture && label == "calib")
+        use slim_artifact::Kind;
+        label == self.name() || (self == Stage::Capture && label == "calib")
     }
 }
 

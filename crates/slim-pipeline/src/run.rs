@@ -2,10 +2,11 @@
 //! surgery into a model directory, and perplexity before and after.
 
 use crate::graph::{head_prune, Graph};
-use crate::keys::{doc, text_digest, ModelSource};
+use crate::keys::{text_digest, ModelSource};
 use crate::report::RunReport;
 use crate::summary::{AllocSummary, LayerPlan};
 use crate::{AllocationKind, CalibMode, PipelineConfig, RunOptions, Stage};
+use slim_artifact::Kind;
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};

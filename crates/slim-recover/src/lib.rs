@@ -55,6 +55,13 @@ pub enum RecoveryKind {
     Lstsq,
 }
 
+slim_artifact::kinds!(RecoveryKind, "recovery" {
+    Affine => "per-output-dimension affine fit of o_proj and down_proj (the paper)",
+    None => "no correction",
+    FlapBias => "FLAP's bias compensation: pruned inputs replaced by their calibration mean",
+    Lstsq => "ridge least-squares refit of the kept columns plus a bias, from the input covariance (beyond the paper)",
+});
+
 /// The correction that changes nothing: scale 1, bias 0.
 pub fn identity_affine(d: usize) -> Affine {
     Affine { scale: vec![1.0; d], bias: vec![0.0; d] }

@@ -64,6 +64,15 @@ pub enum ScorerKind {
     Taylor,
 }
 
+slim_artifact::kinds!(ScorerKind, "scorer" {
+    SlimLlm => "SlimLLM: Pearson head redundancy with greedy swap; PCA feature-space channel score",
+    Magnitude => "weight magnitude: o_proj column norms per head, down_proj column norm per channel",
+    WandaSp => "Wanda structured: |W|·‖x‖ over each head's or channel's input columns",
+    Flap => "FLAP's fluctuation metric: input variance times the squared weight-column norm",
+    Random => "seeded random choice: the floor every scorer must beat",
+    Taylor => "LLM-Pruner's first-order Taylor |∂L/∂W ⊙ W| (one gradient pass of the dense model)",
+});
+
 /// The scorer of [`ScorerKind::Random`].
 static RANDOM: Random = Random::new(RANDOM_SEED);
 

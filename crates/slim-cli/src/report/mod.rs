@@ -10,6 +10,7 @@ mod grid;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use slim_artifact::Kind;
 use slim_pipeline::RunSummary;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -126,11 +127,6 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-/// The name a setting is written with in configs and on the command line.
-fn name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| "?".into())
-}
-
 /// Parameters and perplexity before and after, one row per run.
 fn models_section(runs: &[(String, RunSummary)]) -> String {
     let mut md = String::from(
@@ -147,10 +143,10 @@ fn models_section(runs: &[(String, RunSummary)]) -> String {
         let _ = writeln!(
             md,
             "| {run} | {} | {} | {} | {} | {} → {} | {:.3} % | {} |",
-            name(&c.scorer),
-            name(&c.recovery),
-            name(&c.gqa),
-            name(&c.mode),
+            c.scorer.name(),
+            c.recovery.name(),
+            c.gqa.name(),
+            c.mode.name(),
             s.params_before,
             s.params_after,
             100.0 * s.removed_fraction,

@@ -3,6 +3,7 @@ use super::*;
 /// Summaries of real runs on the fixtures' tiny model: one per allocation, written where
 /// `pipeline run` writes them (`<root>/runs/<run>/summary.json`).
 fn real_runs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use slim_artifact::Kind;
     use slim_pipeline::{fixtures, AllocationKind, EvalInput, ModelSource, PipelineConfig, RunName, RunRequest};
     fixtures::worded_model(&root.join("m"));
     fixtures::write_texts(root, 1);
