@@ -1,6 +1,7 @@
-//! `slimllm import`: GGUF → HF-layout directory.
+//! `slimllm import`: GGUF → HF-layout directory, built beside `--out` and renamed into place.
 
-use anyhow::Result;
+use anyhow::{format_err, Result};
+use slim_gguf::{Existing, FsError};
 use std::path::PathBuf;
 
 /// Arguments of `slimllm import`.
@@ -10,14 +11,24 @@ pub struct ImportArgs {
     /// Q4_K, Q6_K tensors).
     #[arg(long)]
     gguf: PathBuf,
-    /// Output directory (created if missing).
+    /// Output directory (created if missing). The model is built in a temporary folder beside
+    /// it and renamed into place at the end, so a failed import leaves it as it was.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty --out (only once the new model is complete).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: ImportArgs) -> Result<()> {
     let t = std::time::Instant::now();
-    let s = slim_gguf::import_gguf(&a.gguf, &a.out)?;
+    let existing = if a.force { Existing::Replace } else { Existing::Refuse };
+    let s = slim_gguf::import_gguf(&a.gguf, &a.out, existing).map_err(|e| match e.downcast_ref::<FsError>() {
+        Some(FsError::Occupied { what, .. }) => {
+            format_err!("--out {} {what}: pass --force to replace it", a.out.display())
+        }
+        _ => e,
+    })?;
     tracing::info!(
         "imported {} ({} tensors, {} parameters) into {} in {:.1}s",
         s.architecture,

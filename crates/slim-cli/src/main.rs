@@ -141,8 +141,10 @@ fn emit_json(value: &serde_json::Value, out: Option<&std::path::Path>) -> Result
     // stdout first: a failing --out never loses the result.
     println!("{}", serde_json::to_string(value)?);
     if let Some(path) = out {
-        slim_checkpoint::weights::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
-            .map_err(|e| anyhow::format_err!("--out {}: {e:#}", path.display()))?;
+        // slim_fs's atomic write (temp file beside, fsync, rename, fsync the folder), through the
+        // store's JSON helper, which slim-cli already depends on.
+        slim_artifact::write_json_atomic(path, value)
+            .map_err(|e| anyhow::Error::new(e).context(format!("--out {}", path.display())))?;
     }
     Ok(())
 }

@@ -24,6 +24,53 @@ fn fixtures(root: &Path) {
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("config.json"), "{\"hidden_size\": 16,").unwrap();
     std::fs::create_dir_all(root.join("data/datasets")).unwrap();
+    write_and_load_fixtures(root);
+}
+
+/// Fixtures of docs/reliability.md's "Writes and imports": a model folder to import over
+/// (`imported`), a weights file cut short (`truncated`), a NaN weight (`nan`), a weights file that
+/// is a symbolic link to itself (`looped`) and a tokenizer with more ids than the embedding
+/// (`bigvocab`, 70 tokens for a vocab_size of 64).
+fn write_and_load_fixtures(root: &Path) {
+    let m = root.join("model");
+    let copy = |name: &str| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(m.join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    copy("imported");
+    let st = copy("truncated").join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() - 16]).unwrap();
+    let (cfg, mut w) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 24, 64, 1).build();
+    let mut up = w.get("model.layers.0.mlp.up_proj.weight").unwrap().clone();
+    up.data[3] = f32::NAN;
+    w.insert("model.layers.0.mlp.up_proj.weight", up);
+    slim_checkpoint::save_model_dir(&root.join("nan"), &cfg, &w, &m).unwrap();
+    let st = copy("looped").join("model.safetensors");
+    std::fs::remove_file(&st).unwrap();
+    std::os::unix::fs::symlink(&st, &st).unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..70u32).map(|i| (format!("t{i}"), i.into())).collect();
+    let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}});
+    std::fs::write(copy("bigvocab").join("tokenizer.json"), tok.to_string()).unwrap();
+}
+
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// `(arguments, fragments the error must contain)`; `{root}` is the fixtures folder.
@@ -35,6 +82,15 @@ const CASES: &[(&str, &[&str])] = &[
     ("eval ppl --model {root}/gpt2 --data ptb-valid", &["gpt2", "unsupported model_type"]),
     ("import --gguf {root}/nothere.gguf --out {root}/x", &["nothere.gguf"]),
     ("import --gguf {root}/bad.gguf --out {root}/x", &["bad.gguf", "magic"]),
+    ("import --gguf {root}/bad.gguf --out {root}/imported", &["--out", "imported", "not empty", "--force"]),
+    ("import --gguf {root}/bad.gguf --out {root}/imported --force", &["bad.gguf", "magic"]),
+    ("bench --model {root}/truncated --repeats 1", &["truncated/model.safetensors", "truncated", "file has"]),
+    ("bench --model {root}/nan --repeats 1", &["nan/model.safetensors", "model.layers.0.mlp.up_proj.weight", "NaN"]),
+    ("bench --model {root}/looped --repeats 1", &["looped/model.safetensors", "symbolic link loop"]),
+    (
+        "tokenize --model {root}/bigvocab --text-file {root}/bad.gguf",
+        &["bigvocab/tokenizer.json", "bigvocab/config.json", "vocab_size 64"],
+    ),
     ("pipeline run --model {root}/model --target 1.5 --no-eval", &["--target", "(0, 1)", "1.5"]),
     ("pipeline run --model {root}/model --target 0 --no-eval", &["--target", "(0, 1)"]),
     ("pipeline run --model {root}/model --scorer best", &["invalid value 'best'", "--scorer"]),
@@ -85,6 +141,7 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     fixtures(root);
+    let imported = files(&root.join("imported"));
     let mut failures = Vec::new();
     let mut table =
         String::from("| invocation | exit | error (first line; the fixture folder shown as ROOT) |\n|---|---|---|\n");
@@ -116,6 +173,14 @@ fn every_bad_invocation_fails_with_an_error_naming_the_problem() {
             msg.replace('|', "\\|")
         );
     }
+    // The refused and the failed import left --out byte for byte as it was, and no temporary folder.
+    assert!(files(&root.join("imported")) == imported, "a failed `slimllm import --force` changed its --out");
+    let leftovers: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".imported") || n.starts_with(".x."))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary folders left beside --out: {leftovers:?}");
     // `SLIMLLM_PRINT_TABLE=1 cargo test -p slim-cli --test bad_input -- --nocapture` prints
     // the table of docs/reliability.md.
     if std::env::var_os("SLIMLLM_PRINT_TABLE").is_some() {

@@ -2,16 +2,19 @@
 //!
 //! The rest of the project loads HF directories (config.json, tokenizer.json, model.safetensors);
 //! this is the one place that knows GGUF tensor names, llama.cpp's Q/K row permutation and the
-//! quantized encodings. Tensors are dequantized and written one at a time, so memory stays at about
-//! one tensor beyond the memory-mapped file; the safetensors file is written under a temporary
-//! name and renamed into place, so an interrupted import leaves no half-written model.
+//! quantized encodings. Tensors are dequantized and streamed one at a time through `slim_fs`'s
+//! safetensors writer, so memory stays at about one tensor beyond the memory-mapped file.
+//!
+//! The whole folder is built under a temporary name beside the output and renamed into place at
+//! the end (`slim_fs::DirInstall`): a failed or interrupted import leaves an existing output folder
+//! exactly as it was, and a non-empty output folder is replaced only when asked
+//! ([`Existing::Replace`]).
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, format_err, Context, Result};
-use serde_json::{json, Map, Value};
+use slim_fs::{DirInstall, Existing, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 
 use crate::config::{Arch, ModelConfig};
 use crate::reader::GgufFile;
@@ -32,7 +35,13 @@ pub struct ImportSummary {
 
 /// Reads a GGUF v3 file and writes an HF-layout directory: config.json, generation_config.json,
 /// tokenizer.json, tokenizer_config.json and model.safetensors (all f32).
-pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary> {
+///
+/// `out_dir` is checked first: when it holds anything and `existing` is [`Existing::Refuse`], the
+/// error is a [`slim_fs::Error::Occupied`] and nothing is read or written. Otherwise the folder is
+/// built beside `out_dir` and renamed into place once complete; on any error it is removed and
+/// `out_dir` is left as it was.
+pub fn import_gguf(gguf: &Path, out_dir: &Path, existing: Existing) -> Result<ImportSummary> {
+    let install = DirInstall::begin(out_dir, existing)?;
     let file = GgufFile::open(gguf)?;
     let cfg = ModelConfig::from_gguf(&file)?;
     let tokenizer = build_tokenizer_json(&file)?;
@@ -40,23 +49,14 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary> {
         .with_context(|| format!("building tokenizer_config.json from {}", gguf.display()))?;
     let plan = plan_tensors(&file, &cfg).with_context(|| format!("mapping the tensors of {}", gguf.display()))?;
 
-    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    write_json(&out_dir.join("config.json"), &cfg.to_config_json())?;
-    write_json(&out_dir.join("generation_config.json"), &cfg.to_generation_config_json())?;
+    let dir = install.path();
+    slim_fs::write_json_atomic(&dir.join("config.json"), &cfg.to_config_json())?;
+    slim_fs::write_json_atomic(&dir.join("generation_config.json"), &cfg.to_generation_config_json())?;
     // Compact: the vocab and merges make a pretty-printed tokenizer.json several times larger.
-    let tok_path = out_dir.join("tokenizer.json");
-    fs::write(&tok_path, serde_json::to_vec(&tokenizer)?).with_context(|| format!("writing {}", tok_path.display()))?;
-    write_json(&out_dir.join("tokenizer_config.json"), &tokenizer_config)?;
-
-    let final_path = out_dir.join("model.safetensors");
-    let tmp_path = out_dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
-    let written = write_safetensors(&file, &cfg, &plan, &tmp_path);
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(e);
-    }
-    fs::rename(&tmp_path, &final_path)
-        .with_context(|| format!("renaming {} to {}", tmp_path.display(), final_path.display()))?;
+    slim_fs::write_atomic(&dir.join("tokenizer.json"), &serde_json::to_vec(&tokenizer)?)?;
+    slim_fs::write_json_atomic(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
+    write_safetensors(&file, &cfg, &plan, dir)?;
+    install.commit()?;
     Ok(ImportSummary {
         architecture: cfg.arch.name().to_owned(),
         n_tensors: plan.len(),
@@ -242,44 +242,19 @@ fn expected_shape(hf_name: &str, c: &ModelConfig) -> Vec<usize> {
     }
 }
 
-fn write_safetensors(file: &GgufFile, cfg: &ModelConfig, plan: &[Planned], path: &Path) -> Result<()> {
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt", "source": "slim-gguf import"}));
-    let mut offset = 0u64;
-    for p in plan {
-        let end = offset + 4 * p.n_elements;
-        header.insert(p.hf_name.clone(), json!({"dtype": "F32", "shape": p.shape, "data_offsets": [offset, end]}));
-        offset = end;
-    }
-    let mut header = serde_json::to_vec(&Value::Object(header))?;
-    // The data section starts 8-byte aligned, padded with spaces as the safetensors crate does.
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    let io = |e: std::io::Error| format_err!("writing {}: {e}", path.display());
-    w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&header).map_err(io)?;
-    let mut buf = Vec::new();
+/// Streams the planned tensors, dequantized (and Q/K unpermuted), into `dir/model.safetensors`.
+fn write_safetensors(file: &GgufFile, cfg: &ModelConfig, plan: &[Planned], dir: &Path) -> Result<()> {
+    let specs = plan.iter().map(|p| TensorSpec::new(&p.hf_name, slim_fs::Dtype::F32, &p.shape)).collect();
+    let metadata =
+        BTreeMap::from([("format".to_owned(), "pt".to_owned()), ("source".to_owned(), "slim-gguf import".to_owned())]);
+    let mut w = SafetensorsWriter::create(dir, specs, &SafetensorsConfig { sharding: Sharding::Single, metadata })?;
     for p in plan {
         let mut values = file.tensor_f32(&p.gguf_name)?;
         if let Some(n_head) = p.unpermute_heads {
             values = unpermute_qk(&values, n_head, cfg.hidden);
         }
-        buf.clear();
-        buf.reserve(values.len() * 4);
-        for v in &values {
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        w.write_all(&buf).map_err(io)?;
+        w.write_f32(&p.hf_name, &values)?;
     }
-    w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    w.finish()?;
     Ok(())
-}
-
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value)?;
-    s.push('\n');
-    fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }

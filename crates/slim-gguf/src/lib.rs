@@ -7,7 +7,7 @@
 //! - [`GgufFile`]: header, metadata and tensor infos, with tensor data memory-mapped and loaded on demand.
 //! - [`dequantize`]: ggml block formats to f32, bit-exact with ggml.
 //! - [`build_config_json`], [`build_tokenizer_json`]: the HF files made from the GGUF metadata.
-//! - [`import_gguf`]: all of the above into a directory.
+//! - [`import_gguf`]: all of the above into a directory, built beside it and renamed into place.
 
 #![deny(missing_docs)]
 
@@ -27,3 +27,7 @@ pub use import::{hf_tensor_name, import_gguf, permute_qk, unpermute_qk, ImportSu
 pub use reader::{GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN};
 pub use tokenizer::{build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX};
 pub use types::GgmlType;
+
+/// What [`import_gguf`] does with an output folder that already holds something, and the error type
+/// that says so (`slim_fs::Error::Occupied`), re-exported so that callers need not depend on slim-fs.
+pub use slim_fs::{Error as FsError, Existing};

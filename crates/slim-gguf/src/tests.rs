@@ -349,3 +349,115 @@ fn config_errors() {
         .kv_u32("qwen2.context_length", 128);
     assert!(e(b).contains("`qwen2.rope.freq_base` missing"));
 }
+
+/// A complete one-layer llama GGUF: hidden 256, 2 query heads of 128, 1 KV head, FFN 8, the three
+/// tokens of [`vocab_gguf`], F32 tensors. With `broken_norm`, `output_norm.weight` is Q2_K, which the
+/// reader accepts and the importer cannot decode: the import fails on the last tensor it writes
+/// (`model.norm.weight` sorts after the layers), with everything else already written.
+fn tiny_llama(broken_norm: bool) -> Builder {
+    let (hidden, ffn, vocab, kv) = (256u64, 8u64, 3u64, 128u64);
+    let mut b = vocab_gguf("llama", "gpt2", "smollm")
+        .kv_u32("tokenizer.ggml.bos_token_id", 0)
+        .kv_u32("tokenizer.ggml.eos_token_id", 1)
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.embedding_length", hidden as u32)
+        .kv_u32("llama.feed_forward_length", ffn as u32)
+        .kv_u32("llama.attention.head_count", 2)
+        .kv_u32("llama.attention.head_count_kv", 1)
+        .kv_raw("llama.attention.layer_norm_rms_epsilon", 6, &1e-5f32.to_le_bytes())
+        .kv_raw("llama.rope.freq_base", 6, &10000f32.to_le_bytes())
+        .kv_u32("llama.context_length", 64);
+    // GGUF dims are the HF shape reversed; every F32 size below is a multiple of the 32-byte alignment.
+    let tensors: [(&str, Vec<u64>); 11] = [
+        ("token_embd.weight", vec![hidden, vocab]),
+        ("blk.0.attn_norm.weight", vec![hidden]),
+        ("blk.0.ffn_norm.weight", vec![hidden]),
+        ("blk.0.attn_q.weight", vec![hidden, hidden]),
+        ("blk.0.attn_k.weight", vec![hidden, kv]),
+        ("blk.0.attn_v.weight", vec![hidden, kv]),
+        ("blk.0.attn_output.weight", vec![hidden, hidden]),
+        ("blk.0.ffn_gate.weight", vec![hidden, ffn]),
+        ("blk.0.ffn_up.weight", vec![hidden, ffn]),
+        ("blk.0.ffn_down.weight", vec![ffn, hidden]),
+        ("output_norm.weight", vec![hidden]),
+    ];
+    let mut offset = 0u64;
+    for (i, (name, dims)) in tensors.iter().enumerate() {
+        let n: u64 = dims.iter().product();
+        let (ty, bytes) = if broken_norm && *name == "output_norm.weight" {
+            (10, vec![0u8; 84]) // one Q2_K block of 256 values
+        } else {
+            (0, (0..n).flat_map(|j| ((j as f32 + i as f32) * 1e-3).to_le_bytes()).collect())
+        };
+        b = b.tensor_raw(name, dims, ty, offset).data(&bytes);
+        offset += bytes.len() as u64;
+    }
+    b
+}
+
+/// Every file under `dir` with its bytes, by relative path.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(snapshot(&e.path()).into_iter().map(|(k, v)| (format!("{name}/{k}"), v)));
+        } else {
+            out.insert(name, std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn import_refuses_a_non_empty_folder_and_replaces_it_when_asked() {
+    use crate::{import_gguf, Existing, FsError};
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny.gguf");
+    std::fs::write(&gguf, tiny_llama(false).bytes()).unwrap();
+    let out = tmp.path().join("models/out");
+    let s = import_gguf(&gguf, &out, Existing::Refuse).unwrap();
+    assert_eq!((s.n_tensors, s.n_params), (11, 3 * 256 + 3 * 256 + 2 * 256 * 256 + 2 * 128 * 256 + 3 * 8 * 256));
+    let first = snapshot(&out);
+    let names: Vec<&str> = first.keys().map(String::as_str).collect();
+    let expected =
+        ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+    assert_eq!(names, expected);
+    let st = safetensors::SafeTensors::deserialize(&first["model.safetensors"]).unwrap();
+    assert_eq!(st.len(), 11);
+    assert_eq!(st.tensor("model.layers.0.self_attn.k_proj.weight").unwrap().shape(), [128, 256]);
+
+    // Non-empty, not asked to replace: refused, with nothing read or written.
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let before = snapshot(tmp.path());
+    let e = import_gguf(&gguf, &out, Existing::Refuse).unwrap_err();
+    assert!(matches!(e.downcast_ref::<FsError>(), Some(FsError::Occupied { .. })), "{e:#}");
+    assert_eq!(format!("{e:#}"), format!("{} is a folder that is not empty", out.display()));
+    assert_eq!(snapshot(tmp.path()), before);
+
+    // Asked to replace: the same import again, and the extra file is gone with the old folder.
+    import_gguf(&gguf, &out, Existing::Replace).unwrap();
+    assert_eq!(snapshot(&out), first);
+    let siblings: Vec<_> =
+        std::fs::read_dir(tmp.path().join("models")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(siblings, ["out"], "no temporary or replaced folder is left beside it");
+}
+
+#[test]
+fn a_failed_import_leaves_the_old_model_byte_identical_and_no_temporary_folder() {
+    use crate::{import_gguf, Existing};
+    let tmp = tempfile::tempdir().unwrap();
+    let (good, bad) = (tmp.path().join("good.gguf"), tmp.path().join("bad.gguf"));
+    std::fs::write(&good, tiny_llama(false).bytes()).unwrap();
+    std::fs::write(&bad, tiny_llama(true).bytes()).unwrap();
+    let out = tmp.path().join("out");
+    import_gguf(&good, &out, Existing::Refuse).unwrap();
+    let before = snapshot(tmp.path());
+    for existing in [Existing::Replace, Existing::Refuse] {
+        let target = if existing == Existing::Replace { out.clone() } else { tmp.path().join("new") };
+        let e = format!("{:#}", import_gguf(&bad, &target, existing).unwrap_err());
+        assert!(e.contains("Q2_K (type id 10)") && e.contains("output_norm.weight"), "{e}");
+        assert_eq!(snapshot(tmp.path()), before, "after a failed import into {}", target.display());
+    }
+}

@@ -52,7 +52,7 @@ fn values(st: &SafeTensors<'_>, name: &str, start: usize, n: usize) -> Vec<u32> 
 fn import() {
     let out = std::env::temp_dir().join(format!("slim-gguf-import-{}", std::process::id()));
     let t0 = Instant::now();
-    let summary = import_gguf(&gguf_path(), &out).unwrap();
+    let summary = import_gguf(&gguf_path(), &out, slim_gguf::Existing::Refuse).unwrap();
     eprintln!("imported SmolLM2-135M in {:.2?}", t0.elapsed());
     assert_eq!(summary.architecture, "llama");
     assert_eq!(summary.n_tensors, 272);
