@@ -5,7 +5,7 @@
 use std::{
     ffi::OsStr,
     fs,
-    io::{Read, Write},
+    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -125,14 +125,11 @@ pub fn verify_size(path: &Path, expected: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary sibling that is renamed into place.
+/// Writes `bytes` to `path` atomically, with the workspace's one implementation
+/// ([`slim_fs::write_atomic`]: a unique temporary file beside it, fsync, rename, fsync the folder; the
+/// temporary file is removed on any error).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = tmp_sibling(path);
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().ok();
-    drop(f);
-    rename(&tmp, path)
+    Ok(slim_fs::write_atomic(path, bytes)?)
 }
 
 /// `path` with `.tmp-<pid>` appended to its file name.
