@@ -75,7 +75,8 @@ pub struct GlobalConfig {
     /// Fraction of all parameters to remove, in (0, 1).
     pub target: f64,
     /// How attention heads are grouped under GQA.
-    pub mode: GqaMode,
+    #[serde(rename = "mode")]
+    pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
 }
@@ -83,7 +84,7 @@ pub struct GlobalConfig {
 impl GlobalConfig {
     /// FLAP's setting: its bias compensation adds o_proj and down_proj biases.
     pub fn flap(target: f64, mode: GqaMode) -> Self {
-        Self { target, mode, recovery_adds_bias: true }
+        Self { target, gqa: mode, recovery_adds_bias: true }
     }
 }
 
@@ -249,7 +250,7 @@ fn layer_params(probe: &mut ModelConfig, shape: LayerShape) -> u64 {
 pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig) -> Result<Allocation> {
     let p = g.target;
     ensure!(p.is_finite() && p > 0.0 && p < 1.0, "target {p} must lie strictly between 0 and 1");
-    let (units, bias) = ranking(cfg, scores, g.mode)?;
+    let (units, bias) = ranking(cfg, scores, g.gqa)?;
     let before = cfg.num_params();
     let goal = (1.0 - p) * before as f64;
     let mut touched = vec![false; cfg.num_layers()];
@@ -278,20 +279,20 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
         bail!(
             "target {p} is unreachable: at most {:.4} of the parameters can be removed with FLAP's global allocation, {:?} pruning",
             1.0 - params as f64 / before as f64,
-            g.mode
+            g.gqa
         );
     };
 
     let mut counts = vec![PruneCounts::default(); cfg.num_layers()];
     for (pos, u) in units[..=stop].iter().enumerate() {
         let (shape, c) = (&cfg.layers[u.layer], &mut counts[u.layer]);
-        let eff = effective_mode(shape, g.mode);
+        let eff = effective_mode(shape, g.gqa);
         if u.protected {
             // Skipped by the minimum rule before the stop: the head count is capped.
             c.heads_clipped |= u.kind == UnitKind::Attention && pos < stop;
             continue;
         }
-        c.mode = Some(eff);
+        c.gqa = Some(eff);
         match (u.kind, eff) {
             (UnitKind::Channel, _) => c.channels += 1,
             (UnitKind::Attention, GqaMode::PerGroup) => {
@@ -305,7 +306,7 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
             }
         }
     }
-    for c in counts.iter_mut().filter(|c| c.mode.is_none()) {
+    for c in counts.iter_mut().filter(|c| c.gqa.is_none()) {
         // A layer whose only attention unit is protected, and nothing else went.
         c.heads_clipped = false;
     }
@@ -316,10 +317,10 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
     );
     let ratios: Vec<f64> =
         counts.iter().zip(&cfg.layers).map(|(c, s)| c.channels as f64 / s.intermediate_size as f64).collect();
-    let mut selected: Vec<usize> = (0..cfg.num_layers()).filter(|&l| counts[l].mode.is_some()).collect();
+    let mut selected: Vec<usize> = (0..cfg.num_layers()).filter(|&l| counts[l].gqa.is_some()).collect();
     selected.sort_by(|&a, &b| ratios[b].total_cmp(&ratios[a]));
     Ok(Allocation {
-        r0: units[stop].z,
+        level: units[stop].z,
         target: p,
         achieved: 1.0 - after as f64 / before as f64,
         params_before: before,

@@ -97,7 +97,8 @@ pub fn effective_mode(shape: &LayerShape, mode: GqaMode) -> GqaMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneCounts {
     /// The GQA mode the counts are in ([`effective_mode`]); `None` for an untouched layer.
-    pub mode: Option<GqaMode>,
+    #[serde(rename = "mode")]
+    pub gqa: Option<GqaMode>,
     /// Query heads removed from every KV group (per-group mode), else 0.
     pub heads_per_group: usize,
     /// KV groups removed (whole-group mode), else 0.
@@ -139,7 +140,7 @@ pub fn layer_prune_counts(r: f64, shape: &LayerShape, mode: GqaMode) -> Result<P
     let want = (r * units as f64).round_ties_even() as usize;
     let n = want.min(units - 1);
     let mut c = PruneCounts {
-        mode: Some(mode),
+        gqa: Some(mode),
         heads_clipped: n < want,
         channels: (r * shape.intermediate_size as f64).round_ties_even() as usize,
         ..Default::default()
@@ -203,7 +204,7 @@ pub(crate) fn pruned_config(
 }
 
 /// The config after every layer loses its `counts` (as [`pruned_config`] builds it): a layer
-/// whose `counts.mode` is `Some` takes [`pruned_shape`], with the recovery biases when
+/// whose `counts.gqa` is `Some` takes [`pruned_shape`], with the recovery biases when
 /// `recovery_adds_bias`; a layer whose mode is `None` must lose nothing and stays as it is.
 ///
 /// # Shapes
@@ -224,7 +225,7 @@ pub fn apply_counts(cfg: &ModelConfig, counts: &[PruneCounts], recovery_adds_bia
             shape.num_kv_heads,
             shape.intermediate_size
         );
-        match c.mode {
+        match c.gqa {
             Some(_) => out.layers[l] = pruned_shape(shape, c, recovery_adds_bias),
             None => ensure!(
                 c.heads == 0 && c.kv_heads == 0 && c.channels == 0,

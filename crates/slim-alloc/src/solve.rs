@@ -17,7 +17,8 @@ pub struct AllocConfig {
     /// Softmax temperature `α`.
     pub alpha: f64,
     /// How attention heads are grouped under GQA.
-    pub mode: GqaMode,
+    #[serde(rename = "mode")]
+    pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
 }
@@ -31,7 +32,7 @@ impl AllocConfig {
             target,
             num_selected: num_layers.saturating_sub(4).max(1),
             alpha: if target <= 0.35 { 10.0 } else { 7.0 },
-            mode: GqaMode::PerGroup,
+            gqa: GqaMode::PerGroup,
             recovery_adds_bias: true,
         }
     }
@@ -41,9 +42,11 @@ impl AllocConfig {
 /// [`crate::solve_global`]; the field docs say where a variant reads a field differently).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
-    /// Mean ratio over the selected layers before clipping (uniform: the common ratio before
-    /// clipping; global: the z-score threshold, that of the last unit removed).
-    pub r0: f64,
+    /// The scalar the solver found for the target, by allocation: the paper's r0 (mean ratio
+    /// over the selected layers before clipping) for SlimLLM's [`solve`], the common ratio
+    /// before clipping for the uniform one, the z-score threshold (that of the last unit
+    /// removed) for the global one.
+    pub level: f64,
     /// The requested fraction.
     pub target: f64,
     /// The fraction of parameters actually removed.
@@ -67,11 +70,11 @@ pub fn allocate(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig, r0: f64) ->
     check(cfg, cos, alloc)?;
     ensure!(r0.is_finite() && r0 >= 0.0, "r0 must be a non-negative number, got {r0}");
     let raw = layer_ratios(cos, alloc.num_selected, alloc.alpha, r0);
-    let (pruned, counts) = pruned_config(cfg, &raw, alloc.mode, alloc.recovery_adds_bias)?;
+    let (pruned, counts) = pruned_config(cfg, &raw, alloc.gqa, alloc.recovery_adds_bias)?;
     let before = cfg.num_params();
     let after = pruned.num_params();
     Ok(Allocation {
-        r0,
+        level: r0,
         target: alloc.target,
         achieved: 1.0 - after as f64 / before as f64,
         params_before: before,
@@ -99,7 +102,7 @@ pub fn solve(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<Allo
         alloc.target,
         r0_hi,
         |r0| allocate(cfg, cos, alloc, r0),
-        || format!("K = {}, alpha = {}, {:?} pruning", alloc.num_selected, alloc.alpha, alloc.mode),
+        || format!("K = {}, alpha = {}, {:?} pruning", alloc.num_selected, alloc.alpha, alloc.gqa),
     )
 }
 

@@ -63,7 +63,7 @@ fn counts_use_bankers_rounding() {
     // MHA is whole-group whatever was asked: round(0.25·32) = 8 heads and their KV heads.
     let mha = LayerShape::dense(32, 32, 11008);
     let c = layer_prune_counts(0.25, &mha, GqaMode::PerGroup).unwrap();
-    assert_eq!((c.mode, c.groups, c.heads, c.kv_heads, c.channels), (Some(GqaMode::WholeGroup), 8, 8, 8, 2752));
+    assert_eq!((c.gqa, c.groups, c.heads, c.kv_heads, c.channels), (Some(GqaMode::WholeGroup), 8, 8, 8, 2752));
     assert_eq!(layer_prune_counts(0.0, &gqa, GqaMode::PerGroup).unwrap(), PruneCounts::default());
 }
 
@@ -109,7 +109,7 @@ fn params_are_monotone_in_r0() {
     let cfg = smollm2();
     let cos = smollm2_cos();
     for mode in [GqaMode::PerGroup, GqaMode::WholeGroup] {
-        let alloc = AllocConfig { mode, ..AllocConfig::paper_defaults(0.2, 30) };
+        let alloc = AllocConfig { gqa: mode, ..AllocConfig::paper_defaults(0.2, 30) };
         let mut prev = u64::MAX;
         for i in 1..=400 {
             let r0 = i as f64 * 0.005;
@@ -127,11 +127,11 @@ fn solver_hits_smollm2_targets() {
     let before = cfg.num_params() as f64;
     for target in [0.2, 0.5] {
         for mode in [GqaMode::PerGroup, GqaMode::WholeGroup] {
-            let alloc = AllocConfig { mode, ..AllocConfig::paper_defaults(target, 30) };
+            let alloc = AllocConfig { gqa: mode, ..AllocConfig::paper_defaults(target, 30) };
             let a = solve(&cfg, &cos, &alloc).unwrap();
             eprintln!(
                 "SmolLM2 target {target} {mode:?}: r0 = {:.6}, achieved = {:.6}, params {} -> {}",
-                a.r0, a.achieved, a.params_before, a.params_after
+                a.level, a.achieved, a.params_before, a.params_after
             );
             // The granularity of r0: where a head count flips in one layer, the parameter
             // count jumps by a head unit (per-group: one query head in each of the 3 groups,
@@ -154,7 +154,7 @@ fn solver_hits_smollm2_targets() {
                 }
             }
             // The neighbouring steps are no closer.
-            for r0 in [a.r0 * (1.0 - 1e-3), a.r0 * (1.0 + 1e-3)] {
+            for r0 in [a.level * (1.0 - 1e-3), a.level * (1.0 + 1e-3)] {
                 let b = allocate(&cfg, &cos, &alloc, r0).unwrap();
                 let goal = (1.0 - target) * before;
                 assert!((b.params_after as f64 - goal).abs() >= (a.params_after as f64 - goal).abs() - 0.5);

@@ -117,10 +117,10 @@ fn hand_computed_ranking_and_allocations() {
         assert_eq!(u.cost, if kind == A { 128 } else { 24 });
     }
     let solve = |target, bias| {
-        solve_global(&cfg, &scores, &GlobalConfig { target, mode: GqaMode::PerGroup, recovery_adds_bias: bias })
+        solve_global(&cfg, &scores, &GlobalConfig { target, gqa: GqaMode::PerGroup, recovery_adds_bias: bias })
     };
     let whole = |groups, channels, clipped| PruneCounts {
-        mode: Some(GqaMode::WholeGroup),
+        gqa: Some(GqaMode::WholeGroup),
         groups,
         heads: groups,
         kv_heads: groups,
@@ -133,20 +133,20 @@ fn hand_computed_ranking_and_allocations() {
     assert_eq!((r.params_before, r.params_after), (904, 704));
     assert_eq!(r.counts, vec![whole(1, 1, false), whole(0, 2, false)]);
     assert_eq!((r.ratios.clone(), r.selected.clone()), (vec![0.25, 0.5], vec![1, 0]));
-    assert!(close(r.r0, -a) && close(r.achieved, 200.0 / 904.0));
+    assert!(close(r.level, -a) && close(r.achieved, 200.0 / 904.0));
     // With the biases (+16 at a layer's first removal): 896, 888, 864, 736, 712; 712 is
     // 11.2 below the goal, 736 is 12.8 above.
     let r = solve(0.2, true).unwrap();
     assert_eq!(r.params_after, 712);
     assert_eq!(r.counts, vec![whole(1, 2, false), whole(0, 2, false)]);
     assert_eq!(r.selected, vec![0, 1], "equal ratios: lower layer first");
-    assert!(close(r.r0, -1.0 / s0));
+    assert!(close(r.level, -1.0 / s0));
     // 44 %, goal 506.24: … 656, 528, then the two protected heads are skipped, 504. Both
     // layers passed their last head: clipped.
     let r = solve(0.44, false).unwrap();
     assert_eq!(r.params_after, 504);
     assert_eq!(r.counts, vec![whole(1, 3, true), whole(1, 3, true)]);
-    assert!(close(r.r0, b));
+    assert!(close(r.level, b));
     // Ties within a layer: attention before MLP, then by index. Layer 0's heads all have
     // z = 0 (std 0), its channels z = (s − 1)/√(2/3) = 0, −, +, 0.
     let tied = vec![LayerScores { heads: vec![2.0, 2.0], channels: vec![1.0, 0.0, 2.0, 1.0] }, scores[1].clone()];
@@ -183,7 +183,7 @@ fn per_group_rounds_remove_one_head_from_every_group() {
     for target in [0.05, 0.1, 0.2, 0.3] {
         let a = solve_global(&cfg, &scores, &GlobalConfig::flap(target, GqaMode::PerGroup)).unwrap();
         let c = &a.counts[0];
-        assert_eq!(c.mode, Some(GqaMode::PerGroup));
+        assert_eq!(c.gqa, Some(GqaMode::PerGroup));
         assert!(c.heads_per_group <= 2);
         assert_eq!((c.heads, c.kv_heads, c.groups), (2 * c.heads_per_group, 0, 0));
         // Exactly the removed units' costs and the two biases.
@@ -205,7 +205,7 @@ fn minimum_rule_keeps_a_unit_of_each_kind() {
             .map(|s| {
                 let (g, kv, m) = (s.num_heads / s.num_kv_heads, s.num_kv_heads, s.intermediate_size);
                 let mode = effective_mode(s, mode);
-                let c = PruneCounts { mode: Some(mode), channels: m - 1, ..Default::default() };
+                let c = PruneCounts { gqa: Some(mode), channels: m - 1, ..Default::default() };
                 match mode {
                     GqaMode::PerGroup => PruneCounts { heads_per_group: g - 1, heads: (g - 1) * kv, ..c },
                     GqaMode::WholeGroup => PruneCounts { groups: kv - 1, heads: (kv - 1) * g, kv_heads: kv - 1, ..c },
@@ -236,7 +236,7 @@ fn params_after_is_the_pruned_shapes_count() {
             let max_cost = units.iter().map(|u| u.cost).max().unwrap() as f64;
             for target in [0.2, 0.5] {
                 for bias in [false, true] {
-                    let g = GlobalConfig { target, mode, recovery_adds_bias: bias };
+                    let g = GlobalConfig { target, gqa: mode, recovery_adds_bias: bias };
                     let a = solve_global(&cfg, &scores, &g).unwrap();
                     let pruned = apply_counts(&cfg, &a.counts, bias).unwrap();
                     assert_eq!(a.params_after, pruned.num_params());
@@ -246,8 +246,8 @@ fn params_after_is_the_pruned_shapes_count() {
                     for (l, (s, c)) in pruned.layers.iter().zip(&a.counts).enumerate() {
                         assert!(s.num_heads >= 1 && s.num_kv_heads >= 1 && s.intermediate_size >= 1);
                         assert_eq!(a.ratios[l], c.channels as f64 / cfg.layers[l].intermediate_size as f64);
-                        assert_eq!(c.mode.is_some(), a.selected.contains(&l));
-                        if c.mode == Some(GqaMode::PerGroup) {
+                        assert_eq!(c.gqa.is_some(), a.selected.contains(&l));
+                        if c.gqa == Some(GqaMode::PerGroup) {
                             assert_eq!((c.heads, c.kv_heads), (c.heads_per_group * s.num_kv_heads, 0));
                         }
                     }

@@ -49,7 +49,7 @@ fn llm_pruner_range_scales_and_clamps() {
     assert_eq!(r(6), 0..6);
     assert_eq!(r(1), 0..1);
     let u = UniformConfig::llm_pruner(0.3, 32, GqaMode::WholeGroup);
-    assert_eq!((u.target, u.mode, u.recovery_adds_bias), (0.3, GqaMode::WholeGroup, false));
+    assert_eq!((u.target, u.gqa, u.recovery_adds_bias), (0.3, GqaMode::WholeGroup, false));
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn all_steps(cfg: &ModelConfig, u: &UniformConfig) -> Vec<u64> {
     let cap = cfg.layers[u.layers()].iter().map(ratio_cap).fold(0.0, f64::max);
     let mut points = vec![0.0, cap];
     for s in &cfg.layers[u.layers()] {
-        let units = match effective_mode(s, u.mode) {
+        let units = match effective_mode(s, u.gqa) {
             GqaMode::PerGroup => s.num_heads / s.num_kv_heads,
             GqaMode::WholeGroup => s.num_kv_heads,
         };
@@ -119,12 +119,12 @@ fn check_solver(cfg: &ModelConfig, u: &UniformConfig) -> Allocation {
     assert!(steps.windows(2).all(|w| w[1] <= w[0]), "non-increasing");
     let dist = |p: u64| (p as f64 - goal).abs();
     let best = steps.iter().copied().min_by(|&x, &y| dist(x).total_cmp(&dist(y)).then(x.cmp(&y))).unwrap();
-    let what = format!("{:?} target {} range {:?}", u.mode, u.target, u.layers());
+    let what = format!("{:?} target {} range {:?}", u.gqa, u.target, u.layers());
     assert_eq!(a.params_after, best, "{what}");
     let jump = steps.windows(2).map(|w| w[0] - w[1]).max().unwrap();
     assert!(dist(a.params_after) <= 0.5 * jump as f64, "{what}");
     // The returned allocation is the one for its ratio, with one ratio on the range.
-    assert_eq!(a, allocate_uniform(cfg, u, a.r0).unwrap());
+    assert_eq!(a, allocate_uniform(cfg, u, a.level).unwrap());
     let r = a.ratios[u.first];
     assert!(r > 0.0 && a.ratios[u.layers()].iter().all(|&x| x == r));
     assert_eq!(a.params_after, apply_counts(cfg, &a.counts, u.recovery_adds_bias).unwrap().num_params());
@@ -169,7 +169,7 @@ fn uniform_solver_on_odd_mha_and_gqa_shapes() {
                 for (l, c) in a.counts.iter().enumerate() {
                     let s = &cfg.layers[l];
                     if s.num_heads == s.num_kv_heads && u.layers().contains(&l) {
-                        assert_eq!(c.mode, Some(GqaMode::WholeGroup), "MHA is whole-group");
+                        assert_eq!(c.gqa, Some(GqaMode::WholeGroup), "MHA is whole-group");
                         assert_eq!(c.heads, c.kv_heads);
                     }
                 }

@@ -39,7 +39,8 @@ pub struct UniformConfig {
     /// One past the last pruned layer.
     pub end: usize,
     /// How attention heads are grouped under GQA.
-    pub mode: GqaMode,
+    #[serde(rename = "mode")]
+    pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
 }
@@ -49,7 +50,7 @@ impl UniformConfig {
     /// every layer `0..n_layers` (the range would be empty); no recovery biases counted.
     pub fn llm_pruner(target: f64, n_layers: usize, mode: GqaMode) -> Self {
         let (first, end) = if n_layers >= 7 { (4, n_layers - 2) } else { (0, n_layers) };
-        Self { target, first, end, mode, recovery_adds_bias: false }
+        Self { target, first, end, gqa: mode, recovery_adds_bias: false }
     }
 
     /// The pruned layers.
@@ -71,11 +72,11 @@ pub fn allocate_uniform(cfg: &ModelConfig, u: &UniformConfig, r: f64) -> Result<
     check(cfg, u)?;
     ensure!(r.is_finite() && r >= 0.0, "the ratio must be a non-negative number, got {r}");
     let raw = uniform_ratios(cfg.num_layers(), u.layers(), r);
-    let (pruned, counts) = pruned_config(cfg, &raw, u.mode, u.recovery_adds_bias)?;
+    let (pruned, counts) = pruned_config(cfg, &raw, u.gqa, u.recovery_adds_bias)?;
     let before = cfg.num_params();
     let after = pruned.num_params();
     Ok(Allocation {
-        r0: r,
+        level: r,
         target: u.target,
         achieved: 1.0 - after as f64 / before as f64,
         params_before: before,
@@ -97,7 +98,7 @@ pub fn solve_uniform(cfg: &ModelConfig, u: &UniformConfig) -> Result<Allocation>
         u.target,
         r_hi,
         |r| allocate_uniform(cfg, u, r),
-        || format!("uniform pruning of layers {}..{}, {:?} pruning", u.first, u.end, u.mode),
+        || format!("uniform pruning of layers {}..{}, {:?} pruning", u.first, u.end, u.gqa),
     )
 }
 

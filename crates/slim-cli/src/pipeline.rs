@@ -205,7 +205,7 @@ impl PipelineArgs {
             recovery,
             gqa: a.gqa,
             lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
-            mode: calib_mode,
+            calib_mode,
         })
     }
 
@@ -369,7 +369,7 @@ mod tests {
             assert_eq!(config(&["--recovery", r.name()]).recovery, *r);
         }
         for m in CalibMode::ALL {
-            assert_eq!(config(&["--calib-mode", m.name()]).mode, *m);
+            assert_eq!(config(&["--calib-mode", m.name()]).calib_mode, *m);
         }
         assert_eq!(config(&["--gqa", "per-group"]).gqa, GqaMode::PerGroup);
         assert_eq!(config(&["--calib-source", "ptb-train"]).calib.source, CalibSource::PtbTrain);
@@ -382,11 +382,11 @@ mod tests {
         assert_eq!(config(&[]), PipelineConfig::paper(0.2, GqaMode::WholeGroup), "the defaults are the paper's recipe");
         let c = config(&["--preset", "slimllm-lstsq"]);
         assert_eq!(
-            (c.scorer, c.allocation, c.recovery, c.mode),
+            (c.scorer, c.allocation, c.recovery, c.calib_mode),
             (ScorerKind::SlimLlm, AllocationKind::Cosine, RecoveryKind::Lstsq, CalibMode::Sequential)
         );
         assert_eq!(c.lstsq.ridge_rel, 1.0);
         let c = config(&["--preset", "slimllm-lstsq", "--calib-mode", "dense", "--lstsq-ridge", "0.1"]);
-        assert_eq!((c.recovery, c.mode, c.lstsq.ridge_rel), (RecoveryKind::Lstsq, CalibMode::Dense, 0.1));
+        assert_eq!((c.recovery, c.calib_mode, c.lstsq.ridge_rel), (RecoveryKind::Lstsq, CalibMode::Dense, 0.1));
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct Graph<'a> {
 
 /// The head-pruning unit a layer's counts ask for.
 pub(crate) fn head_prune(counts: &PruneCounts, mode: GqaMode) -> HeadPrune {
-    match counts.mode.unwrap_or(mode) {
+    match counts.gqa.unwrap_or(mode) {
         GqaMode::PerGroup => HeadPrune::PerGroup { heads_per_group: counts.heads_per_group },
         GqaMode::WholeGroup => HeadPrune::WholeGroup { groups: counts.groups },
     }
@@ -51,7 +51,7 @@ impl Graph<'_> {
         let mut a = AllocConfig::paper_defaults(cfg.target, n_layers);
         a.num_selected = cfg.pruned_layers.unwrap_or(a.num_selected);
         a.alpha = cfg.alpha.unwrap_or(a.alpha);
-        a.mode = cfg.gqa;
+        a.gqa = cfg.gqa;
         // The plan always reserves the o_proj/down_proj biases that recovery adds, whatever
         // the recovery, so that changing only the recovery reuses the plan and the scores;
         // with `none` the pruned model ends at most 2·d parameters per pruned layer below
@@ -108,7 +108,7 @@ impl Graph<'_> {
     }
 
     fn stats_inputs(&self, chain: Key, calib: Key) -> Vec<(&'static str, Key)> {
-        match self.cfg.mode {
+        match self.cfg.calib_mode {
             CalibMode::Sequential => vec![("chain", chain)],
             CalibMode::Dense => vec![("model", self.model), ("calib", calib)],
         }
@@ -117,7 +117,7 @@ impl Graph<'_> {
     pub fn capture_attn(&self, l: usize, chain: Key, calib: Key) -> Result<KeyDoc> {
         doc(
             "capture-attn",
-            &json!({"layer": l, "mode": self.cfg.mode, "format": ATTN_STATS_FORMAT}),
+            &json!({"layer": l, "mode": self.cfg.calib_mode, "format": ATTN_STATS_FORMAT}),
             &self.stats_inputs(chain, calib),
         )
     }
@@ -178,10 +178,10 @@ impl Graph<'_> {
     /// its key also depends on the attention's recovery entry.
     pub fn capture_mlp(&self, l: usize, chain: Key, calib: Key, attn: Key) -> Result<KeyDoc> {
         let mut inputs = self.stats_inputs(chain, calib);
-        if self.cfg.mode == CalibMode::Sequential {
+        if self.cfg.calib_mode == CalibMode::Sequential {
             inputs.push(("attn", attn));
         }
-        doc("capture-mlp", &json!({"layer": l, "mode": self.cfg.mode}), &inputs)
+        doc("capture-mlp", &json!({"layer": l, "mode": self.cfg.calib_mode}), &inputs)
     }
 
     pub fn score_mlp(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {

@@ -98,8 +98,9 @@ pub struct PipelineConfig {
     pub lstsq: LstsqConfig,
     /// Grouped-query attention unit.
     pub gqa: GqaMode,
-    /// Calibration mode.
-    pub mode: CalibMode,
+    /// Calibration mode (`mode` in summaries written before it was renamed).
+    #[serde(alias = "mode")]
+    pub calib_mode: CalibMode,
 }
 
 impl PipelineConfig {
@@ -117,7 +118,7 @@ impl PipelineConfig {
             recovery: RecoveryKind::Affine,
             lstsq: LstsqConfig::standard(),
             gqa,
-            mode: CalibMode::Sequential,
+            calib_mode: CalibMode::Sequential,
         }
     }
 }

@@ -171,14 +171,14 @@ pub fn run_pipeline<B: Backend>(
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
             let info =
-                AllocSummary::Cosine { r0: p.r0, pruned_layers: a.num_selected, alpha: a.alpha, achieved: p.achieved };
+                AllocSummary::Cosine { r0: p.level, pruned_layers: a.num_selected, alpha: a.alpha, achieved: p.achieved };
             (p, k, info)
         }
         AllocationKind::Uniform => {
             let u = graph.uniform_config(n_layers);
             let d = graph.alloc_uniform(&u)?;
             let (p, k) = cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_uniform(&dense_cfg, &u))?;
-            let info = AllocSummary::Uniform { ratio: p.r0, layers: [u.first, u.end], achieved: p.achieved };
+            let info = AllocSummary::Uniform { ratio: p.level, layers: [u.first, u.end], achieved: p.achieved };
             (p, k, info)
         }
         AllocationKind::FlapGlobal => {
@@ -202,7 +202,7 @@ pub fn run_pipeline<B: Backend>(
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
             let info =
-                AllocSummary::FlapGlobal { z_threshold: p.r0, touched_layers: p.selected.len(), achieved: p.achieved };
+                AllocSummary::FlapGlobal { z_threshold: p.level, touched_layers: p.selected.len(), achieved: p.achieved };
             (p, k, info)
         }
     };
@@ -217,7 +217,7 @@ pub fn run_pipeline<B: Backend>(
     // Per-layer pass.
     let mut cur_cfg = dense_cfg.clone();
     let mut cur_w: Option<Weights> = None; // pruned so far; loaded on first need
-    let (mut model, mut dense_model): (Option<Llama<B>>, Option<Llama<B>>) = match cfg.mode {
+    let (mut model, mut dense_model): (Option<Llama<B>>, Option<Llama<B>>) = match cfg.calib_mode {
         CalibMode::Sequential => (built.take(), None), // runtime of cur_w, for sequential capture
         CalibMode::Dense => (None, built.take()),      // the unpruned model, for dense capture
     };
@@ -253,7 +253,7 @@ pub fn run_pipeline<B: Backend>(
         let w_now = match &mut cur_w {
             Some(w) => w,
             // Sequential mode never needs the dense weights again: move them instead of copying.
-            None if cfg.mode == CalibMode::Sequential => cur_w.insert(match weights.take() {
+            None if cfg.calib_mode == CalibMode::Sequential => cur_w.insert(match weights.take() {
                 Some(w) => w,
                 None => timed(&load_s, || Weights::load(model_dir))?,
             }),
@@ -263,7 +263,7 @@ pub fn run_pipeline<B: Backend>(
         let ca_doc = graph.capture_attn(l, chain, calib_key)?;
         let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
             let (m, xi) = layer_input(
-                cfg.mode,
+                cfg.calib_mode,
                 l,
                 &mut model,
                 &mut dense_model,
@@ -329,7 +329,7 @@ pub fn run_pipeline<B: Backend>(
         let mut after_attn: Option<Tensor<B, 3>> = None;
         let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
             let (m, xi) = layer_input(
-                cfg.mode,
+                cfg.calib_mode,
                 l,
                 &mut model,
                 &mut dense_model,
@@ -347,7 +347,7 @@ pub fn run_pipeline<B: Backend>(
                 &load_s,
             )?;
             let (stats, h) = capture_mlp(m, l, xi)?;
-            if cfg.mode == CalibMode::Sequential {
+            if cfg.calib_mode == CalibMode::Sequential {
                 after_attn = Some(h);
             }
             Ok(stats)

@@ -22,7 +22,7 @@ fn config(mode: CalibMode) -> PipelineConfig {
     let mut c = PipelineConfig::paper(0.25, GqaMode::PerGroup);
     c.calib = CalibConfig { source: CalibSource::Random, n_windows: 4, seq_len: 16, seed: 7 };
     c.pruned_layers = Some(3);
-    c.mode = mode;
+    c.calib_mode = mode;
     c
 }
 

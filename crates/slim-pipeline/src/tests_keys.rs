@@ -19,7 +19,7 @@ fn key(byte: u8) -> Key {
 
 fn counts(mode: GqaMode) -> PruneCounts {
     PruneCounts {
-        mode: Some(mode),
+        gqa: Some(mode),
         heads_per_group: usize::from(mode == GqaMode::PerGroup),
         groups: usize::from(mode == GqaMode::WholeGroup),
         heads: 3,
@@ -69,7 +69,7 @@ fn configs() -> Vec<(&'static str, PipelineConfig)> {
     let paper = PipelineConfig::paper(0.2, GqaMode::WholeGroup);
     vec![
         ("paper", paper.clone()),
-        ("per-group, dense calibration", PipelineConfig { gqa: GqaMode::PerGroup, mode: CalibMode::Dense, ..paper.clone() }),
+        ("per-group, dense calibration", PipelineConfig { gqa: GqaMode::PerGroup, calib_mode: CalibMode::Dense, ..paper.clone() }),
         ("uniform", PipelineConfig { allocation: AllocationKind::Uniform, ..paper.clone() }),
         ("flap-global, flap scorer, flap-bias", PipelineConfig {
             allocation: AllocationKind::FlapGlobal,

@@ -18,7 +18,7 @@ pub(crate) fn config() -> PipelineConfig {
     let mut c = PipelineConfig::paper(0.25, GqaMode::WholeGroup);
     c.calib = CalibConfig { source: CalibSource::PtbTrain, n_windows: 4, seq_len: 16, seed: 7 };
     c.pruned_layers = Some(3);
-    c.mode = CalibMode::Sequential;
+    c.calib_mode = CalibMode::Sequential;
     c
 }
 
@@ -108,6 +108,9 @@ fn golden_summary_layout_is_pinned() {
     let want = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(got, want, "the summary's layout changed: readers (report, cache gc, xtask) must follow; \
                            SLIMLLM_BLESS=1 rewrites src/golden/summary.json");
-    // The golden file also reads back as a summary (xtask's view is tested against it too).
+    // The golden file also reads back as a summary (xtask's view is tested against it too),
+    // and so does a summary written before `calib_mode` was renamed from `mode`.
     let _: RunSummary = serde_json::from_str(&want).unwrap();
+    let old: RunSummary = serde_json::from_str(&want.replace("\"calib_mode\"", "\"mode\"")).unwrap();
+    assert_eq!(old.config.calib_mode, CalibMode::Sequential);
 }

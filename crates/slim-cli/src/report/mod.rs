@@ -146,7 +146,7 @@ fn models_section(runs: &[(String, RunSummary)]) -> String {
             c.scorer.name(),
             c.recovery.name(),
             c.gqa.name(),
-            c.mode.name(),
+            c.calib_mode.name(),
             s.params_before,
             s.params_after,
             100.0 * s.removed_fraction,
