@@ -141,8 +141,24 @@ impl Store {
 
     /// Re-hashes every entry against its manifest and lists what is wrong; an empty list
     /// means every entry is intact. Temp folders are not entries and are skipped.
+    ///
+    /// Symbolic links are problems wherever they sit: an entry folder that is a link (to a
+    /// folder elsewhere, or dangling, which makes every later commit of its key fail) and a
+    /// link inside an entry. The store writes neither, and bytes behind a link can change
+    /// without the entry changing. [`Store::remove`] removes such an entry's link, never
+    /// what it points to.
     pub fn verify(&self) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
+        for stage in self.stages()? {
+            for (name, path, _) in read_dir(&self.stage_dir(&stage)?)? {
+                let Some(key) = Key::parse(&name) else { continue };
+                if is_symlink(&path)? {
+                    let reason = "a symbolic link where the store keeps entry folders (rerun with --repair to \
+                                  remove the link; what it points to is left alone)";
+                    problems.push(Problem { stage: stage.clone(), key, path, reason: reason.into() });
+                }
+            }
+        }
         for (stage, key) in self.entries()? {
             let dir = self.stage_dir(&stage)?.join(key.to_hex());
             let mut report =
@@ -164,9 +180,16 @@ impl Store {
                 report(dir.join(MANIFEST_FILE), reason);
             }
             let listed: BTreeSet<&str> = e.manifest().payloads.iter().map(|p| p.name.as_str()).collect();
+            let (files, links) = entry_files(e.dir())?;
+            for name in &links {
+                report(e.dir().join(name), "a symbolic link or special file inside the entry".into());
+            }
             for p in &e.manifest().payloads {
                 let path = e.dir().join(&p.name);
-                if !path.is_file() {
+                if links.contains(&p.name) {
+                    continue;
+                }
+                if !files.contains(&p.name) {
                     report(path, format!("payload {:?} is missing", p.name));
                     continue;
                 }
@@ -177,9 +200,9 @@ impl Store {
                     report(path, "blake3 digest differs from the manifest".into());
                 }
             }
-            for name in fsutil::walk_files(e.dir())? {
+            for name in &files {
                 if name != MANIFEST_FILE && !listed.contains(name.as_str()) {
-                    report(e.dir().join(&name), "file not listed in the manifest".into());
+                    report(e.dir().join(name), "file not listed in the manifest".into());
                 }
             }
         }
@@ -187,7 +210,8 @@ impl Store {
     }
 
     /// Removes the entry of `stage` under `key`; [`StoreError::NotFound`] if there is
-    /// none. The folder leaves its place atomically, so readers never see half of it.
+    /// none. The folder leaves its place atomically, so readers never see half of it. An
+    /// entry that is a symbolic link loses the link only, never what it points to.
     pub fn remove(&self, stage: &str, key: &Key) -> Result<()> {
         let stage_dir = self.stage_dir(stage)?;
         let dir = stage_dir.join(key.to_hex());
@@ -198,6 +222,9 @@ impl Store {
                 return Err(StoreError::NotFound { what: format!("entry {stage}/{key}"), path: dir });
             }
             Err(e) => return Err(StoreError::io("move aside", &dir, e)),
+        }
+        if is_symlink(&aside)? {
+            return fs::remove_file(&aside).map_err(|e| StoreError::io("remove", &aside, e));
         }
         fs::remove_dir_all(&aside).map_err(|e| StoreError::io("remove", &aside, e))
     }
@@ -302,6 +329,33 @@ impl fmt::Display for Problem {
 
 fn format_line(format: u32) -> String {
     format!("slimllm-cache {format}")
+}
+
+/// Whether `path` itself (not what it points to) is a symbolic link.
+fn is_symlink(path: &Path) -> Result<bool> {
+    fs::symlink_metadata(path).map(|m| m.file_type().is_symlink()).map_err(|e| StoreError::io("stat", path, e))
+}
+
+/// The regular files under an entry folder and, apart, everything else that is not a folder
+/// (symbolic links, devices, sockets), as `/`-separated relative paths; links are not followed.
+/// For [`Store::verify`], which reports the second kind where `fsutil::walk_files` would fail.
+fn entry_files(dir: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let (mut files, mut others) = (BTreeSet::new(), BTreeSet::new());
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for (name, path, _) in read_dir(&d)? {
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let ft = fs::symlink_metadata(&path).map_err(|e| StoreError::io("stat", &path, e))?.file_type();
+            if ft.is_dir() {
+                stack.push((path, rel));
+            } else if ft.is_file() {
+                files.insert(rel);
+            } else {
+                others.insert(rel);
+            }
+        }
+    }
+    Ok((files, others))
 }
 
 /// (name, path, is_dir) of each item of a folder.

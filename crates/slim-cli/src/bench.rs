@@ -3,6 +3,7 @@
 //! warm-up run is excluded; the median and the spread of the repeats are reported. Timing
 //! lives here, never in tests.
 
+use crate::preflight::{self, Footprint};
 use crate::GlobalArgs;
 use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
@@ -18,19 +19,21 @@ pub struct BenchArgs {
     #[arg(long, required = true)]
     model: Vec<PathBuf>,
     /// Sequences per prefill pass (comma-separated for a grid).
-    #[arg(long, value_delimiter = ',', default_value = "8")]
+    #[arg(long, value_delimiter = ',', default_value = "8", value_parser = preflight::at_least_1)]
+    #[arg(allow_negative_numbers = true)]
     batch: Vec<usize>,
     /// Tokens per sequence in prefill (comma-separated for a grid).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = preflight::at_least_1)]
+    #[arg(allow_negative_numbers = true)]
     seq_len: Vec<usize>,
     /// Timed repeats after one warm-up run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
     repeats: usize,
-    /// Tokens generated one at a time with the KV cache in the decode measurement (batch 1).
-    #[arg(long, default_value_t = 64)]
+    /// Tokens generated one at a time with the KV cache in the decode measurement (batch 1; 0 skips it).
+    #[arg(long, default_value_t = 64, value_parser = preflight::whole, allow_negative_numbers = true)]
     decode: usize,
     /// Prompt length before the decode measurement (prefilled through the cache, not timed).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
     decode_prompt: usize,
     /// Skip the decode measurement.
     #[arg(long)]
@@ -43,6 +46,11 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
     ensure!(a.repeats > 0, "--repeats must be at least 1");
     ensure!(a.batch.iter().chain(&a.seq_len).all(|&x| x > 0), "--batch and --seq-len must be positive");
+    // Every model's sizes are checked before the first one loads.
+    for model in &a.model {
+        preflight_model(&a, model, g.backend)?;
+    }
+    crate::check_out(a.out.as_deref())?;
     let mut results = Vec::new();
     for model in &a.model {
         for row in dispatch(g.backend, Job { a: &a, model })? {
@@ -53,6 +61,29 @@ pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
     eprint!("{}", table(&results));
     if let Some(out) = &a.out {
         slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.name(), "results": results}))?;
+    }
+    Ok(())
+}
+
+/// Fails when a prefill of the grid or the decode measurement cannot fit in memory with `model`, naming the sizes;
+/// warns when a length passes the model's context.
+fn preflight_model(a: &BenchArgs, model: &std::path::Path, backend: slim_model::BackendKind) -> Result<()> {
+    let cfg = slim_checkpoint::ModelConfig::load(model)?;
+    let fp = Footprint::new(&cfg, model, backend);
+    let on = |what: String| format!("{what} with {}", model.display());
+    for &len in &a.seq_len {
+        preflight::check_positions(&cfg, len, &format!("--seq-len {len}"))?;
+        for &batch in &a.batch {
+            preflight::check_fits(&on(format!("--batch {batch} × --seq-len {len}")), fp.peak(fp.forward(batch, len)))?;
+        }
+    }
+    if !a.no_decode && a.decode > 0 {
+        let (p, n) = (a.decode_prompt, a.decode);
+        let what = format!("--decode-prompt {p} + --decode {n}");
+        preflight::check_positions(&cfg, p.saturating_add(n), &what)?;
+        let prompt = fp.cached_pass(1, 0, p, p);
+        let last = fp.cached_pass(1, p.saturating_add(n), 1, 1);
+        preflight::check_fits(&on(what), fp.peak(prompt.max(last)))?;
     }
     Ok(())
 }

@@ -46,7 +46,10 @@ pub fn run(c: CacheCommand, g: &crate::GlobalArgs) -> Result<()> {
             for p in &problems {
                 println!("{p}");
             }
-            let n = store.entries()?.len();
+            // Entries, and the links the store lists as problems where entries should be.
+            let mut checked: BTreeSet<_> = store.entries()?.into_iter().collect();
+            checked.extend(problems.iter().map(|p| (p.stage.clone(), p.key)));
+            let n = checked.len();
             if repair {
                 let broken: BTreeSet<_> = problems.iter().map(|p| (p.stage.clone(), p.key)).collect();
                 for (stage, key) in &broken {

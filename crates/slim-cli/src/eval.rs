@@ -1,5 +1,6 @@
 //! `slimllm eval …`: perplexity and zero-shot tasks.
 
+use crate::preflight::{self, Footprint};
 use crate::{emit_json, progress, GlobalArgs};
 use anyhow::{Context, Result};
 use burn_tensor::backend::Backend;
@@ -30,14 +31,14 @@ pub struct PplArgs {
     /// Text: `ptb-valid`, `ptb-test` or `brown-nonfiction`.
     #[arg(long)]
     data: EvalText,
-    /// Window length in tokens.
-    #[arg(long, default_value_t = 128)]
+    /// Window length in tokens (at least 2).
+    #[arg(long, default_value_t = 128, value_parser = preflight::at_least_2, allow_negative_numbers = true)]
     seq_len: usize,
     /// Score only the first N windows (all when omitted).
-    #[arg(long)]
+    #[arg(long, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
     windows: Option<usize>,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
     batch: usize,
     /// Also write the JSON result to this file.
     #[arg(long)]
@@ -48,14 +49,39 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
     match c {
         EvalCommand::Zeroshot(a) => crate::zeroshot::run(a, g),
         EvalCommand::Ppl(a) => {
-            // The model first: a wrong --model is the likelier mistake and the cheaper check;
-            // then that the result can be written, before the long part.
-            slim_checkpoint::ModelConfig::load(&a.model)?;
+            // Every check before the long part: the model's config (a wrong --model is the likelier mistake and the
+            // cheaper check), that the result can be written, that the sizes fit, that the ids fit the model;
+            // only then the weights load.
+            let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
             crate::check_out(a.out.as_deref())?;
+            preflight::check_positions(&cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
+            let fp = Footprint::new(&cfg, &a.model, g.backend);
+            let peak = |batch: usize| fp.peak(fp.forward(batch, a.seq_len));
+            // One window before the text is read, then the batch the text allows.
+            preflight::check_fits(&format!("--seq-len {}", a.seq_len), peak(1))?;
             let tok = Tokenizer::load(&a.model)?;
             let text = a.data.load(&g.data_root)?;
             let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
             tracing::info!("{}: {} tokens", a.data.name(), ids.len());
+            let n = slim_eval::windows(&ids, a.seq_len, a.windows).len();
+            anyhow::ensure!(
+                n > 0,
+                "{} has {} tokens: fewer than one window of --seq-len {}",
+                a.data.name(),
+                ids.len(),
+                a.seq_len
+            );
+            slim_eval::check_token_ids(&ids[..n * a.seq_len], cfg.vocab_size).with_context(|| {
+                format!(
+                    "{} tokenizes {} ({}) into ids that {} does not have (a tokenizer of another model?)",
+                    a.model.join("tokenizer.json").display(),
+                    a.data.name(),
+                    a.data.location(&g.data_root).display(),
+                    a.model.join("config.json").display()
+                )
+            })?;
+            let what = format!("--batch {} × --seq-len {} ({} windows at once)", a.batch, a.seq_len, a.batch.min(n));
+            preflight::check_fits(&what, peak(a.batch.min(n)))?;
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
             let r = dispatch(g.backend, PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;

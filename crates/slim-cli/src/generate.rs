@@ -1,8 +1,9 @@
 //! `slimllm generate`: greedy or sampled decoding with the KV cache, optionally through the
 //! model's chat template.
 
+use crate::preflight::{self, Footprint};
 use crate::GlobalArgs;
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use burn_tensor::backend::Backend;
 use slim_eval::GenConfig;
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
@@ -22,7 +23,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// Tokens to generate at most (generation also stops at EOS).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::preflight::at_least_1, allow_negative_numbers = true)]
     max_new: usize,
     /// Sampling temperature; 0 is greedy decoding.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
@@ -31,7 +32,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f64,
     /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Recompute the whole prefix at every step instead of using the KV cache (a check; slow).
     #[arg(long)]
@@ -51,11 +52,29 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
     let model_cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
     crate::check_out(a.out.as_deref())?;
     let tok = Tokenizer::load(&a.model)?;
+    let fp = Footprint::new(&model_cfg, &a.model, g.backend);
     let mut prompts = Vec::new();
     for p in &a.prompt {
         let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", p)])? } else { p.clone() };
         let ids = tok.encode(&text)?;
         ensure!(!ids.is_empty(), "the prompt `{p}` tokenizes to nothing");
+        slim_eval::check_token_ids(&ids, model_cfg.vocab_size).with_context(|| {
+            format!(
+                "--prompt `{p}`: {} gives ids that {} does not have (a tokenizer of another model?)",
+                a.model.join("tokenizer.json").display(),
+                a.model.join("config.json").display()
+            )
+        })?;
+        // Every step may need the whole sequence: prompt and --max-new tokens.
+        let total = ids.len().saturating_add(a.max_new);
+        let what = format!("--max-new {} after a prompt of {} tokens", a.max_new, ids.len());
+        preflight::check_positions(&model_cfg, total, &what)?;
+        let step = if a.recompute {
+            fp.forward(1, total)
+        } else {
+            fp.cached_pass(1, 0, ids.len(), ids.len()).max(fp.cached_pass(1, total, 1, 1))
+        };
+        preflight::check_fits(&what, fp.peak(step))?;
         prompts.push((text, ids));
     }
     let cfg = GenConfig {
@@ -76,8 +95,12 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         }));
     }
     let v = serde_json::json!({
-        "model": a.model.display().to_string(), "params": model_cfg.num_params(), "generations": generations, "seconds": secs,
-        "config": {"chat": a.chat, "max_new": a.max_new, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed, "kv_cache": !a.recompute},
+        "model": a.model.display().to_string(), "params": model_cfg.num_params(), "generations": generations,
+        "seconds": secs,
+        "config": {
+            "chat": a.chat, "max_new": a.max_new, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed,
+            "kv_cache": !a.recompute,
+        },
     });
     crate::emit_json(&v, a.out.as_deref())
 }

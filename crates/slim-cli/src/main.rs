@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod import;
 mod pipeline;
+mod preflight;
 mod report;
 mod tokenize;
 mod zeroshot;

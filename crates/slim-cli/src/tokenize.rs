@@ -27,6 +27,20 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.text_file).with_context(|| format!("reading {}", a.text_file.display()))?;
     let text = if a.join { slim_data::join_for_ppl(&text) } else { text };
     let ids = tok.encode(&text)?;
+    // A model directory's tokenizer must stay inside its model's vocabulary; a folder without config.json holds a
+    // tokenizer alone, with nothing to check against.
+    let config = a.model.join("config.json");
+    if config.exists() {
+        let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
+        slim_eval::check_token_ids(&ids, cfg.vocab_size).with_context(|| {
+            format!(
+                "{} gives ids for {} that {} does not have (a tokenizer of another model?)",
+                a.model.join("tokenizer.json").display(),
+                a.text_file.display(),
+                config.display()
+            )
+        })?;
+    }
     let s = serde_json::to_string(&ids)?;
     match a.out {
         Some(p) => std::fs::write(&p, s).with_context(|| format!("writing {}", p.display())),

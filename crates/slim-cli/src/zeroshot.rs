@@ -1,11 +1,13 @@
 //! `slimllm eval zeroshot`: the paper's seven zero-shot tasks (and LAMBADA) with lm-eval 0.3 semantics.
 
+use crate::preflight::{self, Footprint};
+use crate::zeroshot_log::RunId;
 use crate::{check_out, emit_json, GlobalArgs};
 use anyhow::{Context, Result};
 use burn_tensor::backend::Backend;
 use serde_json::{json, Map, Value};
 use slim_data::zeroshot::{McDoc, PaperMetric, Task};
-use slim_eval::zeroshot::{aggregate, score_tasks, tokenize_doc, Loglik, Progress, TaskScore, TokDoc};
+use slim_eval::zeroshot::{aggregate, batch_shapes, score_tasks, tokenize_doc, Loglik, Progress, TaskScore, TokDoc};
 use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
 use std::path::PathBuf;
 
@@ -23,7 +25,7 @@ pub struct ZeroshotArgs {
     )]
     tasks: Vec<Task>,
     /// Score only the first N documents of each task (all when omitted).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::preflight::at_least_1, allow_negative_numbers = true)]
     limit: Option<usize>,
     /// Also write the results JSON to this file.
     #[arg(long)]
@@ -32,7 +34,8 @@ pub struct ZeroshotArgs {
     /// appended after every chunk of documents.
     #[arg(long)]
     samples: Option<PathBuf>,
-    /// Keep the documents the `--samples` file already holds (from a killed run) and score only the rest.
+    /// Keep the documents the `--samples` file already holds (from a killed run of the same model, tasks and
+    /// `--limit`; its lines record them, and lines of another run are refused) and score only the rest.
     #[arg(long, requires = "samples")]
     resume: bool,
 }
@@ -41,8 +44,9 @@ pub struct ZeroshotArgs {
 const CHUNK: usize = 1000;
 
 pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
+    // Everything is checked before the weights load: the config, the outputs, the documents and their token ids,
+    // the memory the largest batch needs, and a --resume file's origin.
     let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
-    anyhow::ensure!(a.limit != Some(0), "--limit must be at least 1");
     check_out(a.out.as_deref())?;
     check_out(a.samples.as_deref()).context("--samples")?;
     let mut tasks: Vec<Task> = Vec::new();
@@ -54,6 +58,13 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     let tok = Tokenizer::load(&a.model)?;
     // lm-eval's stand-in for an empty context: the end-of-text token.
     let eot = cfg.eos_token_id.or(cfg.bos_token_id).unwrap_or(0);
+    anyhow::ensure!(
+        (eot as usize) < cfg.vocab_size,
+        "{}: the end-of-text token id {eot} is out of range for vocab_size {}",
+        a.model.join("config.json").display(),
+        cfg.vocab_size
+    );
+    let fp = Footprint::new(&cfg, &a.model, g.backend);
     let mut work: Vec<(Task, Vec<McDoc>, Vec<TokDoc>)> = Vec::new();
     for &t in &tasks {
         let docs = t.load(&g.data_root, a.limit)?;
@@ -62,6 +73,27 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
             .map(|d| tokenize_doc(&tok, d, eot))
             .collect::<Result<Vec<_>>>()
             .with_context(|| format!("tokenizing {t}"))?;
+        for (d, td) in docs.iter().zip(&toks) {
+            let ids: Vec<u32> =
+                td.groups.iter().flat_map(|(c, k)| c.iter().chain(k.iter().flat_map(|x| &x.1))).copied().collect();
+            slim_eval::check_token_ids(&ids, cfg.vocab_size).with_context(|| {
+                format!(
+                    "{} document {} ({}): {} gives ids that {} does not have (a tokenizer of another model?)",
+                    t,
+                    d.doc_id,
+                    t.path(&g.data_root).display(),
+                    a.model.join("tokenizer.json").display(),
+                    a.model.join("config.json").display()
+                )
+            })?;
+            let longest = td.groups.iter().map(|(c, k)| c.len() + k.iter().map(|x| x.1.len()).max().unwrap_or(0)).max();
+            preflight::check_positions(&cfg, longest.unwrap_or(0), &format!("{t} document {}", d.doc_id))?;
+        }
+        let task_peak = fp.peak(zeroshot_pass(&fp, &toks, cfg.vocab_size));
+        if let Some((d, td)) = docs.iter().zip(&toks).max_by_key(|(_, td)| td.tokens()) {
+            let what = format!("scoring {t} (its longest document, {}, runs {} tokens)", d.doc_id, td.tokens());
+            preflight::check_fits(&what, task_peak)?;
+        }
         tracing::info!(
             "{t}: {} documents, {} tokens to run",
             docs.len(),
@@ -69,8 +101,12 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         );
         work.push((t, docs, toks));
     }
-    let prior = match (&a.samples, a.resume) {
-        (Some(p), true) => crate::zeroshot_log::read_prior(p)?,
+    let run_id = match &a.samples {
+        Some(_) => Some(RunId { model_key: slim_pipeline::model_key(&a.model)?.to_string(), limit: a.limit, tasks }),
+        None => None,
+    };
+    let prior = match (&a.samples, &run_id, a.resume) {
+        (Some(p), Some(id), true) => crate::zeroshot_log::read_prior(p, id)?,
         _ => Default::default(),
     };
     // Per task, the documents still to score.
@@ -87,9 +123,9 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
             todo.iter().map(Vec::len).sum::<usize>()
         );
     }
-    let log = match &a.samples {
-        Some(p) => Some(crate::zeroshot_log::SampleLog::open(p, a.resume)?),
-        None => None,
+    let log = match (&a.samples, run_id) {
+        (Some(p), Some(id)) => Some(crate::zeroshot_log::SampleLog::open(p, a.resume, id)?),
+        _ => None,
     };
     let t0 = std::time::Instant::now();
     let job = Job { model: &a.model, work: &work, todo: &todo, log, progress: crate::progress(g) };
@@ -106,11 +142,24 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         for (i, d) in docs.iter().enumerate() {
             let l = match fresh.remove(&i) {
                 Some(l) => l,
-                None => prior[&(t.name().to_string(), d.doc_id)].clone(),
+                None => {
+                    let p = &prior[&(t.name().to_string(), d.doc_id)];
+                    anyhow::ensure!(
+                        p.gold.is_none_or(|g| g == d.gold as u64),
+                        "{t} document {}: the samples file (line {}) says gold {:?}, the data says {} \
+                         (a samples file of other data?)",
+                        d.doc_id,
+                        p.line,
+                        p.gold,
+                        d.gold
+                    );
+                    p.lls.clone()
+                }
             };
             anyhow::ensure!(
                 l.len() == toks[i].requests,
-                "{t} document {}: the samples file holds {} log-likelihoods, the document has {} requests (a samples file of other data?)",
+                "{t} document {}: the samples file holds {} log-likelihoods, the document has {} requests \
+                 (a samples file of other data?)",
                 d.doc_id,
                 l.len(),
                 toks[i].requests
@@ -143,6 +192,18 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         tracing::info!("{t}: acc {:.2}{norm}{ppl} (n = {})", 100.0 * r.acc, r.n);
     }
     emit_json(&v, a.out.as_deref())
+}
+
+/// Bytes beyond the weights of scoring `docs`: the largest batch of [`batch_shapes`]: its context pass, then, while
+/// its cache and first-token logits live, each continuation chunk on its own copy of the cache.
+fn zeroshot_pass(fp: &Footprint, docs: &[TokDoc], vocab: usize) -> u64 {
+    let batch = |s: &slim_eval::zeroshot::BatchShape| {
+        let context = fp.cached_pass(s.groups, 0, s.context, 1);
+        let held = fp.kv_cache(s.groups, s.context).saturating_add(4 * (s.groups * vocab) as u64);
+        let chunks = s.chunks.iter().map(|&(rows, w)| fp.cached_pass(rows, s.context, w, w)).max().unwrap_or(0);
+        context.max(held.saturating_add(chunks))
+    };
+    batch_shapes(docs).iter().map(batch).max().unwrap_or(0)
 }
 
 /// The unweighted mean over the paper's seven tasks of the metric it reports for each, from a results object

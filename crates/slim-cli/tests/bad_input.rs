@@ -134,6 +134,16 @@ const CASES: &[(&str, &[&str])] = &[
     ("eval zeroshot --model {root}/model --tasks boolq --limit 0", &["--limit", "at least 1"]),
     ("eval zeroshot --model {root}/model --tasks boolq", &["boolq.jsonl", "cargo xtask fetch zeroshot"]),
     ("eval zeroshot --model {root}/model --resume", &["required", "--samples", "--resume"]),
+    ("eval ppl --model {root}/model --data ptb-valid --windows 0", &["--windows", "at least 1"]),
+    ("eval ppl --model {root}/model --data ptb-valid --seq-len -5", &["--seq-len", "negative"]),
+    ("eval zeroshot --model {root}/model --tasks boolq --limit -1", &["--limit", "negative"]),
+    ("generate --model {root}/model --prompt t1 --max-new 0", &["--max-new", "at least 1"]),
+    ("generate --model {root}/model --prompt t1 --max-new 100000000", &["--max-new 100000000", "RoPE"]),
+    (
+        "bench --model {root}/model --batch 100000 --seq-len 100000 --no-decode",
+        &["--batch 100000 × --seq-len 100000", "would need about", "available"],
+    ),
+    ("bench --model {root}/model --decode-prompt -1", &["--decode-prompt", "negative"]),
 ];
 
 #[test]

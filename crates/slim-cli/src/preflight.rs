@@ -1,0 +1,397 @@
+//! Checks that run before any long step: whether a job's sizes fit in the memory the machine has, whether its
+//! lengths fit the model's context, and parsers that reject bad numbers with the option's name.
+//!
+//! Why: sizes that cannot fit used to abort with an allocation failure (exit 134) after minutes of loading and
+//! tokenizing. Every command now estimates its peak from the model's `config.json` (no weights read) and refuses up
+//! front, naming the options, the bytes and the memory available.
+//!
+//! How to use it from a command (the pipeline's calibration pass does the same with its window count and length):
+//!
+//! ```ignore
+//! let cfg = ModelConfig::load(&model_dir)?;
+//! let fp = Footprint::new(&cfg, &model_dir, backend);
+//! check_positions(&cfg, t, &format!("--calib-len {t}"))?;
+//! check_fits(&format!("--calib-batch {b} × --calib-len {t}"), fp.peak(fp.forward(b, t)))?;
+//! ```
+//!
+//! What the estimate counts (f32 everywhere, as the runtime holds every tensor), see [`Footprint`]: the process's
+//! base (binary, tokenizer, text); the weights as the runtime keeps them (a tied embedding twice: once for the
+//! lookup, once transposed as the lm_head); the loading peak (the mapped files beside the host copy, then the host
+//! copy beside the runtime's); the host copy again while the allocator keeps it after loading; and per pass the
+//! logits `batch × len × vocab`, the largest layer's activations with its attention scores (`len × kv_len` per
+//! head, one head per thread at a time), and the KV cache (`2 × layers × batch × positions × kv_width`, plus the
+//! copy `cat` makes while appending). Measured against peak RSS on SmolLM2-135M in docs/reliability.md ("Sizes
+//! that cannot fit"): above the measured peak by 4 to 16 %.
+//!
+//! On the GPU backends only the host's share is checked (the loading, the logits read back); the device's memory
+//! is not known here.
+
+use anyhow::{bail, Result};
+use slim_checkpoint::ModelConfig;
+use slim_model::BackendKind;
+
+/// Environment variable that overrides the available memory (bytes, or with a K, M, G or T suffix, powers of 1024):
+/// for tests, and for machines whose `/proc/meminfo` does not tell.
+pub(crate) const MEM_ENV: &str = "SLIMLLM_MEM_AVAILABLE";
+
+/// What is assumed when neither the environment nor `/proc/meminfo` says (8 GiB).
+const FALLBACK_BYTES: u64 = 8 << 30;
+
+/// Positions past which RoPE's angles (`position × inverse frequency`, in f32 as in HF) are no longer exact.
+pub(crate) const MAX_EXACT_POSITION: usize = 1 << 24;
+
+/// Memory a job may use, and where the figure comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Memory {
+    pub(crate) bytes: u64,
+    pub(crate) source: String,
+}
+
+/// The memory available now: [`MEM_ENV`] when set; else `MemAvailable` of `/proc/meminfo`, lowered to the
+/// cgroup's remaining limit (`memory.max − memory.current`) when a container sets one; else 8 GiB, said so.
+pub(crate) fn available_memory() -> Memory {
+    if let Some(v) = std::env::var_os(MEM_ENV) {
+        let v = v.to_string_lossy();
+        match parse_bytes(&v) {
+            Some(bytes) => return Memory { bytes, source: format!("{MEM_ENV}={v}") },
+            None => tracing::warn!("{MEM_ENV}={v} is not a byte count; ignored"),
+        }
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| meminfo_available(&t));
+    let cgroup = cgroup_remaining(
+        std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().as_deref(),
+        std::fs::read_to_string("/sys/fs/cgroup/memory.current").ok().as_deref(),
+    );
+    match (meminfo, cgroup) {
+        (Some(m), Some(c)) if c < m => Memory { bytes: c, source: "the cgroup's memory.max − memory.current".into() },
+        (Some(m), _) => Memory { bytes: m, source: "MemAvailable in /proc/meminfo".into() },
+        (None, Some(c)) => Memory { bytes: c, source: "the cgroup's memory.max − memory.current".into() },
+        (None, None) => Memory {
+            bytes: FALLBACK_BYTES,
+            source: format!("assumed: /proc/meminfo is unreadable; set {MEM_ENV} to say how much there is"),
+        },
+    }
+}
+
+/// Fails when `bytes` exceed the available memory, naming `what` (the options that set the size, with their values).
+pub(crate) fn check_fits(what: &str, bytes: u64) -> Result<()> {
+    check_fits_in(what, bytes, &available_memory())
+}
+
+/// [`check_fits`] against a given amount of memory.
+pub(crate) fn check_fits_in(what: &str, bytes: u64, mem: &Memory) -> Result<()> {
+    if bytes > mem.bytes {
+        bail!(
+            "{what} would need about {} of memory at its peak ({bytes} bytes, estimated), but {} is available ({}); \
+             choose smaller sizes",
+            human(bytes),
+            human(mem.bytes),
+            mem.source
+        );
+    }
+    tracing::debug!("{what}: about {} ({bytes} bytes) of {} available", human(bytes), human(mem.bytes));
+    Ok(())
+}
+
+/// Warns when `positions` exceed the model's context (`max_position_embeddings`): RoPE computes the angles of any
+/// position, but the model never saw them in training, so its outputs there mean little. Fails past
+/// [`MAX_EXACT_POSITION`], where f32 angles stop being exact.
+pub(crate) fn check_positions(cfg: &ModelConfig, positions: usize, what: &str) -> Result<()> {
+    if positions > MAX_EXACT_POSITION {
+        bail!("{what} asks for {positions} positions; RoPE's f32 angles are exact only up to {MAX_EXACT_POSITION}");
+    }
+    if positions > cfg.max_position_embeddings {
+        tracing::warn!(
+            "{what} reaches position {positions}, past the model's context of {} (max_position_embeddings): \
+             RoPE extrapolates and the results mean little",
+            cfg.max_position_embeddings
+        );
+    }
+    Ok(())
+}
+
+/// Byte counts of one model's jobs on one backend, from its config and the size of its weight files alone.
+pub(crate) struct Footprint<'a> {
+    cfg: &'a ModelConfig,
+    /// Bytes of the weight files on disk.
+    file_bytes: u64,
+    /// True when the tensors live in host memory (the CPU backend).
+    host: bool,
+    /// Attention heads computed at once on the CPU backend (one per thread).
+    threads: u64,
+}
+
+const F32: u64 = 4;
+
+/// The process before any model: the binary, a tokenizer, the text and its ids (measured: `slimllm tokenize` of
+/// PTB-valid with SmolLM2's tokenizer peaks at 110 MiB).
+const PROCESS_BASE: u64 = 128 << 20;
+
+impl<'a> Footprint<'a> {
+    /// The footprint of the model in `dir` (whose config is `cfg`) on `backend`.
+    pub(crate) fn new(cfg: &'a ModelConfig, dir: &std::path::Path, backend: BackendKind) -> Self {
+        Self {
+            cfg,
+            file_bytes: weight_file_bytes(dir),
+            host: backend == BackendKind::Cpu,
+            threads: rayon::current_num_threads().max(1) as u64,
+        }
+    }
+
+    /// Peak bytes of a job that loads the model and then needs `pass` bytes beyond the weights at its largest step
+    /// (from [`Footprint::forward`], [`Footprint::cached_pass`], ...): the process's base, and the larger of the
+    /// loading peak and the weights, the load's freed host copy (the allocator keeps freed memory committed for
+    /// 10 s, main.rs's purge delay, so the first passes sit on top of it) and the pass.
+    pub(crate) fn peak(&self, pass: u64) -> u64 {
+        let host_copy = F32.saturating_mul(self.cfg.num_params());
+        let running = self.resident().saturating_add(host_copy).saturating_add(pass);
+        PROCESS_BASE.saturating_add(self.load_peak().max(running))
+    }
+
+    /// The weights as the runtime holds them, in f32: every parameter, and a tied embedding a second time (the
+    /// lm_head keeps its own transposed copy). Zero host bytes on a GPU backend.
+    pub(crate) fn resident(&self) -> u64 {
+        if !self.host {
+            return 0;
+        }
+        let c = self.cfg;
+        let tied = if c.tie_word_embeddings { (c.vocab_size * c.hidden_size) as u64 } else { 0 };
+        F32.saturating_mul(c.num_params().saturating_add(tied))
+    }
+
+    /// The peak while loading: first the weight files mapped beside the host copy in f32 they are converted to,
+    /// then (the mapping gone) the host copy beside the runtime's copy, plus one tensor's transposed copy in flight.
+    pub(crate) fn load_peak(&self) -> u64 {
+        let c = self.cfg;
+        let largest = F32 * (c.vocab_size * c.hidden_size) as u64;
+        let host_copy = F32.saturating_mul(c.num_params());
+        let mapped = self.file_bytes.saturating_add(host_copy);
+        if !self.host {
+            return mapped;
+        }
+        mapped.max(host_copy.saturating_add(self.resident()).saturating_add(largest))
+    }
+
+    /// Bytes beyond the weights of one uncached forward pass over `batch × len` tokens that returns all logits.
+    pub(crate) fn forward(&self, batch: usize, len: usize) -> u64 {
+        self.pass(batch, 0, len, len, true)
+    }
+
+    /// Bytes beyond the weights of a pass of `new` tokens per sequence after `past` cached ones, holding the KV
+    /// cache of `past + new` positions, with logits of `logit_positions` positions per sequence read back.
+    pub(crate) fn cached_pass(&self, batch: usize, past: usize, new: usize, logit_positions: usize) -> u64 {
+        self.kv_cache(batch, past.saturating_add(new)).saturating_add(self.pass(
+            batch,
+            past,
+            new,
+            logit_positions,
+            false,
+        ))
+    }
+
+    /// The KV cache of `batch` sequences of `positions`: keys and values of every layer, in f32.
+    pub(crate) fn kv_cache(&self, batch: usize, positions: usize) -> u64 {
+        if !self.host {
+            return 0;
+        }
+        let widths: u64 = self.cfg.layers.iter().map(|l| (2 * l.num_kv_heads * self.cfg.head_dim) as u64).sum();
+        F32.saturating_mul(widths).saturating_mul(batch as u64).saturating_mul(positions as u64)
+    }
+
+    /// One pass: the largest layer's activations or the logits, whichever is larger, plus the residual stream.
+    fn pass(&self, batch: usize, past: usize, new: usize, logit_positions: usize, uncached: bool) -> u64 {
+        let c = self.cfg;
+        let (b, t, kv) = (batch as u64, new as u64, past.saturating_add(new) as u64);
+        let n = b.saturating_mul(t);
+        let d = c.hidden_size as u64;
+        let dh = c.head_dim as u64;
+        // The logits: on the CPU backend the host reads the runtime's buffer without a copy; on a GPU backend the
+        // read-back copy is the host's share.
+        let logit_floats = b.saturating_mul(logit_positions as u64).saturating_mul(c.vocab_size as u64);
+        if !self.host {
+            return F32.saturating_mul(logit_floats);
+        }
+        let layer = c
+            .layers
+            .iter()
+            .map(|l| {
+                let (qw, kw, f) = ((l.num_heads as u64) * dh, (l.num_kv_heads as u64) * dh, l.intermediate_size as u64);
+                // Attention: input and norm, the fused q/k/v projection, its sliced and rotated copies, the
+                // per-head outputs and their concatenation.
+                let attn = 2 * d + 3 * (qw + 2 * kw) + 2 * qw;
+                // MLP: input, norm, gate/up, the SwiGLU product, down_proj.
+                let mlp = 3 * d + 3 * f;
+                let heads_at_once = b.saturating_mul(l.num_heads as u64).min(self.threads);
+                let scores = heads_at_once.saturating_mul(t).saturating_mul(kv);
+                // With a cache, the keys and values of a layer are copied by `cat` while they are appended.
+                let append = if uncached { 0 } else { b.saturating_mul(kv).saturating_mul(2 * kw) };
+                n.saturating_mul(attn.max(mlp)).saturating_add(scores).saturating_add(append)
+            })
+            .max()
+            .unwrap_or(0);
+        F32.saturating_mul(layer.max(logit_floats).saturating_add(n.saturating_mul(2 * d)))
+    }
+}
+
+/// Sum of the sizes of a model directory's weight files (0 when they cannot be listed: the load reports that).
+fn weight_file_bytes(dir: &std::path::Path) -> u64 {
+    slim_checkpoint::weights::weight_files(dir)
+        .map(|files| files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// `1.5 GiB`, `320.0 MiB`, `12 bytes`.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut x = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", UNITS[unit])
+}
+
+/// `123`, `64K`, `1.5G`, `2T` (powers of 1024; an optional `B` or `iB` after the letter).
+fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let (num, shift) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 10),
+        'M' | 'm' => (&s[..s.len() - 1], 20),
+        'G' | 'g' => (&s[..s.len() - 1], 30),
+        'T' | 't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let x: f64 = num.trim().parse().ok()?;
+    (x.is_finite() && x >= 0.0).then(|| (x * (1u64 << shift) as f64) as u64)
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn meminfo_available(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// What a cgroup v2 limit leaves: `memory.max − memory.current`; `None` without a limit (`max`) or files.
+fn cgroup_remaining(max: Option<&str>, current: Option<&str>) -> Option<u64> {
+    let max: u64 = max?.trim().parse().ok()?;
+    let current: u64 = current?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// Clap parser of a whole number of at least 1, with a message that says so (negative values included, for the
+/// options that set `allow_negative_numbers`).
+pub(crate) fn at_least_1(s: &str) -> std::result::Result<usize, String> {
+    at_least(s, 1)
+}
+
+/// Clap parser of a whole number of at least 2.
+pub(crate) fn at_least_2(s: &str) -> std::result::Result<usize, String> {
+    at_least(s, 2)
+}
+
+/// Clap parser of a whole number, 0 allowed.
+pub(crate) fn whole(s: &str) -> std::result::Result<usize, String> {
+    at_least(s, 0)
+}
+
+fn at_least(s: &str, min: usize) -> std::result::Result<usize, String> {
+    let want = || if min == 0 { "a whole number".to_string() } else { format!("a whole number, at least {min}") };
+    let t = s.trim();
+    if t.starts_with('-') && t.len() > 1 && t[1..].chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("must be {}, got a negative number", want()));
+    }
+    match t.parse::<usize>() {
+        Ok(v) if v >= min => Ok(v),
+        Ok(v) => Err(format!("must be {}, got {v}", want())),
+        Err(e) => Err(format!("must be {} ({e})", want())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slim_checkpoint::synthetic::SyntheticSpec;
+
+    #[test]
+    fn memory_figures_parse_and_the_smaller_limit_wins() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("64K"), Some(64 << 10));
+        assert_eq!(parse_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_bytes("2t"), Some(2 << 40));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1G"), None);
+        let info = "MemTotal:       24683664 kB\nMemFree:        22816088 kB\nMemAvailable:   23639488 kB\n";
+        assert_eq!(meminfo_available(info), Some(23_639_488 * 1024));
+        assert_eq!(meminfo_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(cgroup_remaining(Some("max\n"), Some("100\n")), None);
+        assert_eq!(cgroup_remaining(Some("1000\n"), Some("300\n")), Some(700));
+        assert_eq!(cgroup_remaining(None, Some("300")), None);
+    }
+
+    #[test]
+    fn check_fits_names_the_options_the_bytes_and_the_memory() {
+        let mem = Memory { bytes: 1 << 30, source: "a test".into() };
+        assert!(check_fits_in("--batch 1", 1 << 30, &mem).is_ok());
+        let e = check_fits_in("--batch 64 × --seq-len 8192", 40 << 30, &mem).unwrap_err().to_string();
+        for want in ["--batch 64 × --seq-len 8192", "40.0 GiB", "42949672960 bytes", "1.0 GiB is available", "a test"]
+        {
+            assert!(e.contains(want), "{want:?} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn numeric_options_name_their_bound() {
+        assert_eq!(at_least_1("3"), Ok(3));
+        assert_eq!(at_least_1("0").unwrap_err(), "must be a whole number, at least 1, got 0");
+        assert_eq!(at_least_1("-4").unwrap_err(), "must be a whole number, at least 1, got a negative number");
+        assert!(at_least_2("1").unwrap_err().contains("at least 2"));
+        assert!(at_least_1("2.5").unwrap_err().contains("invalid digit"));
+        assert_eq!(whole("0"), Ok(0));
+        assert!(whole("-1").unwrap_err().contains("negative"));
+    }
+
+    /// The terms of the estimate, checked by hand on a small model: 2 layers, d 16, 4 heads of 4, 2 KV heads,
+    /// FFN 24, vocabulary 1000, tied embeddings.
+    #[test]
+    fn the_estimate_counts_logits_scores_activations_and_cache() {
+        let (cfg, _) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 24, 1000, 1).build();
+        assert!(cfg.tie_word_embeddings);
+        let fp = Footprint { cfg: &cfg, file_bytes: 10_000, host: true, threads: 2 };
+        let params = cfg.num_params();
+        assert_eq!(fp.resident(), 4 * (params + 1000 * 16));
+        // Loading: the file beside the host copy, or the host copy beside the runtime's and the embedding in flight.
+        assert_eq!(fp.load_peak(), (10_000 + 4 * params).max(4 * params + fp.resident() + 4 * 1000 * 16));
+        // KV: 2 layers × (K and V: 2 × 2 heads × 4) floats per position.
+        assert_eq!(fp.kv_cache(3, 10), 4 * 2 * 16 * 3 * 10);
+        // A pass of 2 × 100 tokens: logits 2·100·1000 floats exceed the layer's 200 tokens × max(attn 2·16 + 3·32 +
+        // 2·16 = 160, mlp 3·16 + 3·24 = 120) + 2 heads × 100² scores, so they count, with the residual stream.
+        let n = 200u64;
+        let layer = n * 160 + 2 * 100 * 100;
+        let logits = n * 1000;
+        assert!(logits > layer);
+        assert_eq!(fp.forward(2, 100), 4 * (logits + n * 32));
+        // Long windows: the scores grow with the square and win.
+        let (t, layer) = (10_000u64, 10_000u64 * 160 + 2 * 10_000 * 10_000);
+        assert!(layer > t * 1000);
+        assert_eq!(fp.forward(1, 10_000), 4 * (layer + t * 32));
+        // A cached pass adds the cache and the copy of one layer's keys and values made while appending.
+        let cached = fp.kv_cache(1, 60) + 4 * ((10 * 160 + 2 * 10 * 60 + 60 * 16).max(10 * 1000) + 10 * 32);
+        assert_eq!(fp.cached_pass(1, 50, 10, 10), cached);
+        // The job: the base, and the weights with the freed host copy under the pass (more than the loading here).
+        assert_eq!(fp.peak(1 << 20), PROCESS_BASE + fp.resident() + 4 * params + (1 << 20));
+        // Absurd sizes saturate instead of wrapping.
+        assert_eq!(fp.forward(usize::MAX / 2, usize::MAX / 2), u64::MAX);
+        assert_eq!(fp.peak(u64::MAX), u64::MAX);
+        // On a GPU backend only the loading and the logits read back are on the host.
+        let gpu = Footprint { host: false, ..fp };
+        assert_eq!(gpu.forward(2, 100), 4 * 2 * 100 * 1000);
+        assert_eq!((gpu.resident(), gpu.kv_cache(3, 10)), (0, 0));
+        assert_eq!(gpu.load_peak(), 10_000 + 4 * params);
+    }
+}
