@@ -164,6 +164,11 @@ fn a_truncated_file_says_it_is_truncated_with_both_sizes() {
     std::fs::write(&path, &full[..5]).unwrap();
     let e = load_err(dir.path());
     assert!(e.contains("truncated safetensors file: expected at least 8 bytes") && e.contains("file has 5"), "{e}");
+    // Every cut point, not only these three, is reported as a truncation naming the file.
+    for cut in 0..n {
+        let e = format!("{:#}", Weights::from_safetensors_bytes(&full[..cut], &path).unwrap_err());
+        assert!(e.starts_with(&format!("{}: truncated safetensors file", path.display())), "cut at {cut}: {e}");
+    }
     // Bytes after the last tensor are named too.
     let mut long = full.clone();
     long.extend_from_slice(&[0; 3]);
