@@ -23,8 +23,8 @@ use anyhow::{format_err, Context};
 use clap::Parser;
 use serde_json::{json, Value};
 
-use crate::summary::RunSummary;
 use crate::grid_rows;
+use crate::summary::RunSummary;
 use crate::{pipeline::slimllm, util};
 
 /// Options of the comparison commands.

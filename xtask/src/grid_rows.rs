@@ -214,7 +214,8 @@ mod tests {
             true,
             &json!({"params": 134515008u64, "ppl": {"ptb-valid": 99.0}, "zeroshot_average": 0.45}),
         );
-        let row = "| 20 % | x | magnitude | cosine | affine | dense | 107611776 | 20.000 | 196.23 | 41.23 | 12.5 | 0 | 53 |";
+        let row =
+            "| 20 % | x | magnitude | cosine | affine | dense | 107611776 | 20.000 | 196.23 | 41.23 | 12.5 | 0 | 53 |";
         assert!(t.contains(row), "{t}");
         assert!(t.contains("dense model: 134515008 parameters, ptb-valid 99.00, zero-shot average 45.00"), "{t}");
     }

@@ -71,9 +71,10 @@ impl RunSummary {
 
     /// Seconds, entries computed and entries reused of `stage` (zeros when it did not run).
     pub fn stage(&self, name: &str) -> (f64, u64, u64) {
-        self.stages.iter().filter(|s| s.name == name).fold((0.0, 0, 0), |(t, r, u), s| {
-            (t + s.seconds, r + s.ran, u + s.reused)
-        })
+        self.stages
+            .iter()
+            .filter(|s| s.name == name)
+            .fold((0.0, 0, 0), |(t, r, u), s| (t + s.seconds, r + s.ran, u + s.reused))
     }
 
     /// Perplexity of the pruned (`after`) or dense model on `text`.

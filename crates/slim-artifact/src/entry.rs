@@ -158,7 +158,10 @@ impl Entry {
             if rehash || modified_ms > self.manifest.written_at_ms {
                 let (digest, _) = crate::fsutil::hash_file(&path)?;
                 if digest != p.blake3 {
-                    return Err(StoreError::corrupt(path, "blake3 digest differs from the manifest (edited in place?)"));
+                    return Err(StoreError::corrupt(
+                        path,
+                        "blake3 digest differs from the manifest (edited in place?)",
+                    ));
                 }
             }
         }

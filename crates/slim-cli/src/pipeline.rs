@@ -7,9 +7,9 @@ use crate::{kind, progress, GlobalArgs};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::backend::Backend;
 use clap::ValueEnum;
-use slim_artifact::Kind;
 use serde_json::json;
 use slim_artifact::schema::GqaMode;
+use slim_artifact::Kind;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
 use slim_data::EvalText;
@@ -225,6 +225,23 @@ impl PipelineArgs {
         )
     }
 
+    /// Checks, from the model's config alone, that the calibration windows fit the model's
+    /// context and the machine's memory (the calibration passes hold every window's
+    /// activations of one layer at a time; the Taylor capture also the logits).
+    fn check_sizes(&self, g: &GlobalArgs) -> Result<()> {
+        use crate::preflight::{check_fits, check_positions, Footprint};
+        let cfg = slim_checkpoint::ModelConfig::load(&self.model)?;
+        check_positions(&cfg, self.calib_len, &format!("--calib-len {}", self.calib_len))?;
+        let fp = Footprint::new(&cfg, &self.model, g.backend);
+        let (scorer, ..) = self.recipe();
+        let pass = if scorer.needs_gradients() {
+            fp.forward(self.calib_windows, self.calib_len)
+        } else {
+            fp.layers_only(self.calib_windows, self.calib_len)
+        };
+        check_fits(&format!("--calib-windows {} × --calib-len {}", self.calib_windows, self.calib_len), fp.peak(pass))
+    }
+
     fn store(&self) -> Result<Store> {
         Ok(Store::open(&self.cache.clone().unwrap_or_else(Store::default_root))?)
     }
@@ -252,12 +269,10 @@ pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
     let cfg = a.p.config()?;
     let store = a.p.store()?;
     let force = a.stage;
+    a.p.check_sizes(g)?;
     let opts = RunOptions { progress: progress(g), force: Some(force), verify_reused: a.p.verify_reused };
     let model = ModelSource::open(&a.p.model)?;
-    let out = dispatch(
-        g.backend,
-        StageJob { model: &model, cfg: &cfg, store: &store, data_root: &g.data_root, opts },
-    )?;
+    let out = dispatch(g.backend, StageJob { model: &model, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
     eprint!("{}", out.report.table());
     println!(
         "{}",
@@ -300,6 +315,7 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
             .map(|d| EvalInput::load(*d, &g.data_root).with_context(|| format!("--eval {d}")))
             .collect::<Result<Vec<_>>>()?
     };
+    a.p.check_sizes(g)?;
     let store = a.p.store()?;
     let model = ModelSource::open(&a.p.model)?;
     run.prepare()?;

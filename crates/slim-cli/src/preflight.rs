@@ -177,6 +177,12 @@ impl<'a> Footprint<'a> {
         self.pass(batch, 0, len, len, true)
     }
 
+    /// Bytes beyond the weights of an uncached pass over `batch × len` tokens through the layers alone, without
+    /// the lm_head: the pipeline's calibration passes (layer importance, the per-layer captures).
+    pub(crate) fn layers_only(&self, batch: usize, len: usize) -> u64 {
+        self.pass(batch, 0, len, 0, true)
+    }
+
     /// Bytes beyond the weights of a pass of `new` tokens per sequence after `past` cached ones, holding the KV
     /// cache of `past + new` positions, with logits of `logit_positions` positions per sequence read back.
     pub(crate) fn cached_pass(&self, batch: usize, past: usize, new: usize, logit_positions: usize) -> u64 {

@@ -4,8 +4,8 @@
 //! cargo features of the same name. Nothing below this module names a concrete backend.
 
 use anyhow::{bail, Result};
-use slim_artifact::Kind;
 use burn_tensor::backend::Backend;
+use slim_artifact::Kind;
 
 /// burn's pure-Rust CPU backend, the default for tests and CI.
 pub type Cpu = burn_flex::Flex;
@@ -41,7 +41,6 @@ impl std::str::FromStr for BackendKind {
         Ok(<Self as slim_artifact::Kind>::parse(s)?)
     }
 }
-
 
 /// Work that runs generically on any backend.
 pub trait BackendRun {

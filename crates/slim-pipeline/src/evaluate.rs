@@ -46,8 +46,12 @@ pub fn run_and_evaluate<B: Backend>(
     let out = run_pipeline::<B>(req.model, req.cfg, store, req.data_root, device, opts)?;
     let pruning_seconds = t.elapsed().as_secs_f64();
     let mut report = out.report;
-    let pcfg =
-        slim_eval::PplConfig { seq_len: EVAL_SEQ_LEN, batch: 8, max_windows: req.eval_windows, progress: opts.progress };
+    let pcfg = slim_eval::PplConfig {
+        seq_len: EVAL_SEQ_LEN,
+        batch: 8,
+        max_windows: req.eval_windows,
+        progress: opts.progress,
+    };
     let mut ppl = BTreeMap::new();
     for input in req.evals {
         let (m, mkey) = (req.model.dir(), req.model.key());

@@ -35,4 +35,3 @@ pub fn write_texts(root: &Path, seed: u64) {
         std::fs::write(dir.join(format!("{split}.txt")), text).unwrap();
     }
 }
-

@@ -21,10 +21,10 @@ mod run;
 mod runs;
 mod summary;
 
+pub use evaluate::{run_and_evaluate, RunRequest};
 pub use explain::{explain_pipeline, ExplainLine};
 pub use keys::{model_key, text_digest, ModelSource, STAGE_VERSION};
 pub use report::{stage_table, RunReport, StageReport};
-pub use evaluate::{run_and_evaluate, RunRequest};
 pub use run::{eval_ppl_cached, run_pipeline, EvalInput, PipelineOutcome};
 pub use runs::{RunDir, RunName, RunsRoot};
 pub use summary::{AllocSummary, CacheRef, LayerPlan, PplPair, RunSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};

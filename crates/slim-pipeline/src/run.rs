@@ -6,14 +6,16 @@ use crate::keys::{text_digest, ModelSource};
 use crate::report::RunReport;
 use crate::summary::{AllocSummary, LayerPlan};
 use crate::{AllocationKind, CalibMode, PipelineConfig, RunOptions, Stage};
-use slim_artifact::Kind;
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
+use slim_artifact::Kind;
 use slim_artifact::{Key, KeyDoc, Store};
-use slim_capture::{calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows};
+use slim_capture::{
+    calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows,
+};
 use slim_checkpoint::{ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
 use slim_recover::Refit;
@@ -170,8 +172,12 @@ pub fn run_pipeline<B: Backend>(
             let d = graph.alloc(&a, imp_key)?;
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve(&dense_cfg, &importance.cos, &a))?;
-            let info =
-                AllocSummary::Cosine { r0: p.level, pruned_layers: a.num_selected, alpha: a.alpha, achieved: p.achieved };
+            let info = AllocSummary::Cosine {
+                r0: p.level,
+                pruned_layers: a.num_selected,
+                alpha: a.alpha,
+                achieved: p.achieved,
+            };
             (p, k, info)
         }
         AllocationKind::Uniform => {
@@ -201,8 +207,11 @@ pub fn run_pipeline<B: Backend>(
             let d = graph.alloc_global(&g, skey)?;
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
-            let info =
-                AllocSummary::FlapGlobal { z_threshold: p.level, touched_layers: p.selected.len(), achieved: p.achieved };
+            let info = AllocSummary::FlapGlobal {
+                z_threshold: p.level,
+                touched_layers: p.selected.len(),
+                achieved: p.achieved,
+            };
             (p, k, info)
         }
     };

@@ -135,7 +135,7 @@ impl RunDir {
             }
         }
         std::fs::create_dir_all(d).with_context(|| format!("creating the run folder {}", d.display()))?;
-        std::fs::write(d.join(MARKER), b"made by slimllm pipeline run\n")
+        slim_fs::write_atomic(&d.join(MARKER), b"made by slimllm pipeline run\n")
             .with_context(|| format!("marking {} as a run folder", d.display()))
     }
 

@@ -27,9 +27,15 @@ fn config(mode: CalibMode) -> PipelineConfig {
 }
 
 fn run(dir: &Path, store: &Store, cfg: &PipelineConfig) -> (RunReport, crate::PipelineOutcome) {
-    let out =
-        run_pipeline::<Cpu>(&ModelSource::open(dir).unwrap(), cfg, store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &RunOptions::default())
-            .unwrap();
+    let out = run_pipeline::<Cpu>(
+        &ModelSource::open(dir).unwrap(),
+        cfg,
+        store,
+        Path::new("/nonexistent"),
+        &burn_flex::FlexDevice,
+        &RunOptions::default(),
+    )
+    .unwrap();
     (out.report.clone(), out)
 }
 
@@ -126,8 +132,15 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
         (Stage::Capture, "capture", 7),
     ] {
         let opts = RunOptions { force: Some(stage), ..RunOptions::default() };
-        let out =
-            run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        let out = run_pipeline::<Cpu>(
+            &ModelSource::open(&mdir).unwrap(),
+            &cfg,
+            &store,
+            Path::new("/nonexistent"),
+            &burn_flex::FlexDevice,
+            &opts,
+        )
+        .unwrap();
         let r = &out.report;
         assert_eq!((r.ran(label), r.reused(label)), (n, 0), "{label}: {}", r.table());
         for other in ["capture", "score", "alloc", "recover"].into_iter().filter(|o| *o != label) {
@@ -141,15 +154,29 @@ fn forcing_a_stage_recomputes_exactly_its_entries_with_identical_results() {
         );
     }
     let opts = RunOptions { force: Some(Stage::Surgery), ..RunOptions::default() };
-    let out =
-        run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+    let out = run_pipeline::<Cpu>(
+        &ModelSource::open(&mdir).unwrap(),
+        &cfg,
+        &store,
+        Path::new("/nonexistent"),
+        &burn_flex::FlexDevice,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     // Forcing a stage on an empty cache simply runs everything.
     for stage in [Stage::Capture, Stage::Surgery] {
         let empty = Store::open(&tmp.path().join(format!("empty-{stage:?}"))).unwrap();
         let opts = RunOptions { force: Some(stage), ..RunOptions::default() };
-        let out =
-            run_pipeline::<Cpu>(&ModelSource::open(&mdir).unwrap(), &cfg, &empty, Path::new("/nonexistent"), &burn_flex::FlexDevice, &opts).unwrap();
+        let out = run_pipeline::<Cpu>(
+            &ModelSource::open(&mdir).unwrap(),
+            &cfg,
+            &empty,
+            Path::new("/nonexistent"),
+            &burn_flex::FlexDevice,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(out.pruned_dir.join("model.safetensors")).unwrap(), want);
     }
 }
@@ -336,9 +363,11 @@ fn explain_walks_the_same_keys_as_the_run_for_every_allocation_and_the_taylor_ca
     for mode in [CalibMode::Sequential, CalibMode::Dense] {
         for allocation in [AllocationKind::Uniform, AllocationKind::FlapGlobal] {
             let cfg = PipelineConfig { allocation, scorer: ScorerKind::Taylor, ..config(mode) };
-            let before = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
+            let before =
+                explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
             run(&mdir, &store, &cfg);
-            let after = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
+            let after =
+                explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/nonexistent")).unwrap();
             let misses: Vec<String> = after.iter().filter(|l| !l.is_hit()).map(|l| l.to_string()).collect();
             assert!(misses.is_empty(), "{mode:?} {allocation:?}: {misses:#?}");
             assert!(after.iter().any(|l| l.stage == "capture-taylor"), "the Taylor capture is listed");

@@ -69,22 +69,31 @@ fn configs() -> Vec<(&'static str, PipelineConfig)> {
     let paper = PipelineConfig::paper(0.2, GqaMode::WholeGroup);
     vec![
         ("paper", paper.clone()),
-        ("per-group, dense calibration", PipelineConfig { gqa: GqaMode::PerGroup, calib_mode: CalibMode::Dense, ..paper.clone() }),
+        (
+            "per-group, dense calibration",
+            PipelineConfig { gqa: GqaMode::PerGroup, calib_mode: CalibMode::Dense, ..paper.clone() },
+        ),
         ("uniform", PipelineConfig { allocation: AllocationKind::Uniform, ..paper.clone() }),
-        ("flap-global, flap scorer, flap-bias", PipelineConfig {
-            allocation: AllocationKind::FlapGlobal,
-            scorer: ScorerKind::Flap,
-            recovery: RecoveryKind::FlapBias,
-            ..paper.clone()
-        }),
-        ("taylor, lstsq, K and alpha set", PipelineConfig {
-            scorer: ScorerKind::Taylor,
-            recovery: RecoveryKind::Lstsq,
-            pruned_layers: Some(20),
-            alpha: Some(5.0),
-            target: 0.5,
-            ..paper.clone()
-        }),
+        (
+            "flap-global, flap scorer, flap-bias",
+            PipelineConfig {
+                allocation: AllocationKind::FlapGlobal,
+                scorer: ScorerKind::Flap,
+                recovery: RecoveryKind::FlapBias,
+                ..paper.clone()
+            },
+        ),
+        (
+            "taylor, lstsq, K and alpha set",
+            PipelineConfig {
+                scorer: ScorerKind::Taylor,
+                recovery: RecoveryKind::Lstsq,
+                pruned_layers: Some(20),
+                alpha: Some(5.0),
+                target: 0.5,
+                ..paper.clone()
+            },
+        ),
     ]
 }
 

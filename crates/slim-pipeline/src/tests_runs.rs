@@ -2,6 +2,7 @@
 //! tokenizer and texts of our own: the summary's JSON is pinned, every entry a run used is
 //! recorded, and the texts' contents (not their names) key the calibration and evaluation.
 
+use crate::fixtures::{worded_model, write_texts};
 use crate::{
     run_and_evaluate, CalibMode, EvalInput, ModelSource, PipelineConfig, RunName, RunOptions, RunRequest, RunSummary,
     RunsRoot,
@@ -9,7 +10,6 @@ use crate::{
 use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
-use crate::fixtures::{worded_model, write_texts};
 use slim_data::EvalText;
 use slim_model::Cpu;
 use std::path::Path;
@@ -106,8 +106,11 @@ fn golden_summary_layout_is_pinned() {
         std::fs::write(&path, &got).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(got, want, "the summary's layout changed: readers (report, cache gc, xtask) must follow; \
-                           SLIMLLM_BLESS=1 rewrites src/golden/summary.json");
+    assert_eq!(
+        got, want,
+        "the summary's layout changed: readers (report, cache gc, xtask) must follow; \
+                           SLIMLLM_BLESS=1 rewrites src/golden/summary.json"
+    );
     // The golden file also reads back as a summary (xtask's view is tested against it too),
     // and so does a summary written before `calib_mode` was renamed from `mode`.
     let _: RunSummary = serde_json::from_str(&want).unwrap();

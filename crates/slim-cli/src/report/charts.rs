@@ -96,9 +96,9 @@ pub(super) fn layers(name: &str, s: &RunSummary, path: &Path) -> Result<bool> {
     let channels = layers.iter().map(|l| (l.layer as f64, l.channels as f64 / cmax));
     let heads = layers.iter().map(|l| (l.layer as f64, l.heads as f64 / hmax));
     c.draw_series(channels.map(|(x, y)| Rectangle::new([(x - 0.4, 0.0), (x, y)], RED.mix(0.6).filled())))
-    .map_err(err)?
-    .label("MLP channels")
-    .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.mix(0.6).filled()));
+        .map_err(err)?
+        .label("MLP channels")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.mix(0.6).filled()));
     c.draw_series(heads.map(|(x, y)| Rectangle::new([(x, 0.0), (x + 0.4, y)], BLUE.mix(0.6).filled())))
         .map_err(err)?
         .label("query heads")

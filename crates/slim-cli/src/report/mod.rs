@@ -115,7 +115,7 @@ fn write_report(inp: &Inputs, out: &Path) -> Result<PathBuf> {
         md += &bench_section(&inp.bench);
     }
     let path = out.join("report.md");
-    slim_checkpoint::weights::write_atomic(&path, md.as_bytes())?;
+    slim_fs::write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
@@ -195,11 +195,8 @@ fn layers_section(run: &str, s: &RunSummary) -> String {
     );
     for l in &s.layers {
         let cos = s.layer_importance.get(l.layer).copied().unwrap_or(f64::NAN);
-        let _ = writeln!(
-            md,
-            "| {} | {cos:.4} | {:.3} | {} | {} | {} |",
-            l.layer, l.ratio, l.heads, l.kv_heads, l.channels
-        );
+        let _ =
+            writeln!(md, "| {} | {cos:.4} | {:.3} | {} | {} | {} |", l.layer, l.ratio, l.heads, l.kv_heads, l.channels);
     }
     md
 }

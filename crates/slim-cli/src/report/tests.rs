@@ -13,8 +13,12 @@ fn real_runs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut dirs = Vec::new();
     for allocation in [AllocationKind::Cosine, AllocationKind::Uniform, AllocationKind::FlapGlobal] {
         let mut cfg = PipelineConfig::paper(0.25, slim_artifact::schema::GqaMode::WholeGroup);
-        cfg.calib =
-            slim_capture::CalibConfig { source: slim_capture::CalibSource::PtbTrain, n_windows: 4, seq_len: 16, seed: 7 };
+        cfg.calib = slim_capture::CalibConfig {
+            source: slim_capture::CalibSource::PtbTrain,
+            n_windows: 4,
+            seq_len: 16,
+            seed: 7,
+        };
         cfg.allocation = allocation;
         cfg.pruned_layers = (allocation == AllocationKind::Cosine).then_some(3);
         let run = slim_pipeline::RunsRoot::under(root).run(&RunName::new(allocation.name()).unwrap());
