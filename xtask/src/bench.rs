@@ -177,7 +177,8 @@ fn bench_pipeline(root: &std::path::Path, target: f64) -> anyhow::Result<()> {
         println!("  {:<10} {:>8.2} s  ran {:>3}  reused {:>3}", s.name, s.seconds, s.ran, s.reused);
     }
     println!(
-        "pipeline {:.0} % (model load excluded): {:.1} s; load {:.1} s; dense forward over 32 x 128 tokens: {:.2} s; ratio {:.2} (goal: at most 5)",
+        "pipeline {:.0} % (model load excluded): {:.1} s; load {:.1} s; dense forward over 32 x 128 tokens: {:.2} s; \
+        ratio {:.2} (goal: at most 5)",
         target * 100.0,
         total - load,
         load,

@@ -134,8 +134,9 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
     let name = a.name.clone().unwrap_or_else(|| format!("{command}-{}", a.calib_mode));
     let out = root.join("data/runs").join(format!("{name}.md"));
     util::write_atomic(&out, table.as_bytes())?;
-    let doc = json!({"kind": "slimllm-grid", "command": command, "calib_mode": a.calib_mode, "gqa": a.gqa, "eval": texts,
-                     "eval_windows": a.eval_windows, "zeroshot_limit": a.zeroshot_limit, "dense": dense, "rows": results});
+    let doc = json!({"kind": "slimllm-grid", "command": command, "calib_mode": a.calib_mode, "gqa": a.gqa,
+                     "eval": texts, "eval_windows": a.eval_windows, "zeroshot_limit": a.zeroshot_limit,
+                     "dense": dense, "rows": results});
     util::write_atomic(&out.with_extension("json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
     println!("written to {} and .json", out.display());
     Ok(())

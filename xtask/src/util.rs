@@ -223,7 +223,10 @@ pub fn unzip_member(archive: &Path, member: &str, dest: &Path) -> anyhow::Result
     } else {
         let mut c = Command::new("python3");
         c.arg("-c")
-            .arg("import shutil, sys, zipfile; shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open(sys.argv[2]), sys.stdout.buffer)")
+            .arg(concat!(
+                "import shutil, sys, zipfile; ",
+                "shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open(sys.argv[2]), sys.stdout.buffer)"
+            ))
             .arg(archive)
             .arg(member);
         c

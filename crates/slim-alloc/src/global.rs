@@ -277,7 +277,8 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
     }
     let Some((stop, expected)) = stop else {
         bail!(
-            "target {p} is unreachable: at most {:.4} of the parameters can be removed with FLAP's global allocation, {:?} pruning",
+            "target {p} is unreachable: at most {:.4} of the parameters can be removed with FLAP's global allocation, \
+            {:?} pruning",
             1.0 - params as f64 / before as f64,
             g.gqa
         );

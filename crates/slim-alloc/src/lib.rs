@@ -214,10 +214,9 @@ pub fn apply_counts(cfg: &ModelConfig, counts: &[PruneCounts], recovery_adds_bia
     let mut out = cfg.clone();
     for (l, (shape, c)) in cfg.layers.iter().zip(counts).enumerate() {
         ensure!(
-            c.heads < shape.num_heads
-                && c.kv_heads < shape.num_kv_heads
-                && c.channels < shape.intermediate_size,
-            "layer {l}: removing {} heads, {} KV heads, {} channels leaves nothing of {} heads, {} KV heads, {} channels",
+            c.heads < shape.num_heads && c.kv_heads < shape.num_kv_heads && c.channels < shape.intermediate_size,
+            "layer {l}: removing {} heads, {} KV heads, {} channels leaves nothing of {} heads, {} KV heads, {} \
+            channels",
             c.heads,
             c.kv_heads,
             c.channels,

@@ -48,7 +48,11 @@ fn key_snapshot() {
     let d = fixed_doc();
     assert_eq!(
         d.canonical_json(),
-        r#"{"cache_format":1,"config":{"layers":[4,5,6],"ratio":0.2,"scorer":{"greedy":true,"kind":"slimllm"},"seq_len":128},"inputs":{"capture":"0123456789abcdef0123456789abcdef"},"stage":"score","stage_version":1}"#
+        concat!(
+            r#"{"cache_format":1,"config":{"layers":[4,5,6],"ratio":0.2,"scorer":{"greedy":true,"kind":"slimllm"},"#,
+            r#""seq_len":128},"inputs":{"capture":"0123456789abcdef0123456789abcdef"},"#,
+            r#""stage":"score","stage_version":1}"#
+        )
     );
     // Changes here mean every cache entry is invalidated: bump CACHE_FORMAT deliberately.
     assert_eq!(d.key().to_hex(), "7942d36dae1d2ccc12e73e7eb9f5fa24");

@@ -112,7 +112,8 @@ pub fn mlp_stats<B: Backend>(layer: usize, u: Tensor<B, 2>, g: Tensor<B, 2>) -> 
 fn ensure_finite<const N: usize>(layer: usize, block: &str, parts: [&Vec<f64>; N]) -> Result<()> {
     ensure!(
         parts.iter().all(|p| p.iter().all(|x| x.is_finite())),
-        "layer {layer}: the {block} activations hold NaN or Inf on the calibration tokens (broken weights or overflow in the layers below); nothing was scored"
+        "layer {layer}: the {block} activations hold NaN or Inf on the calibration tokens (broken weights or overflow \
+        in the layers below); nothing was scored"
     );
     Ok(())
 }

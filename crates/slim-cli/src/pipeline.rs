@@ -176,7 +176,8 @@ impl PipelineArgs {
             // differs most from their input pruned hardest); 0 spreads it evenly over the K.
             ensure!(
                 alpha >= 0.0 && alpha.is_finite(),
-                "--alpha must be a finite temperature of at least 0 (a negative one reverses the allocation), got {alpha}"
+                "--alpha must be a finite temperature of at least 0 (a negative one reverses the allocation), got \
+                {alpha}"
             );
         }
         ensure!(

@@ -13,7 +13,8 @@ fn fixtures(root: &Path) {
     let m = root.join("model");
     slim_checkpoint::save_model_dir(&m, &cfg, &w, &m).unwrap();
     let vocab: serde_json::Map<String, serde_json::Value> = (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
-    let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}, "pre_tokenizer": {"type": "Whitespace"}});
+    let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
+        "pre_tokenizer": {"type": "Whitespace"}});
     std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
     std::fs::write(root.join("bad.gguf"), b"NOTAGGUF\x03\x00\x00\x00").unwrap();
     let arch = root.join("gpt2");
@@ -123,7 +124,8 @@ const CASES: &[(&str, &[&str])] = &[
     ("pipeline run --model {root}/model --eval-windows 0", &["--eval-windows", "at least 1"]),
     ("pipeline run --model {root}/model --run ../escape --no-eval", &["--run", "not a path"]),
     (
-        "pipeline run --model {root}/model --calib-windows 100000000 --calib-source random --no-eval --cache {root}/cache",
+        "pipeline run --model {root}/model --calib-windows 100000000 --calib-source random --no-eval \
+         --cache {root}/cache",
         &["--calib-windows 100000000", "would need", "available"],
     ),
     ("cache gc --cache {root}/cache", &["cache gc", "--runs DIR", "--all"]),

@@ -100,7 +100,11 @@ fn killed_runs_leave_a_cache_that_completes_to_the_uninterrupted_result() {
         assert!(missing.is_empty() && extra.is_empty(), "after kill {i}: differing {missing:?}, extra {extra:?}");
     }
     assert!(landed >= kills, "only {landed} kills landed before the run finished ({kills} rounds)");
-    eprintln!("{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); killed during: {hit:?}", want.len());
+    eprintln!(
+        "{landed} kills landed in {kills} rounds; every rerun reproduced the reference cache ({} files); \
+         killed during: {hit:?}",
+        want.len()
+    );
 }
 
 #[test]

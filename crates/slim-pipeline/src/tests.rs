@@ -15,7 +15,8 @@ use std::path::Path;
 fn tiny_model(dir: &Path) {
     let (cfg, w) = SyntheticSpec::dense("llama", 5, 32, 6, 2, 8, 45, 71, 21).build();
     save_model_dir(dir, &cfg, &w, dir).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap(); // hashed into the model key; never parsed with random calibration
+    // Hashed into the model key; never parsed with random calibration.
+    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
 }
 
 fn config(mode: CalibMode) -> PipelineConfig {

@@ -122,7 +122,8 @@ pub fn lstsq_refit(
 
     let llt = a.llt(Side::Lower).map_err(|e| {
         anyhow::format_err!(
-            "Σ[K,K] + λI is not positive definite ({e:?}): the input covariance is singular on the {nk} kept inputs with λ = {lambda:e}; raise ridge_rel (now {eps:e})"
+            "Σ[K,K] + λI is not positive definite ({e:?}): the input covariance is singular on the {nk} kept inputs \
+            with λ = {lambda:e}; raise ridge_rel (now {eps:e})"
         )
     })?;
     let l = llt.L();
@@ -130,7 +131,8 @@ pub fn lstsq_refit(
     let (lo, hi) = pivots.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     ensure!(
         lo > PIVOT_TOL * hi,
-        "Σ[K,K] + λI is numerically singular (Cholesky pivots {lo:e} to {hi:e}) on the {nk} kept inputs with λ = {lambda:e}; raise ridge_rel (now {eps:e})"
+        "Σ[K,K] + λI is numerically singular (Cholesky pivots {lo:e} to {hi:e}) on the {nk} kept inputs with λ = \
+        {lambda:e}; raise ridge_rel (now {eps:e})"
     );
     let wt = llt.solve(&bt); // |K| × out: W'ᵀ
 

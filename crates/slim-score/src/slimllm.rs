@@ -174,7 +174,8 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     let s = inputs.stats;
     let (d, n) = (s.hidden, s.n_tokens as f64);
     let xn: Vec<f64> = s.u_sq_mean.iter().map(|&q| (n * q).max(0.0).sqrt()).collect(); // [d]
-    let gn: Vec<f64> = (0..m).map(|j| (n * (s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect(); // [m]
+                                                                                       // [m]
+    let gn: Vec<f64> = (0..m).map(|j| (n * (s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect();
 
     let wd = to_mat(inputs.down); // d × m
     let cov_g = Mat::from_fn(m, m, |i, j| s.g_cov[i * m + j]); // m × m
@@ -186,7 +187,8 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     })?;
     let lam: Vec<f64> = (0..d).map(|k| eig.S().column_vector()[k].abs()).collect();
     let mean_lam = lam.iter().sum::<f64>() / d as f64;
-    let weight: Vec<f64> = lam.iter().map(|&l| if mean_lam > 0.0 { sigmoid(l / mean_lam) } else { 0.5 }).collect(); // [d]
+    // [d]
+    let weight: Vec<f64> = lam.iter().map(|&l| if mean_lam > 0.0 { sigmoid(l / mean_lam) } else { 0.5 }).collect();
     let proj = wd.transpose() * eig.U(); // m × d: W_dᵀ V
 
     let mut scores = Vec::with_capacity(m);

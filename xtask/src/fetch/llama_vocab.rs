@@ -5,7 +5,8 @@
 //!
 //! Getting the sdist with pip: `pip download` of an sdist always prepares its metadata, and with build isolation that
 //! means installing the build backend's requirements (scikit-build-core asks for cmake and ninja, which pip may try to
-//! build from source: many minutes). Instead we make a throwaway venv holding `scikit-build-core` and the `cmake` wheel,
+//! build from source: many minutes). Instead we make a throwaway venv holding `scikit-build-core` and the `cmake`
+//! wheel,
 //! and run its pip with `--no-build-isolation`: metadata preparation then takes seconds.
 
 use std::process::Command;

@@ -202,7 +202,10 @@ mod tests {
 
     #[test]
     fn decodes_python_escapes() {
-        let src = "x = 1\npenn['valid'] = \"\"\" a\\/b \\* c\\td\\x41\\101\\u00e9\\\\ \\\"q\\\"\n e\\\nf \"\"\"\n\npenn['test'] = 'x\\'y'  # c\n";
+        let src = concat!(
+            "x = 1\npenn['valid'] = \"\"\" a\\/b \\* c\\td\\x41\\101\\u00e9\\\\ \\\"q\\\"\n e\\\nf \"\"\"\n\n",
+            "penn['test'] = 'x\\'y'  # c\n"
+        );
         assert_eq!(assigned_literal(src, "penn['valid']").unwrap(), " a\\/b \\* c\td\u{41}A\u{e9}\\ \"q\"\n ef ");
         assert_eq!(assigned_literal(src, "penn['test']").unwrap(), "x'y");
         assert!(assigned_literal(src, "penn['train']").is_err());

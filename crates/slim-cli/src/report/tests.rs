@@ -57,7 +57,8 @@ fn the_report_tabulates_real_runs_of_every_allocation_and_draws_the_charts() {
     for s in &summaries {
         let p = &s.ppl["ptb-valid"];
         let row = format!(
-            "| {} | slimllm | affine | whole-group | sequential | {} → {} | {:.3} % | ptb-valid: {:.2} → {:.2} (5 windows) |",
+            "| {} | slimllm | affine | whole-group | sequential | {} → {} | {:.3} % \
+             | ptb-valid: {:.2} → {:.2} (5 windows) |",
             s.run,
             s.params_before,
             s.params_after,
@@ -104,8 +105,9 @@ fn the_report_shows_zero_shot_results_and_generations() {
     let zs = |model: &str, params: u64, avg: f64| {
         serde_json::json!({
             "results": {
-                "boolq": task(0.6, None), "piqa": task(0.7, Some(0.71)), "hellaswag": task(0.4, Some(0.45)), "winogrande": task(0.5, None),
-                "arc_easy": task(0.55, Some(0.5)), "arc_challenge": task(0.25, Some(0.3)), "openbookqa": task(0.2, Some(0.33)),
+                "boolq": task(0.6, None), "piqa": task(0.7, Some(0.71)), "hellaswag": task(0.4, Some(0.45)),
+                "winogrande": task(0.5, None), "arc_easy": task(0.55, Some(0.5)),
+                "arc_challenge": task(0.25, Some(0.3)), "openbookqa": task(0.2, Some(0.33)),
                 "lambada": {"n": 10, "acc": 0.3, "acc_stderr": 0.1, "ppl": 40.5},
             },
             "average": {"value": avg},
@@ -138,7 +140,10 @@ fn the_report_shows_zero_shot_results_and_generations() {
     // The paper's metric per task: acc for BoolQ, acc_norm (starred) for HellaSwag.
     assert!(md.contains("| boolq | piqa | hellaswag* |"), "{md}");
     assert!(
-        md.contains("| smollm2-135m | 134.52 M | 60.00 ± 5.00 | 70.00 ± 5.00 | 45.00 ± 4.00 | 50.00 ± 5.00 | 55.00 ± 5.00 | 30.00 ± 4.00 | 33.00 ± 4.00 | **48.00** | 30.00 | 40.50 | first 10 |"),
+        md.contains(
+            "| smollm2-135m | 134.52 M | 60.00 ± 5.00 | 70.00 ± 5.00 | 45.00 ± 4.00 | 50.00 ± 5.00 | 55.00 ± 5.00 \
+             | 30.00 ± 4.00 | 33.00 ± 4.00 | **48.00** | 30.00 | 40.50 | first 10 |"
+        ),
         "{md}"
     );
     assert!(md.contains("| p20 | 107.00 M |"), "{md}");
@@ -158,17 +163,23 @@ fn a_variant_grid_becomes_one_table_per_target_best_perplexity_first() {
     let tmp = tempfile::tempdir().unwrap();
     let row = |label: &str, t: f64, ppl: f64| {
         serde_json::json!({"target": t, "label": label, "scorer": "flap", "allocation": "cosine", "recovery": "affine",
-        "mode": "dense", "removed_fraction": t, "ppl": {"ptb-valid": ppl, "ptb-test": ppl + 1.0}, "zeroshot_average": 0.41})
+        "mode": "dense", "removed_fraction": t, "ppl": {"ptb-valid": ppl, "ptb-test": ppl + 1.0},
+        "zeroshot_average": 0.41})
     };
-    let grid = serde_json::json!({"kind": "slimllm-grid", "command": "grid", "calib_mode": "dense", "eval": ["ptb-valid", "ptb-test"], "zeroshot_limit": 50,
+    let broken = serde_json::json!({"target": 0.5, "label": "broken", "scorer": "x", "allocation": "y", "recovery": "z",
+        "mode": "dense", "error": "target unreachable\nmore"});
+    let grid = serde_json::json!({"kind": "slimllm-grid", "command": "grid", "calib_mode": "dense",
+        "eval": ["ptb-valid", "ptb-test"], "zeroshot_limit": 50,
         "dense": {"params": 1000, "ppl": {"ptb-valid": 10.0, "ptb-test": 11.0}},
         "rows": [row("worse", 0.2, 30.0), row("better", 0.2, 20.0), row("half", 0.5, 90.0),
-                 {"target": 0.5, "label": "broken", "scorer": "x", "allocation": "y", "recovery": "z", "mode": "dense", "error": "target unreachable\nmore"}]});
+                 broken]});
     let file = tmp.path().join("grid.json");
     std::fs::write(&file, grid.to_string()).unwrap();
     let md =
         std::fs::read_to_string(write_report(&read_inputs(&[file]).unwrap(), &tmp.path().join("r")).unwrap()).unwrap();
-    assert!(md.contains("Perplexity on all windows of each text. Dense model: 1000 parameters, perplexity ptb-valid 10.00, ptb-test 11.00."), "{md}");
+    let line = "Perplexity on all windows of each text. Dense model: 1000 parameters, perplexity ptb-valid 10.00, \
+                ptb-test 11.00.";
+    assert!(md.contains(line), "{md}");
     let (b, w) = (
         md.find("| better | flap | cosine | affine | dense | 20.00 | 20.00 | 21.00 | 41.00 |").expect("better row"),
         md.find("| worse |").unwrap(),
@@ -191,7 +202,12 @@ fn per_task_zeroshot_results_of_one_model_merge_into_one_row_with_the_average() 
         })
     };
     let acc = |a: f64| serde_json::json!({"n": 4, "acc": a, "acc_stderr": 0.1});
-    let norm = |a: f64, n: f64| serde_json::json!({"n": 4, "acc": a, "acc_stderr": 0.1, "acc_norm": n, "acc_norm_stderr": 0.1});
+    let norm = |a: f64, n: f64| {
+        let mut v = acc(a);
+        v["acc_norm"] = n.into();
+        v["acc_norm_stderr"] = 0.1.into();
+        v
+    };
     // The paper's metric: acc for boolq and winogrande, acc_norm for hellaswag, arc_challenge and openbookqa,
     // acc for piqa and arc_easy. Average of 0.5, 0.75, 0.25, 0.5, 0.5, 0.25, 0.25 = 3.0 / 7.
     let files = [
