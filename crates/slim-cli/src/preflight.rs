@@ -387,8 +387,11 @@ mod tests {
         assert!(layer > t * 1000);
         assert_eq!(fp.forward(1, 10_000), 4 * (layer + t * 32));
         // A cached pass adds the cache and the copy of one layer's keys and values made while appending.
-        let cached = fp.kv_cache(1, 60) + 4 * ((10 * 160 + 2 * 10 * 60 + 60 * 16).max(10 * 1000) + 10 * 32);
-        assert_eq!(fp.cached_pass(1, 50, 10, 10), cached);
+        // 10 new tokens after 5000: activations, 2 heads × 10 × 5010 scores and the appended keys and values
+        // (5010 × 2 × 8) exceed the logits of the last position (1000 floats).
+        let layer = 10 * 160 + 2 * 10 * 5010 + 5010 * 16;
+        assert!(layer > 1000);
+        assert_eq!(fp.cached_pass(1, 5000, 10, 1), fp.kv_cache(1, 5010) + 4 * (layer + 10 * 32));
         // The job: the base, and the weights with the freed host copy under the pass (more than the loading here).
         assert_eq!(fp.peak(1 << 20), PROCESS_BASE + fp.resident() + 4 * params + (1 << 20));
         // Absurd sizes saturate instead of wrapping.
