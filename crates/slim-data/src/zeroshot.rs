@@ -10,7 +10,7 @@
 //! | boolq | `{passage}\nQuestion: {question}?\nAnswer:` (the document's `query`) | `" yes"`, `" no"` |
 //! | piqa | `Question: {goal}\nAnswer:` (rebuilt: OLMES's `query` says `Goal:`) | `" {sol_i}"` |
 //! | hellaswag | the preprocessed `query` | `" {ending_i}"` |
-//! | winogrande | the sentence up to `_` with option i filled in | `" {sentence after _, stripped}"` (partial scoring) |
+//! | winogrande | the sentence up to `_` with option i filled in | `" {sentence after _, stripped}"` (partial) |
 //! | arc_easy, arc_challenge | `Question: {q}\nAnswer:` (the `query`) | `" {choice_i}"` |
 //! | openbookqa | the bare question stem (the `query` without its `Question:` / `Answer:` wrapper) | `" {choice_i}"` |
 //! | lambada | the passage without its last word | `" {last word}"` |

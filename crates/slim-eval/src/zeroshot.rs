@@ -5,7 +5,8 @@
 //! log-probabilities after `context ++ continuation`, as lm-eval's `loglikelihood` computes it. The choices of a
 //! document that share their context are scored together: the context runs once into a KV cache, which is copied
 //! for the choices, and the continuations run as right-padded batches of similar lengths (padding at the end cannot
-//! change earlier positions under causal attention). Only the positions whose next token is scored go through the lm_head.
+//! change earlier positions under causal attention). Only the positions whose next token is scored go through the
+//! lm_head.
 //!
 //! Metrics as lm-eval 0.3: acc is the argmax of the log-likelihoods (first maximum on ties), acc_norm the argmax of
 //! the log-likelihood divided by the choice's length in characters (without the leading space), each with the

@@ -8,14 +8,21 @@ fn req(context: &str, continuation: &str) -> Request {
 #[test]
 fn prompts_follow_lm_eval_0_3() {
     let d = Task::Boolq
-        .parse_line(r#"{"doc_id":0,"doc":{"choices":["yes","no"],"gold":1,"idx":0,"query":"Ethanol fuel -- All biomass.\nQuestion: does ethanol take more energy?\nAnswer:"}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":0,"doc":{"choices":["yes","no"],"gold":1,"idx":0,"#,
+            r#""query":"Ethanol fuel -- All biomass.\nQuestion: does ethanol take more energy?\nAnswer:"}}"#,
+        ))
         .unwrap();
     let ctx = "Ethanol fuel -- All biomass.\nQuestion: does ethanol take more energy?\nAnswer:";
     assert_eq!(d.requests, vec![req(ctx, " yes"), req(ctx, " no")]);
     assert_eq!((d.gold, d.doc_id), (1, 0));
 
     let d = Task::Piqa
-        .parse_line(r#"{"doc_id":3,"doc":{"goal":"How to dry?","sol1":"Use a towel.","sol2":"Use a rock.","label":1,"query":"Goal: How to dry?\nAnswer:","choices":["Use a towel.","Use a rock."],"gold":1}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":3,"doc":{"goal":"How to dry?","sol1":"Use a towel.","sol2":"Use a rock.","#,
+            r#""label":1,"query":"Goal: How to dry?\nAnswer:","choices":["Use a towel.","Use a rock."],"#,
+            r#""gold":1}}"#,
+        ))
         .unwrap();
     assert_eq!(
         d.requests,
@@ -27,7 +34,10 @@ fn prompts_follow_lm_eval_0_3() {
     assert_eq!((d.gold, d.doc_id), (1, 3));
 
     let d = Task::Hellaswag
-        .parse_line(r#"{"doc_id":0,"doc":{"choices":["is using wrap.","starts pulling up roofing."],"gold":1,"ind":24,"query":"Roof shingle removal: A man is sitting on a roof. He"}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":0,"doc":{"choices":["is using wrap.","starts pulling up roofing."],"gold":1,"#,
+            r#""ind":24,"query":"Roof shingle removal: A man is sitting on a roof. He"}}"#,
+        ))
         .unwrap();
     assert_eq!(
         d.requests[1],
@@ -36,7 +46,10 @@ fn prompts_follow_lm_eval_0_3() {
     assert_eq!(d.choices[1], "starts pulling up roofing.");
 
     let d = Task::Winogrande
-        .parse_line(r#"{"doc_id":0,"doc":{"answer":"2","index":0,"option1":"Sarah","option2":"Maria","sentence":"Sarah was a better surgeon than Maria so _ always got the easier cases. "}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":0,"doc":{"answer":"2","index":0,"option1":"Sarah","option2":"Maria","#,
+            r#""sentence":"Sarah was a better surgeon than Maria so _ always got the easier cases. "}}"#,
+        ))
         .unwrap();
     assert_eq!(
         d.requests,
@@ -48,12 +61,18 @@ fn prompts_follow_lm_eval_0_3() {
     assert_eq!(d.gold, 1);
 
     let d = Task::ArcEasy
-        .parse_line(r#"{"doc_id":0,"doc":{"choices":["Sunlight.","Land."],"gold":0,"id":"Mercury_417466","query":"Question: Which statement?\nAnswer:"}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":0,"doc":{"choices":["Sunlight.","Land."],"gold":0,"id":"Mercury_417466","#,
+            r#""query":"Question: Which statement?\nAnswer:"}}"#,
+        ))
         .unwrap();
     assert_eq!(d.requests[0], req("Question: Which statement?\nAnswer:", " Sunlight."));
 
     let d = Task::Openbookqa
-        .parse_line(r#"{"doc_id":0,"doc":{"choices":["make calls","quit eating lunch out"],"gold":1,"id":"8-343","query":"Question: The best way to save money is to\nAnswer:"}}"#)
+        .parse_line(concat!(
+            r#"{"doc_id":0,"doc":{"choices":["make calls","quit eating lunch out"],"gold":1,"id":"8-343","#,
+            r#""query":"Question: The best way to save money is to\nAnswer:"}}"#,
+        ))
         .unwrap();
     assert_eq!(d.requests[1], req("The best way to save money is to", " quit eating lunch out"));
 

@@ -1,6 +1,7 @@
 //! Integration tests on the real data sets under the repository's `data/` folder.
 //!
-//! They need `cargo xtask fetch ptb brown zeroshot` (part of `cargo xtask ci`); without the data they fail, naming the command.
+//! They need `cargo xtask fetch ptb brown zeroshot` (part of `cargo xtask ci`); without the data they fail, naming the
+//! command.
 
 use std::{
     fs,
@@ -62,7 +63,9 @@ fn brown_has_every_file_and_genre() {
     let sentences: usize = [&fiction, &nonfiction].iter().map(|s| s.text().lines().count()).sum();
     assert_eq!(sentences, 57_340, "NLTK's Brown corpus has 57,340 sentences");
     let first = nonfiction.text().lines().next().unwrap().to_owned();
-    assert!(first.starts_with("The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary election produced \" no evidence \" that"), "{first}");
+    let opening = "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary election \
+                   produced \" no evidence \" that";
+    assert!(first.starts_with(opening), "{first}");
 
     let joined = need(EvalText::BrownNonfiction.load(&root));
     assert_eq!(joined.split("\n\n").count(), nonfiction.text().lines().count());
