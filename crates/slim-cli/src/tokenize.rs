@@ -43,7 +43,7 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     }
     let s = serde_json::to_string(&ids)?;
     match a.out {
-        Some(p) => std::fs::write(&p, s).with_context(|| format!("writing {}", p.display())),
+        Some(p) => slim_fs::write_atomic(&p, s.as_bytes()).with_context(|| format!("writing {}", p.display())),
         None => {
             println!("{s}");
             Ok(())
