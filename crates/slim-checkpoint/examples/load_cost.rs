@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use slim_checkpoint::layout::Global;
 use slim_checkpoint::weights::first_non_finite;
 use slim_checkpoint::Weights;
 
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(bad == 0, "{bad} tensors with non-finite values");
     }
     let n = w.num_values();
-    let block = &w.get("model.embed_tokens.weight")?.data[..4096];
+    let block = &w.get(Global::Embedding.hf_name())?.data[..4096];
     let mut hot = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

@@ -197,9 +197,8 @@ impl ModelConfig {
             Arch::Qwen2 => true,
             Arch::Llama => m.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
         };
-        if let Some(act) = m.get("hidden_act").and_then(Value::as_str) {
-            ensure!(act == "silu", "unsupported hidden_act `{act}` (only silu)");
-        }
+        // The runtime reads the activation through `layout::Activation::of`; one it lacks is refused here.
+        crate::layout::Activation::from_config_json(&m)?;
         if m.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             bail!("rope_scaling is not supported");
         }
@@ -229,7 +228,8 @@ impl ModelConfig {
             // Pruning only removes: no layer is wider than the dense shape the config declares.
             ensure!(
                 l.num_heads <= num_heads && l.num_kv_heads <= num_kv_heads && l.intermediate_size <= intermediate_size,
-                "layer {i}: {} heads, {} KV heads, {} channels exceed the dense {num_heads}, {num_kv_heads}, {intermediate_size}",
+                "layer {i}: {} heads, {} KV heads, {} channels exceed the dense {num_heads}, {num_kv_heads}, \
+                 {intermediate_size}",
                 l.num_heads,
                 l.num_kv_heads,
                 l.intermediate_size

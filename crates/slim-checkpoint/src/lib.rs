@@ -6,10 +6,13 @@
 //! `config.json` under the key [`config::SLIMLLM_KEY`]; a dense model is the special case
 //! where every layer has the shapes of the HF fields.
 //!
+//! [`layout`] is the one place tensor names (HF and GGUF) and shapes are spelled.
+//!
 //! Stage crates that slice or refit weights (surgery, recovery) use this crate, so they
 //! never depend on burn.
 
 pub mod config;
+pub mod layout;
 pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer_json;

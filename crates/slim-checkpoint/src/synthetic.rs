@@ -2,7 +2,7 @@
 //! per-layer (pruned-like) shapes. Deterministic across platforms.
 
 use crate::config::LayerShape;
-use crate::weights::expected_shapes;
+use crate::layout::{expected_shapes, Global, Param, TensorId};
 use crate::{HostTensor, ModelConfig, Weights};
 use serde_json::json;
 
@@ -54,8 +54,9 @@ impl SyntheticSpec {
     pub fn build(&self) -> (ModelConfig, Weights) {
         let first = &self.layers[0];
         let v = json!({
-            "model_type": self.model_type, "hidden_size": self.hidden_size, "intermediate_size": first.intermediate_size,
-            "num_hidden_layers": self.layers.len(), "num_attention_heads": first.num_heads, "num_key_value_heads": first.num_kv_heads,
+            "model_type": self.model_type, "hidden_size": self.hidden_size,
+            "intermediate_size": first.intermediate_size, "num_hidden_layers": self.layers.len(),
+            "num_attention_heads": first.num_heads, "num_key_value_heads": first.num_kv_heads,
             "head_dim": self.head_dim, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
             "vocab_size": self.vocab_size, "tie_word_embeddings": self.tied, "bos_token_id": 1, "eos_token_id": 2,
         });
@@ -63,17 +64,20 @@ impl SyntheticSpec {
         cfg.layers = self.layers.clone();
         let mut rng = SplitMix(self.seed);
         let mut w = Weights::new();
+        // By HF name, the order the draws have always been taken in.
         for (name, shape) in expected_shapes(&cfg) {
             let n: usize = shape.iter().product();
             let fan_in = *shape.last().unwrap_or(&1) as f32;
-            let data: Vec<f32> = if name.ends_with("norm.weight") {
-                (0..n).map(|_| 1.0 + 0.2 * rng.uniform()).collect()
-            } else if name.ends_with(".bias") {
-                (0..n).map(|_| 0.1 * rng.uniform()).collect()
-            } else if name.contains("embed_tokens") || name.starts_with("lm_head") {
-                (0..n).map(|_| rng.uniform()).collect()
-            } else {
-                (0..n).map(|_| rng.uniform() * (3.0 / fan_in).sqrt()).collect()
+            let id = TensorId::from_hf_name(&name).expect("the layout parses the names it spells");
+            let data: Vec<f32> = match id {
+                TensorId::Norm { .. } | TensorId::Global(Global::FinalNorm) => {
+                    (0..n).map(|_| 1.0 + 0.2 * rng.uniform()).collect()
+                }
+                TensorId::Proj { param: Param::Bias, .. } => (0..n).map(|_| 0.1 * rng.uniform()).collect(),
+                TensorId::Global(Global::Embedding | Global::LmHead) => (0..n).map(|_| rng.uniform()).collect(),
+                TensorId::Proj { param: Param::Weight, .. } => {
+                    (0..n).map(|_| rng.uniform() * (3.0 / fan_in).sqrt()).collect()
+                }
             };
             w.insert(name, HostTensor::new(shape, data).expect("shape matches"));
         }

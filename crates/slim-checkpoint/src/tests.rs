@@ -7,7 +7,8 @@ use serde_json::json;
 fn smol_like() -> serde_json::Value {
     json!({"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 2,
            "num_attention_heads": 9, "num_key_value_heads": 3, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
-           "max_position_embeddings": 8192, "vocab_size": 49152, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2})
+           "max_position_embeddings": 8192, "vocab_size": 49152, "tie_word_embeddings": true, "bos_token_id": 1,
+           "eos_token_id": 2})
 }
 
 #[test]
@@ -59,7 +60,7 @@ fn pruned_shapes_round_trip_through_json_and_disk() {
     assert_eq!(back.layers, cfg.layers);
 
     let mut w = Weights::new();
-    for (name, shape) in crate::weights::expected_shapes(&cfg) {
+    for (name, shape) in crate::layout::expected_shapes(&cfg) {
         let n: usize = shape.iter().product();
         w.insert(name, HostTensor::new(shape, (0..n).map(|i| i as f32 * 0.5).collect()).unwrap());
     }
@@ -103,7 +104,8 @@ fn absurd_sizes_are_errors_naming_the_key() {
     let mut v = smol_like();
     let mut wide = LayerShape::dense(9, 3, 1536);
     wide.intermediate_size = 4000;
-    v[SLIMLLM_KEY] = json!({"format_version": crate::config::SLIMLLM_FORMAT_VERSION, "layers": [LayerShape::dense(9, 3, 1536), wide]});
+    let layers = [LayerShape::dense(9, 3, 1536), wide];
+    v[SLIMLLM_KEY] = json!({"format_version": crate::config::SLIMLLM_FORMAT_VERSION, "layers": layers});
     let e = format!("{:#}", ModelConfig::from_json_str(&v.to_string()).unwrap_err());
     assert!(e.contains("layer 1: 9 heads, 3 KV heads, 4000 channels exceed the dense 9, 3, 1536"), "{e}");
 }

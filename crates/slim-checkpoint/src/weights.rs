@@ -8,6 +8,7 @@
 //! to be finite (NaN or infinity is an error naming the tensor and the file). A symbolic link loop
 //! on the way to a file is reported as such, not as a missing file.
 
+use crate::layout::expected_shapes;
 use crate::{HostTensor, ModelConfig};
 use anyhow::{bail, ensure, format_err, Result};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Named tensors of a model, by HF name (`model.layers.0.self_attn.q_proj.weight`, ...).
+/// Named tensors of a model, by HF name (the names of [`crate::layout`]).
 #[derive(Clone, Debug, Default)]
 pub struct Weights {
     tensors: BTreeMap<String, HostTensor>,
@@ -146,42 +147,6 @@ impl Weights {
         }
         Ok(())
     }
-}
-
-/// Every tensor a model with `cfg` has, with its HF shape.
-pub fn expected_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<usize>> {
-    let (d, dh, v) = (cfg.hidden_size, cfg.head_dim, cfg.vocab_size);
-    let mut m = BTreeMap::new();
-    m.insert("model.embed_tokens.weight".to_string(), vec![v, d]);
-    m.insert("model.norm.weight".to_string(), vec![d]);
-    if !cfg.tie_word_embeddings {
-        m.insert("lm_head.weight".to_string(), vec![v, d]);
-    }
-    for (i, l) in cfg.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let (q, kv, f) = (l.num_heads * dh, l.num_kv_heads * dh, l.intermediate_size);
-        m.insert(format!("{p}.input_layernorm.weight"), vec![d]);
-        m.insert(format!("{p}.post_attention_layernorm.weight"), vec![d]);
-        m.insert(format!("{p}.self_attn.q_proj.weight"), vec![q, d]);
-        m.insert(format!("{p}.self_attn.k_proj.weight"), vec![kv, d]);
-        m.insert(format!("{p}.self_attn.v_proj.weight"), vec![kv, d]);
-        m.insert(format!("{p}.self_attn.o_proj.weight"), vec![d, q]);
-        if cfg.qkv_bias {
-            m.insert(format!("{p}.self_attn.q_proj.bias"), vec![q]);
-            m.insert(format!("{p}.self_attn.k_proj.bias"), vec![kv]);
-            m.insert(format!("{p}.self_attn.v_proj.bias"), vec![kv]);
-        }
-        if l.o_proj_bias {
-            m.insert(format!("{p}.self_attn.o_proj.bias"), vec![d]);
-        }
-        m.insert(format!("{p}.mlp.gate_proj.weight"), vec![f, d]);
-        m.insert(format!("{p}.mlp.up_proj.weight"), vec![f, d]);
-        m.insert(format!("{p}.mlp.down_proj.weight"), vec![d, f]);
-        if l.down_proj_bias {
-            m.insert(format!("{p}.mlp.down_proj.bias"), vec![d]);
-        }
-    }
-    m
 }
 
 /// The safetensors files of a model directory, in shard order.

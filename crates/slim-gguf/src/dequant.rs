@@ -36,7 +36,10 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Resul
         GgmlType::Q8_0 => block_q8_0,
         GgmlType::Q4_K => block_q4_k,
         GgmlType::Q6_K => block_q6_k,
-        t => bail!("cannot dequantize ggml type {t}: unsupported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)"),
+        t => bail!(
+            "cannot dequantize ggml type {t}: unsupported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, \
+             Q6_K)"
+        ),
     };
     let bs = ggml_type.block_size();
     let ts = ggml_type.type_size();

@@ -1,7 +1,8 @@
 //! Converts a GGUF model into an HF-layout directory of f32 weights.
 //!
 //! The rest of the project loads HF directories (config.json, tokenizer.json, model.safetensors);
-//! this is the one place that knows GGUF tensor names, llama.cpp's Q/K row permutation and the
+//! this is the one place that reads GGUF tensors (their names are spelled, both ways, in
+//! `slim_checkpoint::layout`), undoes llama.cpp's Q/K row permutation and decodes the
 //! quantized encodings. Tensors are dequantized and streamed one at a time through `slim_fs`'s
 //! safetensors writer, so memory stays at about one tensor beyond the memory-mapped file.
 //!
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, format_err, Context, Result};
+use slim_checkpoint::layout::{self, Param, Proj, TensorId};
 use slim_fs::{DirInstall, Existing, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 
 use crate::config::{Arch, ModelConfig};
@@ -67,41 +69,20 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path, existing: Existing) -> Result<Im
 
 /// The HF name of a GGUF tensor, or an error for a name this importer does not know.
 pub fn hf_tensor_name(gguf_name: &str, arch: Arch) -> Result<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(n) = fixed {
-        return Ok(n.to_owned());
-    }
+    tensor_id(gguf_name, arch).map(|t| t.hf_name())
+}
+
+/// The tensor a GGUF name names ([`layout::TensorId::from_gguf_name`]), or an error for a name
+/// this importer does not know: of the biases, an `arch` file holds only qwen2's q/k/v ones.
+fn tensor_id(gguf_name: &str, arch: Arch) -> Result<TensorId> {
     let unknown = || format_err!("unknown tensor name `{gguf_name}` for architecture {}", arch.name());
-    let rest = gguf_name.strip_prefix("blk.").ok_or_else(unknown)?;
-    let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
-        return Err(unknown());
+    let id = TensorId::from_gguf_name(gguf_name).ok_or_else(unknown)?;
+    if let TensorId::Proj { proj, param: Param::Bias, .. } = id {
+        if !(arch == Arch::Qwen2 && matches!(proj, Proj::Q | Proj::K | Proj::V)) {
+            return Err(unknown());
+        }
     }
-    let (part, suffix) = rest.split_once('.').ok_or_else(unknown)?;
-    let module = match part {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return Err(unknown()),
-    };
-    let bias_ok = arch == Arch::Qwen2 && matches!(part, "attn_q" | "attn_k" | "attn_v");
-    match suffix {
-        "weight" => {}
-        "bias" if bias_ok => {}
-        _ => return Err(unknown()),
-    }
-    Ok(format!("model.layers.{layer}.{module}.{suffix}"))
+    Ok(id)
 }
 
 /// Undoes llama.cpp's Q/K row permutation in place of a copy, returning HF row order.
@@ -163,29 +144,33 @@ struct Planned {
 }
 
 fn plan_tensors(file: &GgufFile, cfg: &ModelConfig) -> Result<Vec<Planned>> {
+    let hf_cfg = hf_config(cfg)?;
+    let expected = layout::expected_shapes(&hf_cfg);
     let mut plan = Vec::with_capacity(file.tensors().len());
     for t in file.tensors() {
-        let hf_name = hf_tensor_name(&t.name, cfg.arch)?;
+        let id = tensor_id(&t.name, cfg.arch)?;
+        let hf_name = id.hf_name();
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
-        let expected = expected_shape(&hf_name, cfg);
-        if shape != expected {
-            bail!("tensor `{}` has HF shape {shape:?}, expected {expected:?} from the config", t.name);
+        let Some(want) = expected.get(&hf_name) else {
+            bail!("tensor `{}` ({hf_name}) is not part of a model with {} layers", t.name, cfg.n_layers);
+        };
+        if shape != *want {
+            bail!("tensor `{}` has HF shape {shape:?}, expected {want:?} from the config", t.name);
         }
-        let unpermute_heads = match (cfg.arch, t.name.rsplit('.').nth(1)) {
-            (Arch::Llama, Some("attn_q")) => Some(cfg.n_head),
-            (Arch::Llama, Some("attn_k")) => Some(cfg.n_head_kv),
+        let unpermute_heads = match (cfg.arch, id) {
+            (Arch::Llama, TensorId::Proj { proj: Proj::Q, .. }) => Some(cfg.n_head),
+            (Arch::Llama, TensorId::Proj { proj: Proj::K, .. }) => Some(cfg.n_head_kv),
             _ => None,
         };
         plan.push(Planned { gguf_name: t.name.clone(), hf_name, shape, n_elements: t.n_elements, unpermute_heads });
     }
     // Every expected tensor must be there (names are unique, so equal counts mean equal sets).
-    let per_layer = if cfg.arch == Arch::Qwen2 { 12 } else { 9 };
-    let expected = 2 + usize::from(!cfg.tie_word_embeddings) + per_layer * cfg.n_layers;
-    if plan.len() != expected {
+    if plan.len() != expected.len() {
         let names: std::collections::HashSet<&str> = plan.iter().map(|p| p.hf_name.as_str()).collect();
-        let missing = all_expected_names(cfg).into_iter().find(|n| !names.contains(n.as_str()));
+        let missing = layout::tensors(&hf_cfg).into_iter().map(|t| t.hf_name()).find(|n| !names.contains(n.as_str()));
         bail!(
-            "expected {expected} tensors for {} layers, found {}{}",
+            "expected {} tensors for {} layers, found {}{}",
+            expected.len(),
             cfg.n_layers,
             plan.len(),
             missing.map(|m| format!(" (missing `{m}`)")).unwrap_or_default()
@@ -195,51 +180,11 @@ fn plan_tensors(file: &GgufFile, cfg: &ModelConfig) -> Result<Vec<Planned>> {
     Ok(plan)
 }
 
-fn all_expected_names(cfg: &ModelConfig) -> Vec<String> {
-    let mut v = vec!["model.embed_tokens.weight".to_owned(), "model.norm.weight".to_owned()];
-    if !cfg.tie_word_embeddings {
-        v.push("lm_head.weight".to_owned());
-    }
-    for l in 0..cfg.n_layers {
-        for m in [
-            "input_layernorm.weight",
-            "post_attention_layernorm.weight",
-            "self_attn.q_proj.weight",
-            "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight",
-            "mlp.gate_proj.weight",
-            "mlp.up_proj.weight",
-            "mlp.down_proj.weight",
-        ] {
-            v.push(format!("model.layers.{l}.{m}"));
-        }
-        if cfg.arch == Arch::Qwen2 {
-            for m in ["q_proj", "k_proj", "v_proj"] {
-                v.push(format!("model.layers.{l}.self_attn.{m}.bias"));
-            }
-        }
-    }
-    v
-}
-
-fn expected_shape(hf_name: &str, c: &ModelConfig) -> Vec<usize> {
-    let q = c.n_head * c.head_dim;
-    let kv = c.n_head_kv * c.head_dim;
-    let module = hf_name.rsplit('.').nth(1).unwrap_or("");
-    let is_bias = hf_name.ends_with(".bias");
-    match (module, is_bias) {
-        ("embed_tokens", _) | ("lm_head", _) => vec![c.vocab_size, c.hidden],
-        ("norm", _) | ("input_layernorm", _) | ("post_attention_layernorm", _) => vec![c.hidden],
-        ("q_proj", false) => vec![q, c.hidden],
-        ("k_proj", false) | ("v_proj", false) => vec![kv, c.hidden],
-        ("q_proj", true) => vec![q],
-        ("k_proj", true) | ("v_proj", true) => vec![kv],
-        ("o_proj", _) => vec![c.hidden, q],
-        ("gate_proj", _) | ("up_proj", _) => vec![c.ffn, c.hidden],
-        ("down_proj", _) => vec![c.hidden, c.ffn],
-        _ => unreachable!("hf_tensor_name only produces the names above, got `{hf_name}`"),
-    }
+/// The config the import writes, as the rest of the project reads it: the shapes of
+/// [`layout::expected_shapes`] come from it.
+fn hf_config(cfg: &ModelConfig) -> Result<slim_checkpoint::ModelConfig> {
+    slim_checkpoint::ModelConfig::from_json_str(&cfg.to_config_json().to_string())
+        .context("the config.json made from the GGUF metadata")
 }
 
 /// Streams the planned tensors, dequantized (and Q/K unpermuted), into `dir/model.safetensors`.

@@ -283,6 +283,16 @@ fn tensor_names() {
         assert!(e.contains("unknown tensor name"), "{bad}: {e}");
     }
     assert!(hf_tensor_name("blk.0.attn_output.bias", Arch::Qwen2).is_err());
+    // Every tensor of a llama (tied) and a qwen2 (untied, q/k/v biases) model: the importer maps
+    // the layout's GGUF name to the layout's HF name.
+    for (model_type, arch) in [("llama", Arch::Llama), ("qwen2", Arch::Qwen2)] {
+        let (cfg, _) = slim_checkpoint::synthetic::SyntheticSpec::dense(model_type, 2, 8, 2, 1, 4, 6, 11, 7).build();
+        let tensors = slim_checkpoint::layout::tensors(&cfg);
+        assert_eq!(tensors.len(), if arch == Arch::Qwen2 { 3 + 2 * 12 } else { 2 + 2 * 9 });
+        for t in tensors {
+            assert_eq!(ok(&t.gguf_name(), arch), t.hf_name());
+        }
+    }
 }
 
 /// A minimal vocab-only tokenizer GGUF with the given model/pre and three tokens.

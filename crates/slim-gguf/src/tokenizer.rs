@@ -172,7 +172,11 @@ fn build(gguf: &GgufFile) -> Result<Value> {
 
 /// The normalizer and pre-tokenizer for a `tokenizer.ggml.pre` value.
 fn pre_tokenizer(pre: &str) -> Result<(Value, Value)> {
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let byte_level = |use_regex: bool| {
+        json!({
+            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex,
+        })
+    };
     Ok(match pre {
         "gpt-2" | "default" => (Value::Null, byte_level(true)),
         "smollm" => (

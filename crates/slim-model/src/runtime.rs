@@ -5,6 +5,7 @@ use crate::rope::RopeTables;
 use crate::taps::{LayerTaps, TapSet};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use slim_checkpoint::layout::{Activation, Global, LayerNorm, NormKind, Proj};
 use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 use std::path::Path;
 
@@ -78,20 +79,16 @@ struct Layer<B: Backend> {
 impl<B: Backend> Layer<B> {
     fn load(cfg: &ModelConfig, i: usize, w: &Weights, device: &B::Device) -> Result<Self> {
         let shape = &cfg.layers[i];
-        let p = format!("model.layers.{i}");
         let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
+        let qkv = [Proj::Q, Proj::K, Proj::V].map(|p| p.module(i));
+        let gate_up = [Proj::Gate, Proj::Up].map(|p| p.module(i));
         Ok(Layer {
-            input_norm: host_to_tensor(w.get(&format!("{p}.input_layernorm.weight"))?, device)?,
-            post_norm: host_to_tensor(w.get(&format!("{p}.post_attention_layernorm.weight"))?, device)?,
-            qkv: Linear::stacked(
-                w,
-                &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")).each_ref().map(String::as_str),
-                cfg.qkv_bias,
-                device,
-            )?,
-            o: Linear::load(w, &format!("{p}.self_attn.o_proj"), shape.o_proj_bias, device)?,
-            gate_up: Linear::stacked(w, &[&format!("{p}.mlp.gate_proj"), &format!("{p}.mlp.up_proj")], false, device)?,
-            down: Linear::load(w, &format!("{p}.mlp.down_proj"), shape.down_proj_bias, device)?,
+            input_norm: host_to_tensor(w.get(&LayerNorm::Input.weight(i))?, device)?,
+            post_norm: host_to_tensor(w.get(&LayerNorm::PostAttention.weight(i))?, device)?,
+            qkv: Linear::stacked(w, &qkv.each_ref().map(String::as_str), Proj::Q.has_bias(cfg, i), device)?,
+            o: Linear::load(w, &Proj::O.module(i), Proj::O.has_bias(cfg, i), device)?,
+            gate_up: Linear::stacked(w, &gate_up.each_ref().map(String::as_str), Proj::Gate.has_bias(cfg, i), device)?,
+            down: Linear::load(w, &Proj::Down.module(i), Proj::Down.has_bias(cfg, i), device)?,
             kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
             shape: shape.clone(),
         })
@@ -105,6 +102,10 @@ pub struct Llama<B: Backend> {
     layers: Vec<Layer<B>>,
     norm: Tensor<B, 1>,
     lm_head: Linear<B>,
+    /// The norm of every layer and of the output, from the config (`layout::NormKind::of`).
+    norm_kind: NormKind,
+    /// The MLP's activation, from the config's `hidden_act` (`layout::Activation::of`).
+    activation: Activation,
     device: B::Device,
 }
 
@@ -137,12 +138,13 @@ impl<B: Backend> Llama<B> {
     pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
         w.check_against(&cfg)?;
         let layers = (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device)).collect::<Result<Vec<_>>>()?;
-        let embed = host_to_tensor(w.get("model.embed_tokens.weight")?, device)?;
-        let head_name = if cfg.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
+        let embed = host_to_tensor(w.get(Global::Embedding.hf_name())?, device)?;
         Ok(Self {
             embed,
-            lm_head: Linear::load(w, head_name, false, device)?,
-            norm: host_to_tensor(w.get("model.norm.weight")?, device)?,
+            lm_head: Linear::load(w, Global::output(&cfg).module(), false, device)?,
+            norm: host_to_tensor(w.get(Global::FinalNorm.hf_name())?, device)?,
+            norm_kind: NormKind::of(&cfg),
+            activation: Activation::of(&cfg)?,
             layers,
             cfg,
             device: device.clone(),
@@ -199,11 +201,11 @@ impl<B: Backend> Llama<B> {
     /// x: `[batch, len, d]` → `[batch, len, vocab]`
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let h = kernels::rms_norm(x.reshape([b * t, d]), &self.norm, self.cfg.rms_norm_eps);
+        let h = self.apply_norm(x.reshape([b * t, d]), &self.norm);
         self.lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
     }
 
-    /// Replaces layer `l` by the one `w` holds under `model.layers.{l}.*` with `shape`
+    /// Replaces layer `l` by the one `w` holds (the layer-`l` names of `layout`) with `shape`
     /// (used by the sequential pruning pass after each layer's surgery).
     pub fn replace_layer(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {
         ensure!(l < self.layers.len(), "layer {l} out of range ({} layers)", self.layers.len());
@@ -261,7 +263,7 @@ impl<B: Backend> Llama<B> {
         let [b, t, d] = x.dims();
         let dh = self.cfg.head_dim;
         let x2 = x.reshape([b * t, d]); // [N, d]
-        let a = kernels::rms_norm(x2.clone(), &layer.input_norm, self.cfg.rms_norm_eps);
+        let a = self.apply_norm(x2.clone(), &layer.input_norm);
         if taps.attn_in {
             out.attn_in = Some(a.clone());
         }
@@ -332,11 +334,11 @@ impl<B: Backend> Llama<B> {
         let layer = &self.layers[l];
         let [b, t, d] = h.dims();
         let h = h.reshape([b * t, d]);
-        let u = kernels::rms_norm(h.clone(), &layer.post_norm, self.cfg.rms_norm_eps);
+        let u = self.apply_norm(h.clone(), &layer.post_norm);
         if taps.mlp_in {
             out.mlp_in = Some(u.clone());
         }
-        let g = kernels::silu_mul(layer.gate_up.forward(u));
+        let g = self.apply_activation(layer.gate_up.forward(u));
         if taps.mlp_act {
             out.mlp_act = Some(g.clone());
         }
@@ -345,6 +347,26 @@ impl<B: Backend> Llama<B> {
             out.mlp_out = Some(y.clone());
         }
         (h + y).reshape([b, t, d])
+    }
+
+    /// The config's norm with weight `w`.
+    ///
+    /// # Shapes
+    /// x: `[n, d]`, w: `[d]` → `[n, d]`
+    fn apply_norm(&self, x: Tensor<B, 2>, w: &Tensor<B, 1>) -> Tensor<B, 2> {
+        match self.norm_kind {
+            NormKind::RmsNorm { eps } => kernels::rms_norm(x, w, eps),
+        }
+    }
+
+    /// The config's MLP activation, from the fused gate/up projection.
+    ///
+    /// # Shapes
+    /// gate_up: `[n, 2f]` (gate columns, then up columns) → `[n, f]`
+    fn apply_activation(&self, gate_up: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self.activation {
+            Activation::SiluGlu => kernels::silu_mul(gate_up),
+        }
     }
 }
 

@@ -273,14 +273,24 @@ fn chat_template_renders_like_hf() {
     // SmolLM2's template, as its tokenizer_config.json carries it; the expected string is
     // what transformers' apply_chat_template(..., add_generation_prompt=True) returns.
     let dir = tempfile::tempdir().unwrap();
-    let template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    let template = concat!(
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}",
+        "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, ",
+        "trained by Hugging Face<|im_end|>\\n' }}",
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}",
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    );
     std::fs::write(
         dir.path().join("tokenizer_config.json"),
         serde_json::json!({"chat_template": template, "bos_token": "<|im_start|>"}).to_string(),
     )
     .unwrap();
     let got = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap();
-    assert_eq!(got, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+    let want = concat!(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n",
+        "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
+    );
+    assert_eq!(got, want);
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
     let err = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap_err().to_string();
     assert!(err.contains("no chat_template"), "{err}");

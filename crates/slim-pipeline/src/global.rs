@@ -17,7 +17,7 @@ use slim_alloc::{effective_mode, LayerScores};
 use slim_artifact::schema::{AttnStats, MlpStats, TaylorStats};
 use slim_artifact::{Key, Store};
 use slim_capture::{capture_attn, capture_mlp};
-use slim_checkpoint::{ModelConfig, Weights};
+use slim_checkpoint::{layout::Proj, ModelConfig, Weights};
 use slim_model::{Llama, TapSet};
 use slim_score::{ChannelInputs, HeadInputs};
 
@@ -57,8 +57,7 @@ pub(crate) fn global_scores<B: Backend>(
         let mut out = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             let shape = &d.cfg.layers[l];
-            let p = format!("model.layers.{l}");
-            let o_proj = w.get(&format!("{p}.self_attn.o_proj.weight"))?;
+            let o_proj = w.get(&Proj::O.weight(l))?;
             let ca = graph.capture_attn_dense(l, d.calib)?;
             let (astats, _) = cached(store, &mut inner, force, "capture", &ca, || -> Result<AttnStats> {
                 let (m, xi) = input(&mut model, &mut x, l, d, w)?;
@@ -82,9 +81,9 @@ pub(crate) fn global_scores<B: Backend>(
             };
             let channels = ChannelInputs {
                 stats: &mstats,
-                gate: w.get(&format!("{p}.mlp.gate_proj.weight"))?,
-                up: w.get(&format!("{p}.mlp.up_proj.weight"))?,
-                down: w.get(&format!("{p}.mlp.down_proj.weight"))?,
+                gate: w.get(&Proj::Gate.weight(l))?,
+                up: w.get(&Proj::Up.weight(l))?,
+                down: w.get(&Proj::Down.weight(l))?,
                 taylor,
             };
             let mode = effective_mode(shape, graph.cfg.gqa);

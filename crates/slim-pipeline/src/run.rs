@@ -16,7 +16,7 @@ use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{
     calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows,
 };
-use slim_checkpoint::{ModelConfig, Weights};
+use slim_checkpoint::{layout::Proj, ModelConfig, Weights};
 use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
 use slim_recover::Refit;
 use slim_score::{ChannelInputs, HeadInputs};
@@ -289,12 +289,12 @@ pub fn run_pipeline<B: Backend>(
                 device,
                 &load_s,
             )?;
-            capture_attn(m, l, xi, w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?)
+            capture_attn(m, l, xi, w_now.get(&Proj::O.weight(l))?)
         })?;
         let shape = cur_cfg.layers[l].clone();
         let sa_doc = graph.score_attn(counts, ca_key, taylor_key)?;
         let (heads, sa_key) = cached(store, &mut report, force, "score", &sa_doc, || {
-            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
+            let o = w_now.get(&Proj::O.weight(l))?;
             let inputs = HeadInputs {
                 stats: &astats,
                 o_proj: o,
@@ -307,7 +307,7 @@ pub fn run_pipeline<B: Backend>(
         })?;
         let ra_doc = graph.recover_attn(ca_key, sa_key)?;
         let (attn_refit, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Refit> {
-            let o = w_now.get(&format!("model.layers.{l}.self_attn.o_proj.weight"))?;
+            let o = w_now.get(&Proj::O.weight(l))?;
             slim_recover::refit_attention(cfg.recovery, &astats, o, &heads.kept, &cfg.lstsq)
         })?;
         let t = Instant::now();
@@ -361,27 +361,20 @@ pub fn run_pipeline<B: Backend>(
             }
             Ok(stats)
         })?;
-        let p = format!("model.layers.{l}.mlp");
         let sm_doc = graph.score_mlp(counts, cm_key, taylor_key)?;
         let (channels, sm_key) = cached(store, &mut report, force, "score", &sm_doc, || {
             let inputs = ChannelInputs {
                 stats: &mstats,
-                gate: w_now.get(&format!("{p}.gate_proj.weight"))?,
-                up: w_now.get(&format!("{p}.up_proj.weight"))?,
-                down: w_now.get(&format!("{p}.down_proj.weight"))?,
+                gate: w_now.get(&Proj::Gate.weight(l))?,
+                up: w_now.get(&Proj::Up.weight(l))?,
+                down: w_now.get(&Proj::Down.weight(l))?,
                 taylor: taylor.as_ref().map(|t| &t.0.layers[l]),
             };
             Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
         })?;
         let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
         let (mlp_refit, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Refit> {
-            slim_recover::refit_mlp(
-                cfg.recovery,
-                &mstats,
-                w_now.get(&format!("{p}.down_proj.weight"))?,
-                &channels,
-                &cfg.lstsq,
-            )
+            slim_recover::refit_mlp(cfg.recovery, &mstats, w_now.get(&Proj::Down.weight(l))?, &channels, &cfg.lstsq)
         })?;
         let t = Instant::now();
         match mlp_refit {

@@ -5,6 +5,7 @@
 
 use anyhow::{ensure, Context, Result};
 use slim_artifact::schema::Affine;
+use slim_checkpoint::layout::Proj;
 use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 
 /// Keeps query heads `heads` (sorted) and KV heads `kv_heads` (sorted) of layer `l`, then
@@ -35,18 +36,17 @@ pub fn prune_attention(
     let dh = cfg.head_dim;
     let rows = |hs: &[usize]| -> Vec<usize> { hs.iter().flat_map(|&h| h * dh..(h + 1) * dh).collect() };
     let (q_rows, kv_rows) = (rows(heads), rows(kv_heads));
-    let p = format!("model.layers.{l}.self_attn");
-    for (name, idx) in [("q_proj", &q_rows), ("k_proj", &kv_rows), ("v_proj", &kv_rows)] {
-        let t = w.take(&format!("{p}.{name}.weight"))?.select_rows(idx)?;
-        w.insert(format!("{p}.{name}.weight"), t);
-        if cfg.qkv_bias {
-            let b = w.take(&format!("{p}.{name}.bias"))?.select_1d(idx)?;
-            w.insert(format!("{p}.{name}.bias"), b);
+    for (proj, idx) in [(Proj::Q, &q_rows), (Proj::K, &kv_rows), (Proj::V, &kv_rows)] {
+        let t = w.take(&proj.weight(l))?.select_rows(idx)?;
+        w.insert(proj.weight(l), t);
+        if proj.has_bias(cfg, l) {
+            let b = w.take(&proj.bias(l))?.select_1d(idx)?;
+            w.insert(proj.bias(l), b);
         }
     }
-    let o = w.take(&format!("{p}.o_proj.weight"))?.select_cols(&q_rows)?;
+    let o = w.take(&Proj::O.weight(l))?.select_cols(&q_rows)?;
     let had_bias = old.o_proj_bias;
-    let bias = fold_affine(w, &format!("{p}.o_proj"), o, had_bias, affine)?;
+    let bias = fold_affine(w, Proj::O, l, o, had_bias, affine)?;
     let shape =
         LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias: bias, ..old };
     cfg.layers[l] = shape.clone();
@@ -71,7 +71,7 @@ pub fn prune_attention_columns(
         "layer {l}: refitted o_proj has shape {:?}, expected [{d}, {cols}]",
         o_proj.shape
     );
-    install_columns(cfg, w, &format!("model.layers.{l}.self_attn.o_proj"), o_proj, bias, |cfg, w| {
+    install_columns(cfg, w, Proj::O, l, o_proj, bias, |cfg, w| {
         Ok(prune_attention(cfg, w, l, heads, kv_heads, None)?.o_proj_bias)
     })?;
     cfg.layers[l].o_proj_bias = true;
@@ -89,13 +89,12 @@ pub fn prune_mlp(
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
     ensure!(!channels.is_empty(), "layer {l}: surgery would remove every MLP channel");
     ensure!(channels.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept channels must be sorted and unique");
-    let p = format!("model.layers.{l}.mlp");
-    for name in ["gate_proj", "up_proj"] {
-        let t = w.take(&format!("{p}.{name}.weight"))?.select_rows(channels)?;
-        w.insert(format!("{p}.{name}.weight"), t);
+    for proj in [Proj::Gate, Proj::Up] {
+        let t = w.take(&proj.weight(l))?.select_rows(channels)?;
+        w.insert(proj.weight(l), t);
     }
-    let down = w.take(&format!("{p}.down_proj.weight"))?.select_cols(channels)?;
-    let bias = fold_affine(w, &format!("{p}.down_proj"), down, old.down_proj_bias, affine)?;
+    let down = w.take(&Proj::Down.weight(l))?.select_cols(channels)?;
+    let bias = fold_affine(w, Proj::Down, l, down, old.down_proj_bias, affine)?;
     let shape = LayerShape { intermediate_size: channels.len(), down_proj_bias: bias, ..old };
     cfg.layers[l] = shape.clone();
     Ok(shape)
@@ -119,7 +118,7 @@ pub fn prune_mlp_columns(
         down.shape,
         channels.len()
     );
-    install_columns(cfg, w, &format!("model.layers.{l}.mlp.down_proj"), down, bias, |cfg, w| {
+    install_columns(cfg, w, Proj::Down, l, down, bias, |cfg, w| {
         Ok(prune_mlp(cfg, w, l, channels, None)?.down_proj_bias)
     })?;
     cfg.layers[l].down_proj_bias = true;
@@ -128,35 +127,38 @@ pub fn prune_mlp_columns(
 
 /// Checks a refitted output projection (`weight` already shaped `[d, kept]`) and its bias,
 /// runs `prune` (the slicing surgery, which leaves the projection's bias as it was and
-/// returns whether it has one), then stores `weight` under `prefix` and `bias + old_bias`
-/// as its bias.
+/// returns whether it has one), then stores `weight` as `proj`'s weight in layer `l` and
+/// `bias + old_bias` as its bias.
 fn install_columns(
     cfg: &mut ModelConfig,
     w: &mut Weights,
-    prefix: &str,
+    proj: Proj,
+    l: usize,
     weight: HostTensor,
     bias: &[f64],
     prune: impl FnOnce(&mut ModelConfig, &mut Weights) -> Result<bool>,
 ) -> Result<()> {
     let d = cfg.hidden_size;
+    let prefix = proj.module(l);
     ensure!(bias.len() == d, "{prefix}: refitted bias has {} entries for {d} outputs", bias.len());
     ensure!(
         weight.data.iter().all(|v| v.is_finite()) && bias.iter().all(|v| v.is_finite()),
         "{prefix}: refitted weight or bias is not finite"
     );
     let had_bias = prune(cfg, w)?;
-    w.insert(format!("{prefix}.weight"), weight);
-    let old = if had_bias { Some(w.take(&format!("{prefix}.bias"))?) } else { None };
+    w.insert(proj.weight(l), weight);
+    let old = if had_bias { Some(w.take(&proj.bias(l))?) } else { None };
     let b: Vec<f32> = (0..d).map(|k| bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
-    w.insert(format!("{prefix}.bias"), HostTensor::new(vec![d], b)?);
+    w.insert(proj.bias(l), HostTensor::new(vec![d], b)?);
     Ok(())
 }
 
-/// Stores `weight` (already column-sliced) under `prefix`, scaled row-wise by the affine
-/// scale, with bias `b + old_bias`. Returns whether the projection now has a bias.
+/// Stores `weight` (already column-sliced) as `proj`'s weight in layer `l`, scaled row-wise by
+/// the affine scale, with bias `b + old_bias`. Returns whether the projection now has a bias.
 fn fold_affine(
     w: &mut Weights,
-    prefix: &str,
+    proj: Proj,
+    l: usize,
     mut weight: HostTensor,
     had_bias: bool,
     affine: Option<&Affine>,
@@ -164,9 +166,10 @@ fn fold_affine(
     let d = weight.shape[0];
     let cols = weight.shape[1];
     let Some(a) = affine else {
-        w.insert(format!("{prefix}.weight"), weight);
+        w.insert(proj.weight(l), weight);
         return Ok(had_bias);
     };
+    let prefix = proj.module(l);
     ensure!(
         a.scale.len() == d && a.bias.len() == d,
         "{prefix}: affine correction has {} / {} entries for {d} outputs",
@@ -178,11 +181,11 @@ fn fold_affine(
         let s = a.scale[k] as f32;
         row.iter_mut().for_each(|x| *x *= s);
     }
-    let old = if had_bias { Some(w.take(&format!("{prefix}.bias"))?) } else { None };
+    let old = if had_bias { Some(w.take(&proj.bias(l))?) } else { None };
     // The fit is on the projection's input contributions; an existing bias rides on top.
     let bias: Vec<f32> = (0..d).map(|k| a.bias[k] as f32 + old.as_ref().map_or(0.0, |o| o.data[k])).collect();
-    w.insert(format!("{prefix}.weight"), weight);
-    w.insert(format!("{prefix}.bias"), HostTensor::new(vec![d], bias)?);
+    w.insert(proj.weight(l), weight);
+    w.insert(proj.bias(l), HostTensor::new(vec![d], bias)?);
     Ok(true)
 }
 
