@@ -42,6 +42,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => {
+            // Kept channels (`score-mlp`), and kept query and KV heads (`score-attn`, a struct of
+            // two lists, which bincode encodes as the pair).
+            let _ = decode::<Vec<usize>>(bytes);
+            let _ = decode::<(Vec<usize>, Vec<usize>)>(bytes);
         }
         7 => {
             if let Ok(s) = decode::<TaylorStats>(bytes) {

@@ -1,5 +1,7 @@
-//! `cargo xtask ci`: fetch what the tests need (`fetch ci`), `cargo test --workspace --release`, then a short
-//! run of every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
+//! `cargo xtask ci`: the gates, cheapest first: `cargo fmt --check` (workspace and fuzz/), `cargo clippy
+//! --workspace --all-targets -- -D warnings`, then fetch what the tests need (`fetch ci`), `cargo test
+//! --workspace --release` (which runs the tidy rules of `xtask/src/tidy.rs`, e.g. no line over 120
+//! characters), then a short run of every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
 //!
 //! A cold run writes about 4.5 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
 //! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB), so the free
@@ -20,6 +22,20 @@ pub struct Args {}
 /// Runs `cargo xtask ci`.
 pub fn run(_args: &Args) -> anyhow::Result<()> {
     let ctx = Ctx { root: util::repo_root(), force: false };
+    // Cheapest first: formatting, then lints, then the fetch and the tests.
+    util::run(Command::new(util::cargo()).args(["fmt", "--all", "--", "--check"]), &ctx.root)?;
+    util::run(
+        Command::new(util::cargo()).args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]),
+        &ctx.root,
+    )?;
+    log_free_space(&ctx.root, "clippy");
+    // --release: the lint pass shares build scripts and proc macros with the test build below.
+    util::run(
+        Command::new(util::cargo())
+            .args(["clippy", "--workspace", "--all-targets", "--release"])
+            .args(["--", "-D", "warnings"]),
+        &ctx.root,
+    )?;
     log_free_space(&ctx.root, "fetch");
     fetch::fetch(&ctx, &[Target::Ci])?;
     log_free_space(&ctx.root, "tests");

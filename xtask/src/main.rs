@@ -2,7 +2,8 @@
 //!
 //! Run as `cargo xtask <command>` through the alias in `.cargo/config.toml`, which builds into `target/xtask`
 //! so that xtask never churns the main target directory.
-//! One module per command; the real work of the project happens in the `slimllm` binary, which xtask calls through `$CARGO`.
+//! One module per command; the real work of the project happens in the `slimllm` binary, which xtask calls through
+//! `$CARGO`.
 
 mod bench;
 mod ci;
@@ -12,6 +13,7 @@ mod fuzz;
 mod grid_rows;
 mod pipeline;
 mod summary;
+mod tidy;
 mod util;
 
 use clap::{Parser, Subcommand};
