@@ -13,6 +13,7 @@ mod fuzz;
 mod grid_rows;
 mod pipeline;
 mod summary;
+#[cfg(test)]
 mod tidy;
 mod util;
 
