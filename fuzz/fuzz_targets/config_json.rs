@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
             slim_checkpoint::ModelConfig::from_json_str(&cfg.to_json().to_string()).expect("a loaded config reloads");
         assert_eq!(again.layers, cfg.layers);
         assert_eq!(again.num_params(), cfg.num_params());
-        let _ = slim_checkpoint::weights::expected_shapes(&cfg);
+        let _ = slim_checkpoint::layout::expected_shapes(&cfg);
     }
 });
