@@ -5,6 +5,7 @@
 mod bench;
 mod cache;
 mod eval;
+mod export;
 mod generate;
 mod import;
 mod pipeline;
@@ -77,6 +78,8 @@ enum Command {
     /// Import a GGUF file into an HF-layout directory (config.json, tokenizer.json,
     /// model.safetensors in f32).
     Import(import::ImportArgs),
+    /// Export a model directory (dense or pruned) as a GGUF file that stock llama.cpp runs.
+    Export(export::ExportArgs),
     /// Evaluate a model directory.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Eval(c) => eval::run(c, &g),
         Command::Generate(a) => generate::run(a, &g),
         Command::Tokenize(a) => tokenize::run(a),

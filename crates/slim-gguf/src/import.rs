@@ -45,6 +45,9 @@ pub struct ImportSummary {
 pub fn import_gguf(gguf: &Path, out_dir: &Path, existing: Existing) -> Result<ImportSummary> {
     let install = DirInstall::begin(out_dir, existing)?;
     let file = GgufFile::open(gguf)?;
+    if file.get_str("general.architecture").ok() == Some("deci") {
+        return crate::import_deci::import_deci(&file, install);
+    }
     let cfg = ModelConfig::from_gguf(&file)?;
     let tokenizer = build_tokenizer_json(&file)?;
     let tokenizer_config = build_tokenizer_config_json(&file)

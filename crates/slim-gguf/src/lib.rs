@@ -8,25 +8,35 @@
 //! - [`dequantize`]: ggml block formats to f32, bit-exact with ggml.
 //! - [`build_config_json`], [`build_tokenizer_json`]: the HF files made from the GGUF metadata.
 //! - [`import_gguf`]: all of the above into a directory, built beside it and renamed into place.
+//! - [`export_gguf`]: the way back, for dense and pruned models (llama.cpp's `deci` architecture for
+//!   per-layer shapes), in F32, F16, BF16 or Q8_0, through [`GgufWriter`] and [`encode`].
 
 #![deny(missing_docs)]
 
 mod config;
 mod dequant;
+mod encode;
+mod export;
+mod export_tokenizer;
 mod import;
+mod import_deci;
 mod reader;
 mod tokenizer;
 mod types;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{build_config_json, Arch, ModelConfig};
 pub use dequant::dequantize;
+pub use encode::{encode, export_type, EXPORT_TYPES};
+pub use export::{export_gguf, ExportSummary, SLIMLLM_CONFIG_KEY};
 pub use import::{hf_tensor_name, import_gguf, permute_qk, unpermute_qk, ImportSummary};
 pub use reader::{GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN};
 pub use tokenizer::{build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX};
 pub use types::GgmlType;
+pub use writer::{GgufWriter, TensorPlan, ALIGNMENT};
 
 /// What [`import_gguf`] does with an output folder that already holds something, and the error type
 /// that says so (`slim_fs::Error::Occupied`), re-exported so that callers need not depend on slim-fs.
