@@ -2,8 +2,13 @@
 //!
 //! Dense models are described by the standard HF fields alone.
 //! A pruned model keeps those fields (with the dense values, for reference) and adds
-//! [`SLIMLLM_KEY`], an object `{"format_version": 1, "layers": [LayerShape, ...]}` with
-//! one entry per decoder layer; when present it is authoritative for every layer.
+//! [`SLIMLLM_KEY`], an object `{"format_version": 2, "base_model_type": "llama", "layers":
+//! [LayerShape, ...]}` with one entry per decoder layer; when present it is authoritative for
+//! every layer. Since format 2 a pruned model's `model_type` is [`SLIMLLM_MODEL_TYPE`], with
+//! `architectures` and `auto_map` naming the modeling code that `save_model_dir` writes beside it
+//! (`configuration_slimllm.py`, `modeling_slimllm.py`), so that transformers loads it with
+//! `trust_remote_code=True` and, without it, refuses with its own message rather than a size
+//! mismatch. Format 1 (`model_type` llama or qwen2 with the same per-layer list) is still read.
 
 use anyhow::{bail, ensure, format_err, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -12,8 +17,19 @@ use std::path::Path;
 
 /// Key in `config.json` under which per-layer shapes are stored.
 pub const SLIMLLM_KEY: &str = "slimllm";
-/// Version of the object stored under [`SLIMLLM_KEY`].
-pub const SLIMLLM_FORMAT_VERSION: u64 = 1;
+/// Version of the object stored under [`SLIMLLM_KEY`]: 2 added `base_model_type` and the
+/// `slimllm` model type; 1 is still read.
+pub const SLIMLLM_FORMAT_VERSION: u64 = 2;
+/// `model_type` of a pruned model's `config.json` (format 2), whose base is `slimllm.base_model_type`.
+pub const SLIMLLM_MODEL_TYPE: &str = "slimllm";
+/// The transformers class of a pruned model, in `modeling_slimllm.py`.
+pub const SLIMLLM_ARCHITECTURE: &str = "SlimLlmForCausalLM";
+/// The transformers code of a pruned model by file name: the modules `auto_map` names, which
+/// `save_model_dir` writes beside the weights of every model whose config has [`SLIMLLM_KEY`].
+pub const SLIMLLM_CODE_FILES: [(&str, &str); 2] = [
+    ("configuration_slimllm.py", include_str!("../python/configuration_slimllm.py")),
+    ("modeling_slimllm.py", include_str!("../python/modeling_slimllm.py")),
+];
 
 /// Supported architectures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +39,33 @@ pub enum Arch {
     Llama,
     /// Qwen2: q/k/v biases, usually untied lm_head.
     Qwen2,
+}
+
+impl Arch {
+    /// The architecture an HF `model_type` names (`llama`, `qwen2`).
+    pub fn from_model_type(model_type: &str) -> Result<Arch> {
+        match model_type {
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => bail!("unsupported model_type `{other}` (supported: llama, qwen2, {SLIMLLM_MODEL_TYPE})"),
+        }
+    }
+
+    /// The HF `model_type` of a dense model of this architecture.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// The transformers class of a dense model of this architecture.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
 }
 
 /// Shapes of one decoder layer.
@@ -164,10 +207,28 @@ impl ModelConfig {
         let Value::Object(m) = value else { bail!("config.json is not a JSON object") };
         let model_type =
             m.get("model_type").and_then(Value::as_str).ok_or_else(|| format_err!("missing key `model_type`"))?;
-        let arch = match model_type {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => bail!("unsupported model_type `{other}` (supported: llama, qwen2)"),
+        let slim = m.get(SLIMLLM_KEY);
+        let base_model_type = match slim.and_then(|v| v.get("base_model_type")) {
+            None => None,
+            Some(v) => {
+                Some(v.as_str().ok_or_else(|| format_err!("`{SLIMLLM_KEY}.base_model_type` is not a string: {v}"))?)
+            }
+        };
+        let arch = match (model_type, base_model_type) {
+            (SLIMLLM_MODEL_TYPE, None) => {
+                bail!("model_type `{SLIMLLM_MODEL_TYPE}` needs `{SLIMLLM_KEY}.base_model_type` (llama or qwen2)")
+            }
+            (SLIMLLM_MODEL_TYPE, Some(base)) => Arch::from_model_type(base)
+                .with_context(|| format!("`{SLIMLLM_KEY}.base_model_type` of a `{SLIMLLM_MODEL_TYPE}` model"))?,
+            (own, base) => {
+                let arch = Arch::from_model_type(own)?;
+                ensure!(
+                    base.is_none_or(|b| b == own),
+                    "model_type is `{own}` but `{SLIMLLM_KEY}.base_model_type` is `{}`",
+                    base.unwrap_or_default()
+                );
+                arch
+            }
         };
         let hidden_size = get_usize(&m, "hidden_size")?;
         let num_layers = get_usize(&m, "num_hidden_layers")?;
@@ -202,7 +263,7 @@ impl ModelConfig {
         if m.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             bail!("rope_scaling is not supported");
         }
-        let layers = match m.get(SLIMLLM_KEY) {
+        let layers = match slim {
             None => vec![LayerShape::dense(num_heads, num_kv_heads, intermediate_size); num_layers],
             Some(v) => {
                 let version = v
@@ -210,8 +271,8 @@ impl ModelConfig {
                     .and_then(Value::as_u64)
                     .ok_or_else(|| format_err!("`{SLIMLLM_KEY}.format_version` missing"))?;
                 ensure!(
-                    version == SLIMLLM_FORMAT_VERSION,
-                    "`{SLIMLLM_KEY}.format_version` is {version}; this build reads {SLIMLLM_FORMAT_VERSION}"
+                    (1..=SLIMLLM_FORMAT_VERSION).contains(&version),
+                    "`{SLIMLLM_KEY}.format_version` is {version}; this build reads 1 to {SLIMLLM_FORMAT_VERSION}"
                 );
                 let layers: Vec<LayerShape> = serde_json::from_value(v.get("layers").cloned().unwrap_or(Value::Null))
                     .with_context(|| format!("`{SLIMLLM_KEY}.layers`"))?;
@@ -265,14 +326,43 @@ impl ModelConfig {
         Some(LayerShape::dense(heads, kv, ffn))
     }
 
-    /// The JSON to write: the original fields, with [`SLIMLLM_KEY`] set from `layers`
-    /// unless every layer has the shape the HF fields describe.
+    /// Whether some layer differs from the dense shape the HF fields describe, so that
+    /// [`ModelConfig::to_json`] writes [`SLIMLLM_KEY`] and the model needs the SlimLLM modeling code.
+    pub fn is_pruned(&self) -> bool {
+        let dense = self.hf_dense_layer();
+        self.layers.iter().any(|l| Some(l) != dense.as_ref())
+    }
+
+    /// The JSON to write: the original fields, with [`SLIMLLM_KEY`] set from `layers` unless
+    /// every layer has the shape the HF fields describe ([`ModelConfig::is_pruned`]). A pruned
+    /// model gets `model_type` [`SLIMLLM_MODEL_TYPE`], `architectures` [`SLIMLLM_ARCHITECTURE`] and
+    /// the `auto_map` of the files `save_model_dir` writes beside it; a dense one keeps its fields
+    /// (or gets back its base type and class, if it was read as a `slimllm` model).
     pub fn to_json(&self) -> Value {
         let mut m = self.raw.clone();
         m.remove(SLIMLLM_KEY);
-        let dense = self.hf_dense_layer();
-        if self.layers.iter().any(|l| Some(l) != dense.as_ref()) {
-            m.insert(SLIMLLM_KEY.into(), json!({"format_version": SLIMLLM_FORMAT_VERSION, "layers": self.layers}));
+        if self.is_pruned() {
+            m.insert("model_type".into(), json!(SLIMLLM_MODEL_TYPE));
+            m.insert("architectures".into(), json!([SLIMLLM_ARCHITECTURE]));
+            m.insert(
+                "auto_map".into(),
+                json!({
+                    "AutoConfig": "configuration_slimllm.SlimLlmConfig",
+                    "AutoModelForCausalLM": "modeling_slimllm.SlimLlmForCausalLM",
+                }),
+            );
+            m.insert(
+                SLIMLLM_KEY.into(),
+                json!({
+                    "format_version": SLIMLLM_FORMAT_VERSION,
+                    "base_model_type": self.arch.model_type(),
+                    "layers": self.layers,
+                }),
+            );
+        } else if m.get("model_type").and_then(Value::as_str) == Some(SLIMLLM_MODEL_TYPE) {
+            m.insert("model_type".into(), json!(self.arch.model_type()));
+            m.insert("architectures".into(), json!([self.arch.architecture()]));
+            m.remove("auto_map");
         }
         m.insert("num_hidden_layers".into(), json!(self.layers.len()));
         m.insert("head_dim".into(), json!(self.head_dim));

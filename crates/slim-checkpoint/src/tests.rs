@@ -73,6 +73,97 @@ fn pruned_shapes_round_trip_through_json_and_disk() {
     let a = w.get("model.layers.1.mlp.down_proj.bias").unwrap();
     assert_eq!(w2.get("model.layers.1.mlp.down_proj.bias").unwrap(), a);
     assert_eq!(cfg2.num_params(), w2.num_values());
+    for (name, text) in crate::config::SLIMLLM_CODE_FILES {
+        assert_eq!(std::fs::read_to_string(dir.path().join(name)).unwrap(), text, "{name}");
+    }
+}
+
+/// A pruned config names the SlimLLM transformers classes (format 2), keeps its base type, and
+/// reads back; a dense one stays a plain llama config without the code files.
+#[test]
+fn pruned_config_names_the_slimllm_classes_and_dense_stays_plain() {
+    let mut v = smol_like();
+    v["architectures"] = json!(["LlamaForCausalLM"]);
+    let mut cfg = ModelConfig::from_json_str(&v.to_string()).unwrap();
+    assert!(!cfg.is_pruned());
+    let dense = cfg.to_json();
+    assert_eq!(dense["model_type"], "llama");
+    assert_eq!(dense["architectures"], json!(["LlamaForCausalLM"]));
+    assert!(dense.get("auto_map").is_none() && dense.get(SLIMLLM_KEY).is_none());
+
+    cfg.layers[1] = LayerShape {
+        num_heads: 5,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 0, 0, 1],
+        intermediate_size: 1000,
+        o_proj_bias: true,
+        down_proj_bias: false,
+    };
+    assert!(cfg.is_pruned());
+    let j = cfg.to_json();
+    assert_eq!(j["model_type"], "slimllm");
+    assert_eq!(j["architectures"], json!(["SlimLlmForCausalLM"]));
+    assert_eq!(j["auto_map"]["AutoConfig"], "configuration_slimllm.SlimLlmConfig");
+    assert_eq!(j["auto_map"]["AutoModelForCausalLM"], "modeling_slimllm.SlimLlmForCausalLM");
+    assert_eq!(j[SLIMLLM_KEY]["format_version"], 2);
+    assert_eq!(j[SLIMLLM_KEY]["base_model_type"], "llama");
+    // The HF fields keep the dense values.
+    assert_eq!((j["num_attention_heads"].as_u64(), j["intermediate_size"].as_u64()), (Some(9), Some(1536)));
+    let back = ModelConfig::from_json_str(&j.to_string()).unwrap();
+    assert_eq!((back.arch, &back.layers), (crate::Arch::Llama, &cfg.layers));
+    assert_eq!(back.to_json(), j);
+
+    // Made dense again (every layer back to the HF shape), it is a plain llama config again.
+    let mut again = back.clone();
+    again.layers[1] = again.layers[0].clone();
+    let d = again.to_json();
+    assert_eq!((&d["model_type"], &d["architectures"]), (&json!("llama"), &json!(["LlamaForCausalLM"])));
+    assert!(d.get("auto_map").is_none() && d.get(SLIMLLM_KEY).is_none());
+
+    // A qwen2 base survives the round trip.
+    let mut q = v.clone();
+    q["model_type"] = json!("qwen2");
+    let mut qc = ModelConfig::from_json_str(&q.to_string()).unwrap();
+    qc.layers[0].intermediate_size = 7;
+    let qj = qc.to_json();
+    assert_eq!((&qj["model_type"], &qj[SLIMLLM_KEY]["base_model_type"]), (&json!("slimllm"), &json!("qwen2")));
+    let qb = ModelConfig::from_json_str(&qj.to_string()).unwrap();
+    assert!(qb.qkv_bias && qb.arch == crate::Arch::Qwen2);
+
+    // A dense model writes no code files.
+    let (dir, _, _) = saved_model();
+    for (name, _) in crate::config::SLIMLLM_CODE_FILES {
+        assert!(!dir.path().join(name).exists(), "{name}");
+    }
+}
+
+/// Format 1 files (model_type llama or qwen2 with the per-layer list) are read as before;
+/// a `slimllm` model without its base type, or with a base it contradicts, is an error.
+#[test]
+fn format_1_is_read_and_base_type_errors_are_named() {
+    let mut v = smol_like();
+    let mut pruned = LayerShape::dense(9, 3, 1536);
+    pruned.intermediate_size = 100;
+    let layers = [LayerShape::dense(9, 3, 1536), pruned];
+    v[SLIMLLM_KEY] = json!({"format_version": 1, "layers": layers});
+    let cfg = ModelConfig::from_json_str(&v.to_string()).unwrap();
+    assert_eq!((cfg.arch, cfg.layers[1].intermediate_size), (crate::Arch::Llama, 100));
+    // Written again, it is format 2.
+    assert_eq!(cfg.to_json()[SLIMLLM_KEY]["format_version"], 2);
+
+    let mut v2 = v.clone();
+    v2["model_type"] = json!("slimllm");
+    let e = format!("{:#}", ModelConfig::from_json_str(&v2.to_string()).unwrap_err());
+    assert!(e.contains("needs `slimllm.base_model_type`"), "{e}");
+    v2[SLIMLLM_KEY]["base_model_type"] = json!("gpt2");
+    let e = format!("{:#}", ModelConfig::from_json_str(&v2.to_string()).unwrap_err());
+    assert!(e.contains("base_model_type") && e.contains("gpt2"), "{e}");
+    v2[SLIMLLM_KEY]["base_model_type"] = json!("slimllm");
+    assert!(ModelConfig::from_json_str(&v2.to_string()).is_err());
+    let mut v3 = v.clone();
+    v3[SLIMLLM_KEY]["base_model_type"] = json!("qwen2");
+    let e = format!("{:#}", ModelConfig::from_json_str(&v3.to_string()).unwrap_err());
+    assert!(e.contains("model_type is `llama` but `slimllm.base_model_type` is `qwen2`"), "{e}");
 }
 
 #[test]

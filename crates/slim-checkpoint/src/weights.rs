@@ -179,10 +179,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display())
 }
 
-/// Writes a complete model directory: `config.json`, `model.safetensors` (f32) and the
-/// tokenizer files copied from `side_files_from`. Every file is written under a temporary
-/// name and renamed into place (`slim_fs`), weights before config; the weights are streamed
-/// one tensor at a time.
+/// Writes a complete model directory: `config.json`, `model.safetensors` (f32), the
+/// tokenizer files copied from `side_files_from` and, for a pruned model, the transformers code
+/// its `config.json` names ([`crate::config::SLIMLLM_CODE_FILES`]). Every file is written under a
+/// temporary name and renamed into place (`slim_fs`), weights before config; the weights are
+/// streamed one tensor at a time.
 pub fn save_model_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, side_files_from: &Path) -> Result<()> {
     weights.check_against(cfg).map_err(|e| e.context("refusing to save weights that do not match the config"))?;
     std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
@@ -198,6 +199,11 @@ pub fn save_model_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, side_fil
         if side_files_from != dir && is_file(&src)? {
             let bytes = std::fs::read(&src).map_err(|e| io_error("reading", &src, e))?;
             slim_fs::write_atomic(&dir.join(name), &bytes)?;
+        }
+    }
+    if cfg.is_pruned() {
+        for (name, text) in crate::config::SLIMLLM_CODE_FILES {
+            slim_fs::write_atomic(&dir.join(name), text.as_bytes())?;
         }
     }
     let cfg_text = serde_json::to_string_pretty(&cfg.to_json())?;

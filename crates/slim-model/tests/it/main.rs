@@ -1,0 +1,3 @@
+//! Integration tests of slim-model: the runtime against other implementations of the same model.
+
+mod transformers;
