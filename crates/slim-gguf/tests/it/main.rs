@@ -5,6 +5,7 @@
 //! naming the `cargo xtask fetch` command, when they are missing.
 
 mod dequant;
+mod export;
 mod smollm2;
 mod vocab;
 
