@@ -16,6 +16,12 @@ use slim_score::HeadPrune;
 /// its key, cannot be decoded as 2).
 const ATTN_STATS_FORMAT: u32 = 2;
 
+/// Format of the `surgery` entries' model folder: 2 writes a pruned model's config.json with
+/// `model_type` `slimllm` (format 2 of its `slimllm` object) and the transformers code beside the
+/// weights (`slim_checkpoint::config::SLIMLLM_CODE_FILES`); format 1, with no `format` in its key,
+/// wrote `model_type` llama or qwen2, which transformers cannot load. The weights are the same.
+const SURGERY_FORMAT: u32 = 2;
+
 /// Key documents of one pipeline configuration on one model.
 pub(crate) struct Graph<'a> {
     pub cfg: &'a PipelineConfig,
@@ -200,7 +206,7 @@ impl Graph<'_> {
     pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {
         doc(
             "surgery",
-            &json!({"layers": n_layers}),
+            &json!({"layers": n_layers, "format": SURGERY_FORMAT}),
             &[("model", self.model), ("decisions", decisions), ("alloc", alloc)],
         )
     }
