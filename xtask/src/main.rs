@@ -11,6 +11,7 @@ mod compare;
 mod fetch;
 mod fuzz;
 mod grid_rows;
+mod llamacpp;
 mod pipeline;
 mod summary;
 #[cfg(test)]
@@ -40,6 +41,9 @@ enum Command {
     Ci(ci::Args),
     /// Run the libFuzzer harnesses of fuzz/ (installs cargo-fuzz when missing).
     Fuzz(fuzz::Args),
+    /// Stock llama.cpp, built from a registry package (`build`), and the checks of `slimllm export`
+    /// in it (`check`).
+    Llamacpp(llamacpp::Args),
 }
 
 fn main() {
@@ -50,6 +54,7 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Ci(args) => ci::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Llamacpp(args) => llamacpp::run_cmd(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");
