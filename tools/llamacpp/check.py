@@ -84,6 +84,8 @@ def llamacpp_generate(gguf, n, threads):
         gen = []
         for _ in range(n):
             nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            if nxt == llm.token_eos():  # `slimllm generate` stops at EOS without printing it
+                break
             gen.append(nxt)
             llm.eval([nxt])
         outs.append(gen)
@@ -151,6 +153,7 @@ def main():
                 a = slimllm_generate(model, args.gen_tokens)
                 b = llamacpp_generate(gguf, args.gen_tokens, args.threads)
                 r["greedy_same"] = [x == y for x, y in zip(a, b)]
+                r["greedy_tokens"] = [len(x) for x in a]
                 r["greedy_ok"] = all(r["greedy_same"])
             if args.bench and ty in ("f16", "q8_0"):
                 r["llama_bench"] = llama_bench(gguf, args.threads)

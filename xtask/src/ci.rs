@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the gates, cheapest first: `cargo fmt --check` (workspace and fuzz/), `cargo clippy
 //! --workspace --all-targets -- -D warnings`, then fetch what the tests need (`fetch ci`), `cargo test
 //! --workspace --release` (which runs the tidy rules of `xtask/src/tidy.rs`, e.g. no line over 120
-//! characters), then a short run of every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
+//! characters), then the llama.cpp checks of `slimllm export` (tools/llamacpp/ci-check.sh: llama.cpp built
+//! from its registry package, exports of seeded pruned models and SmolLM2 run in it), then a short run of
+//! every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
 //!
 //! A cold run writes about 4.5 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
 //! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB), so the free
@@ -40,6 +42,10 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
     fetch::fetch(&ctx, &[Target::Ci])?;
     log_free_space(&ctx.root, "tests");
     util::run(Command::new(util::cargo()).args(["test", "--workspace", "--release"]), &ctx.root)?;
+    log_free_space(&ctx.root, "llama.cpp");
+    // The real engine as a judge of `slimllm export`: stock llama.cpp built from its registry package
+    // (about 20 minutes on 2 cores, cold), then the exports of seeded pruned models and SmolLM2 in it.
+    util::run(Command::new("bash").arg("tools/llamacpp/ci-check.sh"), &ctx.root)?;
     log_free_space(&ctx.root, "fuzzing");
     crate::fuzz::run(&crate::fuzz::Args { targets: Vec::new(), runs: -1, seconds: Some(20) })
 }

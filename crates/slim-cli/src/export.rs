@@ -51,5 +51,5 @@ pub fn run(a: ExportArgs) -> Result<()> {
 /// The command that runs the file in llama.cpp (its `llama-completion` tool; `llama-cli` and
 /// `llama-server` take the same `-m`).
 pub fn llama_cpp_command(gguf: &std::path::Path) -> String {
-    format!("llama-completion -m {} -p \"The capital of France is\" -n 32 --temp 0", gguf.display())
+    format!("llama-completion -m {} -p \"The capital of France is\" -n 32 --temp 0 -no-cnv", gguf.display())
 }

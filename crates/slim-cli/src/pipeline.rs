@@ -149,6 +149,10 @@ pub struct RunArgs {
     /// Also write `data/runs/<run>/report/report.md` (tables and charts) at the end.
     #[arg(long)]
     report: bool,
+    /// Also export the pruned model as `data/runs/<run>/model-<TYPE>.gguf` for llama.cpp (f32, f16,
+    /// bf16, q8_0; q8_0 needs `--align 32`), or `none`.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8_0", "none"])]
+    gguf: String,
 }
 
 impl PipelineArgs {
@@ -335,6 +339,19 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     if a.report {
         let path = crate::report::write_for_runs(&[run.path().to_path_buf()], &run.report_dir())?;
         tracing::info!("report written to {}", path.display());
+    }
+    if a.gguf != "none" {
+        let ty = slim_gguf::export_type(&a.gguf)?;
+        let out = run.gguf_path(&a.gguf);
+        let s =
+            slim_gguf::export_gguf(&run.model_dir(), &out, ty, true).with_context(|| format!("--gguf {}", a.gguf))?;
+        tracing::info!(
+            "exported the pruned model for llama.cpp: {} ({} GGUF, {:.1} MB)",
+            out.display(),
+            s.architecture,
+            s.bytes as f64 / 1e6
+        );
+        eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

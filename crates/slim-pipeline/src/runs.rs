@@ -107,6 +107,12 @@ impl RunDir {
         self.dir.join("model")
     }
 
+    /// The run's GGUF export of the pruned model, with 2-D weights of type `ty` (`f16`, `q8_0`, …):
+    /// `model-<ty>.gguf` beside the model directory.
+    pub fn gguf_path(&self, ty: &str) -> PathBuf {
+        self.dir.join(format!("model-{ty}.gguf"))
+    }
+
     /// The folder `--report` writes into.
     pub fn report_dir(&self) -> PathBuf {
         self.dir.join("report")
