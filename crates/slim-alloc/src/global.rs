@@ -37,6 +37,10 @@
 //!   decreasing), the first `k` with `P_k ≤ (1 − target)·params` or `k − 1` when strictly
 //!   closer (never `k = 0`, as [`crate::solve`]); an error names the maximum fraction when
 //!   no `P_k` reaches the goal.
+//! - **Alignment** (`align > 1`, [`crate::align`]): `P_k` counts every layer's first `k`
+//!   removals with its kept sizes rounded ([`crate::align::LayerSteps`]), which is
+//!   non-increasing in `k` (flat where no rounded size changes), and the stop's counts
+//!   are rounded the same way; a layer whose rounded counts remove nothing stays untouched.
 //!
 //! Within a layer the removed units are those with the lowest scores (ties: lower index),
 //! per group in per-group mode, so a surgery that removes a layer's lowest-scored units
@@ -52,7 +56,8 @@
 //! - FLAP keeps units with `z > threshold`, so ties at the threshold all go; here the stop
 //!   is a position in the tie-broken order.
 
-use crate::{apply_counts, effective_mode, Allocation, PruneCounts};
+use crate::align::LayerSteps;
+use crate::{align_counts, apply_counts, effective_mode, Allocation, PruneCounts};
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
@@ -79,12 +84,16 @@ pub struct GlobalConfig {
     pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
+    /// Kept sizes are aligned to multiples of this ([`crate::align`]); 1 = none, and then
+    /// absent from the JSON (and the cache key).
+    #[serde(default = "crate::align::unaligned", skip_serializing_if = "crate::align::is_unaligned")]
+    pub align: usize,
 }
 
 impl GlobalConfig {
-    /// FLAP's setting: its bias compensation adds o_proj and down_proj biases.
+    /// FLAP's setting: its bias compensation adds o_proj and down_proj biases; no alignment.
     pub fn flap(target: f64, mode: GqaMode) -> Self {
-        Self { target, gqa: mode, recovery_adds_bias: true }
+        Self { target, gqa: mode, recovery_adds_bias: true, align: 1 }
     }
 }
 
@@ -145,12 +154,21 @@ pub fn global_ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) 
     Ok(ranking(cfg, scores, mode)?.0)
 }
 
-/// The ranking and each layer's recovery-bias cost.
-fn ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<(Vec<GlobalUnit>, Vec<u64>)> {
+/// What one layer's removals cost: parameters per attention unit and per channel, and the
+/// recovery biases its first removal adds.
+#[derive(Clone, Copy, Debug)]
+struct LayerCost {
+    attn: u64,
+    channel: u64,
+    bias: u64,
+}
+
+/// The ranking and each layer's costs.
+fn ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<(Vec<GlobalUnit>, Vec<LayerCost>)> {
     ensure!(scores.len() == cfg.num_layers(), "{} layer scores for {} layers", scores.len(), cfg.num_layers());
     let mut probe = cfg.clone();
     let mut units = Vec::new();
-    let mut bias = Vec::with_capacity(scores.len());
+    let mut costs = Vec::with_capacity(scores.len());
     for (l, (shape, sc)) in cfg.layers.iter().zip(scores).enumerate() {
         let (hq, kv, m) = (shape.num_heads, shape.num_kv_heads, shape.intermediate_size);
         ensure!(kv > 0 && hq.is_multiple_of(kv), "layer {l}: {hq} query heads do not split into {kv} KV groups");
@@ -191,7 +209,7 @@ fn ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<(
         let chan_cost = full - layer_params(&mut probe, less);
         let mut biased = shape.clone();
         (biased.o_proj_bias, biased.down_proj_bias) = (true, true);
-        bias.push(layer_params(&mut probe, biased) - full);
+        costs.push(LayerCost { attn: attn_cost, channel: chan_cost, bias: layer_params(&mut probe, biased) - full });
 
         let attn_z: Vec<f64> = match eff {
             GqaMode::WholeGroup => zh,
@@ -222,7 +240,7 @@ fn ranking(cfg: &ModelConfig, scores: &[LayerScores], mode: GqaMode) -> Result<(
     units.sort_by(|a, b| {
         cmp_z(a.z, b.z).then(a.layer.cmp(&b.layer)).then(a.kind.cmp(&b.kind)).then(a.index.cmp(&b.index))
     });
-    Ok((units, bias))
+    Ok((units, costs))
 }
 
 /// Orders finite scores, −0 equal to +0.
@@ -250,10 +268,15 @@ fn layer_params(probe: &mut ModelConfig, shape: LayerShape) -> u64 {
 pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig) -> Result<Allocation> {
     let p = g.target;
     ensure!(p.is_finite() && p > 0.0 && p < 1.0, "target {p} must lie strictly between 0 and 1");
-    let (units, bias) = ranking(cfg, scores, g.gqa)?;
+    crate::check_align(cfg, g.align, g.gqa)?;
+    let (units, costs) = ranking(cfg, scores, g.gqa)?;
     let before = cfg.num_params();
     let goal = (1.0 - p) * before as f64;
-    let mut touched = vec![false; cfg.num_layers()];
+    let steps: Vec<LayerSteps> = cfg.layers.iter().map(|s| LayerSteps::new(s, cfg.head_dim, g.align, g.gqa)).collect();
+    // Units removed so far per layer, before alignment, and the parameters each layer's
+    // aligned removal saves (net of its recovery biases).
+    let mut removed = vec![(0usize, 0usize); cfg.num_layers()];
+    let mut saved = vec![0i128; cfg.num_layers()];
     let mut params = before;
     let mut prev: Option<(usize, u64)> = None;
     let mut stop = None;
@@ -261,11 +284,19 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
         if u.protected {
             continue;
         }
-        if g.recovery_adds_bias && !touched[u.layer] {
-            params += bias[u.layer];
+        let l = u.layer;
+        match u.kind {
+            UnitKind::Attention => removed[l].0 += 1,
+            UnitKind::Channel => removed[l].1 += 1,
         }
-        touched[u.layer] = true;
-        params -= u.cost;
+        let (a, c) = (steps[l].units_removed(removed[l].0), steps[l].channels_removed(removed[l].1));
+        let cost = &costs[l];
+        let mut now = (a as u64 * cost.attn + c as u64 * cost.channel) as i128;
+        if g.recovery_adds_bias && a + c > 0 {
+            now -= cost.bias as i128;
+        }
+        params = u64::try_from(params as i128 + saved[l] - now).expect("parameters stay non-negative");
+        saved[l] = now;
         if params as f64 <= goal {
             stop = Some(match prev {
                 Some((pp, pparams)) if pparams as f64 - goal < goal - params as f64 => (pp, pparams),
@@ -278,9 +309,10 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
     let Some((stop, expected)) = stop else {
         bail!(
             "target {p} is unreachable: at most {:.4} of the parameters can be removed with FLAP's global allocation, \
-            {:?} pruning",
+            {:?} pruning{}",
             1.0 - params as f64 / before as f64,
-            g.gqa
+            g.gqa,
+            crate::align::describe(g.align)
         );
     };
 
@@ -310,6 +342,9 @@ pub fn solve_global(cfg: &ModelConfig, scores: &[LayerScores], g: &GlobalConfig)
     for c in counts.iter_mut().filter(|c| c.gqa.is_none()) {
         // A layer whose only attention unit is protected, and nothing else went.
         c.heads_clipped = false;
+    }
+    for (c, shape) in counts.iter_mut().zip(&cfg.layers) {
+        *c = align_counts(shape, cfg.head_dim, c, g.align);
     }
     let after = apply_counts(cfg, &counts, g.recovery_adds_bias)?.num_params();
     ensure!(

@@ -5,7 +5,8 @@
 //!
 //! The reference code's rule: the `K` layers with the highest `cos` (most redundant) get
 //! `r_l = r0·K·softmax(α·cos)_l`, the others 0; heads and channels of a layer use the same
-//! `r_l`, and counts are `round(r·units)` with Python's half-to-even rounding.
+//! `r_l`, and counts are `round(r·units)` with Python's half-to-even rounding (then aligned,
+//! when an alignment is asked for, by [`align::align_counts`]).
 //!
 //! Clipping (not in the reference code, which can remove every head): `r_l` is clipped to
 //! at most `(m−1)/m`, so at least one channel remains, and the head count to at most
@@ -21,7 +22,12 @@
 //! ratio on every layer of a fixed range (LLM-Pruner), and [`solve_global`], FLAP's global
 //! ranking of per-layer standardized head and channel scores. All three return an
 //! [`Allocation`] whose `params_after` is the parameter count of the pruned shapes.
+//!
+//! Every allocation takes an alignment `N` ([`align`]): each pruned module keeps a size
+//! that block-quantized types can store (channels a multiple of `N`, heads × head_dim a
+//! multiple of `N`), and its solver counts the aligned shapes. `N = 1` is no alignment.
 
+pub mod align;
 mod global;
 mod solve;
 mod uniform;
@@ -29,7 +35,11 @@ mod uniform;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_align;
+#[cfg(test)]
 mod tests_global;
+#[cfg(test)]
+mod tests_unaligned;
 #[cfg(test)]
 mod tests_uniform;
 
@@ -38,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;
 use slim_checkpoint::{LayerShape, ModelConfig};
 
+pub use align::{align_counts, check_align};
 pub use global::{global_ranking, solve_global, standardize, GlobalConfig, GlobalUnit, LayerScores, UnitKind};
 pub use solve::{allocate, solve, AllocConfig, Allocation};
 pub use uniform::{allocate_uniform, solve_uniform, uniform_ratios, UniformConfig};
@@ -179,15 +190,17 @@ pub fn pruned_shape(shape: &LayerShape, counts: &PruneCounts, adds_bias: bool) -
 /// # Shapes
 /// `ratios` `[L]` → scalar
 pub fn params_after(cfg: &ModelConfig, ratios: &[f64], mode: GqaMode, recovery_adds_bias: bool) -> Result<u64> {
-    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias)?.0.num_params())
+    Ok(pruned_config(cfg, ratios, mode, recovery_adds_bias, 1)?.0.num_params())
 }
 
-/// The pruned config and per-layer counts for `ratios` (clipped).
+/// The pruned config and per-layer counts for `ratios` (clipped), each layer's counts
+/// aligned to `align` ([`align_counts`]; a layer they leave untouched stays dense).
 pub(crate) fn pruned_config(
     cfg: &ModelConfig,
     ratios: &[f64],
     mode: GqaMode,
     recovery_adds_bias: bool,
+    align: usize,
 ) -> Result<(ModelConfig, Vec<PruneCounts>)> {
     ensure!(ratios.len() == cfg.num_layers(), "{} ratios for {} layers", ratios.len(), cfg.num_layers());
     let clipped = clip_ratios(cfg, ratios);
@@ -195,7 +208,9 @@ pub(crate) fn pruned_config(
     let mut counts = Vec::with_capacity(ratios.len());
     for (l, (shape, &r)) in cfg.layers.iter().zip(&clipped).enumerate() {
         let c = layer_prune_counts(r, shape, mode).map_err(|e| e.context(format!("layer {l}")))?;
-        if r > 0.0 {
+        // Without alignment every layer with r > 0 has a mode (the counts of r = 0 have none).
+        let c = align_counts(shape, cfg.head_dim, &c, align);
+        if c.gqa.is_some() {
             out.layers[l] = pruned_shape(shape, &c, recovery_adds_bias);
         }
         counts.push(c);

@@ -21,12 +21,16 @@ pub struct AllocConfig {
     pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
+    /// Kept sizes are aligned to multiples of this ([`crate::align`]); 1 = none, and then
+    /// absent from the JSON (and the cache key).
+    #[serde(default = "crate::align::unaligned", skip_serializing_if = "crate::align::is_unaligned")]
+    pub align: usize,
 }
 
 impl AllocConfig {
     /// The paper's settings scaled to a model: `K = L − 4` (26 of 30, as 26 of 32 at 20 % on
     /// LLaMA-7B), `α = 10` up to a 35 % target and 7 above (spec §5), per-group GQA pruning
-    /// (spec §8.2 recommendation), affine recovery biases counted.
+    /// (spec §8.2 recommendation), affine recovery biases counted, no alignment.
     pub fn paper_defaults(target: f64, num_layers: usize) -> Self {
         Self {
             target,
@@ -34,6 +38,7 @@ impl AllocConfig {
             alpha: if target <= 0.35 { 10.0 } else { 7.0 },
             gqa: GqaMode::PerGroup,
             recovery_adds_bias: true,
+            align: 1,
         }
     }
 }
@@ -70,7 +75,7 @@ pub fn allocate(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig, r0: f64) ->
     check(cfg, cos, alloc)?;
     ensure!(r0.is_finite() && r0 >= 0.0, "r0 must be a non-negative number, got {r0}");
     let raw = layer_ratios(cos, alloc.num_selected, alloc.alpha, r0);
-    let (pruned, counts) = pruned_config(cfg, &raw, alloc.gqa, alloc.recovery_adds_bias)?;
+    let (pruned, counts) = pruned_config(cfg, &raw, alloc.gqa, alloc.recovery_adds_bias, alloc.align)?;
     let before = cfg.num_params();
     let after = pruned.num_params();
     Ok(Allocation {
@@ -102,7 +107,10 @@ pub fn solve(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<Allo
         alloc.target,
         r0_hi,
         |r0| allocate(cfg, cos, alloc, r0),
-        || format!("K = {}, alpha = {}, {:?} pruning", alloc.num_selected, alloc.alpha, alloc.gqa),
+        || {
+            let align = crate::align::describe(alloc.align);
+            format!("K = {}, alpha = {}, {:?} pruning{align}", alloc.num_selected, alloc.alpha, alloc.gqa)
+        },
     )
 }
 
@@ -157,5 +165,5 @@ fn check(cfg: &ModelConfig, cos: &[f64], alloc: &AllocConfig) -> Result<()> {
     ensure!(cos.iter().all(|c| c.is_finite()), "layer importance has a non-finite value");
     ensure!(alloc.num_selected >= 1 && alloc.num_selected <= l, "K = {} must lie in 1..={l}", alloc.num_selected);
     ensure!(alloc.alpha.is_finite(), "alpha must be finite, got {}", alloc.alpha);
-    Ok(())
+    crate::check_align(cfg, alloc.align, alloc.gqa)
 }

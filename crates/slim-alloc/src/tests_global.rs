@@ -6,7 +6,7 @@ use super::tests_uniform::{model, odd_gqa, odd_mha, smollm2};
 use super::*;
 
 /// Deterministic scores in (0, 1).
-fn pseudo(seed: u64, n: usize) -> Vec<f64> {
+pub(crate) fn pseudo(seed: u64, n: usize) -> Vec<f64> {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
@@ -16,7 +16,7 @@ fn pseudo(seed: u64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-fn scores_for(cfg: &ModelConfig, mode: GqaMode) -> Vec<LayerScores> {
+pub(crate) fn scores_for(cfg: &ModelConfig, mode: GqaMode) -> Vec<LayerScores> {
     cfg.layers
         .iter()
         .enumerate()
@@ -117,7 +117,11 @@ fn hand_computed_ranking_and_allocations() {
         assert_eq!(u.cost, if kind == A { 128 } else { 24 });
     }
     let solve = |target, bias| {
-        solve_global(&cfg, &scores, &GlobalConfig { target, gqa: GqaMode::PerGroup, recovery_adds_bias: bias })
+        solve_global(
+            &cfg,
+            &scores,
+            &GlobalConfig { recovery_adds_bias: bias, ..GlobalConfig::flap(target, GqaMode::PerGroup) },
+        )
     };
     let whole = |groups, channels, clipped| PruneCounts {
         gqa: Some(GqaMode::WholeGroup),
@@ -236,7 +240,7 @@ fn params_after_is_the_pruned_shapes_count() {
             let max_cost = units.iter().map(|u| u.cost).max().unwrap() as f64;
             for target in [0.2, 0.5] {
                 for bias in [false, true] {
-                    let g = GlobalConfig { target, gqa: mode, recovery_adds_bias: bias };
+                    let g = GlobalConfig { recovery_adds_bias: bias, ..GlobalConfig::flap(target, mode) };
                     let a = solve_global(&cfg, &scores, &g).unwrap();
                     let pruned = apply_counts(&cfg, &a.counts, bias).unwrap();
                     assert_eq!(a.params_after, pruned.num_params());

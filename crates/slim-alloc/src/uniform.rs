@@ -10,7 +10,8 @@
 //! Counts, clipping and the parameter count are those of SlimLLM's allocation
 //! ([`crate::layer_prune_counts`], [`crate::clip_ratios`]): per layer
 //! `round(r·units)` heads (per-group: per group; whole-group: groups) and `round(r·m)`
-//! channels, banker's rounding, `r` clipped to `(m−1)/m` and the head count to `units − 1`.
+//! channels, banker's rounding, `r` clipped to `(m−1)/m` and the head count to `units − 1`,
+//! then aligned ([`crate::align`]) when `align > 1`.
 //! [`solve_uniform`] finds `r` with the bisection of [`crate::solve`] (the parameter count
 //! is a non-increasing step function of `r`; the closer of the two steps around the goal is
 //! returned, the one at or below it on a tie).
@@ -43,14 +44,19 @@ pub struct UniformConfig {
     pub gqa: GqaMode,
     /// Whether recovery adds an o_proj and a down_proj bias to every pruned layer.
     pub recovery_adds_bias: bool,
+    /// Kept sizes are aligned to multiples of this ([`crate::align`]); 1 = none, and then
+    /// absent from the JSON (and the cache key).
+    #[serde(default = "crate::align::unaligned", skip_serializing_if = "crate::align::is_unaligned")]
+    pub align: usize,
 }
 
 impl UniformConfig {
     /// LLM-Pruner's range scaled to `n_layers`: `4..n_layers−2` when `n_layers ≥ 7`, else
-    /// every layer `0..n_layers` (the range would be empty); no recovery biases counted.
+    /// every layer `0..n_layers` (the range would be empty); no recovery biases counted, no
+    /// alignment.
     pub fn llm_pruner(target: f64, n_layers: usize, mode: GqaMode) -> Self {
         let (first, end) = if n_layers >= 7 { (4, n_layers - 2) } else { (0, n_layers) };
-        Self { target, first, end, gqa: mode, recovery_adds_bias: false }
+        Self { target, first, end, gqa: mode, recovery_adds_bias: false, align: 1 }
     }
 
     /// The pruned layers.
@@ -72,7 +78,7 @@ pub fn allocate_uniform(cfg: &ModelConfig, u: &UniformConfig, r: f64) -> Result<
     check(cfg, u)?;
     ensure!(r.is_finite() && r >= 0.0, "the ratio must be a non-negative number, got {r}");
     let raw = uniform_ratios(cfg.num_layers(), u.layers(), r);
-    let (pruned, counts) = pruned_config(cfg, &raw, u.gqa, u.recovery_adds_bias)?;
+    let (pruned, counts) = pruned_config(cfg, &raw, u.gqa, u.recovery_adds_bias, u.align)?;
     let before = cfg.num_params();
     let after = pruned.num_params();
     Ok(Allocation {
@@ -98,12 +104,20 @@ pub fn solve_uniform(cfg: &ModelConfig, u: &UniformConfig) -> Result<Allocation>
         u.target,
         r_hi,
         |r| allocate_uniform(cfg, u, r),
-        || format!("uniform pruning of layers {}..{}, {:?} pruning", u.first, u.end, u.gqa),
+        || {
+            format!(
+                "uniform pruning of layers {}..{}, {:?} pruning{}",
+                u.first,
+                u.end,
+                u.gqa,
+                crate::align::describe(u.align)
+            )
+        },
     )
 }
 
 fn check(cfg: &ModelConfig, u: &UniformConfig) -> Result<()> {
     let l = cfg.num_layers();
     ensure!(u.first < u.end && u.end <= l, "layer range {}..{} must be non-empty and lie in 0..{l}", u.first, u.end);
-    Ok(())
+    crate::check_align(cfg, u.align, u.gqa)
 }
