@@ -58,6 +58,7 @@ impl Graph<'_> {
         a.num_selected = cfg.pruned_layers.unwrap_or(a.num_selected);
         a.alpha = cfg.alpha.unwrap_or(a.alpha);
         a.gqa = cfg.gqa;
+        a.align = cfg.align;
         // The plan always reserves the o_proj/down_proj biases that recovery adds, whatever
         // the recovery, so that changing only the recovery reuses the plan and the scores;
         // with `none` the pruned model ends at most 2·d parameters per pruned layer below
@@ -79,6 +80,7 @@ impl Graph<'_> {
     pub fn uniform_config(&self, n_layers: usize) -> UniformConfig {
         let mut u = UniformConfig::llm_pruner(self.cfg.target, n_layers, self.cfg.gqa);
         u.recovery_adds_bias = true;
+        u.align = self.cfg.align;
         u
     }
 
@@ -87,7 +89,7 @@ impl Graph<'_> {
     }
 
     pub fn global_config(&self) -> GlobalConfig {
-        GlobalConfig::flap(self.cfg.target, self.cfg.gqa)
+        GlobalConfig { align: self.cfg.align, ..GlobalConfig::flap(self.cfg.target, self.cfg.gqa) }
     }
 
     /// Every layer's unit and channel importance from the dense statistics, for the global

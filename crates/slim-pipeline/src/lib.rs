@@ -101,11 +101,17 @@ pub struct PipelineConfig {
     /// Calibration mode (`mode` in summaries written before it was renamed).
     #[serde(alias = "mode")]
     pub calib_mode: CalibMode,
+    /// Every pruned module keeps a size block-quantized types can store: channels a multiple
+    /// of `align`, heads × head_dim a multiple of `align` (`slim_alloc::align`), in every
+    /// allocation. 1 = none; then absent from the JSON, so the cache keys and summaries of
+    /// unaligned runs are those written before alignment existed.
+    #[serde(default = "slim_alloc::align::unaligned", skip_serializing_if = "slim_alloc::align::is_unaligned")]
+    pub align: usize,
 }
 
 impl PipelineConfig {
     /// The paper's recipe at `target`: Brown-fiction 32×128 calibration (seed 42), SlimLLM
-    /// scorer with the 1 % rule, affine recovery, sequential calibration.
+    /// scorer with the 1 % rule, affine recovery, sequential calibration, no alignment.
     pub fn paper(target: f64, gqa: GqaMode) -> Self {
         Self {
             calib: CalibConfig::paper(),
@@ -119,6 +125,7 @@ impl PipelineConfig {
             lstsq: LstsqConfig::standard(),
             gqa,
             calib_mode: CalibMode::Sequential,
+            align: 1,
         }
     }
 }

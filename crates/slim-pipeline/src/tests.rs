@@ -377,3 +377,54 @@ fn explain_walks_the_same_keys_as_the_run_for_every_allocation_and_the_taylor_ca
         }
     }
 }
+
+#[test]
+fn aligned_runs_keep_aligned_sizes_in_every_allocation_and_reuse_the_capture() {
+    use crate::AllocationKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    tiny_model(&mdir);
+    let store = Store::open(&cache).unwrap();
+    let dense = ModelConfig::load(&mdir).unwrap();
+    // Heads of 8 over 2 KV groups (per-group: always an even count, a multiple of 16 with
+    // head_dim 8); 45 channels: 16 or 32 kept.
+    for allocation in [AllocationKind::Cosine, AllocationKind::Uniform, AllocationKind::FlapGlobal] {
+        let base = PipelineConfig { allocation, ..config(CalibMode::Dense) };
+        let (_, plain) = run(&mdir, &store, &base);
+        let cfg = PipelineConfig { align: 16, ..base.clone() };
+        let (r, out) = run(&mdir, &store, &cfg);
+        assert_eq!(r.ran("alloc"), 1, "{allocation:?}: the alignment is in the allocation's key");
+        assert_eq!(r.ran("calib") + r.ran("capture"), 0, "{allocation:?}: {}", r.table());
+        let pruned = ModelConfig::load(&out.pruned_dir).unwrap();
+        assert_eq!(pruned.num_params(), out.params_after);
+        assert!(out.params_after < out.params_before, "{allocation:?} pruned nothing");
+        assert_ne!(out.pruned_key, plain.pruned_key);
+        for (l, (s, d)) in pruned.layers.iter().zip(&dense.layers).enumerate() {
+            let what = format!("{allocation:?} layer {l}");
+            assert!(
+                s.intermediate_size == d.intermediate_size || s.intermediate_size.is_multiple_of(16),
+                "{what}: {s:?}"
+            );
+            assert!(s.num_heads == d.num_heads || (s.num_heads * dense.head_dim).is_multiple_of(16), "{what}: {s:?}");
+        }
+        let m = Llama::<Cpu>::load(&out.pruned_dir, &burn_flex::FlexDevice).unwrap();
+        assert_eq!(m.forward(m.ids_tensor(&[1, 2, 3], 1, 3).unwrap()).dims(), [1, 3, 71]);
+        // Explain walks the run's keys.
+        let lines = explain_pipeline(&ModelSource::open(&mdir).unwrap(), &cfg, &store, Path::new("/x")).unwrap();
+        assert!(lines.iter().all(|l| l.is_hit()), "{allocation:?}");
+    }
+    // An alignment no layer can meet, and 0.
+    for (align, want) in [(64, "alignment 64 leaves no layer anything to prune"), (0, "at least 1")] {
+        let cfg = PipelineConfig { align, ..config(CalibMode::Dense) };
+        let err = run_pipeline::<Cpu>(
+            &ModelSource::open(&mdir).unwrap(),
+            &cfg,
+            &store,
+            Path::new("/nonexistent"),
+            &burn_flex::FlexDevice,
+            &RunOptions::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains(want), "{err:#}");
+    }
+}

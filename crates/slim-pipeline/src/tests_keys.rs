@@ -94,6 +94,19 @@ fn configs() -> Vec<(&'static str, PipelineConfig)> {
                 ..paper.clone()
             },
         ),
+        // Appended after the unaligned configurations, whose documents stay as they were.
+        ("paper, --align 32", PipelineConfig { align: 32, ..paper.clone() }),
+        ("uniform, --align 64", PipelineConfig { allocation: AllocationKind::Uniform, align: 64, ..paper.clone() }),
+        (
+            "flap-global, --align 256",
+            PipelineConfig {
+                allocation: AllocationKind::FlapGlobal,
+                scorer: ScorerKind::Flap,
+                recovery: RecoveryKind::FlapBias,
+                align: 256,
+                ..paper.clone()
+            },
+        ),
     ]
 }
 
