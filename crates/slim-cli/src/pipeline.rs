@@ -120,6 +120,13 @@ pub struct PipelineArgs {
     /// the sliced weights (1 was best of 10⁻³ … 10 on SmolLM2, docs/variants.md).
     #[arg(long, default_value_t = slim_recover::LstsqConfig::standard().ridge_rel, allow_negative_numbers = true)]
     lstsq_ridge: f64,
+    /// Round every pruned module's kept size so block-quantized GGUF types can store its rows:
+    /// channels a multiple of N, heads × head_dim a multiple of N (in the GQA mode's units), 32
+    /// for q8_0, 256 for k-quants. To the nearest multiple, never 0, never above the dense size (a
+    /// module with no multiple below its size stays whole); the allocation's solver counts the
+    /// rounded shapes. 1: no alignment.
+    #[arg(long, default_value_t = 1)]
+    align: usize,
     /// Cache root (default `$SLIMLLM_CACHE` or `data/cache`).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -189,6 +196,7 @@ impl PipelineArgs {
             "--pruned-layers and --alpha set the cosine allocation; --allocation {} does not use them",
             allocation.name()
         );
+        ensure!(a.align >= 1, "--align must be at least 1 (1: no alignment), got {}", a.align);
         ensure!(
             a.lstsq_ridge >= 0.0 && a.lstsq_ridge.is_finite(),
             "--lstsq-ridge must be finite and at least 0, got {}",
@@ -211,15 +219,17 @@ impl PipelineArgs {
             gqa: a.gqa,
             lstsq: slim_recover::LstsqConfig { ridge_rel: a.lstsq_ridge, ..slim_recover::LstsqConfig::standard() },
             calib_mode,
+            align: a.align,
         })
     }
 
     /// The run name derived from the settings: model, scorer, allocation, target, recovery,
-    /// GQA unit and calibration mode.
+    /// GQA unit and calibration mode, and `-align<N>` when aligned.
     fn default_run_name(&self) -> String {
         let (scorer, allocation, recovery, mode) = self.recipe();
+        let align = if self.align > 1 { format!("-align{}", self.align) } else { String::new() };
         format!(
-            "{}-{}-{}-{:.0}pct-{}-{}-{}",
+            "{}-{}-{}-{:.0}pct-{}-{}-{}{align}",
             self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
             scorer.name(),
             allocation.name(),
@@ -233,9 +243,11 @@ impl PipelineArgs {
     /// Checks, from the model's config alone, that the calibration windows fit the model's
     /// context and the machine's memory (the calibration passes hold every window's
     /// activations of one layer at a time; the Taylor capture also the logits).
+    /// Also checks the settings that depend on the model (`--align`).
     fn check_sizes(&self, g: &GlobalArgs) -> Result<()> {
         use crate::preflight::{check_fits, check_positions, Footprint};
         let cfg = slim_checkpoint::ModelConfig::load(&self.model)?;
+        self.config()?.check_model(&cfg)?;
         check_positions(&cfg, self.calib_len, &format!("--calib-len {}", self.calib_len))?;
         let fp = Footprint::new(&cfg, &self.model, g.backend);
         let (scorer, ..) = self.recipe();
@@ -422,5 +434,17 @@ mod tests {
         assert_eq!(c.lstsq.ridge_rel, 1.0);
         let c = config(&["--preset", "slimllm-lstsq", "--calib-mode", "dense", "--lstsq-ridge", "0.1"]);
         assert_eq!((c.recovery, c.calib_mode, c.lstsq.ridge_rel), (RecoveryKind::Lstsq, CalibMode::Dense, 0.1));
+    }
+
+    #[test]
+    fn align_reaches_the_config_and_the_run_name() {
+        let wrap = |argv: &[&str]| Wrap::try_parse_from(std::iter::once("x").chain(argv.iter().copied())).unwrap();
+        assert_eq!(config(&[]).align, 1);
+        assert_eq!(config(&["--align", "32"]).align, 32);
+        let err = wrap(&["--align", "0"]).p.config().unwrap_err().to_string();
+        assert!(err.contains("--align must be at least 1"), "{err}");
+        let name = wrap(&["--align", "256"]).p.default_run_name();
+        assert!(name.ends_with("-whole-group-sequential-align256"), "{name}");
+        assert!(wrap(&[]).p.default_run_name().ends_with("-whole-group-sequential"));
     }
 }

@@ -122,6 +122,11 @@ const CASES: &[(&str, &[&str])] = &[
     ("pipeline explain --model {root}/model --target 2", &["--target"]),
     ("pipeline run --model {root}/model --alpha -5 --no-eval", &["--alpha", "-5", "reverses"]),
     ("pipeline run --model {root}/model --eval-windows 0", &["--eval-windows", "at least 1"]),
+    ("pipeline run --model {root}/model --align 0 --no-eval", &["--align", "at least 1"]),
+    (
+        "pipeline run --model {root}/model --align 4096 --calib-source random --no-eval --cache {root}/cache",
+        &["--align 4096", "leaves no layer anything to prune"],
+    ),
     ("pipeline run --model {root}/model --run ../escape --no-eval", &["--run", "not a path"]),
     (
         "pipeline run --model {root}/model --calib-windows 100000000 --calib-source random --no-eval \

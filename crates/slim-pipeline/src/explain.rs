@@ -63,6 +63,7 @@ pub fn explain_pipeline(
     let calib_docs = slim_capture::calibration_documents(cfg.calib.source, data_root)?;
     let graph = Graph { cfg, model: model.key(), calib_text: calib_docs.as_deref().map(text_digest) };
     let dense = ModelConfig::load(model.dir())?;
+    cfg.check_model(&dense)?;
     let n_layers = dense.num_layers();
     let mut out = Vec::new();
     let mut line = |doc: &KeyDoc, layer: Option<usize>| -> Result<bool> {

@@ -128,6 +128,12 @@ impl PipelineConfig {
             align: 1,
         }
     }
+
+    /// Checks the settings that depend on the model, before any work: an alignment of at
+    /// least 1 under which some layer can lose heads or channels (errors name `--align`).
+    pub fn check_model(&self, model: &slim_checkpoint::ModelConfig) -> anyhow::Result<()> {
+        slim_alloc::check_align(model, self.align, self.gqa).map_err(|e| e.context(format!("--align {}", self.align)))
+    }
 }
 
 /// One of the five stages, as `slimllm stage <name>` names it.

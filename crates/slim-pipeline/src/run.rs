@@ -106,6 +106,7 @@ pub fn run_pipeline<B: Backend>(
     report.record("hash", false, t.elapsed().as_secs_f64());
     let dense_cfg = ModelConfig::load(model_dir)?;
     let n_layers = dense_cfg.num_layers();
+    cfg.check_model(&dense_cfg)?;
 
     // Calibration windows.
     let calib_doc = graph.calib()?;
