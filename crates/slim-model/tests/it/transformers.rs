@@ -72,7 +72,8 @@ fn check(spec: &SyntheticSpec, python: &Path) {
     let (cfg, w) = spec.build();
     assert!(cfg.is_pruned());
     let dir = tempfile::tempdir().unwrap();
-    save_model_dir(dir.path(), &cfg, &w, dir.path()).unwrap();
+    let model_dir = dir.path().join("model");
+    save_model_dir(&model_dir, &cfg, &w, &model_dir).unwrap();
 
     let (batch, len) = (2, 11);
     let mut rng = SplitMix(spec.seed + 100);
@@ -89,10 +90,12 @@ fn check(spec: &SyntheticSpec, python: &Path) {
     let out = Command::new(python)
         .arg(root().join("tools/transformers/check_logits.py"))
         .arg("--model")
-        .arg(dir.path())
+        .arg(&model_dir)
         .arg("--expected")
         .arg(&expected)
         .env("HF_HUB_OFFLINE", "1")
+        // transformers copies remote code into a modules cache, by default under ~/.cache.
+        .env("HF_MODULES_CACHE", dir.path().join("hf-modules"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
