@@ -9,6 +9,9 @@
 //!   allocation and every recovery changed one at a time from it, the peers' own recipes
 //!   (FLAP, LLM-Pruner, Wanda-sp), and recipes that combine the best of each.
 //!
+//! `--align N` passes `slimllm pipeline run --align N` to every run (run and table names end
+//! in `-align<N>`), so that a comparison can be made of models block-quantized types can store.
+//!
 //! Dense calibration is the default: every layer's statistics come from the unpruned model,
 //! so the first run captures and every later one reuses the capture (the table's `capture
 //! ran` column shows it). `--calib-mode sequential` compares the paper's sequential recipe
@@ -53,6 +56,10 @@ pub struct CompareArgs {
     /// Calibration mode: `dense` (one capture for all) or `sequential` (the paper).
     #[arg(long, default_value = "dense")]
     calib_mode: String,
+    /// `slimllm pipeline run --align N` for every run (kept sizes multiples of N, for
+    /// block-quantized GGUF types); 1: none. Run and table names get `-align<N>`.
+    #[arg(long, default_value_t = 1)]
+    align: usize,
     /// Perplexity texts (comma-separated).
     #[arg(long, default_value = "ptb-valid,ptb-test")]
     eval: String,
@@ -96,13 +103,16 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &target in &a.targets {
         for row in &rows {
-            let run = row.run_name(target, &a.gqa);
+            let run = row.run_name(target, &a.gqa) + &align_suffix(a.align);
             let mut cmd = slimllm();
             cmd.args(["--quiet", "pipeline", "run", "--target", &target.to_string()]);
             cmd.args(["--scorer", &row.scorer, "--allocation", &row.allocation, "--recovery", &row.recovery]);
             cmd.args(["--gqa", &a.gqa, "--calib-mode", &row.mode, "--eval", &a.eval, "--run", &run]);
             if let Some(e) = row.ridge {
                 cmd.args(["--lstsq-ridge", &e.to_string()]);
+            }
+            if a.align > 1 {
+                cmd.args(["--align", &a.align.to_string()]);
             }
             if let Some(n) = a.eval_windows {
                 cmd.args(["--eval-windows", &n.to_string()]);
@@ -131,15 +141,25 @@ pub fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
     let dense = dense_row(&root, &results, &texts, a.zeroshot_limit)?;
     let table = grid_rows::table(&results, &texts, a.zeroshot_limit.is_some(), &dense);
     println!("{table}");
-    let name = a.name.clone().unwrap_or_else(|| format!("{command}-{}", a.calib_mode));
+    let name = a.name.clone().unwrap_or_else(|| format!("{command}-{}{}", a.calib_mode, align_suffix(a.align)));
     let out = root.join("data/runs").join(format!("{name}.md"));
     util::write_atomic(&out, table.as_bytes())?;
     let doc = json!({"kind": "slimllm-grid", "command": command, "calib_mode": a.calib_mode, "gqa": a.gqa,
+                     "align": a.align,
                      "eval": texts, "eval_windows": a.eval_windows, "zeroshot_limit": a.zeroshot_limit,
                      "dense": dense, "rows": results});
     util::write_atomic(&out.with_extension("json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
     println!("written to {} and .json", out.display());
     Ok(())
+}
+
+/// `-align<N>` for an alignment above 1, else nothing (the names of unaligned runs stay).
+fn align_suffix(align: usize) -> String {
+    if align > 1 {
+        format!("-align{align}")
+    } else {
+        String::new()
+    }
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
@@ -195,4 +215,17 @@ fn dense_row(root: &Path, results: &[Value], texts: &[&str], zs: Option<usize>) 
         None => Value::Null,
     };
     Ok(json!({"params": summary.params_before, "ppl": ppl, "zeroshot_average": avg}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_is_forwarded_only_when_set() {
+        let parse = |argv: &[&str]| CompareArgs::try_parse_from(argv).unwrap();
+        assert_eq!(parse(&["compare-allocations", "--allocation", "uniform"]).align, 1);
+        assert_eq!(parse(&["compare-allocations", "--allocation", "uniform", "--align", "32"]).align, 32);
+        assert_eq!((align_suffix(1), align_suffix(256)), (String::new(), "-align256".to_string()));
+    }
 }
