@@ -42,6 +42,16 @@ def run(cmd, **kw):
     return p
 
 
+def gguf_py_read(path):
+    """The file read back by the `gguf` package (gguf-py 0.19.0, llama.cpp's own reader in Python)."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(path)
+    field = r.fields["general.architecture"]
+    arch = bytes(field.parts[field.data[0]]).decode()
+    return {"architecture": arch, "tensors": len(r.tensors)}
+
+
 def slimllm_ppl(model, windows, threads):
     out = os.path.join(ROOT, "data", "exports", f".ppl-{os.getpid()}.json")
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
@@ -144,6 +154,7 @@ def main():
                 print(f"  {ty}: export refused: {row['types'][ty]['refused']}", file=sys.stderr)
                 continue
             r = {"export_s": round(time.perf_counter() - t0, 2), "bytes": os.path.getsize(gguf)}
+            r["gguf_py"] = gguf_py_read(gguf)
             lc = llamacpp_ppl(gguf, args.windows, args.threads, ids)
             r["llamacpp_ppl"] = lc["ppl"]
             r["same_tokens"] = lc["same_tokens_as_slimllm"]
