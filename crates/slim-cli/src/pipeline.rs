@@ -157,9 +157,10 @@ pub struct RunArgs {
     #[arg(long)]
     report: bool,
     /// Also export the pruned model as `data/runs/<run>/model-<TYPE>.gguf` for llama.cpp (f32, f16,
-    /// bf16, q8_0; q8_0 needs `--align 32`), or `none`.
-    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8_0", "none"])]
-    gguf: String,
+    /// bf16, q8_0; q8_0 needs `--align 32`), or `none`. Default: f16 where the model can be exported
+    /// (a tokenizer llama.cpp cannot reproduce is a warning then, not an error).
+    #[arg(long, value_parser = ["f32", "f16", "bf16", "q8_0", "none"])]
+    gguf: Option<String>,
 }
 
 impl PipelineArgs {
@@ -352,18 +353,25 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         let path = crate::report::write_for_runs(&[run.path().to_path_buf()], &run.report_dir())?;
         tracing::info!("report written to {}", path.display());
     }
-    if a.gguf != "none" {
-        let ty = slim_gguf::export_type(&a.gguf)?;
-        let out = run.gguf_path(&a.gguf);
-        let s =
-            slim_gguf::export_gguf(&run.model_dir(), &out, ty, true).with_context(|| format!("--gguf {}", a.gguf))?;
-        tracing::info!(
-            "exported the pruned model for llama.cpp: {} ({} GGUF, {:.1} MB)",
-            out.display(),
-            s.architecture,
-            s.bytes as f64 / 1e6
-        );
-        eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
+    let gguf = a.gguf.as_deref().unwrap_or("f16");
+    if gguf != "none" {
+        let ty = slim_gguf::export_type(gguf)?;
+        let out = run.gguf_path(gguf);
+        match slim_gguf::export_gguf(&run.model_dir(), &out, ty, true) {
+            Ok(s) => {
+                tracing::info!(
+                    "exported the pruned model for llama.cpp: {} ({} GGUF, {:.1} MB)",
+                    out.display(),
+                    s.architecture,
+                    s.bytes as f64 / 1e6
+                );
+                eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
+            }
+            Err(e) if a.gguf.is_none() => {
+                tracing::warn!("no GGUF export (pass --gguf none to skip it): {e:#}");
+            }
+            Err(e) => return Err(e.context(format!("--gguf {gguf}"))),
+        }
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
