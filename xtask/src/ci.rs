@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the gates, cheapest first: `cargo fmt --check` (workspace and fuzz/), `cargo clippy
 //! --workspace --all-targets -- -D warnings`, then fetch what the tests need (`fetch ci`), `cargo test
-//! --workspace --release` (which runs the tidy rules of `xtask/src/tidy.rs`, e.g. no line over 120
+//! --workspace --release` with a torch + transformers venv for the transformers load test (tools/transformers/
+//! setup.sh; the tests also run the tidy rules of `xtask/src/tidy.rs`, e.g. no line over 120
 //! characters), then the llama.cpp checks of `slimllm export` (tools/llamacpp/ci-check.sh: llama.cpp built
 //! from its registry package, exports of seeded pruned models and SmolLM2 run in it), then a short run of
 //! every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
@@ -40,8 +41,16 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
     )?;
     log_free_space(&ctx.root, "fetch");
     fetch::fetch(&ctx, &[Target::Ci])?;
+    log_free_space(&ctx.root, "transformers");
+    // The Python the transformers load test runs on (torch and transformers from PyPI, about 2.5 minutes).
+    util::run(Command::new("bash").arg("tools/transformers/setup.sh"), &ctx.root)?;
     log_free_space(&ctx.root, "tests");
-    util::run(Command::new(util::cargo()).args(["test", "--workspace", "--release"]), &ctx.root)?;
+    util::run(
+        Command::new(util::cargo())
+            .args(["test", "--workspace", "--release"])
+            .env("SLIMLLM_PYTHON", ctx.root.join("data/tools/venv-transformers/bin/python")),
+        &ctx.root,
+    )?;
     log_free_space(&ctx.root, "llama.cpp");
     // The real engine as a judge of `slimllm export`: stock llama.cpp built from its registry package
     // (about 20 minutes on 2 cores, cold), then the exports of seeded pruned models and SmolLM2 in it.

@@ -4,9 +4,10 @@
 //! KV heads and channels per layer, and o_proj/down_proj biases. `tools/transformers/check_logits.py`
 //! also checks the KV cache, left padding, `generate` and tied embeddings on the same model.
 //!
-//! Needs a Python with torch and transformers: `SLIMLLM_PYTHON` (then a failure to import them is
-//! an error), else `.venv-ref/bin/python` of the workspace (`tools/reference/setup.sh`); without
-//! either the test says so on stderr and checks nothing.
+//! Needs a Python with torch and transformers: `SLIMLLM_PYTHON`, else `data/tools/venv-transformers`
+//! (`tools/transformers/setup.sh`, which `cargo xtask ci` runs first) or `.venv-ref` of the workspace
+//! (`tools/reference/setup.sh`). Without one the test fails, naming the setup command: a check that
+//! passes without checking anything would be worse than none.
 
 use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
 use slim_checkpoint::{save_model_dir, LayerShape};
@@ -18,24 +19,25 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python to run, if one with torch and transformers is there.
+/// The Python to run: one with torch and transformers, or a panic naming how to make one.
 fn python() -> Option<PathBuf> {
-    let (python, explicit) = match std::env::var_os("SLIMLLM_PYTHON") {
-        Some(p) => (PathBuf::from(p), true),
-        None => (root().join(".venv-ref/bin/python"), false),
+    let works = |p: &Path| {
+        Command::new(p).args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success())
     };
-    let works =
-        Command::new(&python).args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
-    match (works, explicit) {
-        (true, _) => Some(python),
-        (false, true) => panic!("SLIMLLM_PYTHON={} cannot import torch and transformers", python.display()),
-        (false, false) => {
-            eprintln!(
-                "skipped: no Python with torch and transformers (set SLIMLLM_PYTHON, or run tools/reference/setup.sh)"
-            );
-            None
-        }
+    if let Some(p) = std::env::var_os("SLIMLLM_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(works(&p), "SLIMLLM_PYTHON={} cannot import torch and transformers", p.display());
+        return Some(p);
     }
+    let found = ["data/tools/venv-transformers/bin/python", ".venv-ref/bin/python"]
+        .into_iter()
+        .map(|rel| root().join(rel))
+        .find(|p| works(p));
+    assert!(
+        found.is_some(),
+        "no Python with torch and transformers: run tools/transformers/setup.sh (or set SLIMLLM_PYTHON)"
+    );
+    found
 }
 
 fn layer(num_heads: usize, kv_head_of: &[usize], ffn: usize, o_bias: bool, down_bias: bool) -> LayerShape {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The Python that the transformers checks run on (crates/slim-model/tests/it/transformers.rs, check_pruned.py):
+# data/tools/venv-transformers with torch 2.15.0 and transformers 5.24.0 from PyPI (CPU use only, but PyPI's
+# torch wheel is the CUDA build: 2 min 19 s and 5.6 GB to install here). Idempotent. cargo xtask ci runs it
+# before the tests and points SLIMLLM_PYTHON at it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+venv="$root/data/tools/venv-transformers"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import torch, transformers' 2>/dev/null; then
+    exit 0
+fi
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q torch==2.15.0 transformers==5.24.0
+"$venv/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
