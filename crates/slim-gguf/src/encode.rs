@@ -26,13 +26,13 @@ pub fn export_type(name: &str) -> Result<GgmlType> {
 
 /// Encodes `values` (whole rows of `row_len`) as `ty`.
 pub fn encode(values: &[f32], row_len: usize, ty: GgmlType) -> Result<Vec<u8>> {
-    ensure!(row_len > 0 && values.len() % row_len == 0, "internal invariant: encode needs whole rows");
+    ensure!(row_len > 0 && values.len().is_multiple_of(row_len), "internal invariant: encode needs whole rows");
     Ok(match ty {
         GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         GgmlType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
         GgmlType::BF16 => values.iter().flat_map(|&v| bf16_bits(v).to_le_bytes()).collect(),
         GgmlType::Q8_0 => {
-            ensure!(row_len % 32 == 0, "internal invariant: q8_0 rows are whole 32-value blocks");
+            ensure!(row_len.is_multiple_of(32), "internal invariant: q8_0 rows are whole 32-value blocks");
             let mut out = vec![0u8; values.len() / 32 * 34];
             out.par_chunks_mut(34).zip(values.par_chunks(32)).for_each(|(o, x)| q8_0_block(x, o));
             out

@@ -45,7 +45,7 @@ impl TensorPlan {
         let row = self.dims.first().copied().unwrap_or(1);
         let block = self.ty.block_size() as u64;
         ensure!(
-            row % block == 0,
+            row.is_multiple_of(block),
             "tensor `{}`: rows of {row} values are not a whole number of {}-value blocks of type {:?}",
             self.name,
             block,
