@@ -70,10 +70,10 @@ pub fn export_gguf(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> R
     ensure!(!out.is_dir(), "{} is a folder; --out names the .gguf file to write", out.display());
     let cfg =
         ModelConfig::load(model_dir).with_context(|| format!("{} is not a model directory", model_dir.display()))?;
-    check_block_fit(&cfg, ty)?;
+    let shape = ExportShape::of(&cfg);
+    check_block_fit(&cfg, &shape, ty)?;
     let weights = Weights::load(model_dir)?;
     weights.check_against(&cfg)?;
-    let shape = ExportShape::of(&cfg);
     let mut meta = shape.metadata(&cfg, ty, model_dir)?;
     meta.extend(tokenizer_metadata(model_dir, cfg.vocab_size, cfg.bos_token_id, cfg.eos_token_id)?);
 
@@ -108,7 +108,7 @@ pub fn export_gguf(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> R
 }
 
 /// Refuses, before anything is read, a quantized type whose blocks do not divide a row length.
-fn check_block_fit(cfg: &ModelConfig, ty: GgmlType) -> Result<()> {
+fn check_block_fit(cfg: &ModelConfig, shape: &ExportShape, ty: GgmlType) -> Result<()> {
     let block = ty.block_size();
     if block == 1 {
         return Ok(());
@@ -119,13 +119,14 @@ fn check_block_fit(cfg: &ModelConfig, ty: GgmlType) -> Result<()> {
         .iter()
         .enumerate()
         .filter_map(|(i, l)| {
-            let attn = l.num_heads * cfg.head_dim;
+            let attn = shape.padded_heads_of(cfg, i) * cfg.head_dim;
             let mut why = Vec::new();
             if !l.intermediate_size.is_multiple_of(block) {
                 why.push(format!("FFN width {}", l.intermediate_size));
             }
             if !attn.is_multiple_of(block) {
-                why.push(format!("attention width {attn} ({} heads × {})", l.num_heads, cfg.head_dim));
+                let heads = shape.padded_heads_of(cfg, i);
+                why.push(format!("attention width {attn} ({heads} heads × {})", cfg.head_dim));
             }
             (!why.is_empty()).then(|| format!("layer {i}: {}", why.join(", ")))
         })

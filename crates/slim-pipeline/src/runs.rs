@@ -162,7 +162,15 @@ impl RunDir {
         for _ in 0..8 {
             match std::fs::rename(&tmp, &dst) {
                 Ok(()) => return Ok(()),
-                Err(_) if dst.exists() => {
+                // Something is in the way, or was a moment ago (another run may have moved it aside
+                // between the rename and this check): move it aside if it is still there, and retry.
+                Err(e)
+                    if dst.exists()
+                        || matches!(
+                            e.kind(),
+                            std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+                        ) =>
+                {
                     let aside = self.dir.join(format!(".model.old-{}", unique()));
                     if std::fs::rename(&dst, &aside).is_ok() {
                         let _ = std::fs::remove_dir_all(&aside);
