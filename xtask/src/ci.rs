@@ -6,8 +6,9 @@
 //! from its registry package, exports of seeded pruned models and SmolLM2 run in it), then a short run of
 //! every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
 //!
-//! A cold run writes about 4.5 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
-//! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB), so the free
+//! A cold run writes about 11 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
+//! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB; 2026-12-04: the
+//! transformers venv 4.7 GB, llama.cpp 0.5 GB, the exports of the llama.cpp checks 1.1 GB), so the free
 //! space is logged before each step: a full disk then shows in the log, not only as a linker
 //! crash.
 
@@ -66,7 +67,7 @@ fn log_free_space(root: &std::path::Path, step: &str) {
         Some(free) => {
             let gb = free as f64 / 1e9;
             if free < LOW_SPACE_BYTES {
-                eprintln!("== warning: {gb:.1} GB free before {step}; a cold `cargo xtask ci` writes about 4.5 GB");
+                eprintln!("== warning: {gb:.1} GB free before {step}; a cold `cargo xtask ci` writes about 11 GB");
             } else {
                 eprintln!("== {gb:.1} GB free before {step}");
             }
