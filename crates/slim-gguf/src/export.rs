@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use slim_checkpoint::layout::{self, Param, Proj, TensorId};
-use slim_checkpoint::LayerShape;
 use slim_checkpoint::{Arch as CkptArch, ModelConfig, Weights};
 
 use crate::encode::encode;
@@ -164,13 +163,7 @@ pub(crate) struct ExportShape {
 
 impl ExportShape {
     pub(crate) fn of(cfg: &ModelConfig) -> ExportShape {
-        let dense_layer = |l: &LayerShape| {
-            let heads = cfg.raw.get("num_attention_heads").and_then(|v| v.as_u64()).map(|v| v as usize);
-            let kv = cfg.raw.get("num_key_value_heads").and_then(|v| v.as_u64()).map(|v| v as usize).or(heads);
-            let ffn = cfg.raw.get("intermediate_size").and_then(|v| v.as_u64()).map(|v| v as usize);
-            matches!((heads, kv, ffn), (Some(h), Some(k), Some(f)) if *l == LayerShape::dense(h, k, f))
-        };
-        let dense = cfg.layers.iter().all(dense_layer);
+        let dense = !cfg.is_pruned();
         let group = cfg
             .layers
             .iter()
@@ -229,82 +222,42 @@ impl ExportShape {
 
     /// The values of `id` as the GGUF stores them (padded, permuted), in HF row-major order.
     pub(crate) fn transform(&self, cfg: &ModelConfig, id: &TensorId, data: &[f32]) -> Vec<f32> {
-        let TensorId::Proj { layer, proj, param } = *id else { return data.to_vec() };
-        let hd = cfg.head_dim;
-        let d = cfg.hidden_size;
-        let l = &cfg.layers[layer];
-        let n_in = if param == Param::Weight { d } else { 1 };
-        match proj {
-            Proj::Q => {
-                let slots = self.head_slots(cfg, layer);
-                let mut out = vec![0f32; slots.len() * hd * n_in];
-                for (s, h) in slots.iter().enumerate() {
-                    if let Some(h) = h {
-                        out[s * hd * n_in..(s + 1) * hd * n_in]
-                            .copy_from_slice(&data[h * hd * n_in..(h + 1) * hd * n_in]);
-                    }
-                }
-                if self.permuted(cfg) {
-                    permute_qk(&out, slots.len(), n_in)
-                } else {
-                    out
-                }
-            }
-            Proj::K if self.permuted(cfg) => permute_qk(data, l.num_kv_heads, n_in),
-            Proj::O if param == Param::Weight => {
-                let slots = self.head_slots(cfg, layer);
-                let (cols_in, cols_out) = (l.num_heads * hd, slots.len() * hd);
-                let mut out = vec![0f32; d * cols_out];
-                for r in 0..d {
-                    for (s, h) in slots.iter().enumerate() {
-                        if let Some(h) = h {
-                            let src = &data[r * cols_in + h * hd..r * cols_in + (h + 1) * hd];
-                            out[r * cols_out + s * hd..r * cols_out + (s + 1) * hd].copy_from_slice(src);
-                        }
-                    }
-                }
-                out
-            }
-            _ => data.to_vec(),
-        }
+        self.map(cfg, id, data, true)
     }
 
     /// The inverse of [`ExportShape::transform`]: GGUF values (HF row-major order) back to the
     /// model's tensor, dummy heads dropped.
     pub(crate) fn untransform(&self, cfg: &ModelConfig, id: &TensorId, data: &[f32]) -> Vec<f32> {
+        self.map(cfg, id, data, false)
+    }
+
+    /// Model → GGUF layout (`to_gguf`) or back. Q's heads are blocks of rows, o_proj's blocks of
+    /// columns; both move between the model's head `h` and its padded slot `s` ([`Self::head_slots`]).
+    fn map(&self, cfg: &ModelConfig, id: &TensorId, data: &[f32], to_gguf: bool) -> Vec<f32> {
         let TensorId::Proj { layer, proj, param } = *id else { return data.to_vec() };
-        let hd = cfg.head_dim;
-        let d = cfg.hidden_size;
-        let l = &cfg.layers[layer];
+        let (hd, d, l) = (cfg.head_dim, cfg.hidden_size, &cfg.layers[layer]);
         let n_in = if param == Param::Weight { d } else { 1 };
+        let permuted = self.permuted(cfg);
+        let slots = self.head_slots(cfg, layer);
+        // (source head, destination head) pairs and the head counts on each side.
+        let pairs = slots.iter().enumerate().filter_map(|(s, h)| h.map(|h| if to_gguf { (h, s) } else { (s, h) }));
+        let (from, to) = if to_gguf { (l.num_heads, slots.len()) } else { (slots.len(), l.num_heads) };
         match proj {
+            Proj::Q if to_gguf => {
+                let out = move_head_blocks(data, 1, hd * n_in, from, to, pairs);
+                if permuted {
+                    permute_qk(&out, to, n_in)
+                } else {
+                    out
+                }
+            }
             Proj::Q => {
-                let slots = self.head_slots(cfg, layer);
-                let plain = if self.permuted(cfg) { unpermute_qk(data, slots.len(), n_in) } else { data.to_vec() };
-                let mut out = vec![0f32; l.num_heads * hd * n_in];
-                for (s, h) in slots.iter().enumerate() {
-                    if let Some(h) = h {
-                        out[h * hd * n_in..(h + 1) * hd * n_in]
-                            .copy_from_slice(&plain[s * hd * n_in..(s + 1) * hd * n_in]);
-                    }
-                }
-                out
+                let plain = if permuted { unpermute_qk(data, from, n_in) } else { data.to_vec() };
+                move_head_blocks(&plain, 1, hd * n_in, from, to, pairs)
             }
-            Proj::K if self.permuted(cfg) => unpermute_qk(data, l.num_kv_heads, n_in),
-            Proj::O if param == Param::Weight => {
-                let slots = self.head_slots(cfg, layer);
-                let (cols_out, cols_in) = (l.num_heads * hd, slots.len() * hd);
-                let mut out = vec![0f32; d * cols_out];
-                for r in 0..d {
-                    for (s, h) in slots.iter().enumerate() {
-                        if let Some(h) = h {
-                            let src = &data[r * cols_in + s * hd..r * cols_in + (s + 1) * hd];
-                            out[r * cols_out + h * hd..r * cols_out + (h + 1) * hd].copy_from_slice(src);
-                        }
-                    }
-                }
-                out
-            }
+            Proj::K if permuted && to_gguf => permute_qk(data, l.num_kv_heads, n_in),
+            Proj::K if permuted => unpermute_qk(data, l.num_kv_heads, n_in),
+            Proj::O if param == Param::Weight => move_head_blocks(data, d, hd, from, to, pairs),
             _ => data.to_vec(),
         }
     }
@@ -354,4 +307,25 @@ impl ExportShape {
         }
         Ok(m)
     }
+}
+
+/// Copies blocks of `block` values between head positions: `data` is `outer` rows of `from` blocks,
+/// the result `outer` rows of `to` blocks, block `src` of each row going to block `dst` for every
+/// `(src, dst)` pair, and blocks no pair names left zero.
+fn move_head_blocks(
+    data: &[f32],
+    outer: usize,
+    block: usize,
+    from: usize,
+    to: usize,
+    pairs: impl Iterator<Item = (usize, usize)> + Clone,
+) -> Vec<f32> {
+    let mut out = vec![0f32; outer * to * block];
+    for r in 0..outer {
+        for (src, dst) in pairs.clone() {
+            let (a, b) = ((r * from + src) * block, (r * to + dst) * block);
+            out[b..b + block].copy_from_slice(&data[a..a + block]);
+        }
+    }
+    out
 }
