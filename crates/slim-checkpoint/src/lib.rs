@@ -25,3 +25,5 @@ pub use weights::{save_model_dir, Weights};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_synth;

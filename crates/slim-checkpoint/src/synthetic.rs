@@ -1,5 +1,19 @@
-//! Tiny seeded synthetic models for tests: MHA or GQA, odd sizes, optional biases and
-//! per-layer (pruned-like) shapes. Deterministic across platforms.
+//! Seeded synthetic models. [`SyntheticSpec`]: tiny ones in memory for tests (MHA or GQA, odd
+//! sizes, optional biases and per-layer, pruned-like shapes). [`ModelShape`] and
+//! [`write_synthetic_model`]: real models' shapes written to disk one tensor at a time, for
+//! benchmarks and backend checks without a real model (`slimllm synth-model`). [`byte_level_tokenizer`]:
+//! a tokenizer for either. Deterministic across platforms.
+
+mod byte_bpe;
+mod model_dir;
+mod shape;
+
+pub use byte_bpe::{byte_level_tokenizer, write_byte_level_tokenizer, BYTE_BPE_VOCAB};
+pub use model_dir::{
+    check_tokenizer_source, tensor_values, write_synthetic_model, SynthOptions, SynthSummary, TokenizerSource,
+    WeightDtype, CHUNK, SHARD_BYTES,
+};
+pub use shape::{ModelShape, ShapeSpec};
 
 use crate::config::LayerShape;
 use crate::layout::{expected_shapes, Global, Param, TensorId};

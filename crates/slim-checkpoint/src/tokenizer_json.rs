@@ -11,6 +11,10 @@ use std::path::Path;
 
 use crate::ModelConfig;
 
+/// Qwen2's pre-tokenizer regex, as in its tokenizer.json.
+pub const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Reads and parses `path`.
 pub fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::weights::io_error("reading", path, e))?;

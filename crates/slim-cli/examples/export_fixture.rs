@@ -6,13 +6,11 @@
 //! `cargo run --release -p slim-cli --example export_fixture -- DIR` writes DIR/{llama-pruned,
 //! qwen2-pruned, llama-dense}; tools/llamacpp/ci-check.sh runs llama.cpp on their exports.
 
-use std::path::Path;
-
-use serde_json::json;
 use slim_checkpoint::synthetic::SyntheticSpec;
 use slim_checkpoint::LayerShape;
 
-/// Embedding rows: 257 tokens and 2 merges used, one unused row.
+/// Embedding rows: the byte-level tokenizer's 257 tokens and 2 merges
+/// ([`slim_checkpoint::synthetic::BYTE_BPE_VOCAB`]), one unused row.
 const VOCAB: usize = 260;
 
 fn main() -> anyhow::Result<()> {
@@ -41,63 +39,9 @@ fn main() -> anyhow::Result<()> {
         let (cfg, w) = spec.build();
         let out = dir.join(name);
         slim_checkpoint::save_model_dir(&out, &cfg, &w, &out)?;
-        write_tokenizer(&out, model_type == "qwen2")?;
+        let arch = slim_checkpoint::Arch::from_model_type(model_type)?;
+        slim_checkpoint::synthetic::write_byte_level_tokenizer(&out, arch)?;
         println!("{}", out.display());
     }
-    Ok(())
-}
-
-/// GPT-2's byte-to-character map (`bytes_to_unicode`).
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xa1..=0xac).chain(0xae..=0xff).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut by_byte = vec![' '; 256];
-    for (b, c) in bs.iter().zip(&cs) {
-        by_byte[*b as usize] = char::from_u32(*c).expect("a valid char");
-    }
-    by_byte
-}
-
-fn write_tokenizer(dir: &Path, qwen2: bool) -> anyhow::Result<()> {
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("<|endoftext|>".into(), json!(0));
-    for (i, c) in byte_chars().into_iter().enumerate() {
-        vocab.insert(c.to_string(), json!(i + 1));
-    }
-    vocab.insert("Ġt".into(), json!(257));
-    vocab.insert("he".into(), json!(258));
-    let byte_level =
-        |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
-    let (normalizer, pre) = if qwen2 {
-        let split = json!({"type": "Split", "pattern": {"Regex": slim_gguf::QWEN2_REGEX}, "behavior": "Isolated",
-                           "invert": false});
-        (json!({"type": "NFC"}), json!({"type": "Sequence", "pretokenizers": [split, byte_level(false)]}))
-    } else {
-        let digits = json!({"type": "Digits", "individual_digits": true});
-        (json!(null), json!({"type": "Sequence", "pretokenizers": [digits, byte_level(true)]}))
-    };
-    let tok = json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [{"id": 0, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
-                          "rstrip": false, "normalized": false, "special": true}],
-        "normalizer": normalizer, "pre_tokenizer": pre,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                  "vocab": vocab, "merges": [["Ġ", "t"], ["h", "e"]]},
-    });
-    std::fs::write(dir.join("tokenizer.json"), tok.to_string())?;
-    let cfg = json!({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
-                     "eos_token": "<|endoftext|>", "add_bos_token": false, "add_eos_token": false});
-    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string())?;
     Ok(())
 }

@@ -23,9 +23,9 @@ use crate::reader::{GgufFile, MetaArray};
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
-/// Qwen2's pre-tokenizer regex, as in its tokenizer.json.
-pub const QWEN2_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's pre-tokenizer regex, as in its tokenizer.json (spelled once, in slim-checkpoint, whose
+/// byte-level test tokenizer uses it too).
+pub use slim_checkpoint::tokenizer_json::QWEN2_REGEX;
 
 /// What the GGUF says about special tokens, resolved once.
 #[derive(Clone, Debug, PartialEq)]
