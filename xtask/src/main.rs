@@ -14,6 +14,7 @@ mod grid_rows;
 mod llamacpp;
 mod pipeline;
 mod summary;
+mod synth_model;
 #[cfg(test)]
 mod tidy;
 mod util;
@@ -44,6 +45,9 @@ enum Command {
     /// Stock llama.cpp, built from a registry package (`build`), and the checks of `slimllm export`
     /// in it (`check`).
     Llamacpp(llamacpp::Args),
+    /// A model directory of a real model's shape with seeded random weights: `slimllm synth-model` with the same
+    /// arguments (`--shape smollm2-135m|qwen2.5-0.5b|qwen2.5-1.5b|llama-7b|llama-13b --out DIR ...`).
+    SynthModel(synth_model::Args),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Command::Ci(args) => ci::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Llamacpp(args) => llamacpp::run_cmd(&args),
+        Command::SynthModel(args) => synth_model::run(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");
@@ -78,5 +83,13 @@ mod tests {
         assert_eq!(args.extra, ["--windows", "10", "-v"]);
         assert!(Cli::try_parse_from(["xtask", "fetch", "ptb", "qwen2.5-coder-0.5b", "--force"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "bench", "forward", "--torch-venv", ".venv-ref"]).is_ok());
+    }
+
+    #[test]
+    fn synth_model_passes_every_argument_to_the_binary() {
+        let cli =
+            Cli::try_parse_from(["xtask", "synth-model", "--shape", "llama-7b", "--layers", "2", "--help"]).unwrap();
+        let Command::SynthModel(args) = cli.command else { panic!("not the synth-model command") };
+        assert_eq!(args.args, ["--shape", "llama-7b", "--layers", "2", "--help"]);
     }
 }

@@ -11,6 +11,7 @@ mod import;
 mod pipeline;
 mod preflight;
 mod report;
+mod synth_model;
 mod tokenize;
 mod zeroshot;
 mod zeroshot_log;
@@ -89,6 +90,9 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Dense prefill throughput (tokens/s) of a model directory.
     Bench(bench::BenchArgs),
+    /// Write a model directory of a real model's shape with seeded random weights (streamed one
+    /// tensor at a time), for benchmarks and backend checks where no real model can be fetched.
+    SynthModel(synth_model::SynthModelArgs),
     /// The SlimLLM pruning pipeline (cached stages).
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
@@ -129,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a, &g),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a, &g),
+        Command::SynthModel(a) => synth_model::run(a),
         Command::Pipeline(c) => pipeline::run(c, &g),
         Command::Stage(a) => pipeline::stage(a, &g),
         Command::Cache(c) => cache::run(c, &g),

@@ -159,6 +159,15 @@ const CASES: &[(&str, &[&str])] = &[
         &["--batch 100000 × --seq-len 100000", "would need about", "available"],
     ),
     ("bench --model {root}/model --decode-prompt -1", &["--decode-prompt", "negative"]),
+    ("synth-model --shape gpt-5 --out {root}/s", &["invalid value 'gpt-5'", "--shape", "smollm2-135m"]),
+    ("synth-model --shape smollm2-135m --layers 0 --out {root}/s", &["--layers", "at least 1"]),
+    ("synth-model --shape smollm2-135m --dtype f64 --out {root}/s", &["invalid value 'f64'", "--dtype"]),
+    ("synth-model --shape smollm2-135m --out {root}/imported", &["--out", "imported", "not empty", "--force"]),
+    ("synth-model --shape smollm2-135m --out {root}/bad.gguf/m", &["--out", "bad.gguf/m", "Not a directory"]),
+    (
+        "synth-model --shape smollm2-135m --tokenizer-from {root}/missing --out {root}/s",
+        &["--tokenizer-from", "missing/tokenizer.json"],
+    ),
 ];
 
 #[test]
