@@ -4,6 +4,7 @@
 
 mod bench;
 mod cache;
+mod check_backend;
 mod eval;
 mod export;
 mod generate;
@@ -104,6 +105,9 @@ enum Command {
     /// The artifact cache: verify entries against their manifests, remove unreferenced ones.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Check a backend (`--backend wgpu|cuda`) against the CPU on seeded synthetic models: logits,
+    /// greedy tokens, zero-shot log-likelihoods and a pruning run's decisions. Needs no file.
+    CheckBackend(check_backend::CheckArgs),
 }
 
 fn main() {
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stage(a) => pipeline::stage(a, &g),
         Command::Cache(c) => cache::run(c, &g),
         Command::Report(a) => report::run(a),
+        Command::CheckBackend(a) => check_backend::run(a, &g),
     }
 }
 
