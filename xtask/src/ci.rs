@@ -3,8 +3,10 @@
 //! --workspace --release` with a torch + transformers venv for the transformers load test (tools/transformers/
 //! setup.sh; the tests also run the tidy rules of `xtask/src/tidy.rs`, e.g. no line over 120
 //! characters), then the llama.cpp checks of `slimllm export` (tools/llamacpp/ci-check.sh: llama.cpp built
-//! from its registry package, exports of seeded pruned models and SmolLM2 run in it), then a short run of
-//! every fuzz target (20 s each; `cargo xtask fuzz` runs them longer).
+//! from its registry package, exports of seeded pruned models and SmolLM2 run in it), then the wgpu backend
+//! against the CPU on a software Vulkan (tools/wgpu/setup.sh installs Mesa's Lavapipe; `cargo test -p slim-cli
+//! --features wgpu --test backends`), then a short run of every fuzz target (20 s each; `cargo xtask fuzz` runs
+//! them longer).
 //!
 //! A cold run writes about 11 GB (measured 2026-11-29: target/release 0.9 GB, fuzz/target
 //! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB; 2026-12-04: the
@@ -56,6 +58,24 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
     // The real engine as a judge of `slimllm export`: stock llama.cpp built from its registry package
     // (about 20 minutes on 2 cores, cold), then the exports of seeded pruned models and SmolLM2 in it.
     util::run(Command::new("bash").arg("tools/llamacpp/ci-check.sh"), &ctx.root)?;
+    log_free_space(&ctx.root, "wgpu");
+    // The wgpu backend against the CPU on Mesa's Lavapipe, a software Vulkan (tools/wgpu/setup.sh installs it):
+    // `slimllm check-backend` on seeded synthetic models and SmolLM2's perplexity on both backends. Building burn-wgpu
+    // is about 20 minutes on 2 cores, cold; the checks about 9 (mostly kernel compilation on llvmpipe).
+    util::run(Command::new("bash").arg("tools/wgpu/setup.sh"), &ctx.root)?;
+    util::run(
+        Command::new(util::cargo()).args([
+            "test",
+            "--release",
+            "-p",
+            "slim-cli",
+            "--features",
+            "wgpu",
+            "--test",
+            "backends",
+        ]),
+        &ctx.root,
+    )?;
     log_free_space(&ctx.root, "fuzzing");
     crate::fuzz::run(&crate::fuzz::Args { targets: Vec::new(), runs: -1, seconds: Some(20) })
 }

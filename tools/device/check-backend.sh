@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One command for a lent GPU machine that has nothing but the slimllm binary (no registry, no model,
+# no data): the backend checked against the binary's own CPU backend on seeded synthetic models,
+# synthetic models of real shapes generated on the spot, prefill and decode throughput on both
+# backends, and a timed 20 % pruning run. Everything it measures goes under OUT as JSON and text.
+#
+#   tools/device/check-backend.sh BIN BACKEND OUT [SHAPES]
+#
+# BIN: a slimllm built with the backend's feature (`cargo build --release -p slim-cli --features cuda`,
+# stripped); BACKEND: cuda or wgpu (cpu rehearses the script); SHAPES: synth-model shapes to bench,
+# default "smollm2-135m qwen2.5-1.5b". Each step's exit status is logged in OUT/steps.txt and a failed
+# step does not stop the others, so one run of the script gives every number it can.
+set -uo pipefail
+bin=${1:?usage: check-backend.sh BIN BACKEND OUT [SHAPES]}
+backend=${2:?backend (cuda, wgpu or cpu)}
+out=${3:?output folder}
+shapes=${4:-smollm2-135m qwen2.5-1.5b}
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+steps="$out/steps.txt"
+: >"$steps"
+
+step() {
+  local name=$1
+  shift
+  local t0 t1 rc
+  t0=$EPOCHREALTIME
+  "$@" >"$out/$name.txt" 2>&1
+  rc=$?
+  t1=$EPOCHREALTIME
+  awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s rc=%d %.1f s\n", n, rc, b - a }' | tee -a "$steps"
+  return 0
+}
+
+{
+  uname -a
+  nvidia-smi 2>&1 | head -20 || true
+  "$bin" --version
+} >"$out/machine.txt" 2>&1
+
+step check-backend "$bin" --quiet --backend "$backend" check-backend --json "$out/check-backend.json"
+for shape in $shapes; do
+  step "synth-$shape" "$bin" --quiet synth-model --shape "$shape" --out "$work/$shape"
+  for b in "$backend" cpu; do
+    [[ $b == cpu && $backend == cpu && -e "$out/bench-$shape-cpu.json" ]] && continue
+    step "bench-$shape-$b" "$bin" --quiet --backend "$b" bench --model "$work/$shape" --repeats 3 \
+      --out "$out/bench-$shape-$b.json"
+  done
+done
+first=${shapes%% *}
+step "pipeline-$first" "$bin" --quiet --backend "$backend" --data-root "$work" pipeline run --model "$work/$first" \
+  --target 0.2 --calib-source random --no-eval --gguf none --cache "$work/cache" --run device
+if [[ -d "$work/runs/device" ]]; then
+  cp "$work/runs/device/summary.json" "$out/pipeline-$first-summary.json" 2>/dev/null
+  step "bench-$first-pruned-$backend" "$bin" --quiet --backend "$backend" bench --model "$work/runs/device/model" \
+    --repeats 3 --out "$out/bench-$first-pruned-$backend.json"
+fi
+echo "results in $out"
