@@ -29,7 +29,8 @@ step() {
   "$@" >"$out/$name.txt" 2>&1
   rc=$?
   t1=$EPOCHREALTIME
-  awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s rc=%d %.1f s\n", n, rc, b - a }' | tee -a "$steps"
+  awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s rc=%d %.1f s\n", n, rc, b - a }' |
+    tee -a "$steps"
   return 0
 }
 
