@@ -52,7 +52,7 @@ done
 first=${shapes%% *}
 step "pipeline-$first" "$bin" --quiet --backend "$backend" --data-root "$work" pipeline run --model "$work/$first" \
   --target 0.2 --calib-source random --no-eval --gguf none --cache "$work/cache" --run device
-if [[ -d "$work/runs/device" ]]; then
+if [[ -f "$work/runs/device/summary.json" ]]; then
   cp "$work/runs/device/summary.json" "$out/pipeline-$first-summary.json" 2>/dev/null
   step "bench-$first-pruned-$backend" "$bin" --quiet --backend "$backend" bench --model "$work/runs/device/model" \
     --repeats 3 --out "$out/bench-$first-pruned-$backend.json"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (the `device` tool), from the repository root, with the files of
+# tools/device/build-cuda.sh carried: carry ["gpu/slimllm-cuda.xz", "gpu/nvrtc-12.6.85.tar.xz"], command
+# `bash tools/device/run-cuda.sh "$OUT"`. Unpacks the binary and NVRTC, then tools/device/check-backend.sh for
+# cuda: check-backend against the CPU, synthetic SmolLM2-135M and Qwen2.5-1.5B, bench on cuda and the CPU, a timed
+# 20 % pipeline. SHAPES overrides the shapes.
+set -euo pipefail
+out=${1:-${OUT:?pass the output folder}}
+mkdir -p "$out"
+d=$(mktemp -d)
+xz -dc gpu/slimllm-cuda.xz >"$d/slimllm"
+chmod +x "$d/slimllm"
+tar -xJf gpu/nvrtc-12.6.85.tar.xz -C "$d"
+export LD_LIBRARY_PATH="$d/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export RUST_BACKTRACE=1
+bash tools/device/check-backend.sh "$d/slimllm" cuda "$out" "${SHAPES:-smollm2-135m qwen2.5-1.5b}"
