@@ -8,7 +8,9 @@
 #
 # BIN: a slimllm built with the backend's feature (`cargo build --release -p slim-cli --features cuda`,
 # stripped); BACKEND: cuda or wgpu (cpu rehearses the script); SHAPES: synth-model shapes to bench,
-# default "smollm2-135m qwen2.5-1.5b". Each step's exit status is logged in OUT/steps.txt and a failed
+# default "smollm2-135m qwen2.5-1.5b"; BENCH_BATCH: sequences per prefill pass of `bench` (default 8; Lavapipe
+# cannot allocate the 201 MB logits buffer of 8 × 128 × 49152, so rehearse wgpu there with BENCH_BATCH=2).
+# Each step's exit status is logged in OUT/steps.txt and a failed
 # step does not stop the others, so one run of the script gives every number it can.
 set -uo pipefail
 bin=${1:?usage: check-backend.sh BIN BACKEND OUT [SHAPES]}
@@ -46,7 +48,7 @@ for shape in $shapes; do
   for b in "$backend" cpu; do
     [[ $b == cpu && $backend == cpu && -e "$out/bench-$shape-cpu.json" ]] && continue
     step "bench-$shape-$b" "$bin" --quiet --backend "$b" bench --model "$work/$shape" --repeats 3 \
-      --out "$out/bench-$shape-$b.json"
+      --batch "${BENCH_BATCH:-8}" --out "$out/bench-$shape-$b.json"
   done
 done
 first=${shapes%% *}
@@ -55,6 +57,6 @@ step "pipeline-$first" "$bin" --quiet --backend "$backend" --data-root "$work" p
 if [[ -f "$work/runs/device/summary.json" ]]; then
   cp "$work/runs/device/summary.json" "$out/pipeline-$first-summary.json" 2>/dev/null
   step "bench-$first-pruned-$backend" "$bin" --quiet --backend "$backend" bench --model "$work/runs/device/model" \
-    --repeats 3 --out "$out/bench-$first-pruned-$backend.json"
+    --batch "${BENCH_BATCH:-8}" --repeats 3 --out "$out/bench-$first-pruned-$backend.json"
 fi
 echo "results in $out"
