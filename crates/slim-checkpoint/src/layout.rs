@@ -335,15 +335,23 @@ impl TensorId {
     }
 }
 
+/// The tensors of decoder layer `l` of a model with `cfg`, in model order (norms, then each
+/// projection's weight and bias); empty past the last layer.
+pub fn layer_tensors(cfg: &ModelConfig, l: usize) -> Vec<TensorId> {
+    let mut v: Vec<TensorId> = LayerNorm::ALL.map(|norm| TensorId::Norm { layer: l, norm }).to_vec();
+    for proj in Proj::ALL {
+        v.extend([Param::Weight, Param::Bias].map(|param| TensorId::Proj { layer: l, proj, param }));
+    }
+    v.retain(|t| t.shape(cfg).is_some());
+    v
+}
+
 /// Every tensor a model with `cfg` has, in model order: the embedding, each layer's norms and
 /// projections (weight, then bias), the final norm, the lm_head when untied.
 pub fn tensors(cfg: &ModelConfig) -> Vec<TensorId> {
     let mut v = vec![TensorId::Global(Global::Embedding)];
     for layer in 0..cfg.num_layers() {
-        v.extend(LayerNorm::ALL.map(|norm| TensorId::Norm { layer, norm }));
-        for proj in Proj::ALL {
-            v.extend([Param::Weight, Param::Bias].map(|param| TensorId::Proj { layer, proj, param }));
-        }
+        v.extend(layer_tensors(cfg, layer));
     }
     v.extend([Global::FinalNorm, Global::LmHead].map(TensorId::Global));
     v.retain(|t| t.shape(cfg).is_some());

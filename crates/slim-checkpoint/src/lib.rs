@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod source;
 pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer_json;
@@ -21,9 +22,12 @@ pub mod weights;
 pub use config::{Arch, LayerShape, ModelConfig};
 pub use tensor::HostTensor;
 pub use tokenizer_json::{check_vocab, load_model_tokenizer, load_tokenizer_json, parse_tokenizer_json};
-pub use weights::{save_model_dir, Weights};
+pub use source::WeightSource;
+pub use weights::{save_model_dir, save_model_dir_with, Weights};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_synth;
+#[cfg(test)]
+mod tests_source;

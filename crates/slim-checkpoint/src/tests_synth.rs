@@ -12,7 +12,7 @@ use slim_artifact::Kind;
 use slim_fs::Existing;
 
 /// A qwen2 shape small enough to write in milliseconds (GQA 4/2, q/k/v biases, tied).
-fn tiny(layers: usize) -> ShapeSpec {
+pub(crate) fn tiny(layers: usize) -> ShapeSpec {
     ShapeSpec {
         arch: Arch::Qwen2,
         hidden_size: 32,

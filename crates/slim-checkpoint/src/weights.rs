@@ -34,23 +34,9 @@ impl Weights {
     }
 
     /// Loads every tensor of `dir` (`model.safetensors`, or the shards of
-    /// `model.safetensors.index.json`).
+    /// `model.safetensors.index.json`) through [`crate::WeightSource`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let mut w = Self::new();
-        for file in weight_files(dir)? {
-            w.load_file(&file)?;
-        }
-        ensure!(!w.tensors.is_empty(), "no tensors in {}", dir.display());
-        Ok(w)
-    }
-
-    fn load_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| io_error("opening", path, e))?;
-        // SAFETY: the file is opened read-only and not modified while mapped; a concurrent
-        // writer would only change the bytes we read, which validation below catches or
-        // which yields wrong weights, never undefined behaviour in safe code that copies them.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error("mapping", path, e))?;
-        self.load_bytes(&mmap, path)
+        crate::WeightSource::open(dir)?.read_all()
     }
 
     /// Parses the bytes of a safetensors file (`path` names it in errors), converting every
@@ -70,28 +56,7 @@ impl Weights {
             e => format_err!("{}: invalid safetensors: {e}", path.display()),
         })?;
         for (name, view) in st.tensors() {
-            let shape = view.shape().to_vec();
-            let bytes = view.data();
-            let (data, first_bad) = match view.dtype() {
-                Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-                Dtype::BF16 => to_f32_checked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
-                other => bail!(
-                    "{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)",
-                    path.display()
-                ),
-            };
-            if let Some(i) = first_bad {
-                let count = data.iter().filter(|v| !v.is_finite()).count();
-                bail!(
-                    "{}: tensor `{name}` has {count} non-finite value(s) of {} (the first, at index {i}, is {})",
-                    path.display(),
-                    data.len(),
-                    data[i]
-                );
-            }
-            let t =
-                HostTensor::new(shape, data).map_err(|e| format_err!("{}: tensor `{name}`: {e}", path.display()))?;
+            let t = to_host(&name, view.dtype(), view.shape().to_vec(), view.data(), path)?;
             if self.tensors.insert(name.clone(), t).is_some() {
                 bail!("{}: tensor `{name}` appears in more than one file", path.display());
             }
@@ -179,18 +144,36 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display())
 }
 
-/// Writes a complete model directory: `config.json`, `model.safetensors` (f32), the
-/// tokenizer files copied from `side_files_from` and, for a pruned model, the transformers code
-/// its `config.json` names ([`crate::config::SLIMLLM_CODE_FILES`]). Every file is written under a
-/// temporary name and renamed into place (`slim_fs`), weights before config; the weights are
-/// streamed one tensor at a time.
+/// Writes a complete model directory: `config.json`, `model.safetensors` (f32; shards of at most
+/// 5 GB and their index past that), the tokenizer files copied from `side_files_from` and, for a
+/// pruned model, the transformers code its `config.json` names
+/// ([`crate::config::SLIMLLM_CODE_FILES`]). Every file is written under a temporary name and
+/// renamed into place (`slim_fs`), weights before config; the weights are streamed one tensor at a
+/// time.
 pub fn save_model_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, side_files_from: &Path) -> Result<()> {
     weights.check_against(cfg).map_err(|e| e.context("refusing to save weights that do not match the config"))?;
+    save_model_dir_with(dir, cfg, side_files_from, &mut |name| weights.get(name).cloned())
+}
+
+/// [`save_model_dir`] with the tensors produced on demand: `tensor` is called once per tensor of
+/// `cfg`, in file order (sorted by name), and only one tensor is held at a time, so a model far
+/// larger than memory can be written from a source that makes it layer by layer. A tensor whose
+/// shape differs from what `cfg` says is an error naming it, and nothing is renamed into place.
+pub fn save_model_dir_with(
+    dir: &Path,
+    cfg: &ModelConfig,
+    side_files_from: &Path,
+    tensor: &mut dyn FnMut(&str) -> Result<HostTensor>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
-    let specs = weights.tensors.iter().map(|(n, t)| TensorSpec::new(n, slim_fs::Dtype::F32, &t.shape)).collect();
-    let config = SafetensorsConfig { sharding: Sharding::Single, metadata: BTreeMap::new() };
+    let expected = expected_shapes(cfg);
+    let specs = expected.iter().map(|(n, s)| TensorSpec::new(n, slim_fs::Dtype::F32, s)).collect();
+    let config =
+        SafetensorsConfig { sharding: Sharding::MaxBytes(crate::synthetic::SHARD_BYTES), metadata: BTreeMap::new() };
     let mut w = SafetensorsWriter::create(dir, specs, &config)?;
-    for (name, t) in &weights.tensors {
+    for (name, shape) in &expected {
+        let t = tensor(name)?;
+        ensure!(&t.shape == shape, "tensor `{name}` has shape {:?}, the config says {shape:?}", t.shape);
         w.write_f32(name, &t.data)?;
     }
     w.finish()?;
@@ -249,9 +232,16 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// tensor, a tensor whose offsets do not match its dtype and shape or overlap another tensor.
 /// What this does not recognise (malformed JSON, unknown dtypes) is left to the crate's parser.
 fn check_layout(bytes: &[u8], path: &Path) -> Result<()> {
-    let p = path.display();
     let len = bytes.len() as u64;
-    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
+    let n = header_length(&bytes[..bytes.len().min(8)], len, path)?;
+    check_header(&bytes[8..8 + n as usize], len, path)
+}
+
+/// The header length N of a safetensors file of `len` bytes from its first bytes (`prefix`, up to
+/// 8), checked against the format's limit and the file's size.
+pub(crate) fn header_length(prefix: &[u8], len: u64, path: &Path) -> Result<u64> {
+    let p = path.display();
+    let Some(n) = prefix.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
         bail!("{p}: truncated safetensors file: expected at least 8 bytes (the header length), file has {len}");
     };
     ensure!(
@@ -263,7 +253,14 @@ fn check_layout(bytes: &[u8], path: &Path) -> Result<()> {
         header_end <= len,
         "{p}: truncated safetensors file: expected at least {header_end} bytes (8 + a header of {n}), file has {len}"
     );
-    let Ok(serde_json::Value::Object(header)) = serde_json::from_slice(&bytes[8..header_end as usize]) else {
+    Ok(n)
+}
+
+/// [`check_layout`] past the header length: `header` is the JSON header of a file of `len` bytes.
+pub(crate) fn check_header(header: &[u8], len: u64, path: &Path) -> Result<()> {
+    let p = path.display();
+    let header_end = 8 + header.len() as u64;
+    let Ok(serde_json::Value::Object(header)) = serde_json::from_slice(header) else {
         return Ok(()); // the crate's parser reports the JSON error
     };
     let mut spans = Vec::new();
@@ -354,4 +351,28 @@ pub fn first_non_finite(v: &[f32]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Converts the little-endian bytes of tensor `name` (of `dtype` and `shape`, read from `path`) to
+/// an f32 host tensor, refusing other dtypes and non-finite values by name.
+pub(crate) fn to_host(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8], path: &Path) -> Result<HostTensor> {
+    let (data, first_bad) = match dtype {
+        Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        Dtype::BF16 => to_f32_checked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        other => bail!(
+            "{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)",
+            path.display()
+        ),
+    };
+    if let Some(i) = first_bad {
+        let count = data.iter().filter(|v| !v.is_finite()).count();
+        bail!(
+            "{}: tensor `{name}` has {count} non-finite value(s) of {} (the first, at index {i}, is {})",
+            path.display(),
+            data.len(),
+            data[i]
+        );
+    }
+    HostTensor::new(shape, data).map_err(|e| format_err!("{}: tensor `{name}`: {e}", path.display()))
 }
