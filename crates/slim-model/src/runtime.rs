@@ -96,12 +96,17 @@ impl<B: Backend> Layer<B> {
 }
 
 /// A LLaMA-family decoder on backend `B`.
+///
+/// A model built by [`Llama::from_weights`] holds every weight. One built by [`Llama::empty`] holds
+/// none until they are loaded one at a time ([`Llama::load_layer`], [`Llama::load_embedding`]): the
+/// layer-streaming passes of the pipeline keep one decoder layer on the device and run the layers
+/// one after another. Running a part that is not loaded panics naming it (a bug of the caller).
 pub struct Llama<B: Backend> {
     cfg: ModelConfig,
-    embed: Tensor<B, 2>,
-    layers: Vec<Layer<B>>,
-    norm: Tensor<B, 1>,
-    lm_head: Linear<B>,
+    embed: Option<Tensor<B, 2>>,
+    layers: Vec<Option<Layer<B>>>,
+    norm: Option<Tensor<B, 1>>,
+    lm_head: Option<Linear<B>>,
     /// The norm of every layer and of the output, from the config (`layout::NormKind::of`).
     norm_kind: NormKind,
     /// The MLP's activation, from the config's `hidden_act` (`layout::Activation::of`).
@@ -137,18 +142,64 @@ impl<B: Backend> Llama<B> {
     /// Builds the model from a config and its weights, checking every shape first.
     pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
         w.check_against(&cfg)?;
-        let layers = (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device)).collect::<Result<Vec<_>>>()?;
+        let layers =
+            (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device).map(Some)).collect::<Result<Vec<_>>>()?;
         let embed = host_to_tensor(w.get(Global::Embedding.hf_name())?, device)?;
         Ok(Self {
-            embed,
-            lm_head: Linear::load(w, Global::output(&cfg).module(), false, device)?,
-            norm: host_to_tensor(w.get(Global::FinalNorm.hf_name())?, device)?,
+            embed: Some(embed),
+            lm_head: Some(Linear::load(w, Global::output(&cfg).module(), false, device)?),
+            norm: Some(host_to_tensor(w.get(Global::FinalNorm.hf_name())?, device)?),
             norm_kind: NormKind::of(&cfg),
             activation: Activation::of(&cfg)?,
             layers,
             cfg,
             device: device.clone(),
         })
+    }
+
+    /// A model with the config `cfg` and no weights loaded (see the type's docs).
+    pub fn empty(cfg: ModelConfig, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            embed: None,
+            lm_head: None,
+            norm: None,
+            norm_kind: NormKind::of(&cfg),
+            activation: Activation::of(&cfg)?,
+            layers: (0..cfg.num_layers()).map(|_| None).collect(),
+            cfg,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads the token embedding (`[vocab, d]`), the input of layer 0.
+    pub fn load_embedding(&mut self, t: &HostTensor) -> Result<()> {
+        let want = [self.cfg.vocab_size, self.cfg.hidden_size];
+        ensure!(t.shape == want, "the embedding has shape {:?}, expected {want:?}", t.shape);
+        self.embed = Some(host_to_tensor(t, &self.device)?);
+        Ok(())
+    }
+
+    /// Loads layer `l` from `w` (which needs to hold that layer's tensors only), with the shape
+    /// the model's config gives it.
+    pub fn load_layer(&mut self, l: usize, w: &Weights) -> Result<()> {
+        let shape = self.cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
+        self.replace_layer(l, shape, w)
+    }
+
+    /// Frees layer `l`'s weights.
+    pub fn unload_layer(&mut self, l: usize) {
+        if let Some(slot) = self.layers.get_mut(l) {
+            *slot = None;
+        }
+    }
+
+    /// Whether layer `l`'s weights are loaded.
+    pub fn is_layer_loaded(&self, l: usize) -> bool {
+        self.layers.get(l).is_some_and(Option::is_some)
+    }
+
+    fn layer(&self, l: usize) -> &Layer<B> {
+        self.layers[l].as_ref().unwrap_or_else(|| panic!("layer {l} of this model is not loaded"))
     }
 
     /// The model's configuration.
@@ -192,7 +243,8 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, t] = ids.dims();
         let flat = ids.reshape([b * t]);
-        self.embed.clone().select(0, flat).reshape([b, t, self.cfg.hidden_size])
+        let embed = self.embed.as_ref().expect("the embedding of this model is not loaded");
+        embed.clone().select(0, flat).reshape([b, t, self.cfg.hidden_size])
     }
 
     /// Final norm and lm_head.
@@ -201,8 +253,12 @@ impl<B: Backend> Llama<B> {
     /// x: `[batch, len, d]` → `[batch, len, vocab]`
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let h = self.apply_norm(x.reshape([b * t, d]), &self.norm);
-        self.lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
+        let (norm, lm_head) = match (&self.norm, &self.lm_head) {
+            (Some(n), Some(h)) => (n, h),
+            _ => panic!("the final norm and lm_head of this model are not loaded"),
+        };
+        let h = self.apply_norm(x.reshape([b * t, d]), norm);
+        lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
     }
 
     /// Replaces layer `l` by the one `w` holds (the layer-`l` names of `layout`) with `shape`
@@ -212,7 +268,7 @@ impl<B: Backend> Llama<B> {
         let mut cfg = self.cfg.clone();
         cfg.layers[l] = shape;
         let layer = Layer::load(&cfg, l, w, &self.device).with_context(|| format!("replacing layer {l}"))?;
-        self.layers[l] = layer;
+        self.layers[l] = Some(layer);
         self.cfg = cfg;
         Ok(())
     }
@@ -220,13 +276,13 @@ impl<B: Backend> Llama<B> {
     /// Layer `l`'s four weight matrices, stored transposed (`[in, out]`): q/k/v stacked,
     /// o_proj, gate/up stacked, down_proj (used by the gradient pass).
     pub(crate) fn layer_weights(&self, l: usize) -> [&Tensor<B, 2>; 4] {
-        let y = &self.layers[l];
+        let y = self.layer(l);
         [&y.qkv.wt, &y.o.wt, &y.gate_up.wt, &y.down.wt]
     }
 
     /// Mutable [`Llama::layer_weights`].
     pub(crate) fn layer_weights_mut(&mut self, l: usize) -> [&mut Tensor<B, 2>; 4] {
-        let y = &mut self.layers[l];
+        let y = self.layers[l].as_mut().unwrap_or_else(|| panic!("layer {l} of this model is not loaded"));
         [&mut y.qkv.wt, &mut y.o.wt, &mut y.gate_up.wt, &mut y.down.wt]
     }
 
@@ -259,7 +315,7 @@ impl<B: Backend> Llama<B> {
         out: &mut LayerTaps<B>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
-        let layer = &self.layers[l];
+        let layer = self.layer(l);
         let [b, t, d] = x.dims();
         let dh = self.cfg.head_dim;
         let x2 = x.reshape([b * t, d]); // [N, d]
@@ -331,7 +387,7 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// h: `[batch, len, d]` → `[batch, len, d]`
     pub fn mlp_block(&self, l: usize, h: Tensor<B, 3>, taps: TapSet, out: &mut LayerTaps<B>) -> Tensor<B, 3> {
-        let layer = &self.layers[l];
+        let layer = self.layer(l);
         let [b, t, d] = h.dims();
         let h = h.reshape([b * t, d]);
         let u = self.apply_norm(h.clone(), &layer.post_norm);

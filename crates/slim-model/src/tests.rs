@@ -295,3 +295,45 @@ fn chat_template_renders_like_hf() {
     let err = crate::Tokenizer::chat_prompt(dir.path(), &[("user", "Hi!")]).unwrap_err().to_string();
     assert!(err.contains("no chat_template"), "{err}");
 }
+
+/// An empty model fed one layer at a time (each unloaded after use) computes exactly what the
+/// whole model computes, on uneven pruned GQA layers; unloaded parts are named when run.
+#[test]
+fn a_model_streamed_one_layer_at_a_time_equals_the_whole_model() {
+    let mut spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 19);
+    spec.layers[1] = LayerShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 1, 1],
+        intermediate_size: 17,
+        o_proj_bias: true,
+        down_proj_bias: false,
+    };
+    let (cfg, w) = spec.build();
+    let dev = Dev::default();
+    let whole = Llama::<Cpu>::from_weights(cfg.clone(), &w, &dev).unwrap();
+    let ids: Vec<u32> = (0..14).map(|i| (i * 11 % 50) as u32).collect();
+    let mut want = whole.embed(whole.ids_tensor(&ids, 2, 7).unwrap());
+    let mut m = Llama::<Cpu>::empty(cfg.clone(), &dev).unwrap();
+    m.load_embedding(w.get("model.embed_tokens.weight").unwrap()).unwrap();
+    let mut got = m.embed(m.ids_tensor(&ids, 2, 7).unwrap());
+    for l in 0..cfg.num_layers() {
+        let mut lw = Weights::new();
+        for t in slim_checkpoint::layout::layer_tensors(&cfg, l) {
+            lw.insert(t.hf_name(), w.get(&t.hf_name()).unwrap().clone());
+        }
+        m.load_layer(l, &lw).unwrap();
+        assert!(m.is_layer_loaded(l) && (l == 0 || !m.is_layer_loaded(l - 1)));
+        got = m.layer_forward(l, got, TapSet::NONE).0;
+        want = whole.layer_forward(l, want, TapSet::NONE).0;
+        m.unload_layer(l);
+    }
+    assert_eq!(got.into_data().into_vec::<f32>().unwrap(), want.into_data().into_vec::<f32>().unwrap());
+    let x = m.embed(m.ids_tensor(&ids, 2, 7).unwrap());
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.layer_forward(2, x, TapSet::NONE)));
+    let msg = *e.err().unwrap().downcast::<String>().unwrap();
+    assert_eq!(msg, "layer 2 of this model is not loaded");
+    let bad = slim_checkpoint::HostTensor::new(vec![49, 24], vec![0.0; 49 * 24]).unwrap();
+    let e = m.load_embedding(&bad).unwrap_err().to_string();
+    assert!(e.contains("[49, 24], expected [50, 24]"), "{e}");
+}
