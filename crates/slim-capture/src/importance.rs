@@ -3,27 +3,27 @@
 
 use crate::stats::mean_row_cosine;
 use anyhow::Result;
-use burn_tensor::backend::Backend;
+use burn_tensor::{backend::Backend, Tensor};
 use slim_artifact::schema::LayerImportance;
-use slim_model::{Llama, TapSet};
 
-/// Runs the calibration windows through every layer of the dense model.
+/// Runs the calibration windows through every layer of the dense model: `x0` is the input of
+/// layer 0 (the embedded windows) and `run_layer(l, x)` layer `l`'s output on `x`, so that a
+/// caller holding one layer at a time ([`slim_model::Llama::empty`]) streams the pass.
 ///
 /// # Shapes
-/// ids: `n_windows · seq_len` token ids, row-major
+/// x0: `[n_windows, seq_len, d]`
 pub fn layer_importance<B: Backend>(
-    model: &Llama<B>,
-    ids: &[u32],
-    n_windows: usize,
-    seq_len: usize,
+    x0: Tensor<B, 3>,
+    n_layers: usize,
+    run_layer: &mut dyn FnMut(usize, Tensor<B, 3>) -> Result<Tensor<B, 3>>,
     on_layer: &mut dyn FnMut(usize),
 ) -> Result<LayerImportance> {
-    let mut x = model.embed(model.ids_tensor(ids, n_windows, seq_len)?);
-    let d = model.config().hidden_size;
-    let n = n_windows * seq_len;
-    let mut cos = Vec::with_capacity(model.config().num_layers());
-    for l in 0..model.config().num_layers() {
-        let (y, _) = model.layer_forward(l, x.clone(), TapSet::NONE);
+    let [b, t, d] = x0.dims();
+    let n = b * t;
+    let mut x = x0;
+    let mut cos = Vec::with_capacity(n_layers);
+    for l in 0..n_layers {
+        let y = run_layer(l, x.clone())?;
         cos.push(mean_row_cosine(x.reshape([n, d]), y.clone().reshape([n, d]))?);
         x = y;
         on_layer(l);

@@ -20,14 +20,14 @@ pub mod tokenizer_json;
 pub mod weights;
 
 pub use config::{Arch, LayerShape, ModelConfig};
+pub use source::WeightSource;
 pub use tensor::HostTensor;
 pub use tokenizer_json::{check_vocab, load_model_tokenizer, load_tokenizer_json, parse_tokenizer_json};
-pub use source::WeightSource;
 pub use weights::{save_model_dir, save_model_dir_with, Weights};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_synth;
-#[cfg(test)]
 mod tests_source;
+#[cfg(test)]
+mod tests_synth;

@@ -78,9 +78,9 @@ impl WeightSource {
                 continue;
             }
             let info: Info = serde_json::from_value(v).map_err(|e| match e.to_string() {
-                m if m.contains("unknown variant") => format_err!(
-                    "{p}: tensor `{name}` has an unsupported dtype ({m}; f32, f16, bf16 are supported)"
-                ),
+                m if m.contains("unknown variant") => {
+                    format_err!("{p}: tensor `{name}` has an unsupported dtype ({m}; f32, f16, bf16 are supported)")
+                }
                 m => format_err!("{p}: tensor `{name}`: invalid header entry: {m}"),
             })?;
             ensure!(
@@ -150,11 +150,7 @@ impl WeightSource {
     /// Reads `name`, checking its shape.
     pub fn read_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let have = self.shape(name)?;
-        ensure!(
-            have == shape,
-            "{}: tensor `{name}` has shape {have:?}, expected {shape:?}",
-            self.dir.display()
-        );
+        ensure!(have == shape, "{}: tensor `{name}` has shape {have:?}, expected {shape:?}", self.dir.display());
         self.read(name)
     }
 

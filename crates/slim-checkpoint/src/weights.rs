@@ -360,10 +360,9 @@ pub(crate) fn to_host(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8],
         Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
         Dtype::BF16 => to_f32_checked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
-        other => bail!(
-            "{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)",
-            path.display()
-        ),
+        other => {
+            bail!("{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)", path.display())
+        }
     };
     if let Some(i) = first_bad {
         let count = data.iter().filter(|v| !v.is_finite()).count();

@@ -357,8 +357,22 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     if gguf != "none" {
         let ty = slim_gguf::export_type(gguf)?;
         let out = run.gguf_path(gguf);
-        match slim_gguf::export_gguf(&run.model_dir(), &out, ty, true) {
-            Ok(s) => {
+        // The export is keyed by the surgery entry it was made from (a stamp beside it): a rerun
+        // whose pruned model did not change reads no weight for it.
+        let stamp = out.with_extension("gguf.source");
+        let source = format!("{} {gguf}\n", summary.cache_entry);
+        let up_to_date = out.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == source);
+        let exported = if up_to_date {
+            tracing::info!("the GGUF export {} is up to date (from surgery entry {})", out.display(), summary.cache_entry);
+            None
+        } else {
+            let _ = std::fs::remove_file(&stamp);
+            Some(slim_gguf::export_gguf(&run.model_dir(), &out, ty, true))
+        };
+        match exported {
+            None => {}
+            Some(Ok(s)) => {
+                slim_fs::write_atomic(&stamp, source.as_bytes())?;
                 tracing::info!(
                     "exported the pruned model for llama.cpp: {} ({} GGUF, {:.1} MB)",
                     out.display(),
@@ -367,10 +381,10 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
                 );
                 eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
             }
-            Err(e) if a.gguf.is_none() => {
+            Some(Err(e)) if a.gguf.is_none() => {
                 tracing::warn!("no GGUF export (pass --gguf none to skip it): {e:#}");
             }
-            Err(e) => return Err(e.context(format!("--gguf {gguf}"))),
+            Some(Err(e)) => return Err(e.context(format!("--gguf {gguf}"))),
         }
     }
     println!("{}", serde_json::to_string(&summary)?);

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use slim_checkpoint::layout::{self, Param, Proj, TensorId};
-use slim_checkpoint::{Arch as CkptArch, ModelConfig, Weights};
+use slim_checkpoint::{Arch as CkptArch, ModelConfig, WeightSource};
 
 use crate::encode::encode;
 use crate::export_tokenizer::tokenizer_metadata;
@@ -71,7 +71,8 @@ pub fn export_gguf(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> R
         ModelConfig::load(model_dir).with_context(|| format!("{} is not a model directory", model_dir.display()))?;
     let shape = ExportShape::of(&cfg);
     check_block_fit(&cfg, &shape, ty)?;
-    let weights = Weights::load(model_dir)?;
+    // One tensor in memory at a time: the export of a model larger than memory streams.
+    let weights = WeightSource::open(model_dir)?;
     weights.check_against(&cfg)?;
     let mut meta = shape.metadata(&cfg, ty, model_dir)?;
     meta.extend(tokenizer_metadata(model_dir, cfg.vocab_size, cfg.bos_token_id, cfg.eos_token_id)?);
@@ -89,7 +90,7 @@ pub fn export_gguf(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> R
     }
     let mut w = GgufWriter::create(out, &meta, plans.clone())?;
     for (id, plan) in ids.iter().zip(&plans) {
-        let t = weights.get(&id.hf_name())?;
+        let t = weights.read(&id.hf_name())?;
         let values = shape.transform(&cfg, id, &t.data);
         let row = plan.dims[0] as usize;
         w.write_tensor(&plan.name, &encode(&values, row, plan.ty)?)?;

@@ -1,7 +1,7 @@
 //! `slimllm pipeline explain`: for every entry a run would need, whether the cache holds it
 //! and, if not, why not — computed from the key documents alone, without running a stage.
 
-use crate::graph::Graph;
+use crate::graph::{Graph, LayerDocs};
 use crate::keys::{text_digest, ModelSource};
 use crate::{AllocationKind, PipelineConfig};
 use anyhow::Result;
@@ -129,26 +129,13 @@ pub fn explain_pipeline(
         return Ok(out);
     };
 
-    let mut chain = graph.chain_start(calib.key())?;
-    for (l, counts) in plan.counts.iter().enumerate() {
-        if counts.heads == 0 && counts.channels == 0 {
-            continue;
+    let docs = graph.layer_docs(&plan.counts, calib.key(), taylor, alloc.key())?;
+    for (l, d) in docs.layers.iter().enumerate() {
+        for (_, doc) in d.iter().flat_map(LayerDocs::all) {
+            line(doc, Some(l))?;
         }
-        let ca = graph.capture_attn(l, chain, calib.key())?;
-        line(&ca, Some(l))?;
-        let sa = graph.score_attn(counts, ca.key(), taylor)?;
-        line(&sa, Some(l))?;
-        let ra = graph.recover_attn(ca.key(), sa.key())?;
-        line(&ra, Some(l))?;
-        let cm = graph.capture_mlp(l, chain, calib.key(), ra.key())?;
-        line(&cm, Some(l))?;
-        let sm = graph.score_mlp(counts, cm.key(), taylor)?;
-        line(&sm, Some(l))?;
-        let rm = graph.recover_mlp(cm.key(), sm.key())?;
-        line(&rm, Some(l))?;
-        chain = graph.chain_next(l, chain, ra.key(), rm.key())?;
     }
-    line(&graph.surgery(n_layers, chain, alloc.key())?, None)?;
+    line(&docs.surgery, None)?;
     Ok(out)
 }
 

@@ -30,6 +30,39 @@ pub(crate) struct Graph<'a> {
     pub calib_text: Option<String>,
 }
 
+/// The key documents of one pruned layer's six entries, in the order a run needs them.
+pub(crate) struct LayerDocs {
+    pub capture_attn: KeyDoc,
+    pub score_attn: KeyDoc,
+    pub recover_attn: KeyDoc,
+    pub capture_mlp: KeyDoc,
+    pub score_mlp: KeyDoc,
+    pub recover_mlp: KeyDoc,
+}
+
+impl LayerDocs {
+    /// The six documents with the run's label of each (`capture`, `score`, `recover`).
+    pub fn all(&self) -> [(&'static str, &KeyDoc); 6] {
+        [
+            ("capture", &self.capture_attn),
+            ("score", &self.score_attn),
+            ("recover", &self.recover_attn),
+            ("capture", &self.capture_mlp),
+            ("score", &self.score_mlp),
+            ("recover", &self.recover_mlp),
+        ]
+    }
+}
+
+/// Every per-layer key of a run and the surgery entry's, from the keys before them alone (no
+/// value is needed: each key hashes the keys of its inputs), so that a run knows what it will
+/// compute before it reads a weight.
+pub(crate) struct LayerPlanDocs {
+    /// `None` for a layer the allocation leaves untouched.
+    pub layers: Vec<Option<LayerDocs>>,
+    pub surgery: KeyDoc,
+}
+
 /// The head-pruning unit a layer's counts ask for.
 pub(crate) fn head_prune(counts: &PruneCounts, mode: GqaMode) -> HeadPrune {
     match counts.gqa.unwrap_or(mode) {
@@ -203,6 +236,41 @@ impl Graph<'_> {
     /// The entry holds a `Refit` (format 2; format 1 held an optional affine correction).
     pub fn recover_mlp(&self, stats: Key, keep: Key) -> Result<KeyDoc> {
         doc("recover-mlp", &self.recovery_config(), &[("stats", stats), ("keep", keep), ("model", self.model)])
+    }
+
+    /// The documents of every layer under `counts` (the allocation's) and of the surgery entry.
+    pub fn layer_docs(
+        &self,
+        counts: &[PruneCounts],
+        calib: Key,
+        taylor: Option<Key>,
+        alloc: Key,
+    ) -> Result<LayerPlanDocs> {
+        let mut chain = self.chain_start(calib)?;
+        let mut layers = Vec::with_capacity(counts.len());
+        for (l, c) in counts.iter().enumerate() {
+            if c.heads == 0 && c.channels == 0 {
+                layers.push(None);
+                continue;
+            }
+            let capture_attn = self.capture_attn(l, chain, calib)?;
+            let score_attn = self.score_attn(c, capture_attn.key(), taylor)?;
+            let recover_attn = self.recover_attn(capture_attn.key(), score_attn.key())?;
+            let capture_mlp = self.capture_mlp(l, chain, calib, recover_attn.key())?;
+            let score_mlp = self.score_mlp(c, capture_mlp.key(), taylor)?;
+            let recover_mlp = self.recover_mlp(capture_mlp.key(), score_mlp.key())?;
+            chain = self.chain_next(l, chain, recover_attn.key(), recover_mlp.key())?;
+            layers.push(Some(LayerDocs {
+                capture_attn,
+                score_attn,
+                recover_attn,
+                capture_mlp,
+                score_mlp,
+                recover_mlp,
+            }));
+        }
+        let surgery = self.surgery(counts.len(), chain, alloc)?;
+        Ok(LayerPlanDocs { layers, surgery })
     }
 
     pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {

@@ -16,6 +16,7 @@ pub mod fixtures;
 mod global;
 mod graph;
 mod keys;
+mod layers;
 mod report;
 mod run;
 mod runs;

@@ -1,25 +1,22 @@
 //! Running the stage graph: cache lookups, the sequential (or dense) per-layer pass,
 //! surgery into a model directory, and perplexity before and after.
 
-use crate::graph::{head_prune, Graph};
+use crate::graph::Graph;
 use crate::keys::{text_digest, ModelSource};
+use crate::layers::{embed_windows, layer_plans, stream_layer, Layers, LazySource};
 use crate::report::RunReport;
 use crate::summary::{AllocSummary, LayerPlan};
-use crate::{AllocationKind, CalibMode, PipelineConfig, RunOptions, Stage};
+use crate::{AllocationKind, PipelineConfig, RunOptions, Stage};
 use anyhow::{ensure, Context, Result};
-use burn_tensor::{backend::Backend, Tensor};
+use burn_tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use slim_artifact::schema::{AttnStats, LayerImportance, MlpStats, TaylorStats};
+use serde::{de::DeserializeOwned, Serialize};
+use slim_artifact::schema::{LayerImportance, TaylorStats};
 use slim_artifact::Kind;
 use slim_artifact::{Key, KeyDoc, Store};
-use slim_capture::{
-    calibration_documents, capture_attn, capture_mlp, layer_importance, random_windows, sample_windows,
-};
-use slim_checkpoint::{layout::Proj, ModelConfig, Weights};
-use slim_model::{LayerTaps, Llama, TapSet, Tokenizer};
-use slim_recover::Refit;
-use slim_score::{ChannelInputs, HeadInputs};
+use slim_capture::{calibration_documents, layer_importance, random_windows, sample_windows};
+use slim_checkpoint::{ModelConfig, Weights};
+use slim_model::{Llama, Tokenizer};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,13 +42,6 @@ pub struct PipelineOutcome {
     pub importance: Vec<f64>,
     /// What the allocation solved.
     pub alloc: AllocSummary,
-}
-
-/// The layer decisions of one layer, as cached.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct HeadDecision {
-    kept: Vec<usize>,
-    kv_kept: Vec<usize>,
 }
 
 /// Looks `doc` up in the store, or computes and stores it; records the outcome. Entries of
@@ -120,26 +110,27 @@ pub fn run_pipeline<B: Backend>(
     let (nw, sl) = (cfg.calib.n_windows, cfg.calib.seq_len);
     ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
 
-    // The dense model, loaded lazily: a full cache hit never needs it.
+    // The dense weights, read one layer at a time and only when an entry is computed: a full
+    // cache hit reads none. The Taylor capture and the global allocation's dense scores still
+    // read the whole model (`weights`).
+    let src = LazySource::new(model_dir);
     let mut weights: Option<Weights> = None;
     // Seconds spent reading weights and building models, reported as the `load` stage
     // (it is also inside the times of the stages that needed it).
     let load_s = Cell::new(0.0);
-    let load_weights =
-        |weights: &mut Option<Weights>| -> Result<Weights> { Ok(dense_weights(weights, model_dir, &load_s)?.clone()) };
 
-    // Layer importance (dense pass).
+    // Layer importance (dense pass), streamed layer by layer.
     let imp_doc = graph.importance(calib_key)?;
-    // The dense model the importance pass builds is kept: it is where both calibration
-    // modes start (nothing is pruned yet), so the per-layer pass need not build it again.
-    let mut built: Option<Llama<B>> = None;
     let (importance, imp_key) = cached(store, &mut report, force, "capture", &imp_doc, || {
-        let w = dense_weights(&mut weights, model_dir, &load_s)?;
-        let model = timed(&load_s, || Llama::<B>::from_weights(dense_cfg.clone(), w, device))?;
+        let src = src.get()?;
+        let x0 = timed(&load_s, || embed_windows::<B>(src, &dense_cfg, &ids, nw, sl, device))?;
+        let mut model = Llama::<B>::empty(dense_cfg.clone(), device)?;
         let bar = layer_bar(progress, n_layers as u64, "importance");
-        let r: LayerImportance = layer_importance(&model, &ids, nw, sl, &mut |_| bar.inc(1))?;
+        let r: LayerImportance =
+            layer_importance(x0, n_layers, &mut |l, x| stream_layer(&mut model, src, l, x, &load_s), &mut |_| {
+                bar.inc(1)
+            })?;
         bar.finish_and_clear();
-        built = Some(model);
         Ok(r)
     })?;
 
@@ -147,7 +138,10 @@ pub fn run_pipeline<B: Backend>(
     let taylor = match graph.taylor(calib_key)? {
         Some(d) => {
             let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
-                let w = dense_weights(&mut weights, model_dir, &load_s)?;
+                if weights.is_none() {
+                    weights = Some(timed(&load_s, || Weights::load(model_dir))?);
+                }
+                let w = weights.as_ref().expect("just loaded");
                 let bar = layer_bar(progress, n_layers as u64, "gradients");
                 let t = slim_capture::taylor_stats::<B>(&dense_cfg, w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
                 bar.finish_and_clear();
@@ -224,205 +218,33 @@ pub fn run_pipeline<B: Backend>(
         100.0 * plan.achieved
     );
 
-    // Per-layer pass.
-    let mut cur_cfg = dense_cfg.clone();
-    let mut cur_w: Option<Weights> = None; // pruned so far; loaded on first need
-    let (mut model, mut dense_model): (Option<Llama<B>>, Option<Llama<B>>) = match cfg.calib_mode {
-        CalibMode::Sequential => (built.take(), None), // runtime of cur_w, for sequential capture
-        CalibMode::Dense => (None, built.take()),      // the unpruned model, for dense capture
-    };
-    let mut x: Option<Tensor<B, 3>> = None; // input of the current layer (sequential)
-    let mut xd: Option<Tensor<B, 3>> = None; // input of the current layer (dense model)
-    let mut chain = graph.chain_start(calib_key)?;
-    let mut decisions = Vec::with_capacity(n_layers);
-    let bar = layer_bar(progress, n_layers as u64, "layers");
-    for l in 0..n_layers {
-        let counts = &plan.counts[l];
-        let ratio = plan.ratios[l];
-        let untouched = counts.heads == 0 && counts.channels == 0;
-        if untouched {
-            let s = &cur_cfg.layers[l];
-            decisions.push(LayerPlan {
-                layer: l,
-                ratio,
-                heads: s.num_heads,
-                kv_heads: s.num_kv_heads,
-                channels: s.intermediate_size,
-                kept_heads: None,
-                kept_kv_heads: None,
-            });
-            if let (Some(m), Some(xi)) = (&model, x.take()) {
-                x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
-            }
-            if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
-                xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
-            }
-            bar.inc(1);
-            continue;
-        }
-        let w_now = match &mut cur_w {
-            Some(w) => w,
-            // Sequential mode never needs the dense weights again: move them instead of copying.
-            None if cfg.calib_mode == CalibMode::Sequential => cur_w.insert(match weights.take() {
-                Some(w) => w,
-                None => timed(&load_s, || Weights::load(model_dir))?,
-            }),
-            None => cur_w.insert(load_weights(&mut weights)?),
-        };
-        // Attention statistics.
-        let ca_doc = graph.capture_attn(l, chain, calib_key)?;
-        let (astats, ca_key) = cached(store, &mut report, force, "capture", &ca_doc, || -> Result<AttnStats> {
-            let (m, xi) = layer_input(
-                cfg.calib_mode,
-                l,
-                &mut model,
-                &mut dense_model,
-                &mut x,
-                &mut xd,
-                &cur_cfg,
-                w_now,
-                &dense_cfg,
-                &mut weights,
-                model_dir,
-                &ids,
-                nw,
-                sl,
-                device,
-                &load_s,
-            )?;
-            capture_attn(m, l, xi, w_now.get(&Proj::O.weight(l))?)
-        })?;
-        let shape = cur_cfg.layers[l].clone();
-        let sa_doc = graph.score_attn(counts, ca_key, taylor_key)?;
-        let (heads, sa_key) = cached(store, &mut report, force, "score", &sa_doc, || {
-            let o = w_now.get(&Proj::O.weight(l))?;
-            let inputs = HeadInputs {
-                stats: &astats,
-                o_proj: o,
-                kv_head_of: &shape.kv_head_of,
-                num_kv_heads: shape.num_kv_heads,
-                taylor: taylor.as_ref().map(|t| &t.0.layers[l]),
-            };
-            let s = slim_score::select_heads(cfg.scorer, &inputs, head_prune(counts, cfg.gqa))?;
-            Ok(HeadDecision { kept: s.kept, kv_kept: s.kv_kept })
-        })?;
-        let ra_doc = graph.recover_attn(ca_key, sa_key)?;
-        let (attn_refit, ra_key) = cached(store, &mut report, force, "recover", &ra_doc, || -> Result<Refit> {
-            let o = w_now.get(&Proj::O.weight(l))?;
-            slim_recover::refit_attention(cfg.recovery, &astats, o, &heads.kept, &cfg.lstsq)
-        })?;
-        let t = Instant::now();
-        match attn_refit {
-            Refit::None => slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, None)?,
-            Refit::Affine(a) => {
-                slim_surgery::prune_attention(&mut cur_cfg, w_now, l, &heads.kept, &heads.kv_kept, Some(&a))?
-            }
-            Refit::Columns(c) => slim_surgery::prune_attention_columns(
-                &mut cur_cfg,
-                w_now,
-                l,
-                &heads.kept,
-                &heads.kv_kept,
-                c.weight,
-                &c.bias,
-            )?,
-        };
-        if let Some(m) = &mut model {
-            m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
-        }
-        report.record("surgery", false, t.elapsed().as_secs_f64());
+    drop(weights); // the global allocation's dense weights: the layer passes stream their own
 
-        // MLP statistics (sequential: after this layer's attention was pruned).
-        let cm_doc = graph.capture_mlp(l, chain, calib_key, ra_key)?;
-        // Sequential mode: the output of this layer's pruned attention, kept so that moving
-        // the input past this layer only runs its (pruned) MLP.
-        let mut after_attn: Option<Tensor<B, 3>> = None;
-        let (mstats, cm_key) = cached(store, &mut report, force, "capture", &cm_doc, || -> Result<MlpStats> {
-            let (m, xi) = layer_input(
-                cfg.calib_mode,
-                l,
-                &mut model,
-                &mut dense_model,
-                &mut x,
-                &mut xd,
-                &cur_cfg,
-                w_now,
-                &dense_cfg,
-                &mut weights,
-                model_dir,
-                &ids,
-                nw,
-                sl,
-                device,
-                &load_s,
-            )?;
-            let (stats, h) = capture_mlp(m, l, xi)?;
-            if cfg.calib_mode == CalibMode::Sequential {
-                after_attn = Some(h);
-            }
-            Ok(stats)
-        })?;
-        let sm_doc = graph.score_mlp(counts, cm_key, taylor_key)?;
-        let (channels, sm_key) = cached(store, &mut report, force, "score", &sm_doc, || {
-            let inputs = ChannelInputs {
-                stats: &mstats,
-                gate: w_now.get(&Proj::Gate.weight(l))?,
-                up: w_now.get(&Proj::Up.weight(l))?,
-                down: w_now.get(&Proj::Down.weight(l))?,
-                taylor: taylor.as_ref().map(|t| &t.0.layers[l]),
-            };
-            Ok(slim_score::select_channels(cfg.scorer, &inputs, counts.channels, cfg.keep_lowest)?.kept)
-        })?;
-        let rm_doc = graph.recover_mlp(cm_key, sm_key)?;
-        let (mlp_refit, rm_key) = cached(store, &mut report, force, "recover", &rm_doc, || -> Result<Refit> {
-            slim_recover::refit_mlp(cfg.recovery, &mstats, w_now.get(&Proj::Down.weight(l))?, &channels, &cfg.lstsq)
-        })?;
-        let t = Instant::now();
-        match mlp_refit {
-            Refit::None => slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, None)?,
-            Refit::Affine(a) => slim_surgery::prune_mlp(&mut cur_cfg, w_now, l, &channels, Some(&a))?,
-            Refit::Columns(c) => slim_surgery::prune_mlp_columns(&mut cur_cfg, w_now, l, &channels, c.weight, &c.bias)?,
-        };
-        if let Some(m) = &mut model {
-            m.replace_layer(l, cur_cfg.layers[l].clone(), w_now)?;
-        }
-        report.record("surgery", false, t.elapsed().as_secs_f64());
-        // Advance the layer inputs past this layer.
-        if let (Some(m), Some(xi)) = (&model, x.take()) {
-            x = Some(match after_attn.take() {
-                Some(h) => m.mlp_block(l, h, TapSet::NONE, &mut LayerTaps::empty()),
-                None => m.layer_forward(l, xi, TapSet::NONE).0,
-            });
-        }
-        if let (Some(m), Some(xi)) = (&dense_model, xd.take()) {
-            xd = Some(m.layer_forward(l, xi, TapSet::NONE).0);
-        }
-        chain = graph.chain_next(l, chain, ra_key, rm_key)?;
-        let s = &cur_cfg.layers[l];
-        tracing::info!(
-            "layer {l:>3}: ratio {ratio:.3}, heads {}→{}, kv heads {}→{}, channels {}→{}",
-            shape.num_heads,
-            s.num_heads,
-            shape.num_kv_heads,
-            s.num_kv_heads,
-            shape.intermediate_size,
-            s.intermediate_size
-        );
-        decisions.push(LayerPlan {
-            layer: l,
-            ratio,
-            heads: s.num_heads,
-            kv_heads: s.num_kv_heads,
-            channels: s.intermediate_size,
-            kept_heads: Some(heads.kept),
-            kept_kv_heads: Some(heads.kv_kept),
-        });
-        bar.inc(1);
+    // Per-layer passes: every key first, then only what the store lacks (crate::layers).
+    let docs = graph.layer_docs(&plan.counts, calib_key, taylor_key, alloc_key)?;
+    let layers = Layers::<B> {
+        cfg,
+        store,
+        force,
+        dense: &dense_cfg,
+        plan: &plan,
+        docs: &docs,
+        taylor: taylor.as_ref().map(|t| &t.0),
+        ids: &ids,
+        n_windows: nw,
+        seq_len: sl,
+        device,
+        progress,
+        src: &src,
+        load_s: &load_s,
+    };
+    let decided = layers.last_to_compute()?;
+    if let Some(last) = decided {
+        layers.decide(&mut report, last)?;
     }
-    bar.finish_and_clear();
 
     // Surgery output: the pruned model directory.
-    let sg_doc = graph.surgery(n_layers, chain, alloc_key)?;
+    let sg_doc = &docs.surgery;
     let t = Instant::now();
     if force == Some(Stage::Surgery) && store.lookup("surgery", &sg_doc.key())?.is_some() {
         store.remove("surgery", &sg_doc.key())?;
@@ -443,13 +265,9 @@ pub fn run_pipeline<B: Backend>(
             e.path_of("model")?
         }
         None => {
-            let w = match cur_w {
-                Some(w) => w,
-                None => load_weights(&mut weights)?,
-            };
-            let mut wr = store.begin(&sg_doc)?;
+            let mut wr = store.begin(sg_doc)?;
             let dir = wr.dir_path("model")?;
-            slim_checkpoint::save_model_dir(&dir, &cur_cfg, &w, model_dir)?;
+            layers.write_model(&dir, model_dir)?;
             let key = wr.commit()?;
             report.record("surgery", false, t.elapsed().as_secs_f64());
             store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
@@ -460,6 +278,7 @@ pub fn run_pipeline<B: Backend>(
         report.record("load", false, load_s.get());
     }
     let after_cfg = ModelConfig::load(&pruned_dir)?;
+    let decisions = layer_plans(&plan, &after_cfg, layers.kept(&mut report, decided)?);
     Ok(PipelineOutcome {
         report,
         params_before: dense_cfg.num_params(),
@@ -473,69 +292,15 @@ pub fn run_pipeline<B: Backend>(
     })
 }
 
-/// The model and input to capture layer `l` from, built on first need: in sequential mode
-/// the partly pruned model fed by the pruned prefix, in dense mode the unpruned model.
-#[allow(clippy::too_many_arguments)]
-fn layer_input<'m, B: Backend>(
-    mode: CalibMode,
-    l: usize,
-    model: &'m mut Option<Llama<B>>,
-    dense_model: &'m mut Option<Llama<B>>,
-    x: &mut Option<Tensor<B, 3>>,
-    xd: &mut Option<Tensor<B, 3>>,
-    cur_cfg: &ModelConfig,
-    cur_w: &Weights,
-    dense_cfg: &ModelConfig,
-    dense_w: &mut Option<Weights>,
-    model_dir: &Path,
-    ids: &[u32],
-    nw: usize,
-    sl: usize,
-    device: &B::Device,
-    load_s: &Cell<f64>,
-) -> Result<(&'m Llama<B>, Tensor<B, 3>)> {
-    let (m, xi) = match mode {
-        CalibMode::Sequential => {
-            if model.is_none() {
-                *model = Some(timed(load_s, || Llama::from_weights(cur_cfg.clone(), cur_w, device))?);
-            }
-            (model.as_ref().expect("built"), x)
-        }
-        CalibMode::Dense => {
-            if dense_model.is_none() {
-                if dense_w.is_none() {
-                    *dense_w = Some(timed(load_s, || Weights::load(model_dir))?);
-                }
-                *dense_model = Some(timed(load_s, || {
-                    Llama::from_weights(dense_cfg.clone(), dense_w.as_ref().expect("loaded"), device)
-                })?);
-            }
-            (dense_model.as_ref().expect("built"), xd)
-        }
-    };
-    if xi.is_none() {
-        *xi = Some(slim_capture::layer_input(m, ids, nw, sl, l)?);
-    }
-    Ok((m, xi.clone().expect("set")))
-}
-
-/// The dense weights, read on first need (the reading timed into `load_s`).
-fn dense_weights<'w>(weights: &'w mut Option<Weights>, model_dir: &Path, load_s: &Cell<f64>) -> Result<&'w Weights> {
-    if weights.is_none() {
-        *weights = Some(timed(load_s, || Weights::load(model_dir))?);
-    }
-    Ok(weights.as_ref().expect("just loaded"))
-}
-
 /// Runs `f`, adding its wall time to `acc`.
-fn timed<T>(acc: &Cell<f64>, f: impl FnOnce() -> T) -> T {
+pub(crate) fn timed<T>(acc: &Cell<f64>, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let v = f();
     acc.set(acc.get() + t.elapsed().as_secs_f64());
     v
 }
 
-fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
+pub(crate) fn layer_bar(progress: bool, n: u64, msg: &'static str) -> ProgressBar {
     let bar = if progress { ProgressBar::new(n) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers, {per_sec}, ETA {eta}")

@@ -19,20 +19,7 @@ pub fn prune_attention(
     affine: Option<&Affine>,
 ) -> Result<LayerShape> {
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
-    ensure!(!heads.is_empty() && !kv_heads.is_empty(), "layer {l}: surgery would remove every head");
-    ensure!(
-        heads.windows(2).all(|p| p[0] < p[1]) && kv_heads.windows(2).all(|p| p[0] < p[1]),
-        "layer {l}: kept heads must be sorted and unique"
-    );
-    ensure!(heads.iter().all(|&h| h < old.num_heads), "layer {l}: kept head out of range ({} heads)", old.num_heads);
-    let mut kv_head_of = Vec::with_capacity(heads.len());
-    for &h in heads {
-        let kv = old.kv_head_of[h];
-        let pos = kv_heads
-            .binary_search(&kv)
-            .map_err(|_| anyhow::format_err!("layer {l}: head {h} reads KV head {kv}, which is not kept"))?;
-        kv_head_of.push(pos);
-    }
+    let kept = attention_shape(&old, l, heads, kv_heads, old.o_proj_bias)?;
     let dh = cfg.head_dim;
     let rows = |hs: &[usize]| -> Vec<usize> { hs.iter().flat_map(|&h| h * dh..(h + 1) * dh).collect() };
     let (q_rows, kv_rows) = (rows(heads), rows(kv_heads));
@@ -47,10 +34,47 @@ pub fn prune_attention(
     let o = w.take(&Proj::O.weight(l))?.select_cols(&q_rows)?;
     let had_bias = old.o_proj_bias;
     let bias = fold_affine(w, Proj::O, l, o, had_bias, affine)?;
-    let shape =
-        LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias: bias, ..old };
+    let shape = LayerShape { o_proj_bias: bias, ..kept };
     cfg.layers[l] = shape.clone();
     Ok(shape)
+}
+
+/// The shape layer `l` (now `old`) has once query heads `heads` and KV heads `kv_heads` are kept,
+/// with an o_proj bias when `o_proj_bias`; checks what [`prune_attention`] checks. A run uses it
+/// to know the pruned model's tensors before it slices any.
+pub fn attention_shape(
+    old: &LayerShape,
+    l: usize,
+    heads: &[usize],
+    kv_heads: &[usize],
+    o_proj_bias: bool,
+) -> Result<LayerShape> {
+    ensure!(!heads.is_empty() && !kv_heads.is_empty(), "layer {l}: surgery would remove every head");
+    ensure!(
+        heads.windows(2).all(|p| p[0] < p[1]) && kv_heads.windows(2).all(|p| p[0] < p[1]),
+        "layer {l}: kept heads must be sorted and unique"
+    );
+    ensure!(heads.iter().all(|&h| h < old.num_heads), "layer {l}: kept head out of range ({} heads)", old.num_heads);
+    let mut kv_head_of = Vec::with_capacity(heads.len());
+    for &h in heads {
+        let kv = old.kv_head_of[h];
+        let pos = kv_heads
+            .binary_search(&kv)
+            .map_err(|_| anyhow::format_err!("layer {l}: head {h} reads KV head {kv}, which is not kept"))?;
+        kv_head_of.push(pos);
+    }
+    Ok(LayerShape { num_heads: heads.len(), num_kv_heads: kv_heads.len(), kv_head_of, o_proj_bias, ..old.clone() })
+}
+
+/// The shape layer `l` (now `old`) has once MLP channels `channels` are kept, with a down_proj
+/// bias when `down_proj_bias`; checks what [`prune_mlp`] checks.
+pub fn mlp_shape(old: &LayerShape, l: usize, channels: &[usize], down_proj_bias: bool) -> Result<LayerShape> {
+    ensure!(!channels.is_empty(), "layer {l}: surgery would remove every MLP channel");
+    ensure!(channels.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept channels must be sorted and unique");
+    if let Some(&c) = channels.last() {
+        ensure!(c < old.intermediate_size, "layer {l}: kept channel {c} out of range ({})", old.intermediate_size);
+    }
+    Ok(LayerShape { intermediate_size: channels.len(), down_proj_bias, ..old.clone() })
 }
 
 /// Like [`prune_attention`], but o_proj's kept columns are replaced by `o_proj`
@@ -87,8 +111,7 @@ pub fn prune_mlp(
     affine: Option<&Affine>,
 ) -> Result<LayerShape> {
     let old = cfg.layers.get(l).with_context(|| format!("layer {l} out of range"))?.clone();
-    ensure!(!channels.is_empty(), "layer {l}: surgery would remove every MLP channel");
-    ensure!(channels.windows(2).all(|p| p[0] < p[1]), "layer {l}: kept channels must be sorted and unique");
+    mlp_shape(&old, l, channels, old.down_proj_bias)?;
     for proj in [Proj::Gate, Proj::Up] {
         let t = w.take(&proj.weight(l))?.select_rows(channels)?;
         w.insert(proj.weight(l), t);
