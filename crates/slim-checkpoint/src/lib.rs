@@ -12,6 +12,7 @@
 //! never depend on burn.
 
 pub mod config;
+pub mod dtype;
 pub mod layout;
 pub mod source;
 pub mod synthetic;
@@ -20,6 +21,7 @@ pub mod tokenizer_json;
 pub mod weights;
 
 pub use config::{Arch, LayerShape, ModelConfig};
+pub use dtype::WeightDtype;
 pub use source::WeightSource;
 pub use tensor::HostTensor;
 pub use tokenizer_json::{check_vocab, load_model_tokenizer, load_tokenizer_json, parse_tokenizer_json};

@@ -13,7 +13,7 @@
 
 use crate::layout::{self, Global, TensorId};
 use crate::weights::{check_header, header_length, io_error, to_host, weight_files};
-use crate::{HostTensor, ModelConfig, Weights};
+use crate::{HostTensor, ModelConfig, WeightDtype, Weights};
 use anyhow::{ensure, format_err, Result};
 use safetensors::Dtype;
 use serde::Deserialize;
@@ -127,6 +127,13 @@ impl WeightSource {
     /// The stored dtype of a tensor.
     pub fn dtype(&self, name: &str) -> Result<Dtype> {
         Ok(self.entry(name)?.dtype)
+    }
+
+    /// The dtype the model is stored in: that of its token embedding (of its first tensor when it
+    /// has none).
+    pub fn model_dtype(&self) -> WeightDtype {
+        let e = self.entries.get(Global::Embedding.hf_name()).or_else(|| self.entries.values().next());
+        e.and_then(|e| WeightDtype::of_safetensors(e.dtype)).unwrap_or(WeightDtype::F32)
     }
 
     /// Bytes the tensors take on disk.

@@ -9,7 +9,7 @@
 //! on the way to a file is reported as such, not as a missing file.
 
 use crate::layout::expected_shapes;
-use crate::{HostTensor, ModelConfig};
+use crate::{HostTensor, ModelConfig, WeightDtype};
 use anyhow::{bail, ensure, format_err, Result};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use slim_fs::{SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
@@ -152,29 +152,32 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// time.
 pub fn save_model_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, side_files_from: &Path) -> Result<()> {
     weights.check_against(cfg).map_err(|e| e.context("refusing to save weights that do not match the config"))?;
-    save_model_dir_with(dir, cfg, side_files_from, &mut |name| weights.get(name).cloned())
+    save_model_dir_with(dir, cfg, side_files_from, WeightDtype::F32, &mut |name| weights.get(name).cloned())
 }
 
-/// [`save_model_dir`] with the tensors produced on demand: `tensor` is called once per tensor of
-/// `cfg`, in file order (sorted by name), and only one tensor is held at a time, so a model far
-/// larger than memory can be written from a source that makes it layer by layer. A tensor whose
-/// shape differs from what `cfg` says is an error naming it, and nothing is renamed into place.
+/// [`save_model_dir`] with the tensors produced on demand and stored in `dtype`: `tensor` is
+/// called once per tensor of `cfg`, in file order (sorted by name), and only one tensor is held at
+/// a time, so a model far larger than memory can be written from a source that makes it layer by
+/// layer. A tensor whose shape differs from what `cfg` says is an error naming it, and nothing is
+/// renamed into place. `config.json`'s `torch_dtype` is set to `dtype`.
 pub fn save_model_dir_with(
     dir: &Path,
     cfg: &ModelConfig,
     side_files_from: &Path,
+    dtype: WeightDtype,
     tensor: &mut dyn FnMut(&str) -> Result<HostTensor>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
     let expected = expected_shapes(cfg);
-    let specs = expected.iter().map(|(n, s)| TensorSpec::new(n, slim_fs::Dtype::F32, s)).collect();
+    let specs = expected.iter().map(|(n, s)| TensorSpec::new(n, dtype.to_fs(), s)).collect();
     let config =
         SafetensorsConfig { sharding: Sharding::MaxBytes(crate::synthetic::SHARD_BYTES), metadata: BTreeMap::new() };
     let mut w = SafetensorsWriter::create(dir, specs, &config)?;
+    let mut bytes = Vec::new();
     for (name, shape) in &expected {
         let t = tensor(name)?;
         ensure!(&t.shape == shape, "tensor `{name}` has shape {:?}, the config says {shape:?}", t.shape);
-        w.write_f32(name, &t.data)?;
+        crate::dtype::write_values(&mut w, name, &t.data, dtype, &mut bytes)?;
     }
     w.finish()?;
     for name in SIDE_FILES {
@@ -189,7 +192,11 @@ pub fn save_model_dir_with(
             slim_fs::write_atomic(&dir.join(name), text.as_bytes())?;
         }
     }
-    let cfg_text = serde_json::to_string_pretty(&cfg.to_json())?;
+    let mut cfg_json = cfg.to_json();
+    if cfg_json.get("torch_dtype").is_some() || dtype != WeightDtype::F32 {
+        cfg_json["torch_dtype"] = dtype.torch_dtype().into();
+    }
+    let cfg_text = serde_json::to_string_pretty(&cfg_json)?;
     slim_fs::write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
     Ok(())
 }

@@ -18,16 +18,22 @@ pub struct ImportArgs {
     /// Replace a non-empty --out (only once the new model is complete).
     #[arg(long)]
     force: bool,
+    /// Element type of the written weights: f16 and bf16 halve the folder (computation stays
+    /// f32: weights are widened when read).
+    #[arg(long, default_value = "f32", value_parser = crate::kind::<slim_checkpoint::WeightDtype>())]
+    dtype: slim_checkpoint::WeightDtype,
 }
 
 pub fn run(a: ImportArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let existing = if a.force { Existing::Replace } else { Existing::Refuse };
-    let s = slim_gguf::import_gguf(&a.gguf, &a.out, existing).map_err(|e| match e.downcast_ref::<FsError>() {
-        Some(FsError::Occupied { what, .. }) => {
-            format_err!("--out {} {what}: pass --force to replace it", a.out.display())
+    let s = slim_gguf::import_gguf_as(&a.gguf, &a.out, existing, a.dtype).map_err(|e| {
+        match e.downcast_ref::<FsError>() {
+            Some(FsError::Occupied { what, .. }) => {
+                format_err!("--out {} {what}: pass --force to replace it", a.out.display())
+            }
+            _ => e,
         }
-        _ => e,
     })?;
     tracing::info!(
         "imported {} ({} tensors, {} parameters) into {} in {:.1}s",

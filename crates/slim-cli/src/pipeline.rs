@@ -270,7 +270,10 @@ pub fn run(c: PipelineCommand, g: &GlobalArgs) -> Result<()> {
         PipelineCommand::Run(a) => run_and_evaluate(a, g),
         PipelineCommand::Explain(p) => {
             let cfg = p.config()?;
-            let lines = explain_pipeline(&ModelSource::open(&p.model)?, &cfg, &p.store()?, &g.data_root)?;
+            let lines = {
+                let store = p.store()?;
+                explain_pipeline(&ModelSource::open_in(&p.model, &store)?, &cfg, &store, &g.data_root)?
+            };
             for l in &lines {
                 println!("{l}");
             }
@@ -289,7 +292,7 @@ pub fn stage(a: StageArgs, g: &GlobalArgs) -> Result<()> {
     let force = a.stage;
     a.p.check_sizes(g)?;
     let opts = RunOptions { progress: progress(g), force: Some(force), verify_reused: a.p.verify_reused };
-    let model = ModelSource::open(&a.p.model)?;
+    let model = ModelSource::open_in(&a.p.model, &store)?;
     let out = dispatch(g.backend, StageJob { model: &model, cfg: &cfg, store: &store, data_root: &g.data_root, opts })?;
     eprint!("{}", out.report.table());
     println!(
@@ -335,7 +338,7 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
     };
     a.p.check_sizes(g)?;
     let store = a.p.store()?;
-    let model = ModelSource::open(&a.p.model)?;
+    let model = ModelSource::open_in(&a.p.model, &store)?;
     run.prepare()?;
     let opts = RunOptions { progress: progress(g), force: None, verify_reused: a.p.verify_reused };
     let req = RunRequest {
@@ -363,7 +366,11 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         let source = format!("{} {gguf}\n", summary.cache_entry);
         let up_to_date = out.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == source);
         let exported = if up_to_date {
-            tracing::info!("the GGUF export {} is up to date (from surgery entry {})", out.display(), summary.cache_entry);
+            tracing::info!(
+                "the GGUF export {} is up to date (from surgery entry {})",
+                out.display(),
+                summary.cache_entry
+            );
             None
         } else {
             let _ = std::fs::remove_file(&stamp);

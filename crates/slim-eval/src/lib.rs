@@ -11,4 +11,4 @@ pub mod zeroshot;
 
 pub use generate::{generate, pick, GenConfig};
 pub use ids::check_token_ids;
-pub use ppl::{perplexity, token_nll, windows, PplConfig, PplResult};
+pub use ppl::{perplexity, perplexity_streamed, token_nll, windows, PplConfig, PplResult, STREAM_ACTIVATION_BYTES};

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, format_err, Context, Result};
+use slim_checkpoint::dtype::write_values;
 use slim_checkpoint::layout::{self, Param, Proj, TensorId};
+use slim_checkpoint::WeightDtype;
 use slim_fs::{DirInstall, Existing, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 
 use crate::config::{Arch, ModelConfig};
@@ -36,17 +38,24 @@ pub struct ImportSummary {
 }
 
 /// Reads a GGUF v3 file and writes an HF-layout directory: config.json, generation_config.json,
-/// tokenizer.json, tokenizer_config.json and model.safetensors (all f32).
+/// tokenizer.json, tokenizer_config.json and model.safetensors (f32; [`import_gguf_as`] for f16 or
+/// bf16).
 ///
 /// `out_dir` is checked first: when it holds anything and `existing` is [`Existing::Refuse`], the
 /// error is a [`slim_fs::Error::Occupied`] and nothing is read or written. Otherwise the folder is
 /// built beside `out_dir` and renamed into place once complete; on any error it is removed and
 /// `out_dir` is left as it was.
 pub fn import_gguf(gguf: &Path, out_dir: &Path, existing: Existing) -> Result<ImportSummary> {
+    import_gguf_as(gguf, out_dir, existing, WeightDtype::F32)
+}
+
+/// [`import_gguf`] with the weights stored in `dtype` (f16 and bf16 halve the folder; the
+/// GGUF's values are rounded to nearest even, exact for tensors the GGUF held in that dtype).
+pub fn import_gguf_as(gguf: &Path, out_dir: &Path, existing: Existing, dtype: WeightDtype) -> Result<ImportSummary> {
     let install = DirInstall::begin(out_dir, existing)?;
     let file = GgufFile::open(gguf)?;
     if file.get_str("general.architecture").ok() == Some("deci") {
-        return crate::import_deci::import_deci(&file, install);
+        return crate::import_deci::import_deci(&file, install, dtype);
     }
     let cfg = ModelConfig::from_gguf(&file)?;
     let tokenizer = build_tokenizer_json(&file)?;
@@ -55,12 +64,14 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path, existing: Existing) -> Result<Im
     let plan = plan_tensors(&file, &cfg).with_context(|| format!("mapping the tensors of {}", gguf.display()))?;
 
     let dir = install.path();
-    slim_fs::write_json_atomic(&dir.join("config.json"), &cfg.to_config_json())?;
+    let mut cfg_json = cfg.to_config_json();
+    cfg_json["torch_dtype"] = dtype.torch_dtype().into();
+    slim_fs::write_json_atomic(&dir.join("config.json"), &cfg_json)?;
     slim_fs::write_json_atomic(&dir.join("generation_config.json"), &cfg.to_generation_config_json())?;
     // Compact: the vocab and merges make a pretty-printed tokenizer.json several times larger.
     slim_fs::write_atomic(&dir.join("tokenizer.json"), &serde_json::to_vec(&tokenizer)?)?;
     slim_fs::write_json_atomic(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
-    write_safetensors(&file, &cfg, &plan, dir)?;
+    write_safetensors(&file, &cfg, &plan, dir, dtype)?;
     install.commit()?;
     Ok(ImportSummary {
         architecture: cfg.arch.name().to_owned(),
@@ -191,17 +202,24 @@ fn hf_config(cfg: &ModelConfig) -> Result<slim_checkpoint::ModelConfig> {
 }
 
 /// Streams the planned tensors, dequantized (and Q/K unpermuted), into `dir/model.safetensors`.
-fn write_safetensors(file: &GgufFile, cfg: &ModelConfig, plan: &[Planned], dir: &Path) -> Result<()> {
-    let specs = plan.iter().map(|p| TensorSpec::new(&p.hf_name, slim_fs::Dtype::F32, &p.shape)).collect();
+fn write_safetensors(
+    file: &GgufFile,
+    cfg: &ModelConfig,
+    plan: &[Planned],
+    dir: &Path,
+    dtype: WeightDtype,
+) -> Result<()> {
+    let specs = plan.iter().map(|p| TensorSpec::new(&p.hf_name, dtype.to_fs(), &p.shape)).collect();
     let metadata =
         BTreeMap::from([("format".to_owned(), "pt".to_owned()), ("source".to_owned(), "slim-gguf import".to_owned())]);
     let mut w = SafetensorsWriter::create(dir, specs, &SafetensorsConfig { sharding: Sharding::Single, metadata })?;
+    let mut buf = Vec::new();
     for p in plan {
         let mut values = file.tensor_f32(&p.gguf_name)?;
         if let Some(n_head) = p.unpermute_heads {
             values = unpermute_qk(&values, n_head, cfg.hidden);
         }
-        w.write_f32(&p.hf_name, &values)?;
+        write_values(&mut w, &p.hf_name, &values, dtype, &mut buf)?;
     }
     w.finish()?;
     Ok(())

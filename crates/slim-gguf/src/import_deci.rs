@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
+use slim_checkpoint::dtype::write_values;
 use slim_checkpoint::layout;
-use slim_checkpoint::ModelConfig;
+use slim_checkpoint::{ModelConfig, WeightDtype};
 use slim_fs::{DirInstall, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 
 use crate::export::{ExportShape, SLIMLLM_CONFIG_KEY};
@@ -17,7 +18,7 @@ use crate::reader::GgufFile;
 use crate::tokenizer::{build_tokenizer_config_json, build_tokenizer_json};
 
 /// Writes the directory of a `deci` export into `install` and commits it.
-pub(crate) fn import_deci(file: &GgufFile, install: DirInstall) -> Result<ImportSummary> {
+pub(crate) fn import_deci(file: &GgufFile, install: DirInstall, dtype: WeightDtype) -> Result<ImportSummary> {
     let gguf = file.path();
     if file.get(SLIMLLM_CONFIG_KEY).is_none() {
         bail!(
@@ -49,7 +50,11 @@ pub(crate) fn import_deci(file: &GgufFile, install: DirInstall) -> Result<Import
     let tokenizer_config = build_tokenizer_config_json(file)?;
 
     let dir = install.path();
-    slim_fs::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg.to_json())?.as_bytes())?;
+    let mut cfg_json = cfg.to_json();
+    if cfg_json.get("torch_dtype").is_some() || dtype != WeightDtype::F32 {
+        cfg_json["torch_dtype"] = dtype.torch_dtype().into();
+    }
+    slim_fs::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg_json)?.as_bytes())?;
     let gen = json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id});
     slim_fs::write_json_atomic(&dir.join("generation_config.json"), &gen)?;
     slim_fs::write_atomic(&dir.join("tokenizer.json"), &serde_json::to_vec(&tokenizer)?)?;
@@ -58,14 +63,15 @@ pub(crate) fn import_deci(file: &GgufFile, install: DirInstall) -> Result<Import
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let specs = sorted
         .iter()
-        .map(|(n, id)| TensorSpec::new(n, slim_fs::Dtype::F32, &id.shape(&cfg).expect("a tensor of the config")))
+        .map(|(n, id)| TensorSpec::new(n, dtype.to_fs(), &id.shape(&cfg).expect("a tensor of the config")))
         .collect();
     let metadata =
         BTreeMap::from([("format".to_owned(), "pt".to_owned()), ("source".to_owned(), "slim-gguf import".to_owned())]);
     let mut w = SafetensorsWriter::create(dir, specs, &SafetensorsConfig { sharding: Sharding::Single, metadata })?;
+    let mut buf = Vec::new();
     for (name, id) in &sorted {
         let values = file.tensor_f32(&id.gguf_name())?;
-        w.write_f32(name, &shape.untransform(&cfg, id, &values))?;
+        write_values(&mut w, name, &shape.untransform(&cfg, id, &values), dtype, &mut buf)?;
     }
     w.finish()?;
     let out_dir = install.destination().to_path_buf();

@@ -32,7 +32,7 @@ pub use config::{build_config_json, Arch, ModelConfig};
 pub use dequant::dequantize;
 pub use encode::{encode, export_type, EXPORT_TYPES};
 pub use export::{export_gguf, ExportSummary, SLIMLLM_CONFIG_KEY};
-pub use import::{hf_tensor_name, import_gguf, permute_qk, unpermute_qk, ImportSummary};
+pub use import::{hf_tensor_name, import_gguf, import_gguf_as, permute_qk, unpermute_qk, ImportSummary};
 pub use reader::{GgufFile, MetaArray, MetaValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_STRING_LEN};
 pub use tokenizer::{build_tokenizer_config_json, build_tokenizer_json, special_tokens, SpecialTokens, QWEN2_REGEX};
 pub use types::GgmlType;

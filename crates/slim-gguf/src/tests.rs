@@ -471,3 +471,36 @@ fn a_failed_import_leaves_the_old_model_byte_identical_and_no_temporary_folder()
         assert_eq!(snapshot(tmp.path()), before, "after a failed import into {}", target.display());
     }
 }
+
+/// `import --dtype bf16|f16`: the same tensors, each value the f32 import's rounded to the
+/// dtype, the folder's weights half the size, and config.json saying so.
+#[test]
+fn a_half_precision_import_holds_the_f32_import_rounded() {
+    use crate::{import_gguf, import_gguf_as, Existing};
+    use slim_checkpoint::{ModelConfig, WeightDtype, WeightSource, Weights};
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny.gguf");
+    std::fs::write(&gguf, tiny_llama(false).bytes()).unwrap();
+    let full = tmp.path().join("f32");
+    import_gguf(&gguf, &full, Existing::Refuse).unwrap();
+    let reference = Weights::load(&full).unwrap();
+    let size = |d: &std::path::Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len();
+    for (dtype, torch, round) in [
+        (WeightDtype::Bf16, "bfloat16", (|v| half::bf16::from_f32(v).to_f32()) as fn(f32) -> f32),
+        (WeightDtype::F16, "float16", |v| half::f16::from_f32(v).to_f32()),
+    ] {
+        let out = tmp.path().join(torch);
+        import_gguf_as(&gguf, &out, Existing::Refuse, dtype).unwrap();
+        assert_eq!(ModelConfig::load(&out).unwrap().raw["torch_dtype"], torch);
+        let src = WeightSource::open(&out).unwrap();
+        assert_eq!(src.model_dtype(), dtype);
+        let half = src.read_all().unwrap();
+        assert_eq!(half.names().collect::<Vec<_>>(), reference.names().collect::<Vec<_>>());
+        for name in reference.names() {
+            let want: Vec<f32> = reference.get(name).unwrap().data.iter().map(|&v| round(v)).collect();
+            assert_eq!(half.get(name).unwrap().data, want, "{torch} {name}");
+        }
+        // Header aside, half the bytes.
+        assert!(size(&out) * 2 < size(&full) + 4096, "{} vs {}", size(&out), size(&full));
+    }
+}

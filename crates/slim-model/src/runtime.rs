@@ -179,6 +179,22 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
+    /// Frees the token embedding.
+    pub fn unload_embedding(&mut self) {
+        self.embed = None;
+    }
+
+    /// Loads the final norm (`[d]`) and the output projection (`[vocab, d]`: the lm_head, or the
+    /// embedding when the config ties them).
+    pub fn load_output(&mut self, norm: &HostTensor, output: &HostTensor) -> Result<()> {
+        let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        ensure!(norm.shape == [d], "the final norm has shape {:?}, expected [{d}]", norm.shape);
+        ensure!(output.shape == [v, d], "the output projection has shape {:?}, expected [{v}, {d}]", output.shape);
+        self.norm = Some(host_to_tensor(norm, &self.device)?);
+        self.lm_head = Some(Linear { wt: host_to_tensor(&output.transpose2()?, &self.device)?, bias: None });
+        Ok(())
+    }
+
     /// Loads layer `l` from `w` (which needs to hold that layer's tensors only), with the shape
     /// the model's config gives it.
     pub fn load_layer(&mut self, l: usize, w: &Weights) -> Result<()> {

@@ -129,7 +129,8 @@ pub fn explain_pipeline(
         return Ok(out);
     };
 
-    let docs = graph.layer_docs(&plan.counts, calib.key(), taylor, alloc.key())?;
+    let dtype = slim_checkpoint::WeightSource::open(model.dir())?.model_dtype();
+    let docs = graph.layer_docs(&plan.counts, calib.key(), taylor, alloc.key(), dtype)?;
     for (l, d) in docs.layers.iter().enumerate() {
         for (_, doc) in d.iter().flat_map(LayerDocs::all) {
             line(doc, Some(l))?;

@@ -8,6 +8,7 @@ use serde_json::json;
 use slim_alloc::{AllocConfig, GlobalConfig, PruneCounts, UniformConfig};
 use slim_artifact::schema::GqaMode;
 use slim_artifact::{Key, KeyDoc};
+use slim_checkpoint::WeightDtype;
 use slim_recover::RecoveryKind;
 use slim_score::HeadPrune;
 
@@ -245,6 +246,7 @@ impl Graph<'_> {
         calib: Key,
         taylor: Option<Key>,
         alloc: Key,
+        dtype: WeightDtype,
     ) -> Result<LayerPlanDocs> {
         let mut chain = self.chain_start(calib)?;
         let mut layers = Vec::with_capacity(counts.len());
@@ -269,16 +271,18 @@ impl Graph<'_> {
                 recover_mlp,
             }));
         }
-        let surgery = self.surgery(counts.len(), chain, alloc)?;
+        let surgery = self.surgery(counts.len(), chain, alloc, dtype)?;
         Ok(LayerPlanDocs { layers, surgery })
     }
 
-    pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key) -> Result<KeyDoc> {
-        doc(
-            "surgery",
-            &json!({"layers": n_layers, "format": SURGERY_FORMAT}),
-            &[("model", self.model), ("decisions", decisions), ("alloc", alloc)],
-        )
+    /// The pruned model is stored in the dense model's `dtype`; f32, which every model stored
+    /// before this choice was written in, keeps the key it had.
+    pub fn surgery(&self, n_layers: usize, decisions: Key, alloc: Key, dtype: WeightDtype) -> Result<KeyDoc> {
+        let mut config = json!({"layers": n_layers, "format": SURGERY_FORMAT});
+        if dtype != WeightDtype::F32 {
+            config["dtype"] = serde_json::to_value(dtype)?;
+        }
+        doc("surgery", &config, &[("model", self.model), ("decisions", decisions), ("alloc", alloc)])
     }
 }
 

@@ -9,7 +9,8 @@
 //!   sequential mode, the dense one in dense mode) and the layer is dropped. Memory holds one
 //!   layer's weights, its pruned copy and the activations, whatever the depth of the model.
 //! - **surgery** ([`Layers::write_model`]): when the pruned model is not cached, it is written
-//!   tensor by tensor, each layer read and sliced again from the decisions the store now holds.
+//!   tensor by tensor in the dense model's dtype, each layer read and sliced again from the
+//!   decisions the store now holds.
 //! - a run whose every entry is cached reads no weight and slices nothing.
 
 use crate::graph::{head_prune, LayerDocs, LayerPlanDocs};
@@ -268,11 +269,7 @@ impl<B: Backend> Layers<'_, B> {
     /// The kept heads and channels of every layer (`None` for untouched layers), reading only the
     /// small score entries. The entries of layers past `decided` (those [`Layers::decide`] did not
     /// walk) are recorded as reused.
-    pub fn kept(
-        &self,
-        report: &mut RunReport,
-        decided: Option<usize>,
-    ) -> Result<Vec<Kept>> {
+    pub fn kept(&self, report: &mut RunReport, decided: Option<usize>) -> Result<Vec<Kept>> {
         let mut out = Vec::with_capacity(self.docs.layers.len());
         let mut scratch = RunReport::default();
         for (l, d) in self.docs.layers.iter().enumerate() {
@@ -351,7 +348,7 @@ impl<B: Backend> Layers<'_, B> {
             let (_, w) = layer.as_mut().expect("just set");
             w.take(name).with_context(|| format!("slicing layer {l}"))
         };
-        slim_checkpoint::save_model_dir_with(dir, &cfg, side_files_from, &mut tensor)?;
+        slim_checkpoint::save_model_dir_with(dir, &cfg, side_files_from, src.model_dtype(), &mut tensor)?;
         Ok(cfg)
     }
 }
@@ -383,11 +380,7 @@ fn apply_mlp(cfg: &mut ModelConfig, w: &mut Weights, l: usize, channels: &[usize
 }
 
 /// The per-layer plan of the summary, from the pruned config and the kept heads.
-pub(crate) fn layer_plans(
-    plan: &Allocation,
-    pruned: &ModelConfig,
-    kept: Vec<Kept>,
-) -> Vec<LayerPlan> {
+pub(crate) fn layer_plans(plan: &Allocation, pruned: &ModelConfig, kept: Vec<Kept>) -> Vec<LayerPlan> {
     kept.into_iter()
         .enumerate()
         .map(|(l, k)| {

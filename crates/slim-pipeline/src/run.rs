@@ -15,7 +15,7 @@ use slim_artifact::schema::{LayerImportance, TaylorStats};
 use slim_artifact::Kind;
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{calibration_documents, layer_importance, random_windows, sample_windows};
-use slim_checkpoint::{ModelConfig, Weights};
+use slim_checkpoint::{ModelConfig, WeightSource, Weights};
 use slim_model::{Llama, Tokenizer};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -221,7 +221,8 @@ pub fn run_pipeline<B: Backend>(
     drop(weights); // the global allocation's dense weights: the layer passes stream their own
 
     // Per-layer passes: every key first, then only what the store lacks (crate::layers).
-    let docs = graph.layer_docs(&plan.counts, calib_key, taylor_key, alloc_key)?;
+    // Opening the source reads the files' headers only (the dtype the pruned model is stored in).
+    let docs = graph.layer_docs(&plan.counts, calib_key, taylor_key, alloc_key, src.get()?.model_dtype())?;
     let layers = Layers::<B> {
         cfg,
         store,
@@ -346,8 +347,9 @@ pub fn eval_ppl_cached<B: Backend>(
     let d = crate::graph::eval_doc(model_key, input.data, Some(&input.digest), ppl.seq_len, ppl.max_windows)?;
     Ok(cached(store, report, None, "eval", &d, || {
         let ids = Tokenizer::load(model_dir)?.encode(&input.text)?;
-        let m = Llama::<B>::load(model_dir, device)?;
-        slim_eval::perplexity(&m, &ids, ppl)
+        // One layer in memory at a time; the same result to the bit as the whole model's.
+        let src = WeightSource::open(model_dir)?;
+        slim_eval::perplexity_streamed::<B>(&src, &ModelConfig::load(model_dir)?, &ids, ppl, device)
     })?
     .0)
 }

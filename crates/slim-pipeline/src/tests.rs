@@ -6,7 +6,7 @@ use slim_artifact::schema::GqaMode;
 use slim_artifact::Store;
 use slim_capture::{CalibConfig, CalibSource};
 use slim_checkpoint::synthetic::SyntheticSpec;
-use slim_checkpoint::{save_model_dir, ModelConfig};
+use slim_checkpoint::{save_model_dir, ModelConfig, Weights};
 use slim_model::{Cpu, Llama};
 use slim_recover::RecoveryKind;
 use slim_score::ScorerKind;
@@ -65,6 +65,25 @@ fn second_run_reuses_everything_and_the_pruned_model_loads() {
     }
     assert_eq!(r2.reused("surgery"), 1);
     assert_eq!(out2.pruned_dir, out.pruned_dir);
+    // Nothing was sliced or read: no surgery ran, no weight was loaded.
+    assert_eq!((r2.ran("surgery"), r2.ran("load")), (0, 0), "{}", r2.table());
+    assert_eq!(out2.layers.len(), 5);
+    assert_eq!(format!("{:?}", out2.layers), format!("{:?}", out.layers));
+
+    // A fully cached rerun reads no weight: with every dense value overwritten by NaN after
+    // the key was hashed (the headers kept), it still completes; reading any tensor would fail.
+    let source = ModelSource::open(&mdir).unwrap();
+    let st = mdir.join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[n..].fill(0xff);
+    std::fs::write(&st, bytes).unwrap();
+    assert!(format!("{:#}", Weights::load(&mdir).unwrap_err()).contains("non-finite"));
+    let dev = burn_flex::FlexDevice;
+    let out3 =
+        run_pipeline::<Cpu>(&source, &cfg, &store, Path::new("/nonexistent"), &dev, &RunOptions::default()).unwrap();
+    assert_eq!(out3.pruned_dir, out.pruned_dir);
+    assert_eq!(out3.report.reused("surgery"), 1);
 }
 
 #[test]
@@ -427,4 +446,47 @@ fn aligned_runs_keep_aligned_sizes_in_every_allocation_and_reuse_the_capture() {
         .unwrap_err();
         assert!(format!("{err:#}").contains(want), "{err:#}");
     }
+}
+
+/// A model stored in bf16 is computed in f32 and its pruned model stored in bf16: the same
+/// decisions as the f32 model holding the same (bf16-representable) values, and every pruned
+/// weight that f32 run's rounded to bf16, nothing more.
+#[test]
+fn a_bf16_model_prunes_like_its_f32_copy_and_stays_bf16() {
+    use slim_checkpoint::{WeightDtype, WeightSource, Weights};
+    let tmp = tempfile::tempdir().unwrap();
+    let (f32_dir, bf16_dir) = (tmp.path().join("f32"), tmp.path().join("bf16"));
+    let (cfg, mut w) = SyntheticSpec::dense("qwen2", 5, 32, 6, 2, 8, 45, 71, 23).build();
+    let names: Vec<String> = w.names().map(str::to_owned).collect();
+    for n in &names {
+        let mut t = w.get(n).unwrap().clone();
+        t.data.iter_mut().for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+        w.insert(n.clone(), t);
+    }
+    save_model_dir(&f32_dir, &cfg, &w, &f32_dir).unwrap();
+    slim_checkpoint::save_model_dir_with(&bf16_dir, &cfg, &bf16_dir, WeightDtype::Bf16, &mut |n| Ok(w.get(n)?.clone()))
+        .unwrap();
+    for d in [&f32_dir, &bf16_dir] {
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+    }
+    assert_eq!(Weights::load(&bf16_dir).unwrap().get(&names[3]).unwrap(), w.get(&names[3]).unwrap());
+    let store = Store::open(&tmp.path().join("cache")).unwrap();
+    let cfg = config(CalibMode::Sequential);
+    let (_, a) = run(&f32_dir, &store, &cfg);
+    let (_, b) = run(&bf16_dir, &store, &cfg);
+    assert_eq!(format!("{:?}", a.layers), format!("{:?}", b.layers));
+    assert_eq!(WeightSource::open(&a.pruned_dir).unwrap().model_dtype(), WeightDtype::F32);
+    assert_eq!(WeightSource::open(&b.pruned_dir).unwrap().model_dtype(), WeightDtype::Bf16);
+    assert_eq!(ModelConfig::load(&b.pruned_dir).unwrap().raw["torch_dtype"], "bfloat16");
+    let (pa, pb) = (Weights::load(&a.pruned_dir).unwrap(), Weights::load(&b.pruned_dir).unwrap());
+    let mut changed = 0;
+    for n in pa.names() {
+        let (x, y) = (pa.get(n).unwrap(), pb.get(n).unwrap());
+        let rounded: Vec<f32> = x.data.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        assert_eq!(y.data, rounded, "{n}");
+        changed += usize::from(rounded != x.data);
+    }
+    // The affine recovery's scales make the o_proj/down_proj weights of pruned layers not
+    // bf16-representable, so the rounding is real (3 pruned layers × 2 weights and 2 biases).
+    assert!(changed >= 6, "{changed} tensors changed by the rounding");
 }

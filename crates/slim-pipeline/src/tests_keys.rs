@@ -59,7 +59,10 @@ fn documents(cfg: &PipelineConfig) -> Vec<KeyDoc> {
     docs.extend([ca, sa, ra, cm, sm, rm]);
     docs.push(g.capture_attn_dense(3, calib).unwrap());
     docs.push(g.capture_mlp_dense(3, calib).unwrap());
-    docs.push(g.surgery(30, next, key(0x66)).unwrap());
+    let f32_surgery = g.surgery(30, next, key(0x66), slim_checkpoint::WeightDtype::F32).unwrap();
+    let bf16_surgery = g.surgery(30, next, key(0x66), slim_checkpoint::WeightDtype::Bf16).unwrap();
+    assert_ne!(f32_surgery.key(), bf16_surgery.key(), "a model stored in bf16 gets its own surgery entry");
+    docs.push(f32_surgery);
     docs.push(crate::graph::eval_doc(key(0x77), slim_data::EvalText::PtbValid, None, 128, None).unwrap());
     docs.push(crate::graph::eval_doc(key(0x77), slim_data::EvalText::PtbTest, None, 128, Some(64)).unwrap());
     docs
@@ -134,4 +137,34 @@ fn golden_key_documents_are_pinned() {
         assert_eq!(g, w, "key document {i} of src/golden/keys.txt changed (SLIMLLM_BLESS=1 rewrites the file)");
     }
     assert_eq!(got.lines().count(), want.lines().count(), "src/golden/keys.txt has another number of documents");
+}
+
+/// A model's key is remembered in the cache and reused while its files are untouched; an
+/// edited file (same size) gets a fresh hash, and a damaged memo is only a slower open.
+#[test]
+fn model_keys_are_remembered_until_a_file_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mdir, cache) = (tmp.path().join("m"), tmp.path().join("cache"));
+    let (cfg, w) = slim_checkpoint::synthetic::SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 21, 31, 5).build();
+    slim_checkpoint::save_model_dir(&mdir, &cfg, &w, &mdir).unwrap();
+    std::fs::write(mdir.join("tokenizer.json"), "{\"a\": 1}").unwrap();
+    let store = slim_artifact::Store::open(&cache).unwrap();
+    let first = crate::ModelSource::open_in(&mdir, &store).unwrap();
+    assert_eq!(first.key(), crate::model_key(&mdir).unwrap());
+    let memo = std::fs::read_to_string(cache.join(crate::keys::HASHES_FILE)).unwrap();
+    assert!(memo.contains(&first.key().to_string()), "{memo}");
+    // Remembered: the memo's key is what comes back (a forged one proves it was not rehashed).
+    let forged = memo.replace(&first.key().to_string(), "0123456789abcdef0123456789abcdef");
+    std::fs::write(cache.join(crate::keys::HASHES_FILE), forged).unwrap();
+    assert_eq!(
+        crate::ModelSource::open_in(&mdir, &store).unwrap().key().to_string(),
+        "0123456789abcdef0123456789abcdef"
+    );
+    // Same size, other bytes: hashed again.
+    std::fs::write(mdir.join("tokenizer.json"), "{\"a\": 2}").unwrap();
+    let edited = crate::ModelSource::open_in(&mdir, &store).unwrap();
+    assert_eq!(edited.key(), crate::model_key(&mdir).unwrap());
+    assert_ne!(edited.key(), first.key());
+    std::fs::write(cache.join(crate::keys::HASHES_FILE), "not json").unwrap();
+    assert_eq!(crate::ModelSource::open_in(&mdir, &store).unwrap().key(), edited.key());
 }

@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
 use serde_json::json;
 use slim_fs::{DirInstall, Existing, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};
 
 use super::byte_bpe::write_byte_level_tokenizer;
 use super::{ShapeSpec, SplitMix};
+pub use crate::dtype::WeightDtype;
 use crate::layout::{expected_shapes, Global, Param, TensorId};
 use crate::ModelConfig;
 
@@ -31,44 +31,6 @@ use crate::ModelConfig;
 pub const CHUNK: usize = 1 << 16;
 /// The largest shard: transformers' default `max_shard_size` of 5 GB.
 pub const SHARD_BYTES: u64 = 5_000_000_000;
-
-/// The element type of the weights written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WeightDtype {
-    /// IEEE binary32.
-    F32,
-    /// IEEE binary16.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
-
-slim_artifact::kinds!(WeightDtype, "weight dtype" {
-    F32 => "32-bit floats (4 bytes a parameter)",
-    F16 => "IEEE half precision (2 bytes a parameter)",
-    Bf16 => "bfloat16 (2 bytes a parameter)",
-});
-
-impl WeightDtype {
-    /// The safetensors dtype.
-    pub fn to_fs(self) -> slim_fs::Dtype {
-        match self {
-            WeightDtype::F32 => slim_fs::Dtype::F32,
-            WeightDtype::F16 => slim_fs::Dtype::F16,
-            WeightDtype::Bf16 => slim_fs::Dtype::BF16,
-        }
-    }
-
-    /// The `torch_dtype` of `config.json`.
-    pub fn torch_dtype(self) -> &'static str {
-        match self {
-            WeightDtype::F32 => "float32",
-            WeightDtype::F16 => "float16",
-            WeightDtype::Bf16 => "bfloat16",
-        }
-    }
-}
 
 /// Where the tokenizer of a synthetic model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
