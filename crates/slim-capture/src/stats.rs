@@ -132,25 +132,6 @@ pub fn mean_row_cosine<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Result<f
     Ok(v[0])
 }
 
-/// The input of layer `l` of `m` on `n_windows × seq_len` ids: the embeddings run through
-/// layers `0..l`.
-///
-/// # Shapes
-/// ids: `n_windows·seq_len` → `[n_windows, seq_len, d]`
-pub fn layer_input<B: Backend>(
-    m: &slim_model::Llama<B>,
-    ids: &[u32],
-    n_windows: usize,
-    seq_len: usize,
-    l: usize,
-) -> Result<Tensor<B, 3>> {
-    let mut h = m.embed(m.ids_tensor(ids, n_windows, seq_len)?);
-    for j in 0..l {
-        h = m.layer_forward(j, h, slim_model::TapSet::NONE).0;
-    }
-    Ok(h)
-}
-
 /// Runs layer `l`'s attention on its input `x` and returns its statistics ([`attn_stats`]);
 /// `o_proj` is the layer's current o_proj weight.
 pub fn capture_attn<B: Backend>(

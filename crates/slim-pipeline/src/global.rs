@@ -8,16 +8,18 @@
 //! which units go.
 
 use crate::graph::Graph;
+use crate::layers::{embed_windows, stream_layer, LazySource};
 use crate::report::RunReport;
-use crate::run::cached;
+use crate::run::{cached, timed};
 use crate::RunOptions;
 use anyhow::{Context, Result};
+use std::cell::Cell;
 use burn_tensor::{backend::Backend, Tensor};
 use slim_alloc::{effective_mode, LayerScores};
 use slim_artifact::schema::{AttnStats, MlpStats, TaylorStats};
 use slim_artifact::{Key, Store};
 use slim_capture::{capture_attn, capture_mlp};
-use slim_checkpoint::{layout::Proj, ModelConfig, Weights};
+use slim_checkpoint::{layout::Proj, ModelConfig, WeightSource};
 use slim_model::{Llama, TapSet};
 use slim_score::{ChannelInputs, HeadInputs};
 
@@ -35,42 +37,43 @@ pub(crate) struct DenseInputs<'a, B: Backend> {
     pub device: &'a B::Device,
 }
 
-/// Every layer's importances (cached as one `global-scores` entry) and the entry's key.
-/// `weights` holds the dense weights once `load` has read them (on first need).
+/// Every layer's importances (cached as one `global-scores` entry) and the entry's key. The
+/// dense weights are read one layer at a time from `src` (reading timed into `load_s`); the
+/// calibration activations are carried from layer to layer once a capture has to run.
 pub(crate) fn global_scores<B: Backend>(
     d: &DenseInputs<'_, B>,
     report: &mut RunReport,
-    weights: &mut Option<Weights>,
-    load: &dyn Fn() -> Result<Weights>,
+    src: &LazySource<'_>,
+    load_s: &Cell<f64>,
 ) -> Result<(Vec<LayerScores>, Key)> {
     let doc = d.graph.global_scores(d.calib, d.taylor.map(|t| t.1))?;
     let (graph, store, force) = (d.graph, d.store, d.opts.force);
     let mut inner = RunReport::default();
     let r = cached(store, report, force, "score", &doc, || {
-        if weights.is_none() {
-            *weights = Some(load()?);
-        }
-        let w = weights.as_ref().expect("just loaded");
+        let src = src.get()?;
         let n_layers = d.cfg.num_layers();
-        let mut model: Option<Llama<B>> = None;
-        let mut x: Option<Tensor<B, 3>> = None; // input of layer l, once the model runs
+        let mut model = Llama::<B>::empty(d.cfg.clone(), d.device)?;
+        let mut x: Option<Tensor<B, 3>> = None; // input of layer l, once a capture needs it
         let mut out = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             let shape = &d.cfg.layers[l];
+            let w = timed(load_s, || src.read_layer(d.cfg, l))?;
+            model.load_layer(l, &w)?;
             let o_proj = w.get(&Proj::O.weight(l))?;
             let ca = graph.capture_attn_dense(l, d.calib)?;
             let (astats, _) = cached(store, &mut inner, force, "capture", &ca, || -> Result<AttnStats> {
-                let (m, xi) = input(&mut model, &mut x, l, d, w)?;
-                capture_attn(m, l, xi, o_proj)
+                let xi = input(&mut model, &mut x, l, d, src, load_s)?;
+                capture_attn(&model, l, xi, o_proj)
             })?;
             let cm = graph.capture_mlp_dense(l, d.calib)?;
             let (mstats, _) = cached(store, &mut inner, force, "capture", &cm, || -> Result<MlpStats> {
-                let (m, xi) = input(&mut model, &mut x, l, d, w)?;
-                Ok(capture_mlp(m, l, xi)?.0)
+                let xi = input(&mut model, &mut x, l, d, src, load_s)?;
+                Ok(capture_mlp(&model, l, xi)?.0)
             })?;
-            if let (Some(m), Some(xi)) = (&model, x.take()) {
-                x = Some(m.layer_forward(l, xi, TapSet::NONE).0);
+            if let Some(xi) = x.take() {
+                x = Some(model.layer_forward(l, xi, TapSet::NONE).0);
             }
+            model.unload_layer(l);
             let taylor = d.taylor.map(|t| &t.0.layers[l]);
             let heads = HeadInputs {
                 stats: &astats,
@@ -100,20 +103,22 @@ pub(crate) fn global_scores<B: Backend>(
     Ok(r)
 }
 
-/// The dense model and the input of layer `l`, computed on first need.
-fn input<'m, B: Backend>(
-    model: &'m mut Option<Llama<B>>,
+/// The input of dense layer `l` (loaded in `model`): the carried activations, or, the first
+/// time a capture runs, the embedded windows through layers `0..l` read one at a time.
+fn input<B: Backend>(
+    model: &mut Llama<B>,
     x: &mut Option<Tensor<B, 3>>,
     l: usize,
     d: &DenseInputs<'_, B>,
-    w: &Weights,
-) -> Result<(&'m Llama<B>, Tensor<B, 3>)> {
-    if model.is_none() {
-        *model = Some(Llama::from_weights(d.cfg.clone(), w, d.device)?);
-    }
-    let m = model.as_ref().expect("built");
+    src: &WeightSource,
+    load_s: &Cell<f64>,
+) -> Result<Tensor<B, 3>> {
     if x.is_none() {
-        *x = Some(slim_capture::layer_input(m, d.ids, d.n_windows, d.seq_len, l)?);
+        let mut h = timed(load_s, || embed_windows::<B>(src, d.cfg, d.ids, d.n_windows, d.seq_len, d.device))?;
+        for j in 0..l {
+            h = stream_layer(model, src, j, h, load_s)?;
+        }
+        *x = Some(h);
     }
-    Ok((m, x.clone().expect("set")))
+    Ok(x.clone().expect("set"))
 }

@@ -111,8 +111,7 @@ pub fn run_pipeline<B: Backend>(
     ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
 
     // The dense weights, read one layer at a time and only when an entry is computed: a full
-    // cache hit reads none. The Taylor capture and the global allocation's dense scores still
-    // read the whole model (`weights`).
+    // cache hit reads none. The Taylor capture still reads the whole model (`weights`).
     let src = LazySource::new(model_dir);
     let mut weights: Option<Weights> = None;
     // Seconds spent reading weights and building models, reported as the `load` stage
@@ -196,9 +195,7 @@ pub fn run_pipeline<B: Backend>(
                 seq_len: sl,
                 device,
             };
-            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &mut weights, &|| {
-                timed(&load_s, || Weights::load(model_dir))
-            })?;
+            let (scores, skey) = crate::global::global_scores(&inputs, &mut report, &src, &load_s)?;
             let d = graph.alloc_global(&g, skey)?;
             let (p, k) =
                 cached(store, &mut report, force, "alloc", &d, || slim_alloc::solve_global(&dense_cfg, &scores, &g))?;
@@ -218,7 +215,7 @@ pub fn run_pipeline<B: Backend>(
         100.0 * plan.achieved
     );
 
-    drop(weights); // the global allocation's dense weights: the layer passes stream their own
+    drop(weights); // the Taylor capture's: the layer passes stream their own
 
     // Per-layer passes: every key first, then only what the store lacks (crate::layers).
     // Opening the source reads the files' headers only (the dtype the pruned model is stored in).
