@@ -13,7 +13,6 @@ use crate::report::RunReport;
 use crate::run::{cached, timed};
 use crate::RunOptions;
 use anyhow::{Context, Result};
-use std::cell::Cell;
 use burn_tensor::{backend::Backend, Tensor};
 use slim_alloc::{effective_mode, LayerScores};
 use slim_artifact::schema::{AttnStats, MlpStats, TaylorStats};
@@ -22,6 +21,7 @@ use slim_capture::{capture_attn, capture_mlp};
 use slim_checkpoint::{layout::Proj, ModelConfig, WeightSource};
 use slim_model::{Llama, TapSet};
 use slim_score::{ChannelInputs, HeadInputs};
+use std::cell::Cell;
 
 /// What the pre-pass reads.
 pub(crate) struct DenseInputs<'a, B: Backend> {
