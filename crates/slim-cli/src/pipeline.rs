@@ -371,6 +371,7 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
                 out.display(),
                 summary.cache_entry
             );
+            eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
             None
         } else {
             let _ = std::fs::remove_file(&stamp);
