@@ -147,4 +147,3 @@ fn editing_a_runs_model_in_place_changes_neither_the_cache_nor_the_next_runs_num
     let rerun = std::fs::read(root.join("data/runs/r2/model/model.safetensors")).unwrap();
     assert_ne!(rerun, bytes, "the new run got the edited weights");
 }
-
