@@ -382,8 +382,9 @@ fn mlp_stats_binary_round_trip() {
         hidden: 512,
         intermediate: m,
         u_sq_mean: (0..512).map(|i| i as f64 * 0.5).collect(),
-        g_mean: (0..m).map(|i| (i as f64).sin()).collect(),
-        g_cov: (0..m * m).map(|i| (i as f64 * 1e-3).cos() / 3.0).collect(),
+        // f32 values widened, as the capture makes them.
+        g_mean: (0..m).map(|i| f64::from((i as f32).sin())).collect(),
+        g_cov: (0..m * m).map(|i| f64::from((i as f32 * 1e-3).cos() / 3.0)).collect(),
     };
     let (_dir, store) = tmp_store();
     let d = KeyDoc::new("capture", 1, &json!({ "layer": 3 }), BTreeMap::new()).unwrap();
@@ -397,8 +398,28 @@ fn mlp_stats_binary_round_trip() {
     let read = t.elapsed();
     assert_eq!(back, stats);
     let size = store.lookup("capture", &k).unwrap().unwrap().manifest().payloads[0].size;
-    // 8 bytes per f64 plus a few bytes of lengths and integers.
-    assert!(size < (512 + m + m * m) as u64 * 8 + 64, "{size}");
+    // 4 bytes a value (stored as the f32s they are) plus a few bytes of lengths and integers.
+    assert!(size < (512 + m + m * m) as u64 * 4 + 64, "{size}");
     eprintln!("MlpStats {m}x{m}: {size} bytes, write {write:?}, read {read:?}");
     assert!(write < Duration::from_secs(1) && read < Duration::from_secs(1), "write {write:?}, read {read:?}");
+}
+
+/// Statistics are stored as f32: a value an f32 does not hold exactly is refused by name, never
+/// rounded in silence; NaN passes through (the capture refuses non-finite statistics itself).
+#[test]
+fn statistics_that_are_not_f32_values_are_refused_when_stored() {
+    let stats = MlpStats {
+        layer: 0,
+        n_tokens: 1,
+        hidden: 1,
+        intermediate: 2,
+        u_sq_mean: vec![0.5],
+        g_mean: vec![0.25, 0.1],
+        g_cov: vec![1.0; 4],
+    };
+    let e = crate::codec::encode(&stats).unwrap_err().to_string();
+    assert!(e.contains("value 1 (1e-1) is not an f32"), "{e}");
+    let ok = MlpStats { g_mean: vec![0.25, f64::from(0.1f32)], ..stats };
+    let back: MlpStats = crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
+    assert_eq!(back, ok);
 }

@@ -14,8 +14,14 @@ use slim_score::HeadPrune;
 
 /// Format of the `capture-attn` entries' `AttnStats`: 2 added `z_cov`, the covariance of
 /// o_proj's input that the `lstsq` recovery of o_proj needs (format 1, with no `format` in
-/// its key, cannot be decoded as 2).
-const ATTN_STATS_FORMAT: u32 = 2;
+/// its key, cannot be decoded as 2); 3 stores the statistics as the f32 values they are
+/// (`slim_artifact::schema::as_f32`: the same values, half the bytes).
+const ATTN_STATS_FORMAT: u32 = 3;
+
+/// Format of the `capture-mlp` entries' `MlpStats`: 2 stores the statistics as f32, the values
+/// they are (format 1, with no `format` in its key, stored them widened to f64: 969 MB for one
+/// LLaMA-7B layer's covariance instead of 485 MB).
+const MLP_STATS_FORMAT: u32 = 2;
 
 /// Format of the `surgery` entries' model folder: 2 writes a pruned model's config.json with
 /// `model_type` `slimllm` (format 2 of its `slimllm` object) and the transformers code beside the
@@ -175,7 +181,11 @@ impl Graph<'_> {
 
     /// [`Graph::capture_mlp`] of dense calibration, whatever the configured mode.
     pub fn capture_mlp_dense(&self, l: usize, calib: Key) -> Result<KeyDoc> {
-        doc("capture-mlp", &json!({"layer": l, "mode": CalibMode::Dense}), &[("model", self.model), ("calib", calib)])
+        doc(
+            "capture-mlp",
+            &json!({"layer": l, "mode": CalibMode::Dense, "format": MLP_STATS_FORMAT}),
+            &[("model", self.model), ("calib", calib)],
+        )
     }
 
     /// The Taylor capture (gradients of the dense model), when the scorer reads it. Like
@@ -223,7 +233,7 @@ impl Graph<'_> {
         if self.cfg.calib_mode == CalibMode::Sequential {
             inputs.push(("attn", attn));
         }
-        doc("capture-mlp", &json!({"layer": l, "mode": self.cfg.calib_mode}), &inputs)
+        doc("capture-mlp", &json!({"layer": l, "mode": self.cfg.calib_mode, "format": MLP_STATS_FORMAT}), &inputs)
     }
 
     pub fn score_mlp(&self, counts: &PruneCounts, stats: Key, taylor: Option<Key>) -> Result<KeyDoc> {
