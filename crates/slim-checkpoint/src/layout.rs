@@ -118,22 +118,29 @@ impl LayerNorm {
     }
 }
 
-/// The seven linear maps of a decoder layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The seven linear maps of a decoder layer (serialized by their HF module names, `q_proj`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Proj {
+    #[serde(rename = "q_proj")]
     /// Queries, `[hq·dh, d]`.
     Q,
     /// Keys, `[hk·dh, d]`.
+    #[serde(rename = "k_proj")]
     K,
     /// Values, `[hk·dh, d]`.
+    #[serde(rename = "v_proj")]
     V,
     /// Attention output, `[d, hq·dh]`.
+    #[serde(rename = "o_proj")]
     O,
     /// MLP gate, `[f, d]`.
+    #[serde(rename = "gate_proj")]
     Gate,
     /// MLP up, `[f, d]`.
+    #[serde(rename = "up_proj")]
     Up,
     /// MLP down, `[d, f]`.
+    #[serde(rename = "down_proj")]
     Down,
 }
 
@@ -203,7 +210,7 @@ impl Proj {
 
     /// `[out, in]` of this projection's weight in layer `layer`, or `None` for a layer `cfg`
     /// does not have.
-    fn dims(self, cfg: &ModelConfig, layer: usize) -> Option<[usize; 2]> {
+    pub fn dims(self, cfg: &ModelConfig, layer: usize) -> Option<[usize; 2]> {
         let shape = cfg.layers.get(layer)?;
         let (d, dh) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv, f) = (shape.num_heads * dh, shape.num_kv_heads * dh, shape.intermediate_size);

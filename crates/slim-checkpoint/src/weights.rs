@@ -362,7 +362,7 @@ pub fn first_non_finite(v: &[f32]) -> Option<usize> {
 
 /// Converts the little-endian bytes of tensor `name` (of `dtype` and `shape`, read from `path`) to
 /// an f32 host tensor, refusing other dtypes and non-finite values by name.
-pub(crate) fn to_host(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8], path: &Path) -> Result<HostTensor> {
+pub fn to_host(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8], path: &Path) -> Result<HostTensor> {
     let (data, first_bad) = match dtype {
         Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),

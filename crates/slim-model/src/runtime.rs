@@ -1,6 +1,7 @@
 //! The decoder: weights on a burn device and the batched forward pass, whole or layer by layer.
 
 use crate::kernels::{self, AttnDims};
+use crate::lora::LayerLora;
 use crate::rope::RopeTables;
 use crate::taps::{LayerTaps, TapSet};
 use anyhow::{ensure, Context, Result};
@@ -74,6 +75,23 @@ struct Layer<B: Backend> {
     gate_up: Linear<B>,
     down: Linear<B>,
     kv_index: Tensor<B, 1, Int>,
+    /// LoRA adapters ([`Llama::set_lora`]), added to the projections' outputs.
+    lora: Option<LayerLora<B>>,
+}
+
+/// `lin(x)` plus the adapters of `group` (the projections `lin` stacks, with output widths
+/// `widths`) when the layer has any.
+fn adapted<B: Backend>(
+    lin: &Linear<B>,
+    lora: Option<&LayerLora<B>>,
+    group: &[Proj],
+    widths: &[usize],
+    x: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    match lora.and_then(|lo| lo.delta(group, widths, &x)) {
+        Some(d) => lin.forward(x) + d,
+        None => lin.forward(x),
+    }
 }
 
 impl<B: Backend> Layer<B> {
@@ -90,6 +108,7 @@ impl<B: Backend> Layer<B> {
             gate_up: Linear::stacked(w, &gate_up.each_ref().map(String::as_str), Proj::Gate.has_bias(cfg, i), device)?,
             down: Linear::load(w, &Proj::Down.module(i), Proj::Down.has_bias(cfg, i), device)?,
             kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
+            lora: None,
             shape: shape.clone(),
         })
     }
@@ -289,6 +308,23 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
+    /// Attaches LoRA adapters to layer `l` (`None` removes them). Replacing or reloading the
+    /// layer removes them too.
+    pub fn set_lora(&mut self, l: usize, lora: Option<LayerLora<B>>) {
+        let y = self.layers[l].as_mut().unwrap_or_else(|| panic!("layer {l} of this model is not loaded"));
+        y.lora = lora;
+    }
+
+    /// Layer `l`'s adapters, if it has any.
+    pub fn lora(&self, l: usize) -> Option<&LayerLora<B>> {
+        self.layer(l).lora.as_ref()
+    }
+
+    /// Layer `l`'s adapters, mutably (to swap their tensors or set dropout masks).
+    pub fn lora_mut(&mut self, l: usize) -> Option<&mut LayerLora<B>> {
+        self.layers[l].as_mut().unwrap_or_else(|| panic!("layer {l} of this model is not loaded")).lora.as_mut()
+    }
+
     /// Layer `l`'s four weight matrices, stored transposed (`[in, out]`): q/k/v stacked,
     /// o_proj, gate/up stacked, down_proj (used by the gradient pass).
     pub(crate) fn layer_weights(&self, l: usize) -> [&Tensor<B, 2>; 4] {
@@ -342,7 +378,8 @@ impl<B: Backend> Llama<B> {
         let start = cache.as_ref().map_or(0, |c| c.len);
         let rope = RopeTables::<B>::new(start, t, dh, self.cfg.rope_theta, &self.device);
         let (qw, kw) = (layer.shape.num_heads * dh, layer.shape.num_kv_heads * dh);
-        let qkv = layer.qkv.forward(a); // [N, qw + 2·kw]
+        let lora = layer.lora.as_ref();
+        let qkv = adapted(&layer.qkv, lora, &[Proj::Q, Proj::K, Proj::V], &[qw, kw, kw], a); // [N, qw + 2·kw]
         let n = b * t;
         let q = kernels::rope(qkv.clone().slice([0..n, 0..qw]), &rope);
         let k = kernels::rope(qkv.clone().slice([0..n, qw..qw + kw]), &rope);
@@ -356,7 +393,7 @@ impl<B: Backend> Llama<B> {
         if taps.attn_heads {
             out.attn_heads = Some(z.clone());
         }
-        (x2 + layer.o.forward(z)).reshape([b, t, d])
+        (x2 + adapted(&layer.o, lora, &[Proj::O], &[d], z)).reshape([b, t, d])
     }
 
     /// An empty KV cache for `batch` sequences.
@@ -410,11 +447,13 @@ impl<B: Backend> Llama<B> {
         if taps.mlp_in {
             out.mlp_in = Some(u.clone());
         }
-        let g = self.apply_activation(layer.gate_up.forward(u));
+        let f = layer.shape.intermediate_size;
+        let lora = layer.lora.as_ref();
+        let g = self.apply_activation(adapted(&layer.gate_up, lora, &[Proj::Gate, Proj::Up], &[f, f], u));
         if taps.mlp_act {
             out.mlp_act = Some(g.clone());
         }
-        let y = layer.down.forward(g);
+        let y = adapted(&layer.down, lora, &[Proj::Down], &[d], g);
         if taps.mlp_out {
             out.mlp_out = Some(y.clone());
         }

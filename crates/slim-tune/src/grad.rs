@@ -1,0 +1,242 @@
+//! The gradient of the language-model loss with respect to the LoRA adapters, one micro-batch
+//! at a time, with activations recomputed layer by layer (gradient checkpointing at layer
+//! boundaries), as `slim_model::taylor_sums` does for the Taylor scorer:
+//! 1. a forward pass without any autodiff graph keeps each layer's input `h_l`
+//!    (`L × rows × len × d` floats);
+//! 2. the final norm and lm_head are differentiated for `g_L = ∂ℒ/∂h_L`, one sequence at a
+//!    time (a `[len, vocab]` logit block is the largest tensor);
+//! 3. from the top layer down, layer `l` is rerun on `h_l` with its adapters tracked, and
+//!    `Σ layer_l(h_l) ⊙ g_{l+1}` is differentiated: the adapters' gradients, and
+//!    `g_l = ∂ℒ/∂h_l` for the layer below.
+//!
+//! Memory is one layer's graph plus the boundaries, whatever the depth. The base weights are
+//! never tracked, so no gradient of theirs is computed or stored.
+//!
+//! Dropout masks are drawn from a seed per (micro-batch, layer, projection), so the
+//! recomputed pass of step 3 sees the masks of step 1.
+
+use crate::adapter::layer_grads;
+use anyhow::{ensure, Context, Result};
+use burn_autodiff::Autodiff;
+use slim_checkpoint::layout::Proj;
+use slim_checkpoint::synthetic::SplitMix;
+use slim_model::burn_tensor::{activation::log_softmax, backend::Backend, Int, Tensor, TensorData};
+use slim_model::{Llama, TapSet};
+
+type Ad<B> = Autodiff<B>;
+
+/// The label of a position that is not scored (prompt or padding), as in transformers.
+pub const IGNORE: i32 = -100;
+
+/// `rows` sequences of `len` tokens. `labels[t]` is the token position `t` should hold
+/// (normally `ids[t]`), or [`IGNORE`]; the logits of position `t` are scored against
+/// `labels[t + 1]`, as transformers shifts `labels`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// `rows × len` token ids, row-major.
+    pub ids: Vec<u32>,
+    /// One label per id.
+    pub labels: Vec<i32>,
+    /// Sequences.
+    pub rows: usize,
+    /// Tokens per sequence.
+    pub len: usize,
+}
+
+impl Batch {
+    /// Scored predictions: labels other than [`IGNORE`] past the first position of each row.
+    pub fn scored(&self) -> usize {
+        self.labels.chunks(self.len).map(|r| r[1..].iter().filter(|&&l| l != IGNORE).count()).sum()
+    }
+
+    /// Checks the sizes and the token ids against a vocabulary of `vocab`.
+    pub fn validate(&self, vocab: usize) -> Result<()> {
+        ensure!(self.len >= 2 && self.rows >= 1, "a batch needs rows of at least 2 tokens");
+        ensure!(self.ids.len() == self.rows * self.len, "{} ids for {}×{}", self.ids.len(), self.rows, self.len);
+        ensure!(self.labels.len() == self.ids.len(), "{} labels for {} ids", self.labels.len(), self.ids.len());
+        ensure!(self.ids.iter().all(|&i| (i as usize) < vocab), "a token id is outside the vocabulary of {vocab}");
+        ensure!(
+            self.labels.iter().all(|&l| l == IGNORE || (l >= 0 && (l as usize) < vocab)),
+            "a label is neither {IGNORE} nor a token id of the vocabulary of {vocab}"
+        );
+        Ok(())
+    }
+}
+
+/// Where dropout masks come from: the run's seed, the micro-batch's global index and `p`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    /// Dropout probability.
+    pub p: f64,
+    /// The run's seed.
+    pub seed: u64,
+    /// Index of the micro-batch since the run began.
+    pub micro_batch: u64,
+}
+
+impl Dropout {
+    /// The masks of layer `l`'s adapted projections for `n` tokens (`[n, in]`, entries 0 or
+    /// `1 / (1 − p)`).
+    fn masks<B: Backend>(&self, model: &Llama<Ad<B>>, l: usize, n: usize) -> [Option<Tensor<Ad<B>, 2>>; 7] {
+        let cfg = model.config();
+        let lora = model.lora(l).expect("adapters attached");
+        let keep = 1.0 / (1.0 - self.p) as f32;
+        let device = model.device().clone();
+        std::array::from_fn(|i| {
+            lora.weights[i].as_ref()?;
+            let [_, inp] = Proj::ALL[i].dims(cfg, l)?;
+            let key =
+                self.seed ^ (self.micro_batch.wrapping_mul(0x9E37_79B9)) ^ ((l as u64) << 40) ^ ((i as u64) << 56);
+            let mut rng = SplitMix(key);
+            let data: Vec<f32> = (0..n * inp).map(|_| if rng.unit() < self.p { 0.0 } else { keep }).collect();
+            Some(Tensor::from_data(TensorData::new(data, [n, inp]), &device))
+        })
+    }
+}
+
+/// Per layer, the running sum of each adapter tensor's gradient (order of
+/// [`crate::Adapter::tensors`] within the layer).
+pub type GradSums<B> = Vec<Vec<Tensor<B, 2>>>;
+
+/// Runs `batch` through `model` (adapters attached with [`Llama::set_lora`]) and adds the
+/// gradient of `Σ NLL / denom` to `sums` (created on first use). Returns `Σ NLL` (nats) over
+/// the batch's scored predictions.
+pub fn accumulate<B: Backend>(
+    model: &mut Llama<Ad<B>>,
+    batch: &Batch,
+    denom: f64,
+    dropout: Option<Dropout>,
+    sums: &mut Option<GradSums<B>>,
+) -> Result<f64> {
+    let n_layers = model.config().num_layers();
+    let (rows, len) = (batch.rows, batch.len);
+    batch.validate(model.config().vocab_size)?;
+
+    // 1. Layer inputs, no graph.
+    let mut bounds: Vec<Tensor<B, 3>> = Vec::with_capacity(n_layers + 1);
+    let mut x = model.embed(model.ids_tensor(&batch.ids, rows, len)?);
+    for l in 0..n_layers {
+        bounds.push(x.clone().inner());
+        set_masks(model, l, dropout, rows * len);
+        x = model.layer_forward(l, x, TapSet::NONE).0;
+        clear_masks(model, l);
+    }
+    bounds.push(x.inner());
+
+    // 2. ∂ℒ/∂h_L, one sequence at a time.
+    let mut nll = 0.0;
+    let mut up = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let h = Tensor::<Ad<B>, 3>::from_inner(bounds[n_layers].clone().slice([r..r + 1])).require_grad();
+        let (s, g) = row_nll(model, h, &batch.labels[r * len..(r + 1) * len], denom)?;
+        nll += s;
+        up.push(g);
+    }
+    let mut g = Tensor::cat(up, 0);
+
+    // 3. Layer by layer, top down.
+    let sums = sums.get_or_insert_with(|| (0..n_layers).map(|_| Vec::new()).collect());
+    for l in (0..n_layers).rev() {
+        set_masks(model, l, dropout, rows * len);
+        track(model, l, true);
+        bounds.truncate(l + 1); // inputs of the layers above are no longer needed
+        let xin = Tensor::<Ad<B>, 3>::from_inner(bounds[l].clone()).require_grad();
+        let y = model.layer_forward(l, xin.clone(), TapSet::NONE).0;
+        let grads = (y * Tensor::from_inner(g)).sum().backward();
+        let lg = layer_grads::<B>(model.lora(l).context("adapters attached")?, &grads, l)?;
+        let s = &mut sums[l];
+        if s.is_empty() {
+            *s = lg;
+        } else {
+            for (a, b) in s.iter_mut().zip(lg) {
+                *a = a.clone() + b;
+            }
+        }
+        g = xin.grad(&grads).with_context(|| format!("layer {l}: no input gradient"))?;
+        track(model, l, false);
+        clear_masks(model, l);
+    }
+    Ok(nll)
+}
+
+/// `Σ NLL` of one sequence from the last layer's output `h` (`[1, len, d]`, tracked), and
+/// `∂(Σ NLL / denom)/∂h`.
+fn row_nll<B: Backend>(
+    model: &Llama<Ad<B>>,
+    h: Tensor<Ad<B>, 3>,
+    labels: &[i32],
+    denom: f64,
+) -> Result<(f64, Tensor<B, 3>)> {
+    let len = labels.len();
+    let vocab = model.config().vocab_size;
+    let scored: Vec<bool> = labels[1..].iter().map(|&l| l != IGNORE).collect();
+    if !scored.iter().any(|&s| s) {
+        return Ok((0.0, h.inner().zeros_like()));
+    }
+    let device = model.device().clone();
+    let logits = model.logits(h.clone()).slice([0..1, 0..len - 1, 0..vocab]);
+    let targets: Vec<i32> = labels[1..].iter().map(|&l| l.max(0)).collect();
+    let weights: Vec<f32> = scored.iter().map(|&s| if s { 1.0 } else { 0.0 }).collect();
+    let targets = Tensor::<Ad<B>, 3, Int>::from_data(TensorData::new(targets, [1, len - 1, 1]), &device);
+    let weights = Tensor::<Ad<B>, 3>::from_data(TensorData::new(weights, [1, len - 1, 1]), &device);
+    let picked = log_softmax(logits, 2).gather(2, targets) * weights;
+    let total = picked.sum().mul_scalar(-1.0);
+    let value = total.clone().into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
+    let grads = total.mul_scalar(1.0 / denom).backward();
+    let g = h.grad(&grads).context("no gradient reached the last layer's output")?;
+    Ok((value, g))
+}
+
+/// `Σ NLL` and the number of scored predictions of `batch`, without gradients (validation).
+pub fn nll<B: Backend>(model: &Llama<Ad<B>>, batch: &Batch) -> Result<(f64, usize)> {
+    batch.validate(model.config().vocab_size)?;
+    let (rows, len) = (batch.rows, batch.len);
+    let vocab = model.config().vocab_size;
+    let mut x = model.embed(model.ids_tensor(&batch.ids, rows, len)?);
+    for l in 0..model.config().num_layers() {
+        x = model.layer_forward(l, x, TapSet::NONE).0;
+    }
+    let x = x.inner();
+    let mut total = 0.0;
+    for r in 0..rows {
+        let labels = &batch.labels[r * len..(r + 1) * len];
+        let h = Tensor::<Ad<B>, 3>::from_inner(x.clone().slice([r..r + 1]));
+        let logits = model.logits(h).inner().slice([0..1, 0..len - 1, 0..vocab]);
+        let lp = log_softmax(logits, 2);
+        let targets: Vec<i32> = labels[1..].iter().map(|&l| l.max(0)).collect();
+        let weights: Vec<f32> = labels[1..].iter().map(|&l| if l == IGNORE { 0.0 } else { 1.0 }).collect();
+        let device = lp.device();
+        let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, len - 1, 1]), &device);
+        let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [1, len - 1, 1]), &device);
+        let s = (lp.gather(2, targets) * weights).sum().mul_scalar(-1.0);
+        total += s.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
+    }
+    Ok((total, batch.scored()))
+}
+
+fn set_masks<B: Backend>(model: &mut Llama<Ad<B>>, l: usize, dropout: Option<Dropout>, n: usize) {
+    if let Some(d) = dropout.filter(|d| d.p > 0.0) {
+        let masks = d.masks(model, l, n);
+        if let Some(lo) = model.lora_mut(l) {
+            lo.dropout = masks;
+        }
+    }
+}
+
+fn clear_masks<B: Backend>(model: &mut Llama<Ad<B>>, l: usize) {
+    if let Some(lo) = model.lora_mut(l) {
+        lo.dropout = Default::default();
+    }
+}
+
+/// Marks layer `l`'s adapter tensors as tracked (or back to plain tensors).
+fn track<B: Backend>(model: &mut Llama<Ad<B>>, l: usize, on: bool) {
+    if let Some(lo) = model.lora_mut(l) {
+        for lw in lo.weights.iter_mut().flatten() {
+            for t in [&mut lw.a_t, &mut lw.b_t] {
+                let inner = Tensor::<Ad<B>, 2>::from_inner(t.clone().inner());
+                *t = if on { inner.require_grad() } else { inner };
+            }
+        }
+    }
+}
