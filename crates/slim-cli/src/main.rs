@@ -14,6 +14,7 @@ mod preflight;
 mod report;
 mod synth_model;
 mod tokenize;
+mod tune;
 mod zeroshot;
 mod zeroshot_log;
 
@@ -108,6 +109,10 @@ enum Command {
     /// Check a backend (`--backend wgpu|cuda`) against the CPU on seeded synthetic models: logits,
     /// greedy tokens, zero-shot log-likelihoods and a pruning run's decisions. Needs no file.
     CheckBackend(check_backend::CheckArgs),
+    /// Recovery fine-tuning with LoRA (the paper's "w/ tune"): adapters on the seven projections,
+    /// trained layer by layer on burn-autodiff, merged into a new model directory (adapter beside
+    /// it in PEFT's format); checkpoints let a killed run resume.
+    Tune(tune::TuneArgs),
 }
 
 fn main() {
@@ -143,6 +148,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cache(c) => cache::run(c, &g),
         Command::Report(a) => report::run(a),
         Command::CheckBackend(a) => check_backend::run(a, &g),
+        Command::Tune(a) => tune::run(a, &g),
     }
 }
 

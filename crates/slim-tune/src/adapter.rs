@@ -236,18 +236,29 @@ impl Adapter {
         w: &mut slim_checkpoint::Weights,
         device: &B::Device,
     ) -> Result<()> {
-        let up = |t: &HostTensor| Tensor::<B, 2>::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device);
-        for (p, pa) in Proj::ALL.iter().zip(&self.layers[l]) {
-            let Some(pa) = pa else { continue };
+        for p in Proj::ALL {
             let name = p.weight(l);
-            let base = w.get(&name)?;
-            // (Aᵀ·Bᵀ)ᵀ = B·A, `[out, in]`.
-            let delta = up(&pa.a_t).matmul(up(&pa.b_t)).transpose().mul_scalar(self.spec.scale());
-            let merged = up(base) + delta;
-            let merged = slim_model::tensor_to_host::<B, 2>(merged)?;
-            w.insert(name, merged);
+            if let Some(merged) = self.merged::<B>(&name, w.get(&name)?, device)? {
+                w.insert(name, merged);
+            }
         }
         Ok(())
+    }
+
+    /// The tensor `name` (HF name, `[out, in]`) with its adapter merged in, `W + (α/r)·B·A`,
+    /// computed on `device`; `None` when no adapter acts on it.
+    pub fn merged<B: Backend>(&self, name: &str, base: &HostTensor, device: &B::Device) -> Result<Option<HostTensor>> {
+        let Some(pa) = self.layers.iter().enumerate().find_map(|(l, projs)| {
+            Proj::ALL.iter().zip(projs).find(|(p, _)| p.weight(l) == name).and_then(|(_, pa)| pa.as_ref())
+        }) else {
+            return Ok(None);
+        };
+        let up = |t: &HostTensor| Tensor::<B, 2>::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device);
+        let want = [pa.b_t.shape[1], pa.a_t.shape[0]];
+        ensure!(base.shape == want, "`{name}` has shape {:?}, its adapter is for {want:?}", base.shape);
+        // (Aᵀ·Bᵀ)ᵀ = B·A, `[out, in]`.
+        let delta = up(&pa.a_t).matmul(up(&pa.b_t)).transpose().mul_scalar(self.spec.scale());
+        Ok(Some(slim_model::tensor_to_host::<B, 2>(up(base) + delta)?))
     }
 }
 

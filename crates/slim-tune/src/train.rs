@@ -140,6 +140,14 @@ pub fn steps_per_epoch(n_train: usize, batch: usize) -> u64 {
     (n_train / batch.max(1)) as u64
 }
 
+/// The indices of the training examples of optimizer step `step` (0-based), in the order
+/// they are consumed: epoch `step / steps_per_epoch` is a fresh seeded permutation.
+pub fn step_examples(n_train: usize, step: u64, batch: usize, seed: u64) -> Vec<usize> {
+    let per_epoch = steps_per_epoch(n_train, batch).max(1);
+    let (epoch, pos) = (step / per_epoch, (step % per_epoch) as usize);
+    epoch_order(n_train, epoch, seed)[pos * batch..(pos + 1) * batch].to_vec()
+}
+
 /// Validation every `val_every` steps (and after the last); checkpoints when the observer
 /// asks. Starts from `state` (a resumed run) or from step 0.
 pub struct Loop {
@@ -182,10 +190,8 @@ impl Loop {
         while state.step < s.steps {
             let t0 = Instant::now();
             let step = state.step;
-            let (epoch, pos) = (step / per_epoch, (step % per_epoch) as usize);
-            let order = epoch_order(data.train.len(), epoch, s.seed);
             let picked: Vec<&Example> =
-                order[pos * s.batch..(pos + 1) * s.batch].iter().map(|&i| &data.train[i]).collect();
+                step_examples(data.train.len(), step, s.batch, s.seed).into_iter().map(|i| &data.train[i]).collect();
             let batches: Vec<_> = picked.chunks(s.micro_batch).map(|c| collate(c, data.pad)).collect();
             let denom: usize = batches.iter().map(|b| b.scored()).sum();
             ensure!(denom > 0, "step {step}: its batch scores no token (every label is masked)");

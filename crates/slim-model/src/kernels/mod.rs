@@ -13,7 +13,10 @@ pub(crate) mod ops;
 
 use crate::rope::RopeTables;
 use burn_flex::FlexTensor;
-use burn_tensor::{backend::Backend, DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn_tensor::{
+    backend::{AutodiffBackend, Backend},
+    DType, Int, Tensor, TensorData, TensorPrimitive,
+};
 use std::any::{Any, TypeId};
 
 pub(crate) use cpu::AttnDims;
@@ -23,19 +26,43 @@ fn is_flex<B: Backend>() -> bool {
     TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
 }
 
-/// The burn-flex tensor inside `t`, made contiguous, when `B` is burn-flex and `t` is f32.
-fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
-    if !is_flex::<B>() || t.dtype() != DType::F32 {
-        return Err(t);
+/// burn-flex under burn-autodiff (LoRA training, the Taylor scorer).
+type AdFlex = burn_autodiff::Autodiff<burn_flex::Flex>;
+type AdFlexTensor = <AdFlex as burn_tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// Whether `t` can take the fused kernels: an f32 burn-flex tensor, or an f32 burn-flex tensor
+/// under autodiff that no gradient flows through (the untracked passes of training: layer
+/// boundaries, validation). A tracked tensor takes the burn ops, which autodiff differentiates.
+fn is_fast<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    if t.dtype() != DType::F32 {
+        return false;
     }
-    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    let flex = *prim.downcast::<FlexTensor>().expect("is_flex checked the primitive type");
-    Ok(flex.to_contiguous())
+    if is_flex::<B>() {
+        return true;
+    }
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<AdFlexTensor>() {
+        return false;
+    }
+    let prim: Box<dyn Any> = Box::new(t.clone().into_primitive().tensor());
+    prim.downcast::<AdFlexTensor>().is_ok_and(|ad| ad.node.requirement.is_none())
 }
 
-/// Wraps a host buffer as a tensor of `B`, which must be burn-flex.
+/// The burn-flex tensor inside `t` (which [`is_fast`] accepted), made contiguous.
+fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
+    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+    let flex = match prim.downcast::<FlexTensor>() {
+        Ok(f) => *f,
+        Err(p) => p.downcast::<AdFlexTensor>().expect("is_fast checked the primitive type").primitive,
+    };
+    flex.to_contiguous()
+}
+
+/// Wraps a host buffer as a tensor of `B`, which must be burn-flex or burn-flex under autodiff
+/// (then as an untracked tensor).
 fn from_host<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-    let prim: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(data, shape)));
+    let flex = FlexTensor::from_data(TensorData::new(data, shape));
+    let prim: Box<dyn Any> =
+        if is_flex::<B>() { Box::new(flex) } else { Box::new(<AdFlex as AutodiffBackend>::from_inner(flex)) };
     let prim = *prim.downcast::<B::FloatTensorPrimitive>().expect("caller checked that B is burn-flex");
     Tensor::from_primitive(TensorPrimitive::Float(prim))
 }
@@ -50,14 +77,12 @@ fn slice(t: &FlexTensor) -> &[f32] {
 /// x: `[n, in]`, wt: `[in, out]`, bias: `[out]` → `[n, out]`
 pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, wt: &Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
     let ([n, inp], [_, out]) = (x.dims(), wt.dims());
-    match (to_flex(x), to_flex(wt.clone())) {
-        (Ok(x), Ok(wt)) => {
-            let b = bias.map(|b| to_flex(b.clone()).unwrap_or_else(|_| unreachable!("same backend")));
-            from_host(cpu::linear(slice(&x), slice(&wt), b.as_ref().map(slice), inp), [n, out])
-        }
-        (Err(x), Err(_)) => ops::linear(x, wt, bias),
-        _ => unreachable!("x and wt come from the same backend"),
+    if is_fast(&x) && is_fast(wt) && bias.is_none_or(is_fast) {
+        let (x, wt) = (to_flex(x), to_flex(wt.clone()));
+        let b = bias.map(|b| to_flex(b.clone()));
+        return from_host(cpu::linear(slice(&x), slice(&wt), b.as_ref().map(slice), inp), [n, out]);
     }
+    ops::linear(x, wt, bias)
 }
 
 /// RMSNorm over the last dimension, computed in f32 like HF.
@@ -66,11 +91,11 @@ pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, wt: &Tensor<B, 2>, bias: Optio
 /// x: `[n, d]`, w: `[d]` → `[n, d]`
 pub(crate) fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
     let dims = x.dims();
-    match (to_flex(x), to_flex(w.clone())) {
-        (Ok(x), Ok(w)) => from_host(cpu::rms_norm(slice(&x), slice(&w), eps as f32), dims),
-        (Err(x), Err(_)) => ops::rms_norm(x, w, eps),
-        _ => unreachable!("x and w come from the same backend"),
+    if is_fast(&x) && is_fast(w) {
+        let (x, w) = (to_flex(x), to_flex(w.clone()));
+        return from_host(cpu::rms_norm(slice(&x), slice(&w), eps as f32), dims);
     }
+    ops::rms_norm(x, w, eps)
 }
 
 /// `silu(gate) · up`, the SwiGLU activation, from the fused gate/up projection.
@@ -79,10 +104,10 @@ pub(crate) fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) 
 /// gu: `[n, 2f]` (gate columns, then up columns) → `[n, f]`
 pub(crate) fn silu_mul<B: Backend>(gu: Tensor<B, 2>) -> Tensor<B, 2> {
     let [n, f2] = gu.dims();
-    match to_flex(gu) {
-        Ok(gu) => from_host(cpu::silu_mul(slice(&gu), f2 / 2), [n, f2 / 2]),
-        Err(gu) => ops::silu_mul(gu),
+    if is_fast(&gu) {
+        return from_host(cpu::silu_mul(slice(&to_flex(gu)), f2 / 2), [n, f2 / 2]);
     }
+    ops::silu_mul(gu)
 }
 
 /// Rotary embedding of token-major projections.
@@ -91,10 +116,11 @@ pub(crate) fn silu_mul<B: Backend>(gu: Tensor<B, 2>) -> Tensor<B, 2> {
 /// x: `[batch·len, heads·dh]` → same; `rope` holds the tables of the `len` positions
 pub(crate) fn rope<B: Backend>(x: Tensor<B, 2>, rope: &RopeTables<B>) -> Tensor<B, 2> {
     let [n, width] = x.dims();
-    match to_flex(x) {
-        Ok(x) => from_host(cpu::rope(slice(&x), width, rope.len(), rope.cos_host(), rope.sin_host()), [n, width]),
-        Err(x) => ops::rope(x, rope),
+    if is_fast(&x) {
+        let x = to_flex(x);
+        return from_host(cpu::rope(slice(&x), width, rope.len(), rope.cos_host(), rope.sin_host()), [n, width]);
     }
+    ops::rope(x, rope)
 }
 
 /// Causal attention with grouped KV heads.
@@ -112,15 +138,13 @@ pub(crate) fn attention<B: Backend>(
 ) -> Tensor<B, 2> {
     let AttnDims { batch: b, q_len: tq, head_dim: dh, .. } = d;
     let hq = kv_head_of.len();
-    match (to_flex(q), to_flex(k), to_flex(v)) {
-        (Ok(q), Ok(k), Ok(v)) => {
-            let scale = 1.0 / (dh as f32).sqrt();
-            let out = cpu::causal_attention(slice(&q), slice(&k), slice(&v), kv_head_of, d, scale);
-            from_host(out, [b * tq, hq * dh])
-        }
-        (Err(q), Err(k), Err(v)) => ops::attention(q, k, v, kv_head_of, kv_index, d),
-        _ => unreachable!("q, k and v come from the same backend"),
+    if is_fast(&q) && is_fast(&k) && is_fast(&v) {
+        let (q, k, v) = (to_flex(q), to_flex(k), to_flex(v));
+        let scale = 1.0 / (dh as f32).sqrt();
+        let out = cpu::causal_attention(slice(&q), slice(&k), slice(&v), kv_head_of, d, scale);
+        return from_host(out, [b * tq, hq * dh]);
     }
+    ops::attention(q, k, v, kv_head_of, kv_index, d)
 }
 
 #[cfg(test)]

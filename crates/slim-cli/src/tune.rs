@@ -1,0 +1,360 @@
+//! `slimllm tune`: recovery fine-tuning of a (pruned) model with LoRA, merged into a new model
+//! directory, the adapter beside it in PEFT's format.
+
+use crate::preflight;
+use crate::GlobalArgs;
+use anyhow::{ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use slim_checkpoint::{ModelConfig, WeightSource, Weights};
+use slim_data::EvalText;
+use slim_model::burn_tensor::backend::Backend;
+use slim_model::{dispatch, BackendRun, Llama, Tokenizer};
+use slim_tune::adapter::{parse_target, Adapter, LoraSpec};
+use slim_tune::data::{self, Example};
+use slim_tune::train::{
+    fresh_state, step_examples, steps_per_epoch, Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog,
+};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `slimllm tune`. Defaults are the paper's script (spec §5), except the data.
+#[derive(clap::Args)]
+pub struct TuneArgs {
+    /// Model directory to tune (dense or pruned).
+    #[arg(long)]
+    model: PathBuf,
+    /// Output model directory: the merged weights (in the model's dtype), `adapter/` in PEFT's
+    /// format and `tune.json` (settings, losses). Written under a temporary name, renamed at the end.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training text: `brown-nonfiction` (cut into --seq-len windows; not the calibration text,
+    /// which is Brown fiction, nor the evaluation text, PTB).
+    #[arg(long, default_value = "brown-nonfiction")]
+    data: EvalText,
+    /// Epochs over the training set (the last partial batch of each is dropped).
+    #[arg(long, default_value_t = 2.0, conflicts_with = "steps")]
+    epochs: f64,
+    /// Optimizer steps in all, instead of --epochs.
+    #[arg(long, value_parser = preflight::at_least_1)]
+    steps: Option<usize>,
+    /// LoRA rank (the paper's script: 4; LLM-Pruner's: 8).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    rank: usize,
+    /// LoRA α (the update is scaled by α / rank).
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
+    alpha: f64,
+    /// Dropout of the adapters' input.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    lora_dropout: f64,
+    /// Adapted projections.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    targets: Vec<String>,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    lr: f64,
+    /// Linear warm-up steps, then linear decay to 0.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 16, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
+    batch: usize,
+    /// Sequences per forward/backward pass (gradient accumulation over batch / micro-batch).
+    #[arg(long, default_value_t = 4, value_parser = preflight::at_least_1, allow_negative_numbers = true)]
+    micro_batch: usize,
+    /// Tokens per training sequence (the paper's cutoff_len).
+    #[arg(long, default_value_t = 256, value_parser = preflight::at_least_2, allow_negative_numbers = true)]
+    seq_len: usize,
+    /// Seeds the adapters, the split, the order of every epoch and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Sequences held out for validation.
+    #[arg(long, default_value_t = 128)]
+    val_size: usize,
+    /// Validate every N steps (and at the start and the end).
+    #[arg(long, default_value_t = 100)]
+    val_every: u64,
+    /// Write a checkpoint every N steps; rerunning the same command resumes from it.
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: u64,
+    /// Where checkpoints go (default: `<out>.checkpoint` beside --out).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Gradient-norm clipping (0: none).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    max_grad_norm: f64,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    weight_decay: f64,
+    /// Start from this PEFT adapter instead of a fresh one (its rank, α and targets win).
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
+    /// Also write the starting adapter here (PEFT's format), for a reference run.
+    #[arg(long)]
+    dump_init: Option<PathBuf>,
+    /// Also write the sequences of every step, in the order they are used, to this safetensors
+    /// file (`input_ids`, `labels`), for a reference run.
+    #[arg(long)]
+    dump_batches: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(a: TuneArgs, g: &GlobalArgs) -> Result<()> {
+    // Every check before the long part.
+    let cfg = ModelConfig::load(&a.model)?;
+    let source = WeightSource::open(&a.model)?;
+    source.check_against(&cfg)?;
+    let mut targets: Vec<_> = a.targets.iter().map(|t| parse_target(t).context("--targets")).collect::<Result<_>>()?;
+    targets.sort_by_key(|p| slim_checkpoint::layout::Proj::ALL.iter().position(|q| q == p));
+    targets.dedup();
+    let lora = LoraSpec { rank: a.rank, alpha: a.alpha, dropout: a.lora_dropout, targets };
+    let mut settings = TuneSettings {
+        lora,
+        lr: a.lr,
+        warmup: a.warmup,
+        steps: 1,
+        batch: a.batch,
+        micro_batch: a.micro_batch,
+        max_grad_norm: a.max_grad_norm,
+        adamw: slim_tune::optim::AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
+        seed: a.seed,
+    };
+    settings.validate()?;
+    ensure!(a.epochs.is_finite() && a.epochs > 0.0, "--epochs must be a positive number, got {}", a.epochs);
+    if !a.force && a.out.exists() {
+        anyhow::bail!("{} exists (pass --force to replace it)", a.out.display());
+    }
+    preflight::check_positions(&cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
+
+    let tok = Tokenizer::load(&a.model)?;
+    let text = a.data.load(&g.data_root).with_context(|| format!("--data {}", a.data.name()))?;
+    let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
+    slim_eval::check_token_ids(&ids, cfg.vocab_size)
+        .with_context(|| format!("{} does not fit {}", a.data.name(), a.model.display()))?;
+    let examples = data::windows(&ids, a.seq_len);
+    let (train, val) = data::split(examples, a.val_size, a.seed)?;
+    let per_epoch = steps_per_epoch(train.len(), a.batch);
+    ensure!(per_epoch >= 1, "{} training sequences are fewer than one --batch {}", train.len(), a.batch);
+    settings.steps = match a.steps {
+        Some(s) => s as u64,
+        None => (a.epochs * per_epoch as f64).ceil() as u64,
+    };
+    tracing::info!(
+        "{}: {} tokens, {} training and {} validation sequences of {}; {} steps of {} sequences ({:.2} epochs)",
+        a.data.name(),
+        ids.len(),
+        train.len(),
+        val.len(),
+        a.seq_len,
+        settings.steps,
+        a.batch,
+        settings.steps as f64 / per_epoch as f64
+    );
+    // What the run learns from, for checkpoints: the model's tensors (names, shapes, stored
+    // size) and the token ids.
+    let inputs = format!(
+        "model {} ({} tensors, {} bytes stored), {} tokens hashing to {:016x}, seq-len {}, val-size {}",
+        a.model.display(),
+        source.names().count(),
+        source.stored_bytes(),
+        ids.len(),
+        fnv(&ids),
+        a.seq_len,
+        a.val_size
+    );
+    if let Some(path) = &a.dump_batches {
+        dump_batches(path, &train, &settings)?;
+    }
+    let ckpt = a.checkpoint_dir.clone().unwrap_or_else(|| sibling(&a.out, ".checkpoint"));
+    let work =
+        Work { a: &a, g, cfg: &cfg, settings, train: &train, val: &val, inputs, ckpt: &ckpt, pad: tok_pad(&cfg) };
+    dispatch(g.backend, work)?;
+    if ckpt.exists() {
+        std::fs::remove_dir_all(&ckpt).with_context(|| format!("removing the checkpoint {}", ckpt.display()))?;
+    }
+    Ok(())
+}
+
+/// The padding id: the EOS token (never scored).
+fn tok_pad(cfg: &ModelConfig) -> u32 {
+    cfg.eos_token_id.unwrap_or(0)
+}
+
+fn sibling(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// FNV-1a over the ids (a fingerprint for checkpoints, not a security hash).
+fn fnv(ids: &[u32]) -> u64 {
+    ids.iter()
+        .flat_map(|i| i.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The sequences of every step, in order, as `input_ids` and `labels` (`[n, len]`, i64).
+fn dump_batches(path: &Path, train: &[Example], s: &TuneSettings) -> Result<()> {
+    let mut rows: Vec<&Example> = Vec::new();
+    for step in 0..s.steps {
+        rows.extend(step_examples(train.len(), step, s.batch, s.seed).into_iter().map(|i| &train[i]));
+    }
+    let len = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    ensure!(rows.iter().all(|e| e.ids.len() == len), "--dump-batches needs sequences of one length");
+    let ids: Vec<u8> = rows.iter().flat_map(|e| e.ids.iter().flat_map(|&t| (t as i64).to_le_bytes())).collect();
+    let labels: Vec<u8> = rows.iter().flat_map(|e| e.labels.iter().flat_map(|&t| (t as i64).to_le_bytes())).collect();
+    let views = vec![
+        (
+            "input_ids".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![rows.len(), len], &ids)?,
+        ),
+        (
+            "labels".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![rows.len(), len], &labels)?,
+        ),
+    ];
+    slim_fs::write_atomic(path, &safetensors::serialize(views, None)?)?;
+    Ok(())
+}
+
+struct Work<'a> {
+    a: &'a TuneArgs,
+    g: &'a GlobalArgs,
+    cfg: &'a ModelConfig,
+    settings: TuneSettings,
+    train: &'a [Example],
+    val: &'a [Example],
+    inputs: String,
+    ckpt: &'a Path,
+    pad: u32,
+}
+
+impl BackendRun for Work<'_> {
+    type Output = ();
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let a = self.a;
+        let t0 = Instant::now();
+        let weights = Weights::load(&a.model)?;
+        let mut model = Llama::<burn_autodiff::Autodiff<B>>::from_weights(self.cfg.clone(), &weights, &device)?;
+        drop(weights);
+        let mut settings = self.settings.clone();
+        let mut adapter = match &a.init_adapter {
+            Some(dir) => {
+                let ad = Adapter::load_peft(dir, self.cfg)?;
+                settings.lora = ad.spec.clone();
+                ad
+            }
+            None => Adapter::init(self.cfg, &settings.lora, settings.seed)?,
+        };
+        if let Some(dir) = &a.dump_init {
+            adapter.save_peft(dir, Some(&a.model.display().to_string()))?;
+        }
+        let fresh = fresh_state(&settings, &adapter);
+        let state = match slim_tune::checkpoint::load(self.ckpt, &self.inputs, &fresh, self.cfg)? {
+            Some((state, ad)) => {
+                tracing::info!("resuming from {} after step {}", self.ckpt.display(), state.step);
+                adapter = ad;
+                state
+            }
+            None => fresh,
+        };
+        tracing::info!(
+            "LoRA r {} α {} on {:?}: {} trainable values; model loaded in {:.1} s",
+            settings.lora.rank,
+            settings.lora.alpha,
+            settings.lora.targets,
+            adapter.num_params(),
+            t0.elapsed().as_secs_f64()
+        );
+        let bar = if crate::progress(self.g) { ProgressBar::new(settings.steps) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, ETA {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(state.step);
+        let mut obs =
+            Progress { bar, ckpt: self.ckpt, inputs: &self.inputs, val: None, t_start: Instant::now(), tokens: 0 };
+        let data = TuneData { train: self.train, val: self.val, pad: self.pad };
+        let lp = Loop { val_every: a.val_every, checkpoint_every: a.checkpoint_every };
+        let state = lp.run::<B>(&mut model, &mut adapter, &data, state, &mut obs)?;
+        obs.bar.finish_and_clear();
+        drop(model);
+        write_out::<B>(a, self.cfg, &adapter, &state, &device)
+    }
+}
+
+struct Progress<'a> {
+    bar: ProgressBar,
+    ckpt: &'a Path,
+    inputs: &'a str,
+    val: Option<f64>,
+    t_start: Instant,
+    tokens: usize,
+}
+
+impl Observer for Progress<'_> {
+    fn step(&mut self, log: &StepLog, state: &TrainState) {
+        self.tokens += log.tokens;
+        let rate = self.tokens as f64 / self.t_start.elapsed().as_secs_f64();
+        let val = self.val.map_or(String::new(), |v| format!(", val {v:.4}"));
+        self.bar.set_message(format!("loss {:.4}{val}, {rate:.0} tok/s", log.loss));
+        self.bar.set_position(state.step);
+        if state.step % 10 == 0 || state.step == state.settings.steps {
+            tracing::info!(
+                "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {rate:.0} tokens/s",
+                state.step,
+                state.settings.steps,
+                log.loss,
+                log.grad_norm,
+                log.lr
+            );
+        }
+    }
+    fn validated(&mut self, log: &ValLog) {
+        self.val = Some(log.loss);
+        tracing::info!("validation after step {}: loss {:.4} (ppl {:.3})", log.after_step, log.loss, log.loss.exp());
+    }
+    fn checkpoint(&mut self, state: &TrainState, adapter: &Adapter) -> Result<()> {
+        slim_tune::checkpoint::save(self.ckpt, self.inputs, state, adapter)
+    }
+}
+
+/// The merged model, the adapter and the log, as one folder renamed into place.
+fn write_out<B: Backend>(
+    a: &TuneArgs,
+    cfg: &ModelConfig,
+    adapter: &Adapter,
+    state: &TrainState,
+    device: &B::Device,
+) -> Result<()> {
+    let existing = if a.force { slim_fs::Existing::Replace } else { slim_fs::Existing::Refuse };
+    let install = slim_fs::DirInstall::begin(&a.out, existing)?;
+    let source = WeightSource::open(&a.model)?;
+    let dtype = source.model_dtype();
+    slim_checkpoint::save_model_dir_with(install.path(), cfg, &a.model, dtype, &mut |name| {
+        let t = source.read(name)?;
+        Ok(adapter.merged::<B>(name, &t, device)?.unwrap_or(t))
+    })?;
+    adapter.save_peft(&install.path().join("adapter"), Some(&a.model.display().to_string()))?;
+    let log = json!({
+        "model": a.model,
+        "data": a.data.name(),
+        "seq_len": a.seq_len,
+        "settings": state.settings,
+        "steps": state.steps,
+        "val": state.val,
+        "seconds": state.steps.iter().map(|s| s.seconds).sum::<f64>(),
+        "tokens": state.steps.iter().map(|s| s.tokens).sum::<usize>(),
+    });
+    slim_fs::write_atomic(&install.path().join("tune.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
+    install.commit()?;
+    let last_val = state.val.last().map(|v| v.loss);
+    println!(
+        "{}",
+        json!({"out": a.out, "steps": state.step, "val_loss": last_val, "train_loss": state.steps.last().map(|s| s.loss)})
+    );
+    Ok(())
+}
