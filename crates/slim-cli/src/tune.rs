@@ -6,15 +6,16 @@ use crate::GlobalArgs;
 use anyhow::{ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use slim_checkpoint::{ModelConfig, WeightSource, Weights};
+use slim_checkpoint::{ModelConfig, WeightSource};
 use slim_data::EvalText;
 use slim_model::burn_tensor::backend::Backend;
-use slim_model::{dispatch, BackendRun, Llama, Tokenizer};
-use slim_tune::adapter::{parse_target, Adapter, LoraSpec};
+use slim_model::{dispatch, BackendRun, Tokenizer};
+use slim_tune::adapter::{parse_target, LoraSpec};
 use slim_tune::data::{self, Example};
 use slim_tune::train::{
-    fresh_state, step_examples, steps_per_epoch, Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog,
+    step_examples, steps_per_epoch, Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog,
 };
+use slim_tune::{Job, Trained};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -235,67 +236,51 @@ impl BackendRun for Work<'_> {
     type Output = ();
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.a;
-        let t0 = Instant::now();
-        let weights = Weights::load(&a.model)?;
-        let mut model = Llama::<burn_autodiff::Autodiff<B>>::from_weights(self.cfg.clone(), &weights, &device)?;
-        drop(weights);
-        let mut settings = self.settings.clone();
-        let mut adapter = match &a.init_adapter {
-            Some(dir) => {
-                let ad = Adapter::load_peft(dir, self.cfg)?;
-                settings.lora = ad.spec.clone();
-                ad
-            }
-            None => Adapter::init(self.cfg, &settings.lora, settings.seed)?,
+        let job = Job {
+            model_dir: &a.model,
+            cfg: self.cfg,
+            settings: self.settings.clone(),
+            init_adapter: a.init_adapter.as_deref(),
+            checkpoint_dir: self.ckpt,
+            inputs: self.inputs.clone(),
+            cadence: Loop { val_every: a.val_every, checkpoint_every: a.checkpoint_every },
         };
         if let Some(dir) = &a.dump_init {
-            adapter.save_peft(dir, Some(&a.model.display().to_string()))?;
+            job.initial_adapter()?.save_peft(dir, Some(&a.model.display().to_string()))?;
         }
-        let fresh = fresh_state(&settings, &adapter);
-        let state = match slim_tune::checkpoint::load(self.ckpt, &self.inputs, &fresh, self.cfg)? {
-            Some((state, ad)) => {
-                tracing::info!("resuming from {} after step {}", self.ckpt.display(), state.step);
-                adapter = ad;
-                state
-            }
-            None => fresh,
-        };
-        tracing::info!(
-            "LoRA r {} α {} on {:?}: {} trainable values; model loaded in {:.1} s",
-            settings.lora.rank,
-            settings.lora.alpha,
-            settings.lora.targets,
-            adapter.num_params(),
-            t0.elapsed().as_secs_f64()
-        );
-        let bar = if crate::progress(self.g) { ProgressBar::new(settings.steps) } else { ProgressBar::hidden() };
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, ETA {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_position(state.step);
-        let mut obs =
-            Progress { bar, ckpt: self.ckpt, inputs: &self.inputs, val: None, t_start: Instant::now(), tokens: 0 };
+        let mut obs = Progress::new(crate::progress(self.g), self.settings.steps);
         let data = TuneData { train: self.train, val: self.val, pad: self.pad };
-        let lp = Loop { val_every: a.val_every, checkpoint_every: a.checkpoint_every };
-        let state = lp.run::<B>(&mut model, &mut adapter, &data, state, &mut obs)?;
+        let trained = job.run::<B>(&data, &device, &mut obs)?;
         obs.bar.finish_and_clear();
-        drop(model);
-        write_out::<B>(a, self.cfg, &adapter, &state, &device)
+        write_out::<B>(a, self.cfg, &trained, &device)
     }
 }
 
-struct Progress<'a> {
-    bar: ProgressBar,
-    ckpt: &'a Path,
-    inputs: &'a str,
+/// A progress bar with the loss, validation loss and tokens/s, and a log line every 10 steps.
+pub(crate) struct Progress {
+    pub(crate) bar: ProgressBar,
     val: Option<f64>,
     t_start: Instant,
     tokens: usize,
 }
 
-impl Observer for Progress<'_> {
+impl Progress {
+    pub(crate) fn new(draw: bool, steps: u64) -> Self {
+        let bar = if draw { ProgressBar::new(steps) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, ETA {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        Self { bar, val: None, t_start: Instant::now(), tokens: 0 }
+    }
+}
+
+impl Observer for Progress {
+    fn resumed(&mut self, step: u64) {
+        tracing::info!("resuming from the checkpoint after step {step}");
+        self.bar.set_position(step);
+    }
     fn step(&mut self, log: &StepLog, state: &TrainState) {
         self.tokens += log.tokens;
         let rate = self.tokens as f64 / self.t_start.elapsed().as_secs_f64();
@@ -317,44 +302,32 @@ impl Observer for Progress<'_> {
         self.val = Some(log.loss);
         tracing::info!("validation after step {}: loss {:.4} (ppl {:.3})", log.after_step, log.loss, log.loss.exp());
     }
-    fn checkpoint(&mut self, state: &TrainState, adapter: &Adapter) -> Result<()> {
-        slim_tune::checkpoint::save(self.ckpt, self.inputs, state, adapter)
-    }
 }
 
 /// The merged model, the adapter and the log, as one folder renamed into place.
-fn write_out<B: Backend>(
-    a: &TuneArgs,
-    cfg: &ModelConfig,
-    adapter: &Adapter,
-    state: &TrainState,
-    device: &B::Device,
-) -> Result<()> {
+fn write_out<B: Backend>(a: &TuneArgs, cfg: &ModelConfig, t: &Trained, device: &B::Device) -> Result<()> {
     let existing = if a.force { slim_fs::Existing::Replace } else { slim_fs::Existing::Refuse };
     let install = slim_fs::DirInstall::begin(&a.out, existing)?;
-    let source = WeightSource::open(&a.model)?;
-    let dtype = source.model_dtype();
-    slim_checkpoint::save_model_dir_with(install.path(), cfg, &a.model, dtype, &mut |name| {
-        let t = source.read(name)?;
-        Ok(adapter.merged::<B>(name, &t, device)?.unwrap_or(t))
-    })?;
-    adapter.save_peft(&install.path().join("adapter"), Some(&a.model.display().to_string()))?;
-    let log = json!({
-        "model": a.model,
-        "data": a.data.name(),
-        "seq_len": a.seq_len,
+    slim_tune::write_tuned::<B>(install.path(), &a.model, cfg, &t.adapter, device)?;
+    let log = tune_log(&a.model, a.data.name(), a.seq_len, &t.state);
+    slim_fs::write_atomic(&install.path().join("tune.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
+    install.commit()?;
+    let last_val = t.state.val.last().map(|v| v.loss);
+    let train_loss = t.state.steps.last().map(|s| s.loss);
+    println!("{}", json!({"out": a.out, "steps": t.state.step, "val_loss": last_val, "train_loss": train_loss}));
+    Ok(())
+}
+
+/// `tune.json`: what was trained on, the settings, every step and validation pass.
+pub(crate) fn tune_log(model: &Path, data: &str, seq_len: usize, state: &TrainState) -> serde_json::Value {
+    json!({
+        "model": model,
+        "data": data,
+        "seq_len": seq_len,
         "settings": state.settings,
         "steps": state.steps,
         "val": state.val,
         "seconds": state.steps.iter().map(|s| s.seconds).sum::<f64>(),
         "tokens": state.steps.iter().map(|s| s.tokens).sum::<usize>(),
-    });
-    slim_fs::write_atomic(&install.path().join("tune.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
-    install.commit()?;
-    let last_val = state.val.last().map(|v| v.loss);
-    println!(
-        "{}",
-        json!({"out": a.out, "steps": state.step, "val_loss": last_val, "train_loss": state.steps.last().map(|s| s.loss)})
-    );
-    Ok(())
+    })
 }

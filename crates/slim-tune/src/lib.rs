@@ -10,10 +10,12 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod data;
 pub mod grad;
+pub mod job;
 pub mod optim;
 pub mod train;
 
 pub use adapter::{Adapter, LoraSpec};
+pub use job::{write_tuned, Job, Trained};
 pub use train::{Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog};
 
 #[cfg(test)]

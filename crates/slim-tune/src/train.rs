@@ -115,11 +115,14 @@ pub struct TrainState {
 
 /// What the loop reports as it goes.
 pub trait Observer {
+    /// When a run resumes from a checkpoint after `step` steps.
+    fn resumed(&mut self, _step: u64) {}
     /// After each optimizer step.
     fn step(&mut self, _log: &StepLog, _state: &TrainState) {}
     /// After each validation pass.
     fn validated(&mut self, _log: &ValLog) {}
-    /// Whether to write a checkpoint now (after `state.step` steps); `save` writes it.
+    /// When a checkpoint is due (after `state.step` steps); [`crate::job::Job`] writes it to disk
+    /// before calling this.
     fn checkpoint(&mut self, _state: &TrainState, _adapter: &Adapter) -> Result<()> {
         Ok(())
     }
