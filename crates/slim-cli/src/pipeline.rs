@@ -161,6 +161,8 @@ pub struct RunArgs {
     /// (a tokenizer llama.cpp cannot reproduce is a warning then, not an error).
     #[arg(long, value_parser = ["f32", "f16", "bf16", "q8_0", "none"])]
     gguf: Option<String>,
+    #[command(flatten)]
+    tune: crate::tune::PipelineTuneArgs,
 }
 
 impl PipelineArgs {
@@ -336,6 +338,7 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
             .map(|d| EvalInput::load(*d, &g.data_root).with_context(|| format!("--eval {d}")))
             .collect::<Result<Vec<_>>>()?
     };
+    let tune = a.tune.request(&g.data_root)?;
     a.p.check_sizes(g)?;
     let store = a.p.store()?;
     let model = ModelSource::open_in(&a.p.model, &store)?;
@@ -349,6 +352,7 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         run: &run,
         backend: g.backend.name(),
         data_root: &g.data_root,
+        tune: tune.as_ref(),
     };
     let summary = dispatch(g.backend, Job { req: &req, store: &store, opts })?;
     eprint!("{}", stage_table(&summary.stages));
@@ -363,14 +367,11 @@ fn run_and_evaluate(a: RunArgs, g: &GlobalArgs) -> Result<()> {
         // The export is keyed by the surgery entry it was made from (a stamp beside it): a rerun
         // whose pruned model did not change reads no weight for it.
         let stamp = out.with_extension("gguf.source");
-        let source = format!("{} {gguf}\n", summary.cache_entry);
+        let final_entry = summary.tune.as_ref().map_or(summary.cache_entry, |t| t.entry);
+        let source = format!("{final_entry} {gguf}\n");
         let up_to_date = out.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == source);
         let exported = if up_to_date {
-            tracing::info!(
-                "the GGUF export {} is up to date (from surgery entry {})",
-                out.display(),
-                summary.cache_entry
-            );
+            tracing::info!("the GGUF export {} is up to date (from cache entry {final_entry})", out.display());
             eprintln!("run it in llama.cpp: {}", crate::export::llama_cpp_command(&out));
             None
         } else {

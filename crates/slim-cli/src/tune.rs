@@ -331,3 +331,78 @@ pub(crate) fn tune_log(model: &Path, data: &str, seq_len: usize, state: &TrainSt
         "tokens": state.steps.iter().map(|s| s.tokens).sum::<usize>(),
     })
 }
+
+/// `pipeline run --tune …`: recovery fine-tuning as the pipeline's last stage (cached; the run's
+/// model is then the tuned one). Defaults as `slimllm tune`'s.
+#[derive(clap::Args)]
+pub struct PipelineTuneArgs {
+    /// Fine-tune the pruned model with LoRA after the surgery.
+    #[arg(long)]
+    tune: bool,
+    /// Training text.
+    #[arg(long, default_value = "brown-nonfiction", requires = "tune")]
+    tune_data: EvalText,
+    /// Optimizer steps (default: --tune-epochs).
+    #[arg(long, value_parser = preflight::at_least_1, requires = "tune")]
+    tune_steps: Option<usize>,
+    /// Epochs over the training windows when --tune-steps is not given.
+    #[arg(long, default_value_t = 2.0, requires = "tune")]
+    tune_epochs: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 4, requires = "tune")]
+    tune_rank: usize,
+    /// LoRA α.
+    #[arg(long, default_value_t = 16.0, requires = "tune")]
+    tune_alpha: f64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4, requires = "tune", allow_negative_numbers = true)]
+    tune_lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100, requires = "tune")]
+    tune_warmup: u64,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 16, value_parser = preflight::at_least_1, requires = "tune")]
+    tune_batch: usize,
+    /// Sequences per forward/backward pass.
+    #[arg(long, default_value_t = 4, value_parser = preflight::at_least_1, requires = "tune")]
+    tune_micro_batch: usize,
+    /// Tokens per training sequence.
+    #[arg(long, default_value_t = 256, value_parser = preflight::at_least_2, requires = "tune")]
+    tune_seq_len: usize,
+    /// Sequences held out for validation.
+    #[arg(long, default_value_t = 128, requires = "tune")]
+    tune_val_size: usize,
+    /// Seed of the adapters, the split, the order and dropout.
+    #[arg(long, default_value_t = 42, requires = "tune")]
+    tune_seed: u64,
+}
+
+impl PipelineTuneArgs {
+    /// The tuning stage's request, checked, with its text loaded; `None` without `--tune`.
+    pub fn request(&self, data_root: &Path) -> Result<Option<slim_pipeline::TuneRequest>> {
+        if !self.tune {
+            return Ok(None);
+        }
+        let mut s = TuneSettings::paper(1);
+        s.lora = LoraSpec { rank: self.tune_rank, alpha: self.tune_alpha, ..LoraSpec::paper() };
+        s.lr = self.tune_lr;
+        s.warmup = self.tune_warmup;
+        s.batch = self.tune_batch;
+        s.micro_batch = self.tune_micro_batch;
+        s.seed = self.tune_seed;
+        s.validate().map_err(|e| anyhow::format_err!("{}", e.to_string().replace("--", "--tune-")))?;
+        ensure!(self.tune_epochs.is_finite() && self.tune_epochs > 0.0, "--tune-epochs must be positive");
+        let data = slim_pipeline::EvalInput::load(self.tune_data, data_root)
+            .with_context(|| format!("--tune-data {}", self.tune_data))?;
+        Ok(Some(slim_pipeline::TuneRequest {
+            settings: s,
+            steps: self.tune_steps.map(|n| n as u64),
+            epochs: self.tune_epochs,
+            data,
+            seq_len: self.tune_seq_len,
+            val_size: self.tune_val_size,
+            val_every: 100,
+            checkpoint_every: 50,
+        }))
+    }
+}

@@ -5,7 +5,8 @@
 use crate::keys::ModelSource;
 use crate::run::{eval_ppl_cached, run_pipeline, EvalInput};
 use crate::runs::RunDir;
-use crate::summary::{PplPair, RunSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
+use crate::summary::{PplPair, RunSummary, TuneSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
+use crate::tune::TuneRequest;
 use crate::{PipelineConfig, RunOptions};
 use anyhow::Result;
 use burn_tensor::backend::Backend;
@@ -32,6 +33,8 @@ pub struct RunRequest<'a> {
     pub backend: &'a str,
     /// The data folder (calibration text).
     pub data_root: &'a Path,
+    /// Recovery fine-tuning after the surgery (`--tune`).
+    pub tune: Option<&'a TuneRequest>,
 }
 
 /// Runs the pipeline, evaluates, places the pruned model in the run folder and writes the
@@ -66,7 +69,35 @@ pub fn run_and_evaluate<B: Backend>(
         );
         ppl.insert(input.data.name().to_string(), PplPair { before, after });
     }
-    req.run.place_model(&out.pruned_dir)?;
+    let tuned = match req.tune {
+        None => None,
+        Some(tr) => {
+            let t = crate::tune::tune_cached::<B>(
+                store,
+                &mut report,
+                &out.pruned_dir,
+                out.pruned_key,
+                tr,
+                req.run,
+                device,
+                opts.progress,
+            )?;
+            let mut tuned_ppl = BTreeMap::new();
+            for input in req.evals {
+                let r = eval_ppl_cached::<B>(store, &mut report, &t.dir, t.key, input, &pcfg, device)?;
+                let pruned = ppl.get(input.data.name()).map(|p: &PplPair| p.after.ppl);
+                tracing::info!(
+                    "{}: perplexity after tuning {:.3} (pruned {})",
+                    input.data.name(),
+                    r.ppl,
+                    pruned.map_or("-".into(), |p| format!("{p:.3}"))
+                );
+                tuned_ppl.insert(input.data.name().to_string(), r);
+            }
+            Some((t, tuned_ppl))
+        }
+    };
+    req.run.place_model(tuned.as_ref().map_or(&out.pruned_dir, |(t, _)| &t.dir))?;
     let ppl_data = req.evals.first().map(|e| e.data.name().to_string());
     let first = ppl_data.as_ref().and_then(|d| ppl.get(d));
     let summary = RunSummary {
@@ -93,6 +124,7 @@ pub fn run_and_evaluate<B: Backend>(
         pruned_model: req.run.model_dir(),
         cache_entry: out.pruned_key,
         cache_keys: report.entries(),
+        tune: tuned.map(|(t, ppl)| TuneSummary { entry: t.key, log: t.log, ppl }),
     };
     req.run.write_summary(&summary)?;
     tracing::info!("summary written to {}", req.run.summary_path().display());

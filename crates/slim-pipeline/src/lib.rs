@@ -21,6 +21,7 @@ mod report;
 mod run;
 mod runs;
 mod summary;
+mod tune;
 
 pub use evaluate::{run_and_evaluate, RunRequest};
 pub use explain::{explain_pipeline, ExplainLine};
@@ -28,7 +29,8 @@ pub use keys::{model_key, text_digest, ModelSource, STAGE_VERSION};
 pub use report::{stage_table, RunReport, StageReport};
 pub use run::{eval_ppl_cached, run_pipeline, EvalInput, PipelineOutcome};
 pub use runs::{RunDir, RunName, RunsRoot};
-pub use summary::{AllocSummary, CacheRef, LayerPlan, PplPair, RunSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
+pub use summary::{AllocSummary, CacheRef, LayerPlan, PplPair, RunSummary, TuneSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
+pub use tune::{tune_cached, TuneLog, TuneOutcome, TuneRequest};
 
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;

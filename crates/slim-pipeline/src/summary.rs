@@ -72,6 +72,20 @@ pub struct RunSummary {
     /// what `slimllm cache gc` keeps for this run.
     #[serde(default)]
     pub cache_keys: Vec<CacheRef>,
+    /// The recovery fine-tuning of a run with `--tune` (then the run's model is the tuned one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TuneSummary>,
+}
+
+/// What `--tune` did: its cache entry, the training log and the tuned model's perplexity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TuneSummary {
+    /// Key of the tune entry holding the tuned model.
+    pub entry: Key,
+    /// Settings, every step and every validation pass.
+    pub log: crate::tune::TuneLog,
+    /// Perplexity of the tuned model, by text name (the texts of `ppl`).
+    pub ppl: BTreeMap<String, slim_eval::PplResult>,
 }
 
 fn format_one() -> u32 {

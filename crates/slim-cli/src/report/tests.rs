@@ -31,6 +31,7 @@ fn real_runs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
             run: &run,
             backend: "cpu",
             data_root: root,
+            tune: None,
         };
         slim_pipeline::run_and_evaluate::<slim_model::Cpu>(&req, &store, &Default::default(), &Default::default())
             .unwrap();
