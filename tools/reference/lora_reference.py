@@ -77,7 +77,9 @@ def load_model(args):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attention_dropout=0.0)
+    base = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.float32, attention_dropout=0.0, trust_remote_code=True
+    )
     config = LoraConfig.from_pretrained(args.adapter_init)
     if config.bias != "none" or not set(config.target_modules) <= LORA_TARGETS:
         sys.exit(f"unsupported adapter: bias {config.bias!r}, target_modules {sorted(config.target_modules)}")

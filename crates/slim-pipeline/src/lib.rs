@@ -191,3 +191,5 @@ mod tests;
 mod tests_keys;
 #[cfg(test)]
 mod tests_runs;
+#[cfg(test)]
+mod tests_tune;

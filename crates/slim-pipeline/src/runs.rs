@@ -192,14 +192,19 @@ impl RunDir {
     }
 }
 
-/// Copies the regular files of `src` into a new folder `dst`, writable by the user.
+/// Copies the regular files and folders of `src` into a new folder `dst`, writable by the user.
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     for e in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let e = e.with_context(|| format!("reading {}", src.display()))?;
         let ft = e.file_type().with_context(|| format!("reading {}", e.path().display()))?;
-        ensure!(ft.is_file(), "{}: not a regular file; a model folder holds only files", e.path().display());
         let to = dst.join(e.file_name());
+        if ft.is_dir() {
+            // A tuned model's `adapter/`.
+            copy_dir(&e.path(), &to)?;
+            continue;
+        }
+        ensure!(ft.is_file(), "{}: not a regular file or folder; a model folder holds only those", e.path().display());
         std::fs::copy(e.path(), &to).with_context(|| format!("copying {} to {}", e.path().display(), to.display()))?;
         let mut perm = std::fs::metadata(&to).with_context(|| format!("reading {}", to.display()))?.permissions();
         #[allow(clippy::permissions_set_readonly_false)]

@@ -36,6 +36,7 @@ pub(crate) fn whole_run(root: &Path, store: &Store, cfg: &PipelineConfig, run: &
         run: &dir,
         backend: "cpu",
         data_root: root,
+        tune: None,
     };
     run_and_evaluate::<Cpu>(&req, store, &burn_flex::FlexDevice, &RunOptions::default()).unwrap()
 }
