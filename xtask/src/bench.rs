@@ -58,6 +58,29 @@ enum Bench {
         #[arg(long, default_value_t = 0.2)]
         target: f64,
     },
+    /// LoRA training throughput on SmolLM2-135M against PyTorch + PEFT, same batches, same
+    /// initial adapter, same threads (`tools/reference/compare_tune.py`, which also checks the
+    /// per-step losses agree): training tokens/s of both and their ratio.
+    Tune {
+        /// A Python venv with torch, transformers and peft (tools/reference/setup.sh).
+        #[arg(long)]
+        torch_venv: PathBuf,
+        /// Optimizer steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Sequences per optimizer step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Sequences per forward/backward pass.
+        #[arg(long, default_value_t = 4)]
+        micro_batch: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Threads for both.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 /// Runs `cargo xtask bench`.
@@ -94,6 +117,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env)
         }
         Bench::Pipeline { target } => bench_pipeline(&root, *target),
+        Bench::Tune { torch_venv, steps, batch, micro_batch, seq_len, threads } => {
+            let venv = if torch_venv.is_absolute() { torch_venv.clone() } else { root.join(torch_venv) };
+            let mut build = Command::new(util::cargo());
+            build.args(["build", "--release", "-p", "slim-cli", "--bin", "slimllm"]);
+            util::run_capture(&mut build, &root)?;
+            let mut py = Command::new(venv.join("bin/python"));
+            py.arg("tools/reference/compare_tune.py").args(["--slimllm", "target/release/slimllm", "--model", MODEL]);
+            py.args(["--work", "data/bench/tune", "--steps", &steps.to_string(), "--batch", &batch.to_string()]);
+            py.args(["--micro-batch", &micro_batch.to_string(), "--seq-len", &seq_len.to_string()]);
+            py.args(["--threads", &threads.to_string()]).env("RAYON_NUM_THREADS", threads.to_string());
+            let out = util::run_capture(&mut py, &root)?;
+            let last = out.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| format_err!("no JSON result"))?;
+            let v: serde_json::Value = serde_json::from_str(last)?;
+            let (o, t) = (v["tokens_per_second"]["slimllm"].as_f64(), v["tokens_per_second"]["torch"].as_f64());
+            if let (Some(o), Some(t)) = (o, t) {
+                println!(
+                    "training: slimllm {o:.1} tokens/s, torch + peft {t:.1} tokens/s, ratio slimllm/torch {:.3}",
+                    o / t
+                );
+            }
+            Ok(())
+        }
     }
 }
 

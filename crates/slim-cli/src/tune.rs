@@ -287,7 +287,7 @@ impl Observer for Progress {
         let val = self.val.map_or(String::new(), |v| format!(", val {v:.4}"));
         self.bar.set_message(format!("loss {:.4}{val}, {rate:.0} tok/s", log.loss));
         self.bar.set_position(state.step);
-        if state.step % 10 == 0 || state.step == state.settings.steps {
+        if state.step.is_multiple_of(10) || state.step == state.settings.steps {
             tracing::info!(
                 "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {rate:.0} tokens/s",
                 state.step,

@@ -192,7 +192,7 @@ impl Observer for Bar {
     fn step(&mut self, log: &StepLog, state: &TrainState) {
         self.0.set_message(format!("tune: loss {:.4}", log.loss));
         self.0.set_position(state.step);
-        if state.step % 10 == 0 || state.step == state.settings.steps {
+        if state.step.is_multiple_of(10) || state.step == state.settings.steps {
             tracing::info!("tune step {}/{}: loss {:.4}", state.step, state.settings.steps, log.loss);
         }
     }

@@ -48,7 +48,7 @@ pub fn split(examples: Vec<Example>, val: usize, seed: u64) -> Result<(Vec<Examp
         examples.len()
     );
     let mut is_val = vec![false; examples.len()];
-    for &i in permutation(examples.len(), seed ^ 0x5641_4C)[..val].iter() {
+    for &i in permutation(examples.len(), seed ^ 0x0056_414C)[..val].iter() {
         is_val[i] = true;
     }
     let (v, t): (Vec<_>, Vec<_>) = examples.into_iter().zip(is_val).partition(|(_, v)| *v);

@@ -127,7 +127,7 @@ pub fn accumulate<B: Backend>(
     let mut nll = 0.0;
     let mut up = Vec::with_capacity(rows);
     for r in 0..rows {
-        let h = Tensor::<Ad<B>, 3>::from_inner(bounds[n_layers].clone().slice([r..r + 1])).require_grad();
+        let h = Tensor::<Ad<B>, 3>::from_inner(row(&bounds[n_layers], r)).require_grad();
         let (s, g) = row_nll(model, h, &batch.labels[r * len..(r + 1) * len], denom)?;
         nll += s;
         up.push(g);
@@ -200,7 +200,7 @@ pub fn nll<B: Backend>(model: &Llama<Ad<B>>, batch: &Batch) -> Result<(f64, usiz
     let mut total = 0.0;
     for r in 0..rows {
         let labels = &batch.labels[r * len..(r + 1) * len];
-        let h = Tensor::<Ad<B>, 3>::from_inner(x.clone().slice([r..r + 1]));
+        let h = Tensor::<Ad<B>, 3>::from_inner(row(&x, r));
         let logits = model.logits(h).inner().slice([0..1, 0..len - 1, 0..vocab]);
         let lp = log_softmax(logits, 2);
         let targets: Vec<i32> = labels[1..].iter().map(|&l| l.max(0)).collect();
@@ -212,6 +212,12 @@ pub fn nll<B: Backend>(model: &Llama<Ad<B>>, batch: &Batch) -> Result<(f64, usiz
         total += s.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
     }
     Ok((total, batch.scored()))
+}
+
+/// Row `r` of `[rows, len, d]`, as `[1, len, d]`.
+fn row<B: Backend>(t: &Tensor<B, 3>, r: usize) -> Tensor<B, 3> {
+    let [_, len, d] = t.dims();
+    t.clone().slice([r..r + 1, 0..len, 0..d])
 }
 
 fn set_masks<B: Backend>(model: &mut Llama<Ad<B>>, l: usize, dropout: Option<Dropout>, n: usize) {

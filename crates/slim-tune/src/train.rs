@@ -59,7 +59,7 @@ impl TuneSettings {
         ensure!(self.steps >= 1, "the run has no step: --steps (or --epochs) gives 0");
         ensure!(self.batch >= 1 && self.micro_batch >= 1, "--batch and --micro-batch must be at least 1");
         ensure!(
-            self.batch % self.micro_batch == 0,
+            self.batch.is_multiple_of(self.micro_batch),
             "--batch {} is not a multiple of --micro-batch {}",
             self.batch,
             self.micro_batch
@@ -235,12 +235,12 @@ impl Loop {
             state.steps.push(log.clone());
             obs.step(&log, &state);
             let last = state.step == s.steps;
-            if !data.val.is_empty() && (last || (self.val_every > 0 && state.step % self.val_every == 0)) {
+            if !data.val.is_empty() && (last || (self.val_every > 0 && state.step.is_multiple_of(self.val_every))) {
                 let v = validate(model, data, s.micro_batch, state.step)?;
                 obs.validated(&v);
                 state.val.push(v);
             }
-            if last || (self.checkpoint_every > 0 && state.step % self.checkpoint_every == 0) {
+            if last || (self.checkpoint_every > 0 && state.step.is_multiple_of(self.checkpoint_every)) {
                 obs.checkpoint(&state, adapter)?;
             }
         }
