@@ -68,7 +68,8 @@ pub fn load(
     let file: StateFile = serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
     ensure!(
         file.inputs == inputs,
-        "{} is a checkpoint of another model or data ({}, this run: {inputs}); remove it or pass another --checkpoint-dir",
+        "{} is a checkpoint of another model or data ({}, this run: {inputs}); \
+         remove it or pass another --checkpoint-dir",
         dir.display(),
         file.inputs
     );
