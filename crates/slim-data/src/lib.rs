@@ -15,6 +15,7 @@
 
 pub mod brown;
 mod eval_text;
+pub mod instruct;
 mod join;
 mod source;
 pub mod zeroshot;

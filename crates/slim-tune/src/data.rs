@@ -24,6 +24,24 @@ impl Example {
     }
 }
 
+impl Example {
+    /// An instruction example as LLM-Pruner's post-training builds it: the tokens of prompt +
+    /// response cut to `cutoff`, EOS appended when there is room and the text does not end
+    /// with it, and the first `prompt.len()` labels (the prompt tokenized on its own, also cut to
+    /// `cutoff`) not scored (`train_on_inputs = False`).
+    pub fn masked(prompt: &[u32], full: &[u32], cutoff: usize, eos: Option<u32>) -> Self {
+        let mut ids: Vec<u32> = full[..full.len().min(cutoff)].to_vec();
+        if let Some(e) = eos {
+            if ids.last() != Some(&e) && ids.len() < cutoff {
+                ids.push(e);
+            }
+        }
+        let masked = prompt.len().min(cutoff).min(ids.len());
+        let labels = ids.iter().enumerate().map(|(i, &t)| if i < masked { IGNORE } else { t as i32 }).collect();
+        Self { ids, labels }
+    }
+}
+
 /// Non-overlapping plain-text windows of `len` tokens (the remainder dropped).
 pub fn windows(ids: &[u32], len: usize) -> Vec<Example> {
     ids.chunks_exact(len).map(Example::plain).collect()

@@ -270,6 +270,14 @@ fn splits_and_epoch_orders_are_seeded_permutations() {
     s.sort();
     assert_eq!(s, (0..50).collect::<Vec<_>>());
     assert_ne!(a, data::epoch_order(50, 1, 1));
+    // LLM-Pruner's instruction examples: cut to the cutoff, EOS added when there is room, the
+    // prompt's labels masked.
+    let e = Example::masked(&[5, 6], &[5, 6, 7, 8], 8, Some(2));
+    assert_eq!((e.ids.as_slice(), e.labels.as_slice()), (&[5, 6, 7, 8, 2][..], &[IGNORE, IGNORE, 7, 8, 2][..]));
+    let e = Example::masked(&[5, 6], &[5, 6, 7, 8], 3, Some(2));
+    assert_eq!((e.ids.as_slice(), e.labels.as_slice()), (&[5, 6, 7][..], &[IGNORE, IGNORE, 7][..]));
+    let e = Example::masked(&[5, 6, 7, 8], &[5, 6, 7, 8], 3, None);
+    assert_eq!(e.labels, [IGNORE; 3]);
     let b = data::collate(&[&Example::plain(&[1, 2, 3]), &Example::plain(&[4])], 0);
     assert_eq!((b.rows, b.len), (2, 3));
     assert_eq!(b.ids, [1, 2, 3, 4, 0, 0]);
