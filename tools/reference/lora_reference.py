@@ -75,10 +75,14 @@ def load_model(args):
     import torch
     from peft import LoraConfig, PeftModel
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    # A pruned model's config names its own class (trust_remote_code), which takes no keyword overrides.
+    model_config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+    if hasattr(model_config, "attention_dropout"):
+        model_config.attention_dropout = 0.0
     base = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.float32, attention_dropout=0.0, trust_remote_code=True
+        args.model, config=model_config, dtype=torch.float32, trust_remote_code=True
     )
     config = LoraConfig.from_pretrained(args.adapter_init)
     if config.bias != "none" or not set(config.target_modules) <= LORA_TARGETS:

@@ -87,13 +87,14 @@ mod tests {
 
     #[test]
     fn prompts_follow_llm_pruners_template() {
-        let r = parse_alpaca(r#"[{"instruction": "Add.", "input": "1 and 2", "output": "3"}, {"instruction": "Hi.", "output": "Hello"}]"#)
-            .unwrap();
+        let records = r#"[{"instruction": "Add.", "input": "1 and 2", "output": "3"},
+                          {"instruction": "Hi.", "output": "Hello"}]"#;
+        let r = parse_alpaca(records).unwrap();
         assert_eq!(
             r[0].prompt(),
             "Below is an instruction that describes a task, paired with an input that provides further context. \
-             Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Input:\n1 and 2\
-             \n\n### Response:\n"
+             Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n\
+             ### Input:\n1 and 2\n\n### Response:\n"
         );
         assert_eq!(
             r[1].full(),
