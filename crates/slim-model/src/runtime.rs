@@ -296,6 +296,29 @@ impl<B: Backend> Llama<B> {
         lm_head.forward(h).reshape([b, t, self.cfg.vocab_size])
     }
 
+    /// The final norm alone (the first half of [`Llama::logits`]).
+    ///
+    /// # Shapes
+    /// x: `[batch, len, d]` → `[batch·len, d]`
+    pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, t, d] = x.dims();
+        let norm = self.norm.as_ref().expect("the final norm of this model is not loaded");
+        self.apply_norm(x.reshape([b * t, d]), norm)
+    }
+
+    /// The lm_head alone (the second half of [`Llama::logits`]).
+    ///
+    /// # Shapes
+    /// u: `[n, d]` → `[n, vocab]`
+    pub fn head(&self, u: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.lm_head.as_ref().expect("the lm_head of this model is not loaded").forward(u)
+    }
+
+    /// The lm_head's weight, stored transposed: `[d, vocab]`.
+    pub fn head_weight_t(&self) -> &Tensor<B, 2> {
+        &self.lm_head.as_ref().expect("the lm_head of this model is not loaded").wt
+    }
+
     /// Replaces layer `l` by the one `w` holds (the layer-`l` names of `layout`) with `shape`
     /// (used by the sequential pruning pass after each layer's surgery).
     pub fn replace_layer(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {

@@ -20,7 +20,7 @@ use anyhow::{ensure, Context, Result};
 use burn_autodiff::Autodiff;
 use slim_checkpoint::layout::Proj;
 use slim_checkpoint::synthetic::SplitMix;
-use slim_model::burn_tensor::{activation::log_softmax, backend::Backend, Int, Tensor, TensorData};
+use slim_model::burn_tensor::{backend::Backend, Tensor, TensorData};
 use slim_model::{Llama, TapSet};
 
 type Ad<B> = Autodiff<B>;
@@ -100,12 +100,13 @@ pub type GradSums<B> = Vec<Vec<Tensor<B, 2>>>;
 
 /// Runs `batch` through `model` (adapters attached with [`Llama::set_lora`]) and adds the
 /// gradient of `Σ NLL / denom` to `sums` (created on first use). Returns `Σ NLL` (nats) over
-/// the batch's scored predictions.
+/// the batch's scored predictions. `head` is [`head_weight`] (computed here when `None`).
 pub fn accumulate<B: Backend>(
     model: &mut Llama<Ad<B>>,
     batch: &Batch,
     denom: f64,
     dropout: Option<Dropout>,
+    head: Option<&Tensor<B, 2>>,
     sums: &mut Option<GradSums<B>>,
 ) -> Result<f64> {
     let n_layers = model.config().num_layers();
@@ -124,11 +125,19 @@ pub fn accumulate<B: Backend>(
     bounds.push(x.inner());
 
     // 2. ∂ℒ/∂h_L, one sequence at a time.
+    let owned;
+    let head = match head {
+        Some(h) => h,
+        None => {
+            owned = head_weight(model);
+            &owned
+        }
+    };
     let mut nll = 0.0;
     let mut up = Vec::with_capacity(rows);
     for r in 0..rows {
         let h = Tensor::<Ad<B>, 3>::from_inner(row(&bounds[n_layers], r)).require_grad();
-        let (s, g) = row_nll(model, h, &batch.labels[r * len..(r + 1) * len], denom)?;
+        let (s, g) = row_nll(model, head, h, &batch.labels[r * len..(r + 1) * len], denom)?;
         nll += s;
         up.push(g);
     }
@@ -161,30 +170,77 @@ pub fn accumulate<B: Backend>(
 
 /// `Σ NLL` of one sequence from the last layer's output `h` (`[1, len, d]`, tracked), and
 /// `∂(Σ NLL / denom)/∂h`.
+///
+/// The final norm is differentiated by autodiff; the lm_head and the softmax, the largest tensors
+/// of a step (`[len, vocab]`), by hand: logits through the fused kernels, then
+/// `∂/∂logits = (softmax − onehot) / denom` on the host, `∂/∂u = ∂/∂logits · Wᵀ`.
 fn row_nll<B: Backend>(
     model: &Llama<Ad<B>>,
+    head: &Tensor<B, 2>,
     h: Tensor<Ad<B>, 3>,
     labels: &[i32],
     denom: f64,
 ) -> Result<(f64, Tensor<B, 3>)> {
-    let len = labels.len();
-    let vocab = model.config().vocab_size;
-    let scored: Vec<bool> = labels[1..].iter().map(|&l| l != IGNORE).collect();
-    if !scored.iter().any(|&s| s) {
+    if !labels[1..].iter().any(|&l| l != IGNORE) {
         return Ok((0.0, h.inner().zeros_like()));
     }
-    let device = model.device().clone();
-    let logits = model.logits(h.clone()).slice([0..1, 0..len - 1, 0..vocab]);
-    let targets: Vec<i32> = labels[1..].iter().map(|&l| l.max(0)).collect();
-    let weights: Vec<f32> = scored.iter().map(|&s| if s { 1.0 } else { 0.0 }).collect();
-    let targets = Tensor::<Ad<B>, 3, Int>::from_data(TensorData::new(targets, [1, len - 1, 1]), &device);
-    let weights = Tensor::<Ad<B>, 3>::from_data(TensorData::new(weights, [1, len - 1, 1]), &device);
-    let picked = log_softmax(logits, 2).gather(2, targets) * weights;
-    let total = picked.sum().mul_scalar(-1.0);
-    let value = total.clone().into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
-    let grads = total.mul_scalar(1.0 / denom).backward();
+    let vocab = model.config().vocab_size;
+    let u = model.final_norm(h.clone()); // [len, d], tracked
+    let logits = model.head(Tensor::from_inner(u.clone().inner())).inner(); // untracked
+    let [len, _] = logits.dims();
+    let host = logits.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))?;
+    let (total, dlogits) = nll_rows(&host, vocab, labels, Some(denom));
+    let dlogits = dlogits.expect("asked for the gradient");
+    let device = u.device();
+    let dlogits = Tensor::<B, 2>::from_data(TensorData::new(dlogits, [len, vocab]), &device);
+    let du = dlogits.matmul(head.clone()); // [len, d]
+    let grads = (u * Tensor::from_inner(du)).sum().backward();
     let g = h.grad(&grads).context("no gradient reached the last layer's output")?;
-    Ok((value, g))
+    Ok((total, g))
+}
+
+/// The lm_head's weight as `[vocab, d]`, contiguous: what `∂/∂u = ∂/∂logits · W` multiplies by.
+/// It never changes in training; compute it once and pass it to [`accumulate`].
+pub fn head_weight<B: Backend>(model: &Llama<Ad<B>>) -> Tensor<B, 2> {
+    let wt = model.head_weight_t().clone().inner(); // [d, vocab]
+    let device = wt.device();
+    Tensor::from_data(wt.transpose().into_data(), &device)
+}
+
+/// `Σ NLL` over the positions `t` of one sequence whose label `labels[t + 1]` is scored, from
+/// its logits (`[len, vocab]`, row-major), in f64; with `denom`, also `∂(Σ NLL / denom)/∂logits`
+/// (zero on unscored rows).
+fn nll_rows(logits: &[f32], vocab: usize, labels: &[i32], denom: Option<f64>) -> (f64, Option<Vec<f32>>) {
+    use rayon::prelude::*;
+    let len = labels.len();
+    let row = |t: usize, out: Option<&mut [f32]>| -> f64 {
+        let target = if t + 1 < len { labels[t + 1] } else { IGNORE };
+        if target == IGNORE {
+            if let Some(o) = out {
+                o.fill(0.0);
+            }
+            return 0.0;
+        }
+        let x = &logits[t * vocab..(t + 1) * vocab];
+        let m = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let sum: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
+        let lse = m as f64 + sum.ln();
+        if let (Some(o), Some(d)) = (out, denom) {
+            for (g, &v) in o.iter_mut().zip(x) {
+                *g = ((v as f64 - lse).exp() / d) as f32;
+            }
+            o[target as usize] -= (1.0 / d) as f32;
+        }
+        lse - x[target as usize] as f64
+    };
+    match denom {
+        None => ((0..len).into_par_iter().map(|t| row(t, None)).sum(), None),
+        Some(_) => {
+            let mut grad = vec![0f32; len * vocab];
+            let total = grad.par_chunks_mut(vocab).enumerate().map(|(t, o)| row(t, Some(o))).sum();
+            (total, Some(grad))
+        }
+    }
 }
 
 /// `Σ NLL` and the number of scored predictions of `batch`, without gradients (validation).
@@ -196,20 +252,11 @@ pub fn nll<B: Backend>(model: &Llama<Ad<B>>, batch: &Batch) -> Result<(f64, usiz
     for l in 0..model.config().num_layers() {
         x = model.layer_forward(l, x, TapSet::NONE).0;
     }
-    let x = x.inner();
     let mut total = 0.0;
     for r in 0..rows {
-        let labels = &batch.labels[r * len..(r + 1) * len];
-        let h = Tensor::<Ad<B>, 3>::from_inner(row(&x, r));
-        let logits = model.logits(h).inner().slice([0..1, 0..len - 1, 0..vocab]);
-        let lp = log_softmax(logits, 2);
-        let targets: Vec<i32> = labels[1..].iter().map(|&l| l.max(0)).collect();
-        let weights: Vec<f32> = labels[1..].iter().map(|&l| if l == IGNORE { 0.0 } else { 1.0 }).collect();
-        let device = lp.device();
-        let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, len - 1, 1]), &device);
-        let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [1, len - 1, 1]), &device);
-        let s = (lp.gather(2, targets) * weights).sum().mul_scalar(-1.0);
-        total += s.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
+        let logits = model.logits(row(&x, r)).inner();
+        let host = logits.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))?;
+        total += nll_rows(&host, vocab, &batch.labels[r * len..(r + 1) * len], None).0;
     }
     Ok((total, batch.scored()))
 }

@@ -64,7 +64,7 @@ fn model_with(cfg: &ModelConfig, w: &Weights, adapter: &Adapter) -> Llama<Ad> {
 /// Host gradients of `Σ NLL / denom` in the order of `Adapter::tensors`.
 fn layered_grads(m: &mut Llama<Ad>, b: &Batch, denom: f64) -> (f64, Vec<Vec<f32>>) {
     let mut sums = None;
-    let nll = grad::accumulate::<Cpu>(m, b, denom, None, &mut sums).unwrap();
+    let nll = grad::accumulate::<Cpu>(m, b, denom, None, None, &mut sums).unwrap();
     let g =
         sums.unwrap().into_iter().flatten().map(|t| slim_model::tensor_to_host::<Cpu, 2>(t).unwrap().data).collect();
     (nll, g)

@@ -185,6 +185,7 @@ impl Loop {
         let device = model.device().clone();
         attach(model, adapter, &device);
         let accum = s.batch / s.micro_batch;
+        let head = grad::head_weight(model);
         if state.step == 0 && state.val.is_empty() && !data.val.is_empty() {
             let v = validate(model, data, s.micro_batch, 0)?;
             obs.validated(&v);
@@ -202,7 +203,7 @@ impl Loop {
             let mut nll = 0.0;
             for (i, b) in batches.iter().enumerate() {
                 let dropout = Dropout { p: s.lora.dropout, seed: s.seed, micro_batch: step * accum as u64 + i as u64 };
-                nll += grad::accumulate(model, b, denom as f64, Some(dropout), &mut sums)?;
+                nll += grad::accumulate(model, b, denom as f64, Some(dropout), Some(&head), &mut sums)?;
             }
             let loss = nll / denom as f64;
             if !loss.is_finite() {
