@@ -6,7 +6,8 @@ use crate::adapter::Adapter;
 use crate::train::{fresh_state, Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog};
 use anyhow::Result;
 use burn_autodiff::Autodiff;
-use slim_checkpoint::{ModelConfig, WeightSource, Weights};
+use slim_checkpoint::layout::Global;
+use slim_checkpoint::{ModelConfig, WeightSource};
 use slim_model::burn_tensor::backend::Backend;
 use slim_model::Llama;
 use std::path::Path;
@@ -80,13 +81,25 @@ impl Job<'_> {
             }
             None => fresh,
         };
-        let weights = Weights::load(self.model_dir)?;
-        let mut model = Llama::<Autodiff<B>>::from_weights(self.cfg.clone(), &weights, device)?;
-        drop(weights);
+        let mut model = load_model::<B>(self.model_dir, self.cfg, device)?;
         let mut saving = Saving { dir: self.checkpoint_dir, inputs: &self.inputs, inner: obs };
         let state = self.cadence.run::<B>(&mut model, &mut adapter, data, state, &mut saving)?;
         Ok(Trained { adapter, state })
     }
+}
+
+/// The model on `device`, read one tensor group at a time (embedding, each layer, output), so
+/// that the host never holds more than one layer's f32 copy beside the model.
+fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device) -> Result<Llama<Autodiff<B>>> {
+    let src = WeightSource::open(dir)?;
+    src.check_against(cfg)?;
+    let mut model = Llama::<Autodiff<B>>::empty(cfg.clone(), device)?;
+    model.load_embedding(&src.read_global(cfg, Global::Embedding)?)?;
+    for l in 0..cfg.num_layers() {
+        model.load_layer(l, &src.read_layer(cfg, l)?)?;
+    }
+    model.load_output(&src.read_global(cfg, Global::FinalNorm)?, &src.read_global(cfg, Global::output(cfg))?)?;
+    Ok(model)
 }
 
 /// Writes the tuned model into the existing folder `dir`: `model_dir`'s tensors with the
