@@ -208,9 +208,8 @@ impl Loop {
             let loss = nll / denom as f64;
             if !loss.is_finite() {
                 bail!(
-                    "the training loss is {loss} at step {step}: stopping (the last checkpoint, if any, holds \
-                     the state after step {}; try a lower --lr)",
-                    state.steps.last().map_or(0, |l| l.step + 1)
+                    "the training loss is {loss} at step {step}: stopping after {step} good steps (the last \
+                     checkpoint, if any, is kept; try a lower --lr)"
                 );
             }
             let mut grads = Vec::new();
