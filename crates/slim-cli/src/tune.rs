@@ -4,20 +4,17 @@
 use crate::preflight;
 use crate::GlobalArgs;
 use anyhow::{ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use slim_checkpoint::{ModelConfig, WeightSource};
 use slim_data::EvalText;
 use slim_model::burn_tensor::backend::Backend;
 use slim_model::{dispatch, BackendRun, Tokenizer};
+use slim_pipeline::{TuneLog, TuneProgress};
 use slim_tune::adapter::{parse_target, LoraSpec};
 use slim_tune::data::{self, Example};
-use slim_tune::train::{
-    step_examples, steps_per_epoch, Loop, Observer, StepLog, TrainState, TuneData, TuneSettings, ValLog,
-};
+use slim_tune::train::{step_examples, steps_per_epoch, Loop, TuneData, TuneSettings};
 use slim_tune::{Job, Trained};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Arguments of `slimllm tune`. Defaults are the paper's script (spec §5), except the data.
 #[derive(clap::Args)]
@@ -296,88 +293,33 @@ impl BackendRun for Work<'_> {
         if let Some(dir) = &a.dump_init {
             job.initial_adapter()?.save_peft(dir, Some(&a.model.display().to_string()))?;
         }
-        let mut obs = Progress::new(crate::progress(self.g), self.settings.steps);
+        let mut obs = TuneProgress::new(crate::progress(self.g), self.settings.steps);
         let data = TuneData { train: self.train, val: self.val, pad: self.pad };
         let trained = job.run::<B>(&data, &device, &mut obs)?;
-        obs.bar.finish_and_clear();
-        write_out::<B>(a, self.cfg, &trained, &device)
-    }
-}
-
-/// A progress bar with the loss, validation loss and tokens/s, and a log line every 10 steps.
-pub(crate) struct Progress {
-    pub(crate) bar: ProgressBar,
-    val: Option<f64>,
-    t_start: Instant,
-    tokens: usize,
-}
-
-impl Progress {
-    pub(crate) fn new(draw: bool, steps: u64) -> Self {
-        let bar = if draw { ProgressBar::new(steps) } else { ProgressBar::hidden() };
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, ETA {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        Self { bar, val: None, t_start: Instant::now(), tokens: 0 }
-    }
-}
-
-impl Observer for Progress {
-    fn resumed(&mut self, step: u64) {
-        tracing::info!("resuming from the checkpoint after step {step}");
-        self.bar.set_position(step);
-    }
-    fn step(&mut self, log: &StepLog, state: &TrainState) {
-        self.tokens += log.tokens;
-        let rate = self.tokens as f64 / self.t_start.elapsed().as_secs_f64();
-        let val = self.val.map_or(String::new(), |v| format!(", val {v:.4}"));
-        self.bar.set_message(format!("loss {:.4}{val}, {rate:.0} tok/s", log.loss));
-        self.bar.set_position(state.step);
-        if state.step.is_multiple_of(10) || state.step == state.settings.steps {
-            tracing::info!(
-                "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {rate:.0} tokens/s",
-                state.step,
-                state.settings.steps,
-                log.loss,
-                log.grad_norm,
-                log.lr
-            );
-        }
-    }
-    fn validated(&mut self, log: &ValLog) {
-        self.val = Some(log.loss);
-        tracing::info!("validation after step {}: loss {:.4} (ppl {:.3})", log.after_step, log.loss, log.loss.exp());
+        obs.finish();
+        write_out::<B>(a, self.cfg, &trained, &device, self.train.len(), self.val.len())
     }
 }
 
 /// The merged model, the adapter and the log, as one folder renamed into place.
-fn write_out<B: Backend>(a: &TuneArgs, cfg: &ModelConfig, t: &Trained, device: &B::Device) -> Result<()> {
+fn write_out<B: Backend>(
+    a: &TuneArgs,
+    cfg: &ModelConfig,
+    t: &Trained,
+    device: &B::Device,
+    train: usize,
+    val: usize,
+) -> Result<()> {
     let existing = if a.force { slim_fs::Existing::Replace } else { slim_fs::Existing::Refuse };
     let install = slim_fs::DirInstall::begin(&a.out, existing)?;
     slim_tune::write_tuned::<B>(install.path(), &a.model, cfg, &t.adapter, device)?;
-    let log = tune_log(&a.model, a.data.name(), a.seq_len, &t.state);
+    let log = TuneLog::new(a.data.name(), a.seq_len, train, val, &t.state);
     slim_fs::write_atomic(&install.path().join("tune.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
     install.commit()?;
     let last_val = t.state.val.last().map(|v| v.loss);
     let train_loss = t.state.steps.last().map(|s| s.loss);
     println!("{}", json!({"out": a.out, "steps": t.state.step, "val_loss": last_val, "train_loss": train_loss}));
     Ok(())
-}
-
-/// `tune.json`: what was trained on, the settings, every step and validation pass.
-pub(crate) fn tune_log(model: &Path, data: &str, seq_len: usize, state: &TrainState) -> serde_json::Value {
-    json!({
-        "model": model,
-        "data": data,
-        "seq_len": seq_len,
-        "settings": state.settings,
-        "steps": state.steps,
-        "val": state.val,
-        "seconds": state.steps.iter().map(|s| s.seconds).sum::<f64>(),
-        "tokens": state.steps.iter().map(|s| s.tokens).sum::<usize>(),
-    })
 }
 
 /// `pipeline run --tune …`: recovery fine-tuning as the pipeline's last stage (cached; the run's

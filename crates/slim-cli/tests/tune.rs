@@ -5,21 +5,17 @@
 
 #![cfg(unix)]
 
-use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
+use slim_checkpoint::synthetic::SplitMix;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A 2-layer GQA model with a word-level tokenizer (`t0` … `t63`) and a data root whose
-/// `datasets/brown` holds two non-fiction files and one fiction file of those words.
+/// The pipeline's worded synthetic model (5 GQA layers, a word-level tokenizer of `t0` … `t70`)
+/// and a data root whose `datasets/brown` holds two non-fiction files and one fiction file of those
+/// words.
 fn fixtures(root: &Path) -> (PathBuf, PathBuf) {
-    let (cfg, w) = SyntheticSpec::dense("llama", 2, 16, 4, 2, 4, 24, 64, 1).build();
     let m = root.join("model");
-    slim_checkpoint::save_model_dir(&m, &cfg, &w, &m).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..64u32).map(|i| (format!("t{i}"), i.into())).collect();
-    let tok = serde_json::json!({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
-        "pre_tokenizer": {"type": "Whitespace"}});
-    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
+    slim_pipeline::fixtures::worded_model(&m);
     let data = root.join("data");
     let brown = data.join("datasets/brown");
     std::fs::create_dir_all(&brown).unwrap();

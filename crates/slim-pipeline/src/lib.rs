@@ -30,7 +30,7 @@ pub use report::{stage_table, RunReport, StageReport};
 pub use run::{eval_ppl_cached, run_pipeline, EvalInput, PipelineOutcome};
 pub use runs::{RunDir, RunName, RunsRoot};
 pub use summary::{AllocSummary, CacheRef, LayerPlan, PplPair, RunSummary, TuneSummary, EVAL_SEQ_LEN, SUMMARY_FORMAT};
-pub use tune::{tune_cached, TuneLog, TuneOutcome, TuneRequest};
+pub use tune::{tune_cached, TuneLog, TuneOutcome, TuneProgress, TuneRequest};
 
 use serde::{Deserialize, Serialize};
 use slim_artifact::schema::GqaMode;

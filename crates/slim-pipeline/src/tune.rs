@@ -50,7 +50,7 @@ pub struct TuneLog {
     pub data: String,
     /// Tokens per sequence.
     pub seq_len: usize,
-    /// Training and validation sequences.
+    /// Training sequences.
     pub train_sequences: usize,
     /// Validation sequences.
     pub val_sequences: usize,
@@ -62,6 +62,22 @@ pub struct TuneLog {
     pub val: Vec<ValLog>,
     /// Wall seconds of the training.
     pub seconds: f64,
+}
+
+impl TuneLog {
+    /// The log of a finished run on `data`.
+    pub fn new(data: &str, seq_len: usize, train: usize, val: usize, state: &TrainState) -> Self {
+        Self {
+            data: data.to_string(),
+            seq_len,
+            train_sequences: train,
+            val_sequences: val,
+            settings: state.settings.clone(),
+            steps: state.steps.clone(),
+            val: state.val.clone(),
+            seconds: state.steps.iter().map(|s| s.seconds).sum(),
+        }
+    }
 }
 
 /// The tuned model of a run.
@@ -101,13 +117,27 @@ pub fn tune_cached<B: Backend>(
 ) -> Result<TuneOutcome> {
     let t = Instant::now();
     let cfg = ModelConfig::load(pruned_dir)?;
-    let ids = Tokenizer::load(pruned_dir)?.encode(&req.data.text)?;
-    let examples = slim_tune::data::windows(&ids, req.seq_len);
-    let (train, val) = slim_tune::data::split(examples, req.val_size, req.settings.seed)?;
-    let per_epoch = steps_per_epoch(train.len(), req.settings.batch);
-    ensure!(per_epoch >= 1, "--tune-batch {} is more than the {} training sequences", req.settings.batch, train.len());
+    // The training windows: needed for the key only when the steps come from --tune-epochs.
+    let windows = || -> Result<_> {
+        let ids = Tokenizer::load(pruned_dir)?.encode(&req.data.text)?;
+        slim_tune::data::split(slim_tune::data::windows(&ids, req.seq_len), req.val_size, req.settings.seed)
+    };
+    let mut split = None;
     let mut settings = req.settings.clone();
-    settings.steps = req.steps.unwrap_or_else(|| (req.epochs * per_epoch as f64).ceil() as u64);
+    settings.steps = match req.steps {
+        Some(n) => n,
+        None => {
+            let (train, _) = split.insert(windows()?);
+            let per_epoch = steps_per_epoch(train.len(), settings.batch);
+            ensure!(
+                per_epoch >= 1,
+                "--tune-batch {} is more than the {} training sequences",
+                settings.batch,
+                train.len()
+            );
+            (req.epochs * per_epoch as f64).ceil() as u64
+        }
+    };
     settings.validate()?;
     let d = tune_doc(pruned, req, &settings)?;
     let key = d.key();
@@ -120,6 +150,16 @@ pub fn tune_cached<B: Backend>(
         tracing::warn!("tune entry {key} is damaged; removing it and tuning again");
         store.remove("tune", &key)?;
     }
+    let (train, val) = match split {
+        Some(s) => s,
+        None => windows()?,
+    };
+    ensure!(
+        steps_per_epoch(train.len(), settings.batch) >= 1,
+        "--tune-batch {} is more than the {} training sequences",
+        settings.batch,
+        train.len()
+    );
     tracing::info!(
         "tuning: {} steps of {} sequences of {} tokens from {} ({} for training, {} for validation)",
         settings.steps,
@@ -140,19 +180,10 @@ pub fn tune_cached<B: Backend>(
         cadence: Loop { val_every: req.val_every, checkpoint_every: req.checkpoint_every },
     };
     let data = TuneData { train: &train, val: &val, pad: cfg.eos_token_id.unwrap_or(0) };
-    let mut obs = Bar::new(progress, settings.steps);
+    let mut obs = TuneProgress::new(progress, settings.steps);
     let trained = job.run::<B>(&data, device, &mut obs)?;
-    obs.0.finish_and_clear();
-    let log = TuneLog {
-        data: req.data.data.name().to_string(),
-        seq_len: req.seq_len,
-        train_sequences: train.len(),
-        val_sequences: val.len(),
-        settings,
-        seconds: trained.state.steps.iter().map(|s| s.seconds).sum(),
-        steps: trained.state.steps,
-        val: trained.state.val,
-    };
+    obs.finish();
+    let log = TuneLog::new(req.data.data.name(), req.seq_len, train.len(), val.len(), &trained.state);
     let mut w = store.begin(&d)?;
     w.set_producer(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), None);
     let dir = w.dir_path("model")?;
@@ -168,35 +199,57 @@ pub fn tune_cached<B: Backend>(
     Ok(TuneOutcome { dir, key, log })
 }
 
-/// A progress bar over the steps, with a log line every 10 steps.
-struct Bar(indicatif::ProgressBar);
+/// A progress bar over the steps with the loss, the last validation loss and tokens/s, and a log
+/// line every 10 steps (`slimllm tune` and the `tune` stage).
+pub struct TuneProgress {
+    bar: indicatif::ProgressBar,
+    val: Option<f64>,
+    start: Instant,
+    tokens: usize,
+}
 
-impl Bar {
-    fn new(draw: bool, steps: u64) -> Self {
+impl TuneProgress {
+    /// A bar of `steps` steps, drawn when `draw`.
+    pub fn new(draw: bool, steps: u64) -> Self {
         let bar = if draw { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, ETA {eta}")
                 .expect("static template")
                 .progress_chars("=> "),
         );
-        bar.set_message("tune");
-        Self(bar)
+        Self { bar, val: None, start: Instant::now(), tokens: 0 }
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
-impl Observer for Bar {
+impl Observer for TuneProgress {
     fn resumed(&mut self, step: u64) {
-        tracing::info!("tuning resumes from its checkpoint after step {step}");
-        self.0.set_position(step);
+        tracing::info!("resuming from the checkpoint after step {step}");
+        self.bar.set_position(step);
     }
     fn step(&mut self, log: &StepLog, state: &TrainState) {
-        self.0.set_message(format!("tune: loss {:.4}", log.loss));
-        self.0.set_position(state.step);
+        self.tokens += log.tokens;
+        let rate = self.tokens as f64 / self.start.elapsed().as_secs_f64();
+        let val = self.val.map_or(String::new(), |v| format!(", val {v:.4}"));
+        self.bar.set_message(format!("loss {:.4}{val}, {rate:.0} tok/s", log.loss));
+        self.bar.set_position(state.step);
         if state.step.is_multiple_of(10) || state.step == state.settings.steps {
-            tracing::info!("tune step {}/{}: loss {:.4}", state.step, state.settings.steps, log.loss);
+            tracing::info!(
+                "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {rate:.0} tokens/s",
+                state.step,
+                state.settings.steps,
+                log.loss,
+                log.grad_norm,
+                log.lr
+            );
         }
     }
     fn validated(&mut self, log: &ValLog) {
-        tracing::info!("tune validation after step {}: loss {:.4}", log.after_step, log.loss);
+        self.val = Some(log.loss);
+        tracing::info!("validation after step {}: loss {:.4} (ppl {:.3})", log.after_step, log.loss, log.loss.exp());
     }
 }
