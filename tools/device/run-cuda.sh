@@ -13,4 +13,10 @@ chmod +x "$d/slimllm"
 tar -xJf gpu/nvrtc-12.6.85.tar.xz -C "$d"
 export LD_LIBRARY_PATH="$d/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RUST_BACKTRACE=1
-bash tools/device/check-backend.sh "$d/slimllm" cuda "$out" "${SHAPES:-smollm2-135m qwen2.5-1.5b}"
+# Everything goes into OUT/results.tar.gz (packed after every step) plus OUT/steps.txt: the device tool
+# returns at most 8 files.
+res="$d/results"
+PACK="$out/results.tar.gz" DEADLINE=${DEADLINE:-420} \
+  bash tools/device/check-backend.sh "$d/slimllm" cuda "$res" "${SHAPES:-smollm2-135m qwen2.5-1.5b}"
+cp "$res/steps.txt" "$out/steps.txt"
+cp "$res/check-backend.json" "$out/" 2>/dev/null || true

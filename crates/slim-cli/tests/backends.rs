@@ -45,8 +45,9 @@ fn check_backend_on_the_cpu_compares_every_fixture_and_the_pipeline() {
     let report = check_backend("cpu", tmp.path());
     assert_eq!(report["passed"], true);
     let lines = lines(&report);
-    // 4 fixtures × 4 checks, and 3 of the pipeline.
-    assert_eq!(lines.len(), 19, "{lines:?}");
+    // 4 fixtures × 6 checks (logits, greedy tokens, zero-shot log-likelihoods and flags, the LoRA
+    // step's loss and gradients), and 3 of the pipeline.
+    assert_eq!(lines.len(), 27, "{lines:?}");
     for model in ["llama-mha", "llama-gqa", "llama-pruned", "qwen2-pruned", "pipeline"] {
         assert!(lines.iter().any(|l| l.0 == model), "{model} missing from {lines:?}");
     }
@@ -86,7 +87,8 @@ fn wgpu_matches_the_cpu_on_synthetic_models_and_on_smollm2() {
     let report = check_backend("wgpu", tmp.path());
     assert_eq!(report["backend"], "wgpu");
     let lines = lines(&report);
-    assert_eq!(lines.len(), 19, "{lines:?}");
+    assert_eq!(lines.len(), 27, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.1.starts_with("LoRA")).count(), 8, "{lines:?}");
     for (model, check, value, tol, pass) in &lines {
         assert!(*pass && value <= tol, "{model} {check}: {value:e} over {tol:e}");
     }

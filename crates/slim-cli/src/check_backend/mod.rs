@@ -1,8 +1,8 @@
 //! `slimllm check-backend`: runs seeded synthetic models on the chosen backend (`--backend`) and on
 //! the CPU, and compares what they give: logits, greedy tokens through the KV cache, zero-shot
-//! log-likelihoods, and a whole pruning pipeline's decisions. Needs no file: the models are
-//! generated on the spot, so the binary alone verifies a GPU machine. Exits with an error when a
-//! value is off.
+//! log-likelihoods, the LoRA tuning stage's loss and gradients, and a whole pruning pipeline's
+//! decisions. Needs no file: the models are generated on the spot, so the binary alone verifies a
+//! GPU machine. Exits with an error when a value is off.
 
 mod probe;
 
@@ -101,6 +101,11 @@ pub fn compare(target: &Observed, reference: &Observed, tol: f64, pipeline_tol: 
         lines.push(Line::new(n, "zero-shot log-likelihood", worst, tol, format!("{} requests", r.loglik.len())));
         let flips = t.loglik.iter().zip(&r.loglik).filter(|(a, b)| a.greedy != b.greedy).count();
         lines.push(Line::new(n, "zero-shot is-greedy", flips as f64, 0.0, format!("{flips} flags differ")));
+        let d = (t.lora_nll - r.lora_nll).abs() / r.lora_nll.abs().max(1.0);
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        lines.push(Line::new(n, "LoRA loss", d, tol, format!("{:.6} vs {:.6} nats", t.lora_nll, r.lora_nll)));
+        let d = rel_max_diff(&t.lora_grads, &r.lora_grads);
+        lines.push(Line::new(n, "LoRA gradients", d, tol, format!("{} values", r.lora_grads.len())));
     }
     if let (Some(t), Some(r)) = (&target.pipeline, &reference.pipeline) {
         let mismatched: Vec<usize> = t

@@ -12,6 +12,8 @@ use slim_eval::{generate, GenConfig};
 use slim_model::burn_tensor::backend::Backend;
 use slim_model::{tensor_to_host, BackendRun, LayerShape, Llama, SplitMix};
 use slim_pipeline::{run_pipeline, LayerPlan, ModelSource, PipelineConfig, RunOptions};
+use slim_tune::grad::{self, Batch, Dropout, IGNORE};
+use slim_tune::{Adapter, LoraSpec};
 use std::path::Path;
 use std::time::Instant;
 
@@ -126,6 +128,11 @@ pub struct ModelObs {
     pub greedy: Vec<u32>,
     /// Log-likelihoods of the zero-shot requests, document after document.
     pub loglik: Vec<Loglik>,
+    /// Σ NLL of one LoRA training micro-batch (the tuning stage's gradient pass).
+    pub lora_nll: f64,
+    /// The adapters' gradients of that micro-batch, every tensor flattened in order.
+    #[serde(skip)]
+    pub lora_grads: Vec<f32>,
     /// Seconds for all of the above.
     pub seconds: f64,
 }
@@ -190,7 +197,44 @@ fn observe_model<B: Backend>(f: &Fixture, device: &B::Device) -> Result<ModelObs
     for doc in zeroshot_docs() {
         loglik.extend(score_doc(&model, &doc)?);
     }
-    Ok(ModelObs { name: f.name.to_string(), logits, greedy, loglik, seconds: t.elapsed().as_secs_f64() })
+    drop(model);
+    let (lora_nll, lora_grads) = lora_step::<B>(f, device).context("LoRA gradient pass")?;
+    Ok(ModelObs {
+        name: f.name.to_string(),
+        logits,
+        greedy,
+        loglik,
+        lora_nll,
+        lora_grads,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// One micro-batch of the tuning stage on this backend: rank-4 adapters on the seven
+/// projections with every tensor seeded (B too, so that A has a gradient), dropout 0.05 (its
+/// masks are drawn on the host, the same on every backend), the first two labels of each row
+/// masked; returns Σ NLL and the gradients.
+fn lora_step<B: Backend>(f: &Fixture, device: &B::Device) -> Result<(f64, Vec<f32>)> {
+    let (cfg, w) = f.spec.build();
+    let mut model = Llama::<burn_autodiff::Autodiff<B>>::from_weights(cfg.clone(), &w, device)?;
+    let mut adapter = Adapter::init(&cfg, &LoraSpec::paper(), 17)?;
+    let mut rng = SplitMix(18);
+    for t in adapter.tensors_mut() {
+        t.data.iter_mut().for_each(|v| *v = 0.1 * rng.uniform());
+    }
+    slim_tune::train::attach(&mut model, &adapter, device);
+    let (rows, len) = (2, LEN);
+    let ids = ids(3, rows * len, cfg.vocab_size);
+    let labels = ids.iter().enumerate().map(|(i, &t)| if i % len < 2 { IGNORE } else { t as i32 }).collect();
+    let batch = Batch { ids, labels, rows, len };
+    let dropout = Dropout { p: 0.05, seed: 42, micro_batch: 3 };
+    let mut sums = None;
+    let nll = grad::accumulate::<B>(&mut model, &batch, batch.scored() as f64, Some(dropout), None, &mut sums)?;
+    let mut grads = Vec::new();
+    for t in sums.into_iter().flatten().flatten() {
+        grads.extend(tensor_to_host::<B, 2>(t)?.data);
+    }
+    Ok((nll, grads))
 }
 
 fn observe_pipeline<B: Backend>(dir: &Path, device: &B::Device) -> Result<PipelineObs> {

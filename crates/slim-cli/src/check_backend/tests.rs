@@ -41,9 +41,15 @@ fn the_cpu_probe_is_deterministic_and_covers_every_fixture() {
         // 3 documents of 4, 4 and 8 requests.
         assert_eq!(x.loglik.len(), 16);
         assert!(x.loglik.iter().all(|l| l.ll < 0.0 && l.ll.is_finite()), "{:?}", x.loglik);
+        assert_eq!(x.lora_nll.to_bits(), y.lora_nll.to_bits(), "{}", x.name);
+        assert_eq!(x.lora_grads, y.lora_grads, "{}", x.name);
+        // 2 rows of 19 tokens, 17 scored each: a finite loss of more than a nat per prediction.
+        assert!(x.lora_nll.is_finite() && x.lora_nll > 34.0, "{}: {}", x.name, x.lora_nll);
+        // Every A and B of a rank-4 adapter on seven projections, each with some non-zero gradient.
+        assert!(x.lora_grads.iter().all(|g| g.is_finite()) && x.lora_grads.iter().any(|&g| g != 0.0));
     }
     let lines = compare(&a, &b, 1e-4, 1e-3);
-    assert_eq!(lines.len(), 16);
+    assert_eq!(lines.len(), 24);
     assert!(lines.iter().all(|l| l.pass && l.value == 0.0), "{lines:?}");
 }
 
@@ -72,6 +78,15 @@ fn a_difference_beyond_the_tolerance_fails_its_check_and_only_that_one() {
     let mut t = reference.clone();
     t.models[0].loglik[0].greedy = !t.models[0].loglik[0].greedy;
     assert_eq!(failing(&t), [("llama-mha".to_string(), "zero-shot is-greedy")]);
+
+    let mut t = reference.clone();
+    t.models[1].lora_nll *= 1.001;
+    assert_eq!(failing(&t), [("llama-gqa".to_string(), "LoRA loss")]);
+
+    let mut t = reference.clone();
+    let gscale = t.models[3].lora_grads.iter().fold(0f32, |m, x| m.max(x.abs()));
+    t.models[3].lora_grads[11] += 2e-4 * gscale;
+    assert_eq!(failing(&t), [("qwen2-pruned".to_string(), "LoRA gradients")]);
 }
 
 #[test]
