@@ -10,6 +10,8 @@ use slim_checkpoint::layout::{Activation, Global, LayerNorm, NormKind, Proj};
 use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 use std::path::Path;
 
+mod lora_grad;
+
 /// A linear map stored transposed (`[in, out]`) so that `x @ wt` needs no transpose.
 struct Linear<B: Backend> {
     wt: Tensor<B, 2>,

@@ -1,5 +1,6 @@
 //! Where a training step's time goes, on a SmolLM2-shaped synthetic model (4 layers): the
-//! untracked forward of one layer, the tracked forward, its backward, and the whole
+//! untracked forward of one layer, the tracked forward, its backward, the backward by hand
+//! (`Llama::lora_layer_grad`, what training runs on the CPU), and the whole
 //! `grad::accumulate` of a micro-batch. `cargo run --release -p slim-tune --example step_profile`.
 
 use burn_autodiff::Autodiff;
@@ -46,6 +47,10 @@ fn main() {
         let y = m.layer_forward(0, xin.clone(), TapSet::NONE).0;
         let g = y.sum().backward();
         let _ = xin.grad(&g).unwrap().into_data();
+    });
+    time("layer backward by hand (forward kept + backward, host kernels)", &mut || {
+        let dy = x.clone();
+        let _ = m.lora_layer_grad(0, &x, &dy).expect("CPU path").0.inner().into_data();
     });
     let dims = [rows * len, 576];
     let h = Tensor::<Ad, 2>::from_data(TensorData::new(vec![0.1f32; dims[0] * dims[1]], dims), &dev);

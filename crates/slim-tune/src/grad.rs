@@ -147,25 +147,39 @@ pub fn accumulate<B: Backend>(
     let sums = sums.get_or_insert_with(|| (0..n_layers).map(|_| Vec::new()).collect());
     for l in (0..n_layers).rev() {
         set_masks(model, l, dropout, rows * len);
-        track(model, l, true);
         bounds.truncate(l + 1); // inputs of the layers above are no longer needed
-        let xin = Tensor::<Ad<B>, 3>::from_inner(bounds[l].clone()).require_grad();
+                                // On the CPU backend the layer's backward pass by hand (slim_model's fused kernels);
+                                // elsewhere autodiff through burn's ops.
+        let xin = Tensor::<Ad<B>, 3>::from_inner(bounds[l].clone());
+        if let Some((dx, lg)) = model.lora_layer_grad(l, &xin, &Tensor::from_inner(g.clone())) {
+            add_grads(sums, l, lg.into_iter().map(|t| t.inner()).collect());
+            g = dx.inner();
+            clear_masks(model, l);
+            continue;
+        }
+        track(model, l, true);
+        let xin = xin.require_grad();
         let y = model.layer_forward(l, xin.clone(), TapSet::NONE).0;
         let grads = (y * Tensor::from_inner(g)).sum().backward();
         let lg = layer_grads::<B>(model.lora(l).context("adapters attached")?, &grads, l)?;
-        let s = &mut sums[l];
-        if s.is_empty() {
-            *s = lg;
-        } else {
-            for (a, b) in s.iter_mut().zip(lg) {
-                *a = a.clone() + b;
-            }
-        }
+        add_grads(sums, l, lg);
         g = xin.grad(&grads).with_context(|| format!("layer {l}: no input gradient"))?;
         track(model, l, false);
         clear_masks(model, l);
     }
     Ok(nll)
+}
+
+/// Adds layer `l`'s adapter gradients to its running sums.
+fn add_grads<B: Backend>(sums: &mut GradSums<B>, l: usize, lg: Vec<Tensor<B, 2>>) {
+    let s = &mut sums[l];
+    if s.is_empty() {
+        *s = lg;
+    } else {
+        for (a, b) in s.iter_mut().zip(lg) {
+            *a = a.clone() + b;
+        }
+    }
 }
 
 /// `Σ NLL` of one sequence from the last layer's output `h` (`[1, len, d]`, tracked), and

@@ -236,7 +236,6 @@ pub(crate) fn causal_attention(
     assert_eq!(q.len(), batch * tq * qw, "attention: query buffer size");
     assert_eq!(k.len(), v.len(), "attention: key and value buffer sizes differ");
     assert!(kv_head_of.iter().all(|&j| (j + 1) * dh <= kw), "attention: KV head out of range");
-    let offset = tk - tq;
     let heads: Vec<Vec<f32>> = (0..batch * hq)
         .into_par_iter()
         .map(|task| {
@@ -244,74 +243,103 @@ pub(crate) fn causal_attention(
             let j = kv_head_of[h];
             let mut scores = vec![0f32; tq * tk];
             let mut out = vec![0f32; tq * dh];
-            let q0 = &q[b * tq * qw + h * dh..];
-            let k0 = &k[b * tk * kw + j * dh..];
-            let v0 = &v[b * tk * kw + j * dh..];
-            // SAFETY: every pointer/stride pair below addresses only elements inside the
-            // slices it comes from: rows < tq (q, scores, out) or < tk (k, v) of widths
-            // checked above, columns < dh or < tk.
-            unsafe {
-                gemm::gemm(
-                    tq,
-                    tk,
-                    dh,
-                    scores.as_mut_ptr(),
-                    1,
-                    tk as isize,
-                    false,
-                    q0.as_ptr(),
-                    1,
-                    qw as isize,
-                    k0.as_ptr(),
-                    kw as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
-                let (seen, hidden) = row.split_at_mut((i + offset + 1).min(tk));
-                let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = 0f32;
-                for s in seen.iter_mut() {
-                    *s = exp_f32(*s - max);
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                seen.iter_mut().for_each(|s| *s *= inv);
-                hidden.fill(0.0);
-            }
-            // SAFETY: as above; `v0` rows < tk of width kw, columns < dh.
-            unsafe {
-                gemm::gemm(
-                    tq,
-                    dh,
-                    tk,
-                    out.as_mut_ptr(),
-                    1,
-                    dh as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    tk as isize,
-                    v0.as_ptr(),
-                    1,
-                    kw as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
+            head_attention(q0, qw, k0, v0, kw, d, scale, &mut scores, &mut out);
             out
         })
         .collect();
+    scatter_heads(&heads, batch, tq, hq, dh)
+}
+
+/// One (sequence, head) of [`causal_attention`]: `q0` starts at the head's first query value
+/// (row stride `qw`), `k0` and `v0` at its KV head's first key and value (row stride `kw`).
+/// Leaves the probabilities in `scores` (`[tq, tk]`, zero above the diagonal) and the head's
+/// output in `out` (`[tq, dh]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_attention(
+    q0: &[f32],
+    qw: usize,
+    k0: &[f32],
+    v0: &[f32],
+    kw: usize,
+    d: AttnDims,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let AttnDims { q_len: tq, kv_len: tk, head_dim: dh, .. } = d;
+    let offset = tk - tq;
+    assert!(scores.len() == tq * tk && out.len() == tq * dh, "head_attention: buffer sizes");
+    let reach = |len: usize, rows: usize, stride: usize| rows == 0 || (rows - 1) * stride + dh <= len;
+    assert!(reach(q0.len(), tq, qw) && reach(k0.len(), tk, kw) && reach(v0.len(), tk, kw), "head_attention: views");
+    // SAFETY: every pointer/stride pair below addresses only elements inside the slices it
+    // comes from (checked above): rows < tq (q, scores, out) or < tk (k, v) of the given
+    // strides, columns < dh or < tk.
+    unsafe {
+        gemm::gemm(
+            tq,
+            tk,
+            dh,
+            scores.as_mut_ptr(),
+            1,
+            tk as isize,
+            false,
+            q0.as_ptr(),
+            1,
+            qw as isize,
+            k0.as_ptr(),
+            kw as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
+        let (seen, hidden) = row.split_at_mut((i + offset + 1).min(tk));
+        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0f32;
+        for s in seen.iter_mut() {
+            *s = exp_f32(*s - max);
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        seen.iter_mut().for_each(|s| *s *= inv);
+        hidden.fill(0.0);
+    }
+    // SAFETY: as above; `v0` rows < tk of stride kw, columns < dh.
+    unsafe {
+        gemm::gemm(
+            tq,
+            dh,
+            tk,
+            out.as_mut_ptr(),
+            1,
+            dh as isize,
+            false,
+            scores.as_ptr(),
+            1,
+            tk as isize,
+            v0.as_ptr(),
+            1,
+            kw as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Per-(sequence, head) outputs (`[tq, dh]` each, sequence-major) side by side as
+/// `[batch·tq, hq·dh]`.
+pub(crate) fn scatter_heads(heads: &[Vec<f32>], batch: usize, tq: usize, hq: usize, dh: usize) -> Vec<f32> {
+    let qw = hq * dh;
     let mut out = vec![0f32; batch * tq * qw];
     for (task, head) in heads.iter().enumerate() {
         let (b, h) = (task / hq, task % hq);

@@ -8,6 +8,7 @@
 //! batch 8 × 128 they took more than half of every layer's time (`examples/layerprof.rs`,
 //! numbers in docs/measurements.md).
 
+pub(crate) mod backward;
 pub(crate) mod cpu;
 pub(crate) mod ops;
 
@@ -65,6 +66,23 @@ fn from_host<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D]) -> T
         if is_flex::<B>() { Box::new(flex) } else { Box::new(<AdFlex as AutodiffBackend>::from_inner(flex)) };
     let prim = *prim.downcast::<B::FloatTensorPrimitive>().expect("caller checked that B is burn-flex");
     Tensor::from_primitive(TensorPrimitive::Float(prim))
+}
+
+/// `t` as a contiguous burn-flex tensor whose data [`host_data`] reads, when it takes the fused
+/// kernels ([`is_fast`]); `None` on other backends and for tracked tensors.
+pub(crate) fn host_of<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
+    is_fast(t).then(|| to_flex(t.clone()))
+}
+
+/// The f32 values of a tensor from [`host_of`].
+pub(crate) fn host_data(t: &FlexTensor) -> &[f32] {
+    slice(t)
+}
+
+/// A host buffer as an (untracked) tensor of `B`, which must be burn-flex or burn-flex under
+/// autodiff ([`host_of`] returned `Some` for one of its tensors).
+pub(crate) fn host_tensor<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    from_host(data, shape)
 }
 
 fn slice(t: &FlexTensor) -> &[f32] {
