@@ -5,9 +5,10 @@ use crate::{emit_json, progress, GlobalArgs};
 use anyhow::{Context, Result};
 use burn_tensor::backend::Backend;
 use serde_json::json;
+use slim_checkpoint::{ModelConfig, WeightSource};
 use slim_data::EvalText;
-use slim_eval::{perplexity, PplConfig};
-use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
+use slim_eval::{perplexity_streamed, PplConfig};
+use slim_model::{burn_tensor, dispatch, BackendRun, Tokenizer};
 use std::path::PathBuf;
 
 /// Evaluation commands.
@@ -55,10 +56,12 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
             crate::check_out(a.out.as_deref())?;
             preflight::check_positions(&cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
+            // One decoder layer in memory at a time (the same result to the bit as the whole model), so a model
+            // larger than the memory is evaluated too.
             let fp = Footprint::new(&cfg, &a.model, g.backend);
-            let peak = |batch: usize| fp.peak(fp.forward(batch, a.seq_len));
-            // One window before the text is read, then the batch the text allows.
-            preflight::check_fits(&format!("--seq-len {}", a.seq_len), peak(1))?;
+            let peak = |batch: usize, windows: usize| fp.streamed(batch, a.seq_len, windows);
+            // One window before the text is read, then the batch and windows the text allows.
+            preflight::check_fits(&format!("--seq-len {}", a.seq_len), peak(1, 1))?;
             let tok = Tokenizer::load(&a.model)?;
             let text = a.data.load(&g.data_root)?;
             let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
@@ -81,7 +84,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
                 )
             })?;
             let what = format!("--batch {} × --seq-len {} ({} windows at once)", a.batch, a.seq_len, a.batch.min(n));
-            preflight::check_fits(&what, peak(a.batch.min(n)))?;
+            preflight::check_fits(&what, peak(a.batch.min(n), n))?;
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
             let r = dispatch(g.backend, PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
@@ -111,7 +114,9 @@ struct PplJob<'a> {
 impl BackendRun for PplJob<'_> {
     type Output = slim_eval::PplResult;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        let model = Llama::<B>::load(self.model, &device)?;
-        perplexity(&model, self.ids, self.cfg)
+        let src = WeightSource::open(self.model)?;
+        let cfg = ModelConfig::load(self.model)?;
+        src.check_against(&cfg)?;
+        perplexity_streamed::<B>(&src, &cfg, self.ids, self.cfg, &device)
     }
 }

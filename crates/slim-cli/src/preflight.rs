@@ -172,6 +172,31 @@ impl<'a> Footprint<'a> {
         mapped.max(host_copy.saturating_add(self.resident()).saturating_add(largest))
     }
 
+    /// Peak bytes of a pass that holds one decoder layer at a time (`eval ppl`, `slim_eval::perplexity_streamed`):
+    /// the process's base; the largest weights held at once, either a layer read from the files (its host copy
+    /// in f32 beside the runtime's) or the embedding / the lm_head with its transposed copy; the hidden states of
+    /// a group of `windows` windows of `len` tokens (at most about `STREAM_ACTIVATION_BYTES`); and one batch's
+    /// pass.
+    pub(crate) fn streamed(&self, batch: usize, len: usize, windows: usize) -> u64 {
+        let c = self.cfg;
+        let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
+        let layer = c
+            .layers
+            .iter()
+            .map(|l| {
+                let (qw, kw, f) = ((l.num_heads as u64) * dh, (l.num_kv_heads as u64) * dh, l.intermediate_size as u64);
+                d * (qw + 2 * kw) + qw * d + 3 * d * f + 2 * d + qw + 2 * kw + 2 * d
+            })
+            .max()
+            .unwrap_or(0);
+        let table = (c.vocab_size as u64) * d;
+        let weights = F32.saturating_mul((2 * layer).max(3 * table));
+        let per_window = F32 * (len as u64) * d;
+        let cap = (slim_eval::STREAM_ACTIVATION_BYTES as u64).max(per_window.saturating_mul(batch as u64));
+        let hidden = per_window.saturating_mul(windows as u64).min(cap);
+        PROCESS_BASE.saturating_add(weights).saturating_add(hidden).saturating_add(self.forward(batch, len))
+    }
+
     /// Bytes beyond the weights of one uncached forward pass over `batch × len` tokens that returns all logits.
     pub(crate) fn forward(&self, batch: usize, len: usize) -> u64 {
         self.pass(batch, 0, len, len, true)

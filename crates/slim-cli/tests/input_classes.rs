@@ -6,6 +6,7 @@
 use slim_checkpoint::synthetic::SyntheticSpec;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::str::FromStr;
 
 /// Tiny llama models (vocabulary 64, context 256) with a word-level tokenizer of `t0`…`t63`: `model` and
 /// `model2` (other weights), `noweights` (a garbage weight file), `bostok` (a tokenizer that adds a token past the
@@ -288,4 +289,36 @@ fn cache_verify_reports_and_repairs_symbolic_links() {
     assert!(elsewhere.join("entry/manifest.json").is_file() && elsewhere.join("ids.bin").is_file(), "targets kept");
     let r = slimllm(&root, &verify);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+}
+
+/// `eval ppl` holds one decoder layer at a time: a model of 71 MB in f32, which loaded whole (weights and their
+/// host copy with the process, about 266 MiB estimated) exceeds the memory said to be available (250 MiB), is
+/// evaluated, and gives the whole model's perplexity to the bit.
+#[test]
+fn eval_ppl_streams_a_model_larger_than_the_memory() {
+    let (_tmp, root) = setup();
+    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
+    let big = root.join("big");
+    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
+    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
+        .args(["--quiet", "eval", "ppl", "--data", "ptb-valid", "--seq-len", "32", "--windows", "6", "--batch", "4"])
+        .arg("--model")
+        .arg(&big)
+        .arg("--data-root")
+        .arg(root.join("data"))
+        .env("SLIMLLM_MEM_AVAILABLE", "250M")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The same windows through the whole model in this process.
+    let text = slim_data::EvalText::from_str("ptb-valid").unwrap().load(&root.join("data")).unwrap();
+    let ids = slim_model::Tokenizer::load(&big).unwrap().encode(&text).unwrap();
+    let model = slim_model::Llama::<slim_model::Cpu>::from_weights(cfg, &w, &Default::default()).unwrap();
+    let pc = slim_eval::PplConfig { seq_len: 32, batch: 4, max_windows: Some(6), progress: false };
+    let whole = slim_eval::perplexity(&model, &ids, &pc).unwrap();
+    assert_eq!(v["windows"], 6);
+    assert_eq!(v["ppl"].as_f64().unwrap().to_bits(), whole.ppl.to_bits(), "{v} vs {}", whole.ppl);
 }
