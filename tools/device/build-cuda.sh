@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds, here, what a lent GPU machine needs to run tools/device/run-cuda.sh, which reaches no registry:
-# gpu/slimllm-cuda.xz (the release binary with --features cuda, stripped, xz: 7.8 MB) and
+# gpu/slimllm-cuda.xz (the release binary with --features cuda, stripped, xz: 7.7 MB; no autotuner) and
 # gpu/nvrtc-12.6.85.tar.xz (NVRTC from PyPI's nvidia-cuda-nvrtc-cu12 wheel, checksum pinned: cubecl-cuda compiles
 # its kernels with it at run time, and a machine with only a driver lacks it; 16.8 MB). gpu/ is git-ignored; carry
-# both files (27 MB with the tree, under the 64 MiB limit).
+# both files (27 MB with the tree, under the 64 MiB limit). They ran on a lent H200 on 2026-12-04
+# (docs/measurements.md, "CUDA on an H200").
 #
 # burn-cuda 0.21 (cubecl-cuda 0.10, cudarc 0.19) loads libcuda and libnvrtc dynamically; CUDARC_CUDA_VERSION pins
 # the bindings to CUDA 12.6 (without a toolkit here cudarc would pick its newest). With the wgpu dependencies already
