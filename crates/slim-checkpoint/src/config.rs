@@ -372,22 +372,25 @@ impl ModelConfig {
     /// Parameter count of the model these shapes describe (tied embeddings counted once).
     pub fn num_params(&self) -> u64 {
         let d = self.hidden_size as u64;
-        let dh = self.head_dim as u64;
         let v = self.vocab_size as u64;
         let mut n = v * d + d; // embeddings + final norm
         if !self.tie_word_embeddings {
             n += v * d;
         }
-        for l in &self.layers {
-            let (hq, hk, m) = (l.num_heads as u64, l.num_kv_heads as u64, l.intermediate_size as u64);
-            n += 2 * d; // norms
-            n += d * hq * dh + 2 * d * hk * dh + hq * dh * d; // q, k, v, o
-            if self.qkv_bias {
-                n += hq * dh + 2 * hk * dh;
-            }
-            n += 3 * d * m;
-            n += d * (l.o_proj_bias as u64 + l.down_proj_bias as u64);
+        n + (0..self.layers.len()).map(|l| self.layer_params(l)).sum::<u64>()
+    }
+
+    /// Parameter count of decoder layer `l` (norms, projections and their biases).
+    pub fn layer_params(&self, l: usize) -> u64 {
+        let (d, dh) = (self.hidden_size as u64, self.head_dim as u64);
+        let l = &self.layers[l];
+        let (hq, hk, m) = (l.num_heads as u64, l.num_kv_heads as u64, l.intermediate_size as u64);
+        let mut n = 2 * d; // norms
+        n += d * hq * dh + 2 * d * hk * dh + hq * dh * d; // q, k, v, o
+        if self.qkv_bias {
+            n += hq * dh + 2 * hk * dh;
         }
-        n
+        n += 3 * d * m;
+        n + d * (l.o_proj_bias as u64 + l.down_proj_bias as u64)
     }
 }

@@ -53,12 +53,12 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             // Every check before the long part: the model's config (a wrong --model is the likelier mistake and the
             // cheaper check), that the result can be written, that the sizes fit, that the ids fit the model;
             // only then the weights load.
-            let cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
+            let model_cfg = ModelConfig::load(&a.model)?;
             crate::check_out(a.out.as_deref())?;
-            preflight::check_positions(&cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
+            preflight::check_positions(&model_cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
             // One decoder layer in memory at a time (the same result to the bit as the whole model), so a model
             // larger than the memory is evaluated too.
-            let fp = Footprint::new(&cfg, &a.model, g.backend);
+            let fp = Footprint::new(&model_cfg, &a.model, g.backend);
             let peak = |batch: usize, windows: usize| fp.streamed(batch, a.seq_len, windows);
             // One window before the text is read, then the batch and windows the text allows.
             preflight::check_fits(&format!("--seq-len {}", a.seq_len), peak(1, 1))?;
@@ -74,7 +74,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
                 ids.len(),
                 a.seq_len
             );
-            slim_eval::check_token_ids(&ids[..n * a.seq_len], cfg.vocab_size).with_context(|| {
+            slim_eval::check_token_ids(&ids[..n * a.seq_len], model_cfg.vocab_size).with_context(|| {
                 format!(
                     "{} tokenizes {} ({}) into ids that {} does not have (a tokenizer of another model?)",
                     a.model.join("tokenizer.json").display(),
@@ -87,7 +87,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             preflight::check_fits(&what, peak(a.batch.min(n), n))?;
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
-            let r = dispatch(g.backend, PplJob { model: &a.model, ids: &ids, cfg: &cfg })?;
+            let r = dispatch(g.backend, PplJob { model: &a.model, model_cfg: &model_cfg, ids: &ids, cfg: &cfg })?;
             let secs = t.elapsed().as_secs_f64();
             tracing::info!(
                 "ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)",
@@ -107,6 +107,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
 
 struct PplJob<'a> {
     model: &'a std::path::Path,
+    model_cfg: &'a ModelConfig,
     ids: &'a [u32],
     cfg: &'a PplConfig,
 }
@@ -115,8 +116,7 @@ impl BackendRun for PplJob<'_> {
     type Output = slim_eval::PplResult;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
         let src = WeightSource::open(self.model)?;
-        let cfg = ModelConfig::load(self.model)?;
-        src.check_against(&cfg)?;
-        perplexity_streamed::<B>(&src, &cfg, self.ids, self.cfg, &device)
+        src.check_against(self.model_cfg)?;
+        perplexity_streamed::<B>(&src, self.model_cfg, self.ids, self.cfg, &device)
     }
 }

@@ -179,16 +179,8 @@ impl<'a> Footprint<'a> {
     /// pass.
     pub(crate) fn streamed(&self, batch: usize, len: usize, windows: usize) -> u64 {
         let c = self.cfg;
-        let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
-        let layer = c
-            .layers
-            .iter()
-            .map(|l| {
-                let (qw, kw, f) = ((l.num_heads as u64) * dh, (l.num_kv_heads as u64) * dh, l.intermediate_size as u64);
-                d * (qw + 2 * kw) + qw * d + 3 * d * f + 2 * d + qw + 2 * kw + 2 * d
-            })
-            .max()
-            .unwrap_or(0);
+        let d = c.hidden_size as u64;
+        let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
         let table = (c.vocab_size as u64) * d;
         let weights = F32.saturating_mul((2 * layer).max(3 * table));
         let per_window = F32 * (len as u64) * d;

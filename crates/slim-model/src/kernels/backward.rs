@@ -121,44 +121,6 @@ pub(crate) fn silu_mul_backward(gu: &[f32], dg: &[f32], f: usize) -> Vec<f32> {
     out
 }
 
-/// Causal attention as [`super::cpu::causal_attention`] computes it, also returning the
-/// probabilities (`[batch, hq, q_len, kv_len]`, zero above the diagonal) for the backward pass.
-pub(crate) fn attention_with_probs(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_head_of: &[usize],
-    d: AttnDims,
-    scale: f32,
-) -> (Vec<f32>, Vec<f32>) {
-    let AttnDims { batch, q_len: tq, kv_len: tk, head_dim: dh } = d;
-    let hq = kv_head_of.len();
-    let (qw, kw) = (hq * dh, k.len() / (batch * tk).max(1));
-    let mut probs = vec![0f32; batch * hq * tq * tk];
-    let heads: Vec<Vec<f32>> = probs
-        .par_chunks_mut((tq * tk).max(1))
-        .enumerate()
-        .map(|(task, p)| {
-            let (b, h) = (task / hq, task % hq);
-            let j = kv_head_of[h];
-            let mut out = vec![0f32; tq * dh];
-            super::cpu::head_attention(
-                &q[b * tq * qw + h * dh..],
-                qw,
-                &k[b * tk * kw + j * dh..],
-                &v[b * tk * kw + j * dh..],
-                kw,
-                d,
-                scale,
-                p,
-                &mut out,
-            );
-            out
-        })
-        .collect();
-    (super::cpu::scatter_heads(&heads, batch, tq, hq, dh), probs)
-}
-
 /// Gradients of causal attention with respect to `q`, `k` and `v` (layouts of
 /// [`super::cpu::causal_attention`]) for the output gradient `dz` (`[batch·q_len, hq·dh]`),
 /// from the forward pass's probabilities. Query heads that share a KV head add their key and

@@ -226,29 +226,46 @@ pub(crate) fn causal_attention(
     d: AttnDims,
     scale: f32,
 ) -> Vec<f32> {
+    attend(q, k, v, kv_head_of, d, scale, false).0
+}
+
+/// [`causal_attention`], and with `keep_probs` also its probabilities (`[batch, hq, q_len,
+/// kv_len]`, zero above the diagonal; empty without), which the backward pass reads.
+pub(crate) fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_head_of: &[usize],
+    d: AttnDims,
+    scale: f32,
+    keep_probs: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let AttnDims { batch, q_len: tq, kv_len: tk, head_dim: dh } = d;
     let hq = kv_head_of.len();
     if batch * tq * hq * dh == 0 {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let (qw, kw) = (hq * dh, k.len() / (batch * tk).max(1));
     assert!(tk >= tq, "attention: {tk} keys for {tq} queries");
     assert_eq!(q.len(), batch * tq * qw, "attention: query buffer size");
     assert_eq!(k.len(), v.len(), "attention: key and value buffer sizes differ");
     assert!(kv_head_of.iter().all(|&j| (j + 1) * dh <= kw), "attention: KV head out of range");
-    let heads: Vec<Vec<f32>> = (0..batch * hq)
-        .into_par_iter()
-        .map(|task| {
-            let (b, h) = (task / hq, task % hq);
-            let j = kv_head_of[h];
-            let mut scores = vec![0f32; tq * tk];
-            let mut out = vec![0f32; tq * dh];
-            let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
-            head_attention(q0, qw, k0, v0, kw, d, scale, &mut scores, &mut out);
-            out
-        })
-        .collect();
-    scatter_heads(&heads, batch, tq, hq, dh)
+    let head = |task: usize, scores: &mut [f32]| -> Vec<f32> {
+        let (b, h) = (task / hq, task % hq);
+        let j = kv_head_of[h];
+        let mut out = vec![0f32; tq * dh];
+        let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
+        head_attention(q0, qw, k0, v0, kw, d, scale, scores, &mut out);
+        out
+    };
+    let mut probs = Vec::new();
+    let heads: Vec<Vec<f32>> = if keep_probs {
+        probs = vec![0f32; batch * hq * tq * tk];
+        probs.par_chunks_mut(tq * tk).enumerate().map(|(task, p)| head(task, p)).collect()
+    } else {
+        (0..batch * hq).into_par_iter().map(|task| head(task, &mut vec![0f32; tq * tk])).collect()
+    };
+    (scatter_heads(&heads, batch, tq, hq, dh), probs)
 }
 
 /// One (sequence, head) of [`causal_attention`]: `q0` starts at the head's first query value

@@ -221,7 +221,7 @@ impl<B: Backend> Llama<B> {
         drop(qkv);
         let dims = AttnDims { batch: b, q_len: t, kv_len: t, head_dim: dh };
         let scale = 1.0 / (dh as f32).sqrt();
-        let (z, probs) = bw::attention_with_probs(&q, &k, &v, &layer.shape.kv_head_of, dims, scale);
+        let (z, probs) = cpu::attend(&q, &k, &v, &layer.shape.kv_head_of, dims, scale, true);
         let (o, kept_o) = group_forward(&layer.o, &z, qw, &o_slots, s)?;
         let h: Vec<f32> = xs.iter().zip(&o).map(|(x, o)| x + o).collect();
         drop(o);
