@@ -178,15 +178,48 @@ impl<'a> Footprint<'a> {
     /// a group of `windows` windows of `len` tokens (at most about `STREAM_ACTIVATION_BYTES`); and one batch's
     /// pass.
     pub(crate) fn streamed(&self, batch: usize, len: usize, windows: usize) -> u64 {
+        let per_window = F32 * (len as u64) * self.cfg.hidden_size as u64;
+        let hidden = self.streamed_hidden(per_window.saturating_mul(windows as u64), per_window * batch as u64);
+        self.streamed_peak(hidden, self.forward(batch, len))
+    }
+
+    /// Peak bytes of a pass that holds one decoder layer at a time, with `hidden` bytes of hidden states held
+    /// across the layers and `pass` bytes for its largest batch: the process's base, the largest weights held at
+    /// once (a layer read from the files, its host copy in f32 beside the runtime's, or the embedding / the
+    /// lm_head with its transposed copy), the hidden states and the pass.
+    pub(crate) fn streamed_peak(&self, hidden: u64, pass: u64) -> u64 {
         let c = self.cfg;
-        let d = c.hidden_size as u64;
         let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
-        let table = (c.vocab_size as u64) * d;
+        let table = (c.vocab_size as u64) * c.hidden_size as u64;
         let weights = F32.saturating_mul((2 * layer).max(3 * table));
-        let per_window = F32 * (len as u64) * d;
-        let cap = (slim_eval::STREAM_ACTIVATION_BYTES as u64).max(per_window.saturating_mul(batch as u64));
-        let hidden = per_window.saturating_mul(windows as u64).min(cap);
-        PROCESS_BASE.saturating_add(weights).saturating_add(hidden).saturating_add(self.forward(batch, len))
+        PROCESS_BASE.saturating_add(weights).saturating_add(hidden).saturating_add(pass)
+    }
+
+    /// Hidden states a streamed pass holds: all of them (`total` bytes) or, when that exceeds
+    /// `slim_eval::STREAM_ACTIVATION_BYTES`, a group of at most that many, or of one batch (`batch` bytes) if larger.
+    pub(crate) fn streamed_hidden(&self, total: u64, batch: u64) -> u64 {
+        total.min((slim_eval::STREAM_ACTIVATION_BYTES as u64).max(batch))
+    }
+
+    /// [`Footprint::cached_pass`] of a pass that holds one layer's keys and values (the largest layer's) instead
+    /// of every layer's: a streamed pass builds each layer's cache while that layer runs and drops it after.
+    pub(crate) fn cached_layer_pass(&self, batch: usize, past: usize, new: usize, logit_positions: usize) -> u64 {
+        self.layer_kv_cache(batch, past.saturating_add(new)).saturating_add(self.pass(
+            batch,
+            past,
+            new,
+            logit_positions,
+            false,
+        ))
+    }
+
+    /// The keys and values of the widest layer for `batch` sequences of `positions`, in f32.
+    pub(crate) fn layer_kv_cache(&self, batch: usize, positions: usize) -> u64 {
+        if !self.host {
+            return 0;
+        }
+        let width = self.cfg.layers.iter().map(|l| (2 * l.num_kv_heads * self.cfg.head_dim) as u64).max().unwrap_or(0);
+        F32.saturating_mul(width).saturating_mul(batch as u64).saturating_mul(positions as u64)
     }
 
     /// Bytes beyond the weights of one uncached forward pass over `batch × len` tokens that returns all logits.

@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use burn_tensor::backend::Backend;
 use serde_json::{json, Map, Value};
 use slim_data::zeroshot::{McDoc, PaperMetric, Task};
-use slim_eval::zeroshot::{aggregate, batch_shapes, score_tasks, tokenize_doc, Loglik, Progress, TaskScore, TokDoc};
-use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
+use slim_eval::zeroshot::{
+    aggregate, batch_shapes, score_tasks_streamed, tokenize_doc, Loglik, Progress, TaskScore, TokDoc,
+};
+use slim_model::{burn_tensor, dispatch, BackendRun, Tokenizer};
 use std::path::PathBuf;
 
 /// Arguments of `slimllm eval zeroshot`.
@@ -89,7 +91,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
             let longest = td.groups.iter().map(|(c, k)| c.len() + k.iter().map(|x| x.1.len()).max().unwrap_or(0)).max();
             preflight::check_positions(&cfg, longest.unwrap_or(0), &format!("{t} document {}", d.doc_id))?;
         }
-        let task_peak = fp.peak(zeroshot_pass(&fp, &toks, cfg.vocab_size));
+        let task_peak = zeroshot_peak(&fp, &toks, &cfg);
         if let Some((d, td)) = docs.iter().zip(&toks).max_by_key(|(_, td)| td.tokens()) {
             let what = format!("scoring {t} (its longest document, {}, runs {} tokens)", d.doc_id, td.tokens());
             preflight::check_fits(&what, task_peak)?;
@@ -128,7 +130,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         _ => None,
     };
     let t0 = std::time::Instant::now();
-    let job = Job { model: &a.model, work: &work, todo: &todo, log, progress: crate::progress(g) };
+    let job = Job { model: &a.model, cfg: &cfg, work: &work, todo: &todo, log, progress: crate::progress(g) };
     let new = dispatch(g.backend, job)?;
     let secs = t0.elapsed().as_secs_f64();
     let tokens: usize = work.iter().zip(&todo).flat_map(|(w, todo)| todo.iter().map(|&i| w.2[i].tokens())).sum();
@@ -194,16 +196,27 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
     emit_json(&v, a.out.as_deref())
 }
 
-/// Bytes beyond the weights of scoring `docs`: the largest batch of [`batch_shapes`]: its context pass, then, while
-/// its cache and first-token logits live, each continuation chunk on its own copy of the cache.
-fn zeroshot_pass(fp: &Footprint, docs: &[TokDoc], vocab: usize) -> u64 {
-    let batch = |s: &slim_eval::zeroshot::BatchShape| {
-        let context = fp.cached_pass(s.groups, 0, s.context, 1);
-        let held = fp.kv_cache(s.groups, s.context).saturating_add(4 * (s.groups * vocab) as u64);
-        let chunks = s.chunks.iter().map(|&(rows, w)| fp.cached_pass(rows, s.context, w, w)).max().unwrap_or(0);
-        context.max(held.saturating_add(chunks))
+/// Peak bytes of scoring `docs` one layer at a time ([`score_tasks_streamed`]): the hidden states of a group of
+/// the batches of [`batch_shapes`] held across the layers, and the largest batch's pass: its context pass through
+/// one layer, then, while that layer's keys and values live, each continuation chunk on its own copy of them; or,
+/// after the last layer, its first-token logits beside a chunk's.
+fn zeroshot_peak(fp: &Footprint, docs: &[TokDoc], cfg: &slim_checkpoint::ModelConfig) -> u64 {
+    let shapes = batch_shapes(docs);
+    let hidden_bytes = |s: &slim_eval::zeroshot::BatchShape| {
+        let positions = s.groups * s.context + s.chunks.iter().map(|&(rows, w)| rows * w).sum::<usize>();
+        4 * (positions * cfg.hidden_size) as u64
     };
-    batch_shapes(docs).iter().map(batch).max().unwrap_or(0)
+    let total = shapes.iter().map(hidden_bytes).sum();
+    let largest = shapes.iter().map(hidden_bytes).max().unwrap_or(0);
+    let batch = |s: &slim_eval::zeroshot::BatchShape| {
+        let context = fp.cached_layer_pass(s.groups, 0, s.context, 1);
+        let kv = fp.layer_kv_cache(s.groups, s.context);
+        let chunks = s.chunks.iter().map(|&(rows, w)| fp.cached_layer_pass(rows, s.context, w, w)).max().unwrap_or(0);
+        let first = 4 * (s.groups * cfg.vocab_size) as u64;
+        context.max(kv.saturating_add(chunks)).max(first.saturating_add(chunks))
+    };
+    let pass = shapes.iter().map(batch).max().unwrap_or(0);
+    fp.streamed_peak(fp.streamed_hidden(total, largest), pass)
 }
 
 /// The unweighted mean over the paper's seven tasks of the metric it reports for each, from a results object
@@ -222,6 +235,7 @@ pub(crate) fn paper_average(results: &Value) -> Value {
 
 struct Job<'a> {
     model: &'a std::path::Path,
+    cfg: &'a slim_checkpoint::ModelConfig,
     work: &'a [(Task, Vec<McDoc>, Vec<TokDoc>)],
     /// Per task, the documents to score.
     todo: &'a [Vec<usize>],
@@ -233,7 +247,9 @@ impl BackendRun for Job<'_> {
     /// Per task, the scores of its `todo` documents in that order.
     type Output = Vec<Vec<Vec<Loglik>>>;
     fn run<B: Backend>(mut self, device: B::Device) -> Result<Self::Output> {
-        let model = Llama::<B>::load(self.model, &device)?;
+        // One decoder layer in memory at a time: models larger than the memory are scored too.
+        let src = slim_checkpoint::WeightSource::open(self.model)?;
+        let cfg = self.cfg;
         let requests =
             self.work.iter().zip(self.todo).map(|(w, todo)| todo.iter().map(|&i| w.2[i].requests).sum::<usize>()).sum();
         let mut progress = Progress::new(requests, self.progress);
@@ -245,7 +261,7 @@ impl BackendRun for Job<'_> {
             let chunk = if self.log.is_some() { CHUNK } else { todo.len().max(1) };
             for part in todo.chunks(chunk) {
                 let part_toks: Vec<TokDoc> = part.iter().map(|&i| toks[i].clone()).collect();
-                let s = score_tasks(&model, &[(t.name(), &part_toks[..])], &mut progress)?
+                let s = score_tasks_streamed::<B>(&src, cfg, &[(t.name(), &part_toks[..])], &mut progress, &device)?
                     .pop()
                     .expect("one task in, one out");
                 if let Some(log) = &mut self.log {

@@ -322,3 +322,45 @@ fn eval_ppl_streams_a_model_larger_than_the_memory() {
     assert_eq!(v["windows"], 6);
     assert_eq!(v["ppl"].as_f64().unwrap().to_bits(), whole.ppl.to_bits(), "{v} vs {}", whole.ppl);
 }
+
+/// `eval zeroshot` reads one decoder layer at a time: a model whose whole-model estimate exceeds the memory it is
+/// told it has is scored, and every request's log-likelihood equals the whole model's in this process to the bit.
+#[test]
+fn eval_zeroshot_streams_a_model_larger_than_the_memory() {
+    let (_tmp, root) = setup();
+    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
+    let big = root.join("big");
+    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
+    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let samples = root.join("s.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
+        .args(["--quiet", "eval", "zeroshot", "--tasks", "boolq", "--model"])
+        .arg(&big)
+        .arg("--samples")
+        .arg(&samples)
+        .arg("--data-root")
+        .arg(root.join("data"))
+        .env("SLIMLLM_MEM_AVAILABLE", "250M")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let docs = slim_data::zeroshot::Task::Boolq.load(&root.join("data"), None).unwrap();
+    let tok = slim_model::Tokenizer::load(&big).unwrap();
+    let eot = cfg.eos_token_id.or(cfg.bos_token_id).unwrap_or(0);
+    let toks: Vec<_> = docs.iter().map(|d| slim_eval::zeroshot::tokenize_doc(&tok, d, eot).unwrap()).collect();
+    let model = slim_model::Llama::<slim_model::Cpu>::from_weights(cfg, &w, &Default::default()).unwrap();
+    let mut progress = slim_eval::zeroshot::Progress::new(0, false);
+    let whole = slim_eval::zeroshot::score_tasks(&model, &[("boolq", &toks[..])], &mut progress).unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&samples).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    for (line, want) in lines.iter().zip(&whole[0]) {
+        let got: Vec<f64> = line["lls"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let want: Vec<f64> = want.iter().map(|l| l.ll).collect();
+        assert_eq!(
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}

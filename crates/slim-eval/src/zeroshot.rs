@@ -83,7 +83,7 @@ pub fn score_doc<B: Backend>(model: &Llama<B>, doc: &TokDoc) -> Result<Vec<Logli
 
 /// One context group of one document.
 #[derive(Clone, Copy)]
-struct Unit {
+pub(crate) struct Unit {
     doc: usize,
     group: usize,
 }
@@ -100,56 +100,88 @@ const CONTINUATION_POSITIONS: usize = 1024;
 /// where one padded pass per batch padded 0.70 M (against 1.65 M real context and continuation positions).
 const MIN_FILL: f64 = 0.8;
 
-/// Scores `units` (all of whose contexts have the same length) of `docs` in one context pass and one
-/// continuation pass per chunk of similar-length continuations, storing each request's result in
-/// `out[doc][request]`.
-fn score_units<B: Backend>(
-    model: &Llama<B>,
-    docs: &[TokDoc],
-    units: &[Unit],
-    out: &mut [Vec<Option<Loglik>>],
-) -> Result<()> {
-    let groups: Vec<_> = units.iter().map(|u| &docs[u.doc].groups[u.group]).collect();
-    let c = groups[0].0.len();
-    ensure!(groups.iter().all(|g| g.0.len() == c), "contexts of one batch must have one length");
-    let b = groups.len();
-    let ids: Vec<u32> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
-    let mut cache = model.new_cache(b);
-    let h = model.hidden_cached(model.ids_tensor(&ids, b, c)?, &mut cache)?;
-    let d = h.dims()[2];
-    // Row g predicts the first token of each continuation of group g.
-    let first = host_rows(model.logits(h.slice([0..b, c - 1..c, 0..d])))?;
-    let v = first.len() / b;
-    // One row per request: its group, its index in the document, its continuation.
-    let rows: Vec<(usize, usize, &Vec<u32>)> =
-        groups.iter().enumerate().flat_map(|(g, grp)| grp.1.iter().map(move |(r, k)| (g, *r, k))).collect();
-    // Longest continuations first; each chunk runs all but its rows' last tokens on its rows' cache, padded at
-    // the end to the chunk's longest (padding after a row's tokens cannot change them under causal attention).
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(rows[i].2.len()));
-    let widths: Vec<usize> = order.iter().map(|&i| rows[i].2.len() - 1).collect();
-    for span in continuation_chunks(&widths, CONTINUATION_POSITIONS, MIN_FILL) {
-        let members = &order[span.clone()];
-        let w = widths[span.start];
-        let rest = if w > 0 {
-            let mut ids = Vec::with_capacity(members.len() * w);
-            for &i in members {
-                let k = rows[i].2;
-                ids.extend_from_slice(&k[..k.len() - 1]);
-                ids.extend(std::iter::repeat_n(k[0], w - (k.len() - 1)));
-            }
-            let sel: Vec<usize> = members.iter().map(|&i| rows[i].0).collect();
-            let mut cache = cache.select(&sel)?;
-            let h = model.hidden_cached(model.ids_tensor(&ids, members.len(), w)?, &mut cache)?;
-            host_rows(model.logits(h))?
-        } else {
-            Vec::new()
-        };
-        let scored: Vec<Loglik> = members
+/// One batch of context groups as the model sees it: the contexts (`groups × context` ids, no padding) and, for
+/// each chunk of similar-length continuations, the ids that run on copies of the contexts' cache.
+pub(crate) struct BatchPlan<'a> {
+    units: &'a [Unit],
+    /// One row per request: its group in the batch, its index in the document, its continuation.
+    rows: Vec<(usize, usize, &'a [u32])>,
+    /// Context groups.
+    pub(crate) groups: usize,
+    /// Their common context length.
+    pub(crate) context: usize,
+    /// The contexts, `groups × context`.
+    pub(crate) ids: Vec<u32>,
+    pub(crate) chunks: Vec<ChunkPlan>,
+}
+
+/// Continuations that run together: all but their last tokens, right-padded to the longest (`width`).
+pub(crate) struct ChunkPlan {
+    /// Indexes into the plan's rows.
+    members: Vec<usize>,
+    /// Positions each row runs (0: only the first-token logits are needed, and no pass runs).
+    pub(crate) width: usize,
+    /// `members × width` ids.
+    pub(crate) ids: Vec<u32>,
+    /// For each member, its context group: the rows of the cache it continues.
+    pub(crate) sel: Vec<usize>,
+}
+
+impl<'a> BatchPlan<'a> {
+    /// The plan of `units` (all of whose contexts have the same length) of `docs`. Longest continuations come
+    /// first; each chunk runs all but its rows' last tokens on its rows' cache, padded at the end to the chunk's
+    /// longest (padding after a row's tokens cannot change them under causal attention).
+    pub(crate) fn new(docs: &'a [TokDoc], units: &'a [Unit]) -> Result<Self> {
+        let groups: Vec<_> = units.iter().map(|u| &docs[u.doc].groups[u.group]).collect();
+        let c = groups[0].0.len();
+        ensure!(groups.iter().all(|g| g.0.len() == c), "contexts of one batch must have one length");
+        let ids: Vec<u32> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
+        let rows: Vec<(usize, usize, &[u32])> =
+            groups.iter().enumerate().flat_map(|(g, grp)| grp.1.iter().map(move |(r, k)| (g, *r, &k[..]))).collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(rows[i].2.len()));
+        let widths: Vec<usize> = order.iter().map(|&i| rows[i].2.len() - 1).collect();
+        let chunks = continuation_chunks(&widths, CONTINUATION_POSITIONS, MIN_FILL)
+            .into_iter()
+            .map(|span| {
+                let members = order[span.clone()].to_vec();
+                let width = widths[span.start];
+                let mut ids = Vec::with_capacity(members.len() * width);
+                if width > 0 {
+                    for &i in &members {
+                        let k = rows[i].2;
+                        ids.extend_from_slice(&k[..k.len() - 1]);
+                        ids.extend(std::iter::repeat_n(k[0], width - (k.len() - 1)));
+                    }
+                }
+                let sel = members.iter().map(|&i| rows[i].0).collect();
+                ChunkPlan { members, width, ids, sel }
+            })
+            .collect();
+        Ok(Self { units, rows, groups: groups.len(), context: c, ids, chunks })
+    }
+
+    /// Requests the plan scores.
+    pub(crate) fn requests(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Floats of the hidden states of its passes: the contexts and every chunk.
+    pub(crate) fn hidden_positions(&self) -> usize {
+        self.groups * self.context + self.chunks.iter().map(|c| c.ids.len()).sum::<usize>()
+    }
+
+    /// Scores the rows of `chunk` from the first-token logits of every group (`first`, `groups × vocab`) and the
+    /// chunk's logits (`rest`, `members × width × vocab`), storing each in `out[doc][request]`.
+    pub(crate) fn finish_chunk(&self, chunk: &ChunkPlan, first: &[f32], rest: &[f32], out: &mut [Vec<Option<Loglik>>]) {
+        let v = first.len() / self.groups;
+        let w = chunk.width;
+        let scored: Vec<Loglik> = chunk
+            .members
             .par_iter()
             .enumerate()
             .map(|(m, &i)| {
-                let (g, _, k) = rows[i];
+                let (g, _, k) = self.rows[i];
                 let row0 = &first[g * v..(g + 1) * v];
                 let mut ll = -token_nll(row0, k[0] as usize);
                 let mut greedy = argmax(row0) == k[0] as usize;
@@ -161,10 +193,38 @@ fn score_units<B: Backend>(
                 Loglik { ll, greedy }
             })
             .collect();
-        for (&i, s) in members.iter().zip(scored) {
-            let (g, r, _) = rows[i];
-            out[units[g].doc][r] = Some(s);
+        for (&i, s) in chunk.members.iter().zip(scored) {
+            let (g, r, _) = self.rows[i];
+            out[self.units[g].doc][r] = Some(s);
         }
+    }
+}
+
+/// Scores `units` (all of whose contexts have the same length) of `docs` in one context pass and one
+/// continuation pass per chunk of similar-length continuations, storing each request's result in
+/// `out[doc][request]`.
+fn score_units<B: Backend>(
+    model: &Llama<B>,
+    docs: &[TokDoc],
+    units: &[Unit],
+    out: &mut [Vec<Option<Loglik>>],
+) -> Result<()> {
+    let plan = BatchPlan::new(docs, units)?;
+    let (b, c) = (plan.groups, plan.context);
+    let mut cache = model.new_cache(b);
+    let h = model.hidden_cached(model.ids_tensor(&plan.ids, b, c)?, &mut cache)?;
+    let d = h.dims()[2];
+    // Row g predicts the first token of each continuation of group g.
+    let first = host_rows(model.logits(h.slice([0..b, c - 1..c, 0..d])))?;
+    for chunk in &plan.chunks {
+        let rest = if chunk.width > 0 {
+            let mut cache = cache.select(&chunk.sel)?;
+            let h = model.hidden_cached(model.ids_tensor(&chunk.ids, chunk.sel.len(), chunk.width)?, &mut cache)?;
+            host_rows(model.logits(h))?
+        } else {
+            Vec::new()
+        };
+        plan.finish_chunk(chunk, &first, &rest, out);
     }
     Ok(())
 }
@@ -191,11 +251,11 @@ fn continuation_chunks(widths: &[usize], max_positions: usize, min_fill: f64) ->
     out
 }
 
-fn collect(scores: Vec<Option<Loglik>>) -> Result<Vec<Loglik>> {
+pub(crate) fn collect(scores: Vec<Option<Loglik>>) -> Result<Vec<Loglik>> {
     scores.into_iter().enumerate().map(|(i, s)| s.with_context(|| format!("request {i} was not scored"))).collect()
 }
 
-fn host_rows<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
+pub(crate) fn host_rows<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
     t.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))
 }
 
@@ -301,7 +361,7 @@ pub fn score_tasks<B: Backend>(
 /// The context groups of `docs` in the batches [`score_tasks`] runs: sorted by context length (longest first), a
 /// batch holds groups of one context length, up to [`CONTEXT_TOKENS`] tokens and [`MAX_GROUPS`] groups (a single
 /// longer context is a batch of its own).
-fn context_batches(docs: &[TokDoc]) -> Vec<Vec<Unit>> {
+pub(crate) fn context_batches(docs: &[TokDoc]) -> Vec<Vec<Unit>> {
     let mut units: Vec<Unit> = docs
         .iter()
         .enumerate()
@@ -360,7 +420,9 @@ pub fn batch_shapes(docs: &[TokDoc]) -> Vec<BatchShape> {
 }
 
 mod progress;
+mod streamed;
 pub use progress::Progress;
+pub use streamed::score_tasks_streamed;
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ mod tokenizer;
 pub use backend::{dispatch, BackendKind, BackendRun, Cpu};
 pub use grad::{taylor_sums, LayerTaylorSums, TaylorSums};
 pub use lora::{LayerLora, LoraWeights};
-pub use runtime::{host_to_tensor, tensor_to_host, KvCache, Llama};
+pub use runtime::{host_to_tensor, tensor_to_host, KvCache, LayerKv, Llama};
 pub use slim_checkpoint::synthetic::SplitMix;
 pub use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 pub use taps::{LayerTaps, TapSet};

@@ -10,7 +10,10 @@ use slim_checkpoint::layout::{Activation, Global, LayerNorm, NormKind, Proj};
 use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
 use std::path::Path;
 
+mod kv_cache;
 mod lora_grad;
+
+pub use kv_cache::{KvCache, LayerKv};
 
 /// A linear map stored transposed (`[in, out]`) so that `x @ wt` needs no transpose.
 struct Linear<B: Backend> {
@@ -390,7 +393,7 @@ impl<B: Backend> Llama<B> {
         x: Tensor<B, 3>,
         taps: TapSet,
         out: &mut LayerTaps<B>,
-        cache: Option<&mut LayerCache<B>>,
+        cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 3> {
         let layer = self.layer(l);
         let [b, t, d] = x.dims();
@@ -400,7 +403,7 @@ impl<B: Backend> Llama<B> {
         if taps.attn_in {
             out.attn_in = Some(a.clone());
         }
-        let start = cache.as_ref().map_or(0, |c| c.len);
+        let start = cache.as_ref().map_or(0, |c| c.len());
         let rope = RopeTables::<B>::new(start, t, dh, self.cfg.rope_theta, &self.device);
         let (qw, kw) = (layer.shape.num_heads * dh, layer.shape.num_kv_heads * dh);
         let lora = layer.lora.as_ref();
@@ -423,7 +426,7 @@ impl<B: Backend> Llama<B> {
 
     /// An empty KV cache for `batch` sequences.
     pub fn new_cache(&self, batch: usize) -> KvCache<B> {
-        KvCache { batch, layers: (0..self.layers.len()).map(|_| LayerCache { k: None, v: None, len: 0 }).collect() }
+        KvCache::new(batch, self.layers.len())
     }
 
     /// Logits of `ids`, which continue the sequences whose keys and values `cache` holds
@@ -444,20 +447,34 @@ impl<B: Backend> Llama<B> {
     /// ids: `[batch, new]` → `[batch, new, d]`
     pub fn hidden_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let [b, _] = ids.dims();
-        ensure!(b == cache.batch, "a cache for {} sequences was given {b}", cache.batch);
+        ensure!(b == cache.batch(), "a cache for {} sequences was given {b}", cache.batch());
         ensure!(
-            cache.layers.len() == self.layers.len(),
+            cache.layers_mut().len() == self.layers.len(),
             "the cache has {} layers, the model {}",
-            cache.layers.len(),
+            cache.layers_mut().len(),
             self.layers.len()
         );
         let mut x = self.embed(ids);
-        for (l, c) in cache.layers.iter_mut().enumerate() {
-            let mut taps = LayerTaps::empty();
-            let h = self.attention(l, x, TapSet::NONE, &mut taps, Some(c));
-            x = self.mlp_block(l, h, TapSet::NONE, &mut taps);
+        for (l, c) in cache.layers_mut().iter_mut().enumerate() {
+            x = self.layer_cached(l, x, c)?;
         }
         Ok(x)
+    }
+
+    /// Decoder layer `l` alone over new positions that follow those whose keys and values `cache`
+    /// holds for this layer (empty for a prompt); the new keys and values are appended. Running
+    /// every layer in turn, each with its own cache, is [`Llama::hidden_cached`] after the
+    /// embedding, operation for operation: so a pass can hold one layer's weights at a time
+    /// (`slim_eval::zeroshot::score_tasks_streamed`).
+    ///
+    /// # Shapes
+    /// x: `[batch, new, d]` → `[batch, new, d]`
+    pub fn layer_cached(&self, l: usize, x: Tensor<B, 3>, cache: &mut LayerKv<B>) -> Result<Tensor<B, 3>> {
+        let [b, _, _] = x.dims();
+        ensure!(b == cache.batch(), "layer {l}: a cache for {} sequences was given {b}", cache.batch());
+        let mut taps = LayerTaps::empty();
+        let h = self.attention(l, x, TapSet::NONE, &mut taps, Some(cache));
+        Ok(self.mlp_block(l, h, TapSet::NONE, &mut taps))
     }
 
     /// The MLP half of layer `l` with its residual: `h + mlp(norm(h))`.
@@ -503,70 +520,5 @@ impl<B: Backend> Llama<B> {
         match self.activation {
             Activation::SiluGlu => kernels::silu_mul(gate_up),
         }
-    }
-}
-
-/// Keys and values of every layer for positions already processed, per sequence.
-pub struct KvCache<B: Backend> {
-    batch: usize,
-    layers: Vec<LayerCache<B>>,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |c| c.len)
-    }
-
-    /// True before the first call.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Sequences held.
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// A cache whose sequence `i` is sequence `rows[i]` of this one (rows may repeat): the
-    /// continuations of shared prefixes then cost one pass over each prefix.
-    pub fn select(&self, rows: &[usize]) -> Result<KvCache<B>> {
-        ensure!(!rows.is_empty(), "selecting no sequence of a cache");
-        ensure!(rows.iter().all(|&r| r < self.batch), "row out of range for a cache of {} sequences", self.batch);
-        let sel = |t: &Option<Tensor<B, 3>>| {
-            t.clone().map(|t| {
-                let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
-                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &t.device());
-                t.select(0, idx)
-            })
-        };
-        let layers = self.layers.iter().map(|c| LayerCache { k: sel(&c.k), v: sel(&c.v), len: c.len }).collect();
-        Ok(KvCache { batch: rows.len(), layers })
-    }
-}
-
-struct LayerCache<B: Backend> {
-    /// `[batch, len, hk·dh]`, RoPE applied.
-    k: Option<Tensor<B, 3>>,
-    v: Option<Tensor<B, 3>>,
-    len: usize,
-}
-
-impl<B: Backend> LayerCache<B> {
-    /// Appends `t` new positions and returns all keys and values token-major with their count.
-    ///
-    /// # Shapes
-    /// k, v: `[batch, t, w]` → `[batch·(len + t), w]` each
-    fn append(&mut self, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (Tensor<B, 2>, Tensor<B, 2>, usize) {
-        let [b, t, w] = k.dims();
-        let cat = |old: Option<Tensor<B, 3>>, new: Tensor<B, 3>| match old {
-            Some(o) => Tensor::cat(vec![o, new], 1),
-            None => new,
-        };
-        let (k, v) = (cat(self.k.take(), k), cat(self.v.take(), v));
-        self.len += t;
-        self.k = Some(k.clone());
-        self.v = Some(v.clone());
-        (k.reshape([b * self.len, w]), v.reshape([b * self.len, w]), self.len)
     }
 }
