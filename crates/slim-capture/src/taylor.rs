@@ -8,26 +8,26 @@
 use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
 use slim_artifact::schema::{TaylorLayer, TaylorStats};
-use slim_checkpoint::{ModelConfig, Weights};
+use slim_checkpoint::{LayerSource, ModelConfig};
 use slim_model::LayerTaylorSums;
 
 /// Windows per backward pass: bounds the lm_head's `[chunk·seq_len, vocab]` logits and their
 /// gradient (about 100 MB each for 4 × 128 tokens of a 49k vocabulary).
 pub const TAYLOR_CHUNK: usize = 4;
 
-/// The Taylor statistics of the dense model `cfg`/`w` on `n_windows × seq_len` ids.
+/// The Taylor statistics of the dense model `cfg` (its weights read from `src`, one layer at a time) on `n_windows × seq_len` ids.
 /// `on_layer(l)` is called as each layer's backward pass ends (top layer first).
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_stats<B: Backend>(
     cfg: &ModelConfig,
-    w: &Weights,
+    src: &dyn LayerSource,
     ids: &[u32],
     n_windows: usize,
     seq_len: usize,
     device: &B::Device,
     on_layer: &mut dyn FnMut(usize),
 ) -> Result<TaylorStats> {
-    let sums = slim_model::taylor_sums::<B>(cfg.clone(), w, ids, n_windows, seq_len, TAYLOR_CHUNK, device, on_layer)?;
+    let sums = slim_model::taylor_sums::<B>(cfg.clone(), src, ids, n_windows, seq_len, TAYLOR_CHUNK, device, on_layer)?;
     let layers = sums.layers.iter().enumerate().map(|(l, s)| reduce(cfg, l, s)).collect::<Result<Vec<_>>>()?;
     let stats = TaylorStats { loss: sums.loss, layers };
     stats.validate().map_err(anyhow::Error::msg)?;

@@ -22,7 +22,7 @@ pub mod weights;
 
 pub use config::{Arch, LayerShape, ModelConfig};
 pub use dtype::WeightDtype;
-pub use source::WeightSource;
+pub use source::{LayerSource, WeightSource};
 pub use tensor::HostTensor;
 pub use tokenizer_json::{check_vocab, load_model_tokenizer, load_tokenizer_json, parse_tokenizer_json};
 pub use weights::{save_model_dir, save_model_dir_with, Weights};

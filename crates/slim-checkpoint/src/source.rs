@@ -218,3 +218,39 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     f.seek(SeekFrom::Start(offset))?;
     f.read_exact(buf)
 }
+
+/// Where a stage that works one layer at a time gets a model's tensors: the files ([`WeightSource`], read on
+/// demand) or weights already in memory ([`Weights`], copied out), so that the same code serves both.
+pub trait LayerSource {
+    /// The tensors of decoder layer `l` of a model with `cfg`, as [`Weights`] holding nothing else.
+    fn layer(&self, cfg: &ModelConfig, l: usize) -> Result<Weights>;
+    /// A global tensor (embedding, final norm, lm_head) of a model with `cfg`.
+    fn global(&self, cfg: &ModelConfig, g: Global) -> Result<HostTensor>;
+}
+
+impl LayerSource for WeightSource {
+    fn layer(&self, cfg: &ModelConfig, l: usize) -> Result<Weights> {
+        self.read_layer(cfg, l)
+    }
+
+    fn global(&self, cfg: &ModelConfig, g: Global) -> Result<HostTensor> {
+        self.read_global(cfg, g)
+    }
+}
+
+impl LayerSource for Weights {
+    fn layer(&self, cfg: &ModelConfig, l: usize) -> Result<Weights> {
+        let mut w = Weights::new();
+        for t in layout::layer_tensors(cfg, l) {
+            let shape = t.shape(cfg).expect("layer_tensors keeps tensors with a shape");
+            let name = t.hf_name();
+            w.insert(name.clone(), self.get_shaped(&name, &shape)?.clone());
+        }
+        Ok(w)
+    }
+
+    fn global(&self, cfg: &ModelConfig, g: Global) -> Result<HostTensor> {
+        let shape = TensorId::Global(g).shape(cfg).ok_or_else(|| format_err!("this model has no `{}`", g.hf_name()))?;
+        Ok(self.get_shaped(g.hf_name(), &shape)?.clone())
+    }
+}

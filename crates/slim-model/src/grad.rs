@@ -7,9 +7,10 @@
 //! `labels = input_ids` gives it. The gradient is that of the whole loss, summed over all
 //! windows *before* `|g ⊙ W|` is taken, as one `loss.backward()` over the batch does.
 //!
-//! Backpropagation runs layer by layer (gradient checkpointing at layer boundaries), so
-//! that memory stays bounded by one layer's autodiff graph for one chunk of windows plus the
-//! `[n_windows, seq_len, d]` boundary activations:
+//! Backpropagation runs layer by layer (gradient checkpointing at layer boundaries), with one
+//! layer's weights loaded at a time (read from a [`LayerSource`]: the model's files or weights in
+//! memory), so that memory stays bounded by one layer and its autodiff graph for one chunk of
+//! windows plus the `[n_windows, seq_len, d]` boundary activations of every layer:
 //! 1. a forward pass without any graph stores each layer's input `h_l`;
 //! 2. the final norm and lm_head are differentiated for `g_L = ∂ℒ/∂h_L`, a chunk at a time;
 //! 3. from the top layer down, layer `l` is rerun on `h_l` with its weights tracked, and
@@ -24,7 +25,8 @@ use crate::taps::TapSet;
 use anyhow::{ensure, Context, Result};
 use burn_autodiff::Autodiff;
 use burn_tensor::{activation::log_softmax, backend::Backend, Int, Tensor, TensorData};
-use slim_checkpoint::{ModelConfig, Weights};
+use slim_checkpoint::layout::Global;
+use slim_checkpoint::{LayerSource, ModelConfig};
 
 /// `Σ |g ⊙ W|` of one decoder layer, summed along the dimension a structure shares.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +57,7 @@ pub struct TaylorSums {
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_sums<B: Backend>(
     cfg: ModelConfig,
-    w: &Weights,
+    src: &dyn LayerSource,
     ids: &[u32],
     n_windows: usize,
     seq_len: usize,
@@ -67,24 +69,32 @@ pub fn taylor_sums<B: Backend>(
     ensure!(seq_len >= 2, "the loss needs windows of at least 2 tokens, got {seq_len}");
     ensure!(n_windows >= 1 && chunk >= 1, "need at least one window and a chunk of at least one");
     ensure!(ids.len() == n_windows * seq_len, "{} ids for {n_windows}×{seq_len} windows", ids.len());
-    let mut model = Llama::<Ad<B>>::from_weights(cfg, w, device)?;
-    let n_layers = model.config().num_layers();
-    let vocab = model.config().vocab_size;
+    let n_layers = cfg.num_layers();
+    let vocab = cfg.vocab_size;
+    let mut model = Llama::<Ad<B>>::empty(cfg.clone(), device)?;
     let n_pred = (n_windows * (seq_len - 1)) as f64;
     let chunks: Vec<(usize, usize)> = (0..n_windows).step_by(chunk).map(|c| (c, chunk.min(n_windows - c))).collect();
 
-    // 1. Layer inputs, without a graph (no tensor requires a gradient yet).
+    // 1. Layer inputs, without a graph (no tensor requires a gradient yet), one layer loaded at a time.
     let mut bounds: Vec<Vec<Tensor<B, 3>>> = vec![Vec::with_capacity(chunks.len()); n_layers + 1];
+    model.load_embedding(&src.global(&cfg, Global::Embedding)?)?;
     for &(c0, nc) in &chunks {
-        let mut x = model.embed(model.ids_tensor(&ids[c0 * seq_len..(c0 + nc) * seq_len], nc, seq_len)?);
-        bounds[0].push(x.clone().inner());
-        for l in 0..n_layers {
-            x = model.layer_forward(l, x, TapSet::NONE).0;
-            bounds[l + 1].push(x.clone().inner());
+        let x = model.embed(model.ids_tensor(&ids[c0 * seq_len..(c0 + nc) * seq_len], nc, seq_len)?);
+        bounds[0].push(x.inner());
+    }
+    model.unload_embedding();
+    for l in 0..n_layers {
+        model.load_layer(l, &src.layer(&cfg, l)?)?;
+        for ci in 0..chunks.len() {
+            let x = Tensor::<Ad<B>, 3>::from_inner(bounds[l][ci].clone());
+            let y = model.layer_forward(l, x, TapSet::NONE).0;
+            bounds[l + 1].push(y.inner());
         }
+        model.unload_layer(l);
     }
 
     // 2. ∂ℒ/∂h_L through the final norm and lm_head.
+    model.load_output(&src.global(&cfg, Global::FinalNorm)?, &src.global(&cfg, Global::output(&cfg))?)?;
     let mut loss = 0.0;
     let mut up: Vec<Tensor<B, 3>> = Vec::with_capacity(chunks.len());
     for (ci, &(c0, nc)) in chunks.iter().enumerate() {
@@ -100,10 +110,12 @@ pub fn taylor_sums<B: Backend>(
         up.push(h.grad(&grads).context("no gradient reached the last layer's output")?);
     }
     ensure!(loss.is_finite(), "the calibration loss is not finite ({loss})");
+    let mut model = Llama::<Ad<B>>::empty(cfg.clone(), device)?;
 
-    // 3. Layer by layer, top down.
+    // 3. Layer by layer, top down, each layer read again.
     let mut layers = Vec::with_capacity(n_layers);
     for l in (0..n_layers).rev() {
+        model.load_layer(l, &src.layer(&cfg, l)?)?;
         for t in model.layer_weights_mut(l) {
             *t = t.clone().require_grad();
         }
@@ -131,9 +143,7 @@ pub fn taylor_sums<B: Backend>(
             gate_up_rows: host_sum(gu * wg, 0)?,
             down_cols: host_sum(down * wd, 1)?,
         });
-        for t in model.layer_weights_mut(l) {
-            *t = Tensor::from_inner(t.clone().inner());
-        }
+        model.unload_layer(l);
         on_layer(l);
     }
     layers.reverse();

@@ -15,7 +15,7 @@ use slim_artifact::schema::{LayerImportance, TaylorStats};
 use slim_artifact::Kind;
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{calibration_documents, layer_importance, random_windows, sample_windows};
-use slim_checkpoint::{ModelConfig, WeightSource, Weights};
+use slim_checkpoint::{ModelConfig, WeightSource};
 use slim_model::{Llama, Tokenizer};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -111,9 +111,8 @@ pub fn run_pipeline<B: Backend>(
     ensure!(ids.len() == nw * sl, "calibration entry holds {} tokens, expected {nw}×{sl}", ids.len());
 
     // The dense weights, read one layer at a time and only when an entry is computed: a full
-    // cache hit reads none. The Taylor capture still reads the whole model (`weights`).
+    // cache hit reads none. The Taylor capture reads each layer twice (forward, then backward).
     let src = LazySource::new(model_dir);
-    let mut weights: Option<Weights> = None;
     // Seconds spent reading weights and building models, reported as the `load` stage
     // (it is also inside the times of the stages that needed it).
     let load_s = Cell::new(0.0);
@@ -137,12 +136,10 @@ pub fn run_pipeline<B: Backend>(
     let taylor = match graph.taylor(calib_key)? {
         Some(d) => {
             let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
-                if weights.is_none() {
-                    weights = Some(timed(&load_s, || Weights::load(model_dir))?);
-                }
-                let w = weights.as_ref().expect("just loaded");
+                // One layer read at a time, twice: forward, then backward from the top.
+                let src = src.get()?;
                 let bar = layer_bar(progress, n_layers as u64, "gradients");
-                let t = slim_capture::taylor_stats::<B>(&dense_cfg, w, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
+                let t = slim_capture::taylor_stats::<B>(&dense_cfg, src, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
                 bar.finish_and_clear();
                 tracing::info!("Taylor capture: calibration loss {:.4}", t.loss);
                 Ok(t)
@@ -215,7 +212,6 @@ pub fn run_pipeline<B: Backend>(
         100.0 * plan.achieved
     );
 
-    drop(weights); // the Taylor capture's: the layer passes stream their own
 
     // Per-layer passes: every key first, then only what the store lacks (crate::layers).
     // Opening the source reads the files' headers only (the dtype the pruned model is stored in).

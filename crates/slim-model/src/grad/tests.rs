@@ -5,7 +5,7 @@ use super::*;
 use crate::tests::reference_logits;
 use crate::Cpu;
 use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
-use slim_checkpoint::LayerShape;
+use slim_checkpoint::{LayerShape, Weights};
 
 type Dev = burn_flex::FlexDevice;
 
@@ -160,4 +160,18 @@ fn gradients_match_finite_differences_of_the_f64_loss() {
     assert_close(&l0.down_cols, &down_cols, 2e-3, "down_proj columns");
     let o_cols = finite_difference_row_sums(&cfg, &w, "model.layers.1.self_attn.o_proj.weight", &ids, nw, sl, true);
     assert_close(&got.layers[1].o_cols, &o_cols, 2e-3, "o_proj columns");
+}
+
+/// Read from the model's files one layer at a time, the sums equal those from the weights in memory to the bit.
+#[test]
+fn sums_from_the_files_equal_sums_from_memory_to_the_bit() {
+    let (cfg, w) = SyntheticSpec::dense("qwen2", 3, 16, 4, 2, 4, 11, 29, 8).build();
+    let dir = tempfile::tempdir().unwrap();
+    slim_checkpoint::save_model_dir(dir.path(), &cfg, &w, dir.path()).unwrap();
+    let src = slim_checkpoint::WeightSource::open(dir.path()).unwrap();
+    let ids = ids_for(&cfg, 3 * 6, 9);
+    let from_files = taylor_sums::<Cpu>(cfg.clone(), &src, &ids, 3, 6, 2, &Dev::default(), &mut |_| {}).unwrap();
+    let from_memory = taylor_sums::<Cpu>(cfg.clone(), &w, &ids, 3, 6, 2, &Dev::default(), &mut |_| {}).unwrap();
+    assert_eq!(from_files.loss.to_bits(), from_memory.loss.to_bits());
+    assert_eq!(from_files.layers, from_memory.layers);
 }
