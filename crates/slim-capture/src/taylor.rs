@@ -15,7 +15,8 @@ use slim_model::LayerTaylorSums;
 /// gradient (about 100 MB each for 4 × 128 tokens of a 49k vocabulary).
 pub const TAYLOR_CHUNK: usize = 4;
 
-/// The Taylor statistics of the dense model `cfg` (its weights read from `src`, one layer at a time) on `n_windows × seq_len` ids.
+/// The Taylor statistics of the dense model `cfg` (its weights read from `src`, one layer at a
+/// time) on `n_windows × seq_len` ids.
 /// `on_layer(l)` is called as each layer's backward pass ends (top layer first).
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_stats<B: Backend>(
