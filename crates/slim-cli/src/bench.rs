@@ -8,7 +8,7 @@ use crate::GlobalArgs;
 use anyhow::{ensure, Result};
 use burn_tensor::backend::Backend;
 use serde_json::{json, Value};
-use slim_model::{burn_tensor, dispatch, BackendRun, Llama};
+use slim_model::{burn_tensor, dispatch, BackendRun};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The dtype the projections' weights are kept in while measuring: f32 (default), f16 or bf16 (widened inside
+    /// each product; the CPU backend's kernels read them as they are), or `stored`, as the model's files hold them.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: crate::weights_arg::WeightsArg,
 }
 
 pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
@@ -89,7 +93,15 @@ fn preflight_model(a: &BenchArgs, model: &std::path::Path, backend: slim_model::
 }
 
 /// One result line: the repeats' times, their median and spread, tokens/s at the median.
-fn row(model: &std::path::Path, kind: &str, batch: usize, seq_len: usize, tokens: usize, mut times: Vec<f64>) -> Value {
+fn row(
+    model: &std::path::Path,
+    kind: &str,
+    batch: usize,
+    seq_len: usize,
+    tokens: usize,
+    mut times: Vec<f64>,
+    weights: slim_checkpoint::WeightDtype,
+) -> Value {
     let raw = times.clone();
     times.sort_by(f64::total_cmp);
     let n = times.len();
@@ -98,18 +110,21 @@ fn row(model: &std::path::Path, kind: &str, batch: usize, seq_len: usize, tokens
         "model": model.display().to_string(), "kind": kind, "batch": batch, "seq_len": seq_len,
         "repeats": n, "seconds": raw, "median_s": median, "min_s": times[0], "max_s": times[n - 1],
         "tokens_per_s": tokens as f64 / median, "threads": rayon::current_num_threads(),
+        "weights": slim_artifact::Kind::name(weights),
     })
 }
 
 /// The results as a Markdown table, models side by side per measurement.
 fn table(rows: &[Value]) -> String {
     let mut s = String::from(
-        "| model | measurement | batch × length | tokens/s (median) | spread (min–max s) |\n|---|---|---|---|---|\n",
+        "| model | weights | measurement | batch × length | tokens/s (median) | spread (min–max s) |\n\
+         |---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {} | {} × {} | {:.1} | {:.3}–{:.3} |\n",
+            "| {} | {} | {} | {} × {} | {:.1} | {:.3}–{:.3} |\n",
             r["model"].as_str().unwrap_or("?"),
+            r["weights"].as_str().unwrap_or("f32"),
             r["kind"].as_str().unwrap_or("?"),
             r["batch"],
             r["seq_len"],
@@ -130,7 +145,7 @@ impl BackendRun for Job<'_> {
     type Output = Vec<Value>;
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Value>> {
         let a = self.a;
-        let model = Llama::<B>::load(self.model, &device)?;
+        let (model, dtype) = a.weights.load::<B>(self.model, &device)?;
         let v = model.config().vocab_size as u32;
         // Fixed pseudo-random tokens: throughput does not depend on their values.
         let ids = |n: usize| -> Vec<u32> { (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761) % v).collect() };
@@ -148,7 +163,7 @@ impl BackendRun for Job<'_> {
                         times.push(t.elapsed().as_secs_f64());
                     }
                 }
-                out.push(row(self.model, "prefill", batch, len, batch * len, times));
+                out.push(row(self.model, "prefill", batch, len, batch * len, times, dtype));
             }
         }
         if !a.no_decode && a.decode > 0 {
@@ -171,7 +186,7 @@ impl BackendRun for Job<'_> {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
-            out.push(row(self.model, "decode", 1, a.decode_prompt, a.decode, times));
+            out.push(row(self.model, "decode", 1, a.decode_prompt, a.decode, times, dtype));
         }
         Ok(out)
     }

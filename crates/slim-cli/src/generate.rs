@@ -6,7 +6,7 @@ use crate::GlobalArgs;
 use anyhow::{ensure, Context, Result};
 use burn_tensor::backend::Backend;
 use slim_eval::GenConfig;
-use slim_model::{burn_tensor, dispatch, BackendRun, Llama, Tokenizer};
+use slim_model::{burn_tensor, dispatch, BackendRun, Tokenizer};
 use std::path::PathBuf;
 
 /// Arguments of `slimllm generate`.
@@ -40,6 +40,10 @@ pub struct GenerateArgs {
     /// Also write the JSON result to this file (`slimllm report` shows it).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The dtype the projections' weights are kept in: f32 (default), f16 or bf16 (widened inside each product), or
+    /// `stored`, as the model's files hold them (half the memory and the bytes read per token of an f32 model).
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: crate::weights_arg::WeightsArg,
 }
 
 pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
@@ -85,7 +89,7 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         recompute: a.recompute,
     };
     let t = std::time::Instant::now();
-    let outs = dispatch(g.backend, Job { model: &a.model, prompts: &prompts, cfg })?;
+    let outs = dispatch(g.backend, Job { model: &a.model, weights: a.weights, prompts: &prompts, cfg })?;
     let secs = t.elapsed().as_secs_f64();
     let mut generations = Vec::new();
     for ((p, (text, ids)), (new, s)) in a.prompt.iter().zip(&prompts).zip(outs) {
@@ -107,6 +111,7 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
 
 struct Job<'a> {
     model: &'a std::path::Path,
+    weights: crate::weights_arg::WeightsArg,
     prompts: &'a [(String, Vec<u32>)],
     cfg: GenConfig,
 }
@@ -115,7 +120,7 @@ impl BackendRun for Job<'_> {
     /// New ids and seconds, per prompt.
     type Output = Vec<(Vec<u32>, f64)>;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        let model = Llama::<B>::load(self.model, &device)?;
+        let (model, _) = self.weights.load::<B>(self.model, &device)?;
         self.prompts
             .iter()
             .map(|(_, ids)| {

@@ -15,6 +15,7 @@ mod report;
 mod synth_model;
 mod tokenize;
 mod tune;
+mod weights_arg;
 mod zeroshot;
 mod zeroshot_log;
 

@@ -5,9 +5,9 @@ use crate::lora::LayerLora;
 use crate::rope::RopeTables;
 use crate::taps::{LayerTaps, TapSet};
 use anyhow::{ensure, Context, Result};
-use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn_tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 use slim_checkpoint::layout::{Activation, Global, LayerNorm, NormKind, Proj};
-use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, Weights};
+use slim_checkpoint::{HostTensor, LayerShape, ModelConfig, WeightDtype, WeightSource, Weights};
 use std::path::Path;
 
 mod kv_cache;
@@ -15,26 +15,28 @@ mod lora_grad;
 
 pub use kv_cache::{KvCache, LayerKv};
 
-/// A linear map stored transposed (`[in, out]`) so that `x @ wt` needs no transpose.
+/// A linear map stored transposed (`[in, out]`) so that `x @ wt` needs no transpose; or, with
+/// half-precision weights ([`Llama::load_in`]), as stored (`[out, in]`), so that decoding reads
+/// each output's weights contiguously.
 struct Linear<B: Backend> {
+    /// `[in, out]` in f32, or `[out, in]` in f16 / bf16 when `stored`.
     wt: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
+    stored: bool,
 }
 
 impl<B: Backend> Linear<B> {
-    fn load(w: &Weights, prefix: &str, has_bias: bool, device: &B::Device) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, has_bias: bool, device: &B::Device, dtype: DType) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"))?;
         ensure!(weight.shape.len() == 2, "`{prefix}.weight` is not 2-D");
-        // Transposed once on the host so every matmul reads contiguous memory.
-        let wt = host_to_tensor::<B, 2>(&weight.transpose2()?, device)?;
         let bias =
             if has_bias { Some(host_to_tensor::<B, 1>(w.get(&format!("{prefix}.bias"))?, device)?) } else { None };
-        Ok(Self { wt, bias })
+        Self::new(weight, bias, device, dtype)
     }
 
     /// Several maps of the same input as one: their weights (and biases) stacked by output
     /// rows (`[Σ out, in]`), stored transposed.
-    fn stacked(w: &Weights, prefixes: &[&str], has_bias: bool, device: &B::Device) -> Result<Self> {
+    fn stacked(w: &Weights, prefixes: &[&str], has_bias: bool, device: &B::Device, dtype: DType) -> Result<Self> {
         let mut data = Vec::new();
         let mut bias = Vec::new();
         let mut rows = 0;
@@ -58,12 +60,27 @@ impl<B: Backend> Linear<B> {
         let stacked = HostTensor::new(vec![rows, cols.unwrap_or(0)], data)?;
         let bias =
             if has_bias { Some(host_to_tensor::<B, 1>(&HostTensor::new(vec![rows], bias)?, device)?) } else { None };
-        Ok(Self { wt: host_to_tensor::<B, 2>(&stacked.transpose2()?, device)?, bias })
+        Self::new(&stacked, bias, device, dtype)
+    }
+
+    /// The map of `weight` (`[out, in]`, as HF stores it) in `dtype`: f32 transposed once on the
+    /// host so every matmul reads contiguous memory, half precision as it is.
+    fn new(weight: &HostTensor, bias: Option<Tensor<B, 1>>, device: &B::Device, dtype: DType) -> Result<Self> {
+        let stored = dtype != DType::F32;
+        let wt = if stored {
+            host_to_tensor_as(weight, device, dtype)?
+        } else {
+            host_to_tensor(&weight.transpose2()?, device)?
+        };
+        Ok(Self { wt, bias, stored })
     }
 
     /// # Shapes
     /// x: `[n, in]` → `[n, out]`
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.stored {
+            return kernels::linear_stored(x, &self.wt, self.bias.as_ref());
+        }
         kernels::linear(x, &self.wt, self.bias.as_ref())
     }
 }
@@ -100,7 +117,8 @@ fn adapted<B: Backend>(
 }
 
 impl<B: Backend> Layer<B> {
-    fn load(cfg: &ModelConfig, i: usize, w: &Weights, device: &B::Device) -> Result<Self> {
+    /// Layer `i` of `cfg` from `w`, its projections' weights kept in `dtype` (norms and biases in f32).
+    fn load(cfg: &ModelConfig, i: usize, w: &Weights, device: &B::Device, dtype: DType) -> Result<Self> {
         let shape = &cfg.layers[i];
         let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
         let qkv = [Proj::Q, Proj::K, Proj::V].map(|p| p.module(i));
@@ -108,10 +126,16 @@ impl<B: Backend> Layer<B> {
         Ok(Layer {
             input_norm: host_to_tensor(w.get(&LayerNorm::Input.weight(i))?, device)?,
             post_norm: host_to_tensor(w.get(&LayerNorm::PostAttention.weight(i))?, device)?,
-            qkv: Linear::stacked(w, &qkv.each_ref().map(String::as_str), Proj::Q.has_bias(cfg, i), device)?,
-            o: Linear::load(w, &Proj::O.module(i), Proj::O.has_bias(cfg, i), device)?,
-            gate_up: Linear::stacked(w, &gate_up.each_ref().map(String::as_str), Proj::Gate.has_bias(cfg, i), device)?,
-            down: Linear::load(w, &Proj::Down.module(i), Proj::Down.has_bias(cfg, i), device)?,
+            qkv: Linear::stacked(w, &qkv.each_ref().map(String::as_str), Proj::Q.has_bias(cfg, i), device, dtype)?,
+            o: Linear::load(w, &Proj::O.module(i), Proj::O.has_bias(cfg, i), device, dtype)?,
+            gate_up: Linear::stacked(
+                w,
+                &gate_up.each_ref().map(String::as_str),
+                Proj::Gate.has_bias(cfg, i),
+                device,
+                dtype,
+            )?,
+            down: Linear::load(w, &Proj::Down.module(i), Proj::Down.has_bias(cfg, i), device, dtype)?,
             kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
             lora: None,
             shape: shape.clone(),
@@ -135,6 +159,8 @@ pub struct Llama<B: Backend> {
     norm_kind: NormKind,
     /// The MLP's activation, from the config's `hidden_act` (`layout::Activation::of`).
     activation: Activation,
+    /// The dtype projections loaded from now on keep their weights in ([`Llama::load_in`]).
+    matmul_dtype: DType,
     device: B::Device,
 }
 
@@ -142,6 +168,16 @@ pub struct Llama<B: Backend> {
 pub fn host_to_tensor<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device) -> Result<Tensor<B, D>> {
     ensure!(t.shape.len() == D, "expected a {D}-D tensor, got shape {:?}", t.shape);
     Ok(Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device))
+}
+
+/// Copies a host tensor to the device in `dtype` (rounded to it when narrower than f32).
+fn host_to_tensor_as<B: Backend, const D: usize>(
+    t: &HostTensor,
+    device: &B::Device,
+    dtype: DType,
+) -> Result<Tensor<B, D>> {
+    ensure!(t.shape.len() == D, "expected a {D}-D tensor, got shape {:?}", t.shape);
+    Ok(Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), (device, dtype)))
 }
 
 /// Copies a device tensor back to the host.
@@ -163,20 +199,45 @@ impl<B: Backend> Llama<B> {
         Self::from_weights(cfg, &weights, device).with_context(|| format!("loading model from {}", dir.display()))
     }
 
+    /// Loads an HF model directory onto `device` one layer at a time (one layer's f32 copy on the
+    /// host at once), keeping the projections' and the lm_head's weights in `dtype`: f32, or the
+    /// half precision a model is stored in, widened to f32 inside each product (the CPU backend
+    /// does it in its kernels; others cast per call). Embedding, norms and biases stay f32, and so
+    /// does every activation. For inference: training and the Taylor scorer need f32 weights.
+    pub fn load_in(dir: &Path, device: &B::Device, dtype: WeightDtype) -> Result<Self> {
+        let cfg = ModelConfig::load(dir)?;
+        let src = WeightSource::open(dir)?;
+        src.check_against(&cfg).with_context(|| format!("loading model from {}", dir.display()))?;
+        let mut m = Self::empty(cfg.clone(), device)?;
+        m.matmul_dtype = match dtype {
+            WeightDtype::F32 => DType::F32,
+            WeightDtype::F16 => DType::F16,
+            WeightDtype::Bf16 => DType::BF16,
+        };
+        m.load_embedding(&src.read_global(&cfg, Global::Embedding)?)?;
+        for l in 0..cfg.num_layers() {
+            m.load_layer(l, &src.read_layer(&cfg, l)?)?;
+        }
+        m.load_output(&src.read_global(&cfg, Global::FinalNorm)?, &src.read_global(&cfg, Global::output(&cfg))?)?;
+        Ok(m)
+    }
+
     /// Builds the model from a config and its weights, checking every shape first.
     pub fn from_weights(cfg: ModelConfig, w: &Weights, device: &B::Device) -> Result<Self> {
         w.check_against(&cfg)?;
-        let layers =
-            (0..cfg.num_layers()).map(|i| Layer::load(&cfg, i, w, device).map(Some)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_layers())
+            .map(|i| Layer::load(&cfg, i, w, device, DType::F32).map(Some))
+            .collect::<Result<Vec<_>>>()?;
         let embed = host_to_tensor(w.get(Global::Embedding.hf_name())?, device)?;
         Ok(Self {
             embed: Some(embed),
-            lm_head: Some(Linear::load(w, Global::output(&cfg).module(), false, device)?),
+            lm_head: Some(Linear::load(w, Global::output(&cfg).module(), false, device, DType::F32)?),
             norm: Some(host_to_tensor(w.get(Global::FinalNorm.hf_name())?, device)?),
             norm_kind: NormKind::of(&cfg),
             activation: Activation::of(&cfg)?,
             layers,
             cfg,
+            matmul_dtype: DType::F32,
             device: device.clone(),
         })
     }
@@ -191,6 +252,7 @@ impl<B: Backend> Llama<B> {
             activation: Activation::of(&cfg)?,
             layers: (0..cfg.num_layers()).map(|_| None).collect(),
             cfg,
+            matmul_dtype: DType::F32,
             device: device.clone(),
         })
     }
@@ -215,7 +277,7 @@ impl<B: Backend> Llama<B> {
         ensure!(norm.shape == [d], "the final norm has shape {:?}, expected [{d}]", norm.shape);
         ensure!(output.shape == [v, d], "the output projection has shape {:?}, expected [{v}, {d}]", output.shape);
         self.norm = Some(host_to_tensor(norm, &self.device)?);
-        self.lm_head = Some(Linear { wt: host_to_tensor(&output.transpose2()?, &self.device)?, bias: None });
+        self.lm_head = Some(Linear::new(output, None, &self.device, self.matmul_dtype)?);
         Ok(())
     }
 
@@ -330,7 +392,8 @@ impl<B: Backend> Llama<B> {
         ensure!(l < self.layers.len(), "layer {l} out of range ({} layers)", self.layers.len());
         let mut cfg = self.cfg.clone();
         cfg.layers[l] = shape;
-        let layer = Layer::load(&cfg, l, w, &self.device).with_context(|| format!("replacing layer {l}"))?;
+        let layer =
+            Layer::load(&cfg, l, w, &self.device, self.matmul_dtype).with_context(|| format!("replacing layer {l}"))?;
         self.layers[l] = Some(layer);
         self.cfg = cfg;
         Ok(())

@@ -1,7 +1,7 @@
 //! The burn forward pass against a direct f64 implementation written from the HF
 //! definition, on tiny seeded models: MHA, GQA, Qwen2 biases, and uneven pruned layers.
 
-use crate::{Cpu, Llama, TapSet};
+use crate::{Cpu, KvCache, Llama, TapSet};
 use slim_checkpoint::synthetic::{SplitMix, SyntheticSpec};
 use slim_checkpoint::{LayerShape, ModelConfig, Weights};
 
@@ -336,4 +336,72 @@ fn a_model_streamed_one_layer_at_a_time_equals_the_whole_model() {
     let bad = slim_checkpoint::HostTensor::new(vec![49, 24], vec![0.0; 49 * 24]).unwrap();
     let e = m.load_embedding(&bad).unwrap_err().to_string();
     assert!(e.contains("[49, 24], expected [50, 24]"), "{e}");
+}
+
+/// Projections kept in f16 or bf16 (`Llama::load_in`) compute what the f32 model holding the same
+/// (half-representable) values computes, up to the order of the sums: prefill (panels through
+/// gemm) and cached decoding (the column-blocked product), on uneven qwen2 layers with biases and
+/// an untied head. In f32, `load_in` equals `from_weights` to the bit.
+#[test]
+fn half_precision_weights_compute_like_their_f32_values() {
+    use slim_checkpoint::WeightDtype;
+    let mut spec = SyntheticSpec::dense("qwen2", 3, 40, 5, 5, 8, 70, 97, 31);
+    spec.layers[1] = LayerShape {
+        num_heads: 3,
+        num_kv_heads: 1,
+        kv_head_of: vec![0, 0, 0],
+        intermediate_size: 33,
+        o_proj_bias: true,
+        down_proj_bias: true,
+    };
+    let dev = Dev::default();
+    let (batch, len) = (3, 7);
+    let mut rng = SplitMix(5);
+    for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::Bf16] {
+        let (cfg, mut w) = spec.build();
+        let names: Vec<String> = w.names().map(str::to_owned).collect();
+        for n in &names {
+            let mut t = w.get(n).unwrap().clone();
+            match dtype {
+                WeightDtype::F16 => t.data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+                WeightDtype::Bf16 => t.data.iter_mut().for_each(|v| *v = half::bf16::from_f32(*v).to_f32()),
+                WeightDtype::F32 => {}
+            }
+            w.insert(n.clone(), t);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        slim_checkpoint::save_model_dir(dir.path(), &cfg, &w, dir.path()).unwrap();
+        let full = Llama::<Cpu>::from_weights(cfg.clone(), &w, &dev).unwrap();
+        let half = Llama::<Cpu>::load_in(dir.path(), &dev, dtype).unwrap();
+        let stored = match dtype {
+            WeightDtype::F32 => burn_tensor::DType::F32,
+            WeightDtype::F16 => burn_tensor::DType::F16,
+            WeightDtype::Bf16 => burn_tensor::DType::BF16,
+        };
+        assert!(half.layer_weights(1).iter().all(|t| t.dtype() == stored) && half.head_weight_t().dtype() == stored);
+        let ids: Vec<u32> = (0..batch * len).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+        let logits = |m: &Llama<Cpu>| m.forward(m.ids_tensor(&ids, batch, len).unwrap()).into_data().to_vec::<f32>();
+        let (a, b) = (logits(&full).unwrap(), logits(&half).unwrap());
+        let err =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0f32, f32::max);
+        if dtype == WeightDtype::F32 {
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "f32 load_in differs");
+        } else {
+            assert!(err(&a, &b) < 1e-5, "{dtype:?} prefill: {}", err(&a, &b));
+        }
+        // Decoding one token at a time after a prompt: one row per product.
+        let one: Vec<u32> = ids[..len].to_vec();
+        let (mut ca, mut cb) = (full.new_cache(1), half.new_cache(1));
+        for t in 0..len {
+            let step = |m: &Llama<Cpu>, c: &mut KvCache<Cpu>| {
+                m.forward_cached(m.ids_tensor(&one[t..t + 1], 1, 1).unwrap(), c)
+                    .unwrap()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            };
+            let (x, y) = (step(&full, &mut ca), step(&half, &mut cb));
+            assert!(err(&x, &y) < 1e-5, "{dtype:?} decode step {t}: {}", err(&x, &y));
+        }
+    }
 }

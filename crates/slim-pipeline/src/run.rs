@@ -212,7 +212,6 @@ pub fn run_pipeline<B: Backend>(
         100.0 * plan.achieved
     );
 
-
     // Per-layer passes: every key first, then only what the store lacks (crate::layers).
     // Opening the source reads the files' headers only (the dtype the pruned model is stored in).
     let docs = graph.layer_docs(&plan.counts, calib_key, taylor_key, alloc_key, src.get()?.model_dtype())?;

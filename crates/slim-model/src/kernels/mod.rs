@@ -11,6 +11,7 @@
 pub(crate) mod backward;
 pub(crate) mod cpu;
 pub(crate) mod ops;
+pub(crate) mod widen;
 
 use crate::rope::RopeTables;
 use burn_flex::FlexTensor;
@@ -101,6 +102,31 @@ pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, wt: &Tensor<B, 2>, bias: Optio
         return from_host(cpu::linear(slice(&x), slice(&wt), b.as_ref().map(slice), inp), [n, out]);
     }
     ops::linear(x, wt, bias)
+}
+
+/// A linear map whose weight is kept as stored, `[out, in]`, in half precision
+/// (`Llama::load_in`): widened inside the product on the CPU backend, cast per call elsewhere.
+///
+/// # Shapes
+/// x: `[n, in]`, w: `[out, in]`, bias: `[out]` → `[n, out]`
+pub(crate) fn linear_stored<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    let ([n, inp], [out, _]) = (x.dims(), w.dims());
+    if is_fast(&x) && bias.is_none_or(is_fast) && is_flex::<B>() && matches!(w.dtype(), DType::F16 | DType::BF16) {
+        let (x, w) = (to_flex(x), to_flex(w.clone()));
+        let b = bias.map(|b| to_flex(b.clone()));
+        let (x, b) = (slice(&x), b.as_ref().map(slice));
+        let y = match w.dtype() {
+            DType::F16 => widen::linear(x, w.as_slice::<half::f16>().expect("contiguous f16"), b, inp),
+            _ => widen::linear(x, w.as_slice::<half::bf16>().expect("contiguous bf16"), b, inp),
+        };
+        return from_host(y, [n, out]);
+    }
+    let wt = w.clone().cast(burn_tensor::FloatDType::F32).transpose();
+    ops::linear(x, &wt, bias)
 }
 
 /// RMSNorm over the last dimension, computed in f32 like HF.

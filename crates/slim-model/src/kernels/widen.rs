@@ -1,0 +1,332 @@
+//! Projections whose weights stay in half precision (f16 or bf16, as a model is stored) and in
+//! the layout they are stored in (`[out, in]`: one output's weights contiguous), widened to f32
+//! inside the product: inputs, outputs and sums are f32, so the result is the f32 product of the
+//! input with the weights' exact values (every half value is an f32), up to the order of the sums.
+//!
+//! Why: a decoded token reads every weight once, so decoding is bound by the bytes of weight read
+//! per token, and half-precision weights halve them. Two shapes of work:
+//! - a few rows (decoding, batch 1 to [`GEMV_ROWS`]): each thread takes a block of outputs and
+//!   streams their weight rows once, contiguously, as dot products with the input rows (AVX2 and
+//!   FMA when the CPU has them, detected at run time);
+//! - more rows (prefill): the weight is widened one tile (up to [`TILE_OUT`] outputs ×
+//!   [`TILE_IN`] inputs) at a time into an f32 buffer, and gemm accumulates `y += x · tileᵀ`, so
+//!   the widening is amortized over the rows and the product keeps gemm's speed.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Rows up to which the dot-product kernel runs instead of tiles through gemm.
+pub(crate) const GEMV_ROWS: usize = 4;
+
+/// Weights from which the dot-product kernel splits its outputs between threads.
+const PARALLEL_ELEMENTS: usize = 1 << 18;
+
+/// Outputs and inputs of one widened tile of the prefill path (`TILE_OUT × TILE_IN` f32s, 4 MiB).
+const TILE_OUT: usize = 4096;
+const TILE_IN: usize = 256;
+
+/// A half-precision element that widens to f32 exactly.
+pub(crate) trait Half: Copy + Send + Sync + 'static {
+    /// `dst[i] = src[i]` in f32.
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+impl Half for bf16 {
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        // bf16 is the upper half of an f32: a shift, which vectorizes.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
+    }
+}
+
+impl Half for f16 {
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        // F16C when the CPU has it (detected at run time by `half`).
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+}
+
+/// `x · wᵀ (+ bias)` with `w` in half precision, as stored.
+///
+/// # Shapes
+/// x: `[n, inp]`, w: `[out, inp]`, bias: `[out]` → `[n, out]`
+pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usize) -> Vec<f32> {
+    let n = x.len() / inp.max(1);
+    let out = w.len() / inp.max(1);
+    assert_eq!(x.len(), n * inp, "linear: input is not [n, {inp}]");
+    assert_eq!(w.len(), inp * out, "linear: weight is not [out, {inp}]");
+    let mut y = match bias {
+        Some(b) => {
+            assert_eq!(b.len(), out, "linear: bias length");
+            b.iter().copied().cycle().take(n * out).collect()
+        }
+        None => vec![0f32; n * out],
+    };
+    if inp == 0 || n == 0 || out == 0 {
+        return y;
+    }
+    if n <= GEMV_ROWS {
+        dots(x, w, &mut y, n, inp, out);
+    } else {
+        tiles(x, w, &mut y, n, inp, out);
+    }
+    y
+}
+
+/// Blocks of outputs in parallel, each output's weights read once as dot products with the rows.
+fn dots<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
+    // One block per thread, and one block for a small weight: a fork-join per product costs
+    // microseconds, and decoding runs seven products a layer.
+    let threads = if inp * out >= PARALLEL_ELEMENTS { rayon::current_num_threads().max(1) } else { 1 };
+    let block = out.div_ceil(threads);
+    let blocks: Vec<Vec<f32>> = (0..out.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let (o0, o1) = (b * block, ((b + 1) * block).min(out));
+            let mut acc = vec![0f32; n * (o1 - o0)];
+            block_dots(x, &w[o0 * inp..o1 * inp], &mut acc, n, inp);
+            acc
+        })
+        .collect();
+    for (b, acc) in blocks.iter().enumerate() {
+        let (o0, m) = (b * block, acc.len() / n);
+        for r in 0..n {
+            for (dst, a) in y[r * out + o0..r * out + o0 + m].iter_mut().zip(&acc[r * m..(r + 1) * m]) {
+                *dst += a;
+            }
+        }
+    }
+}
+
+/// `acc[r, o] = x[r, :] · w[o, :]` for the `m = w.len() / inp` outputs of `w`.
+fn block_dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize) {
+    let m = w.len() / inp;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx::available::<T>() {
+        // SAFETY: the CPU has the features the kernel is compiled for (checked just above).
+        done = unsafe { avx::dots(x, w, acc, n, inp) };
+    }
+    // What the vector kernel left (all of it without AVX2): outputs past its last group of 4,
+    // and the inputs past its last multiple of 8 of the others.
+    #[cfg(target_arch = "x86_64")]
+    let k8 = if done > 0 { avx::done_inputs(inp, avx::unroll(n)) } else { 0 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let k8 = 0;
+    let mut row = vec![0f32; inp];
+    for o in 0..m {
+        let from = if o < done { k8 } else { 0 };
+        if from == inp {
+            continue;
+        }
+        T::widen(&w[o * inp + from..(o + 1) * inp], &mut row[from..]);
+        for r in 0..n {
+            let xr = &x[r * inp + from..(r + 1) * inp];
+            acc[r * m + o] += xr.iter().zip(&row[from..]).map(|(a, b)| a * b).sum::<f32>();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    //! The AVX2 kernel of [`super::block_dots`].
+
+    use super::Half;
+    use half::{bf16, f16};
+    use std::any::TypeId;
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU runs the kernel for `T`.
+    pub(super) fn available<T: Half>() -> bool {
+        let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
+    }
+
+    /// 8 weights from `p` widened to f32.
+    #[inline(always)]
+    unsafe fn load8<T: Half>(p: *const T) -> __m256 {
+        unsafe {
+            let h = _mm_loadu_si128(p.cast());
+            if TypeId::of::<T>() == TypeId::of::<bf16>() {
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            } else {
+                _mm256_cvtph_ps(h)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+    }
+
+    /// Each output's dot products with `N` rows over the inputs' multiples of `8·U`, one output
+    /// row at a time so that the weights stream in order (interleaving four rows' streams was
+    /// half as fast), `U` independent sums per row to hide the FMA latency, the next cache lines
+    /// asked for ahead; returns the outputs done (their inputs past the last multiple of `8·U`
+    /// are left to the caller, [`done_inputs`]).
+    #[inline(always)]
+    unsafe fn dots_of<T: Half, const N: usize, const U: usize>(
+        x: &[f32],
+        w: &[T],
+        acc: &mut [f32],
+        inp: usize,
+    ) -> usize {
+        let m = w.len() / inp;
+        let kv = done_inputs(inp, U);
+        for o in 0..m {
+            unsafe {
+                let mut sums = [[_mm256_setzero_ps(); U]; N];
+                let wp = w.as_ptr().add(o * inp);
+                let mut k = 0;
+                while k < kv {
+                    _mm_prefetch::<_MM_HINT_T0>(wp.add(k + PREFETCH).cast());
+                    let mut wv = [_mm256_setzero_ps(); U];
+                    for (u, slot) in wv.iter_mut().enumerate() {
+                        *slot = load8(wp.add(k + 8 * u));
+                    }
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        for u in 0..U {
+                            let xv = _mm256_loadu_ps(x.as_ptr().add(r * inp + k + 8 * u));
+                            s[u] = _mm256_fmadd_ps(xv, wv[u], s[u]);
+                        }
+                    }
+                    k += 8 * U;
+                }
+                for (r, s) in sums.iter().enumerate() {
+                    let mut t = s[0];
+                    for sv in &s[1..] {
+                        t = _mm256_add_ps(t, *sv);
+                    }
+                    *acc.get_unchecked_mut(r * m + o) = hsum(t);
+                }
+            }
+        }
+        m
+    }
+
+    /// Elements ahead of the current ones that the kernel asks the cache for.
+    const PREFETCH: usize = 512;
+
+    /// The inputs the kernel covers for `U` sums per row.
+    pub(super) fn done_inputs(inp: usize, u: usize) -> usize {
+        inp - inp % (8 * u)
+    }
+
+    /// Sums per row for `n` rows.
+    pub(super) fn unroll(n: usize) -> usize {
+        if n == 1 {
+            8
+        } else {
+            2
+        }
+    }
+
+    /// The kernel for `n` rows (1 to 4): 4 sums per row for one row, 2 for more, so that the sums
+    /// fit the 16 vector registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA, and F16C when `T` is f16 ([`available`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize) -> usize {
+        let m = w.len() / inp;
+        assert!(n <= super::GEMV_ROWS && x.len() >= n * inp && w.len() == m * inp && acc.len() >= n * m);
+        unsafe {
+            match n {
+                1 => dots_of::<T, 1, 8>(x, w, acc, inp),
+                2 => dots_of::<T, 2, 2>(x, w, acc, inp),
+                3 => dots_of::<T, 3, 2>(x, w, acc, inp),
+                _ => dots_of::<T, 4, 2>(x, w, acc, inp),
+            }
+        }
+    }
+}
+
+/// Tiles of the weight widened (in parallel) into an f32 buffer, then `y[:, tile outputs] +=
+/// x[:, tile inputs] · tileᵀ` by gemm.
+fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
+    let mut buf = vec![0f32; TILE_OUT.min(out) * TILE_IN.min(inp)];
+    let par = if n * out * inp >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    for o0 in (0..out).step_by(TILE_OUT) {
+        let mo = TILE_OUT.min(out - o0);
+        for k0 in (0..inp).step_by(TILE_IN) {
+            let k = TILE_IN.min(inp - k0);
+            let tile = &mut buf[..mo * k];
+            tile.par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(o, d)| T::widen(&w[(o0 + o) * inp + k0..(o0 + o) * inp + k0 + k], d));
+            // SAFETY: y is [n, out] and initialized, and its columns o0..o0 + mo are addressed with
+            // row stride out; x[:, k0..k0 + k] with row stride inp inside x's n·inp elements; the
+            // tile is [mo, k] row-major, read as the [k, mo] matrix tileᵀ (row stride 1, column
+            // stride k).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    mo,
+                    k,
+                    y.as_mut_ptr().add(o0),
+                    1,
+                    out as isize,
+                    true,
+                    x.as_ptr().add(k0),
+                    1,
+                    inp as isize,
+                    tile.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against an f64 product of the widened weights, for both element types, for row counts on
+    /// both sides of [`GEMV_ROWS`], with and without bias, input widths with and without a
+    /// remainder of 8, output counts with and without a remainder of 4, and an input wider than
+    /// one tile.
+    #[test]
+    fn half_products_equal_the_f64_product_of_the_widened_weights() {
+        let mut rng = crate::SplitMix(7);
+        let cases = [(1, 37, 70), (1, 64, 9), (2, 40, 13), (3, 300, 129), (4, 5, 1), (9, 513, 67), (17, 64, 200)];
+        for &(n, inp, out) in &cases {
+            let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let w32: Vec<f32> = (0..out * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let bias: Vec<f32> = (0..out).map(|_| rng.uniform()).collect();
+            let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wh: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+            let widened = [wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), wh.iter().map(|v| v.to_f32()).collect()];
+            let got = [linear(&x, &wb, Some(&bias), inp), linear(&x, &wh, Some(&bias), inp)];
+            let unbiased = [linear(&x, &wb, None, inp), linear(&x, &wh, None, inp)];
+            for k in 0..2 {
+                for r in 0..n {
+                    for o in 0..out {
+                        let terms = (0..inp).map(|i| x[r * inp + i] as f64 * widened[k][o * inp + i] as f64);
+                        let dot: f64 = terms.clone().sum();
+                        let tol = 1e-5 * (1.0 + terms.map(f64::abs).sum::<f64>());
+                        let (g, u) = (got[k][r * out + o] as f64, unbiased[k][r * out + o] as f64);
+                        let want = dot + bias[o] as f64;
+                        assert!((g - want).abs() <= tol, "{n}×{inp}×{out} [{k}] ({r},{o}): {g} vs {want}");
+                        assert!((u - dot).abs() <= tol, "{n}×{inp}×{out} [{k}] ({r},{o}) unbiased: {u} vs {dot}");
+                    }
+                }
+            }
+        }
+    }
+}
