@@ -49,6 +49,10 @@ enum Bench {
         /// Threads for both (RAYON_NUM_THREADS for slimllm, torch.set_num_threads for PyTorch).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// The dtype slimllm keeps the weights in (`slimllm bench --weights`); with llama.cpp built
+        /// (`cargo xtask llamacpp build`), llama-bench runs a GGUF export of the same type beside it.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        weights: String,
     },
     /// Wall time of the 20 % SlimLLM pipeline on SmolLM2-135M (32 × 128 calibration tokens,
     /// sequential, empty cache, model loading excluded) next to one dense forward pass over
@@ -90,9 +94,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Bench::Forward { torch_venv, rounds } => {
             let ours = ["bench", "--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN, "--no-decode"];
             let torch = ["--model", MODEL, "--batch", BATCH, "--seq-len", SEQ_LEN];
-            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &[])
+            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &[], None)
         }
-        Bench::Decode { torch_venv, rounds, tokens, threads } => {
+        Bench::Decode { torch_venv, rounds, tokens, threads, weights } => {
+            let llama = crate::bench_llamacpp::LlamaBench::prepare(&root, MODEL, weights, *tokens, SEQ_LEN, *threads)?;
             let (tokens, threads) = (tokens.to_string(), threads.to_string());
             // One prefill of a single token runs first (slimllm bench has no decode-only mode); its
             // JSON line comes before the decode one, and the last line counts.
@@ -110,11 +115,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 &tokens,
                 "--decode-prompt",
                 SEQ_LEN,
+                "--weights",
+                weights,
             ];
             let torch =
                 ["--model", MODEL, "--seq-len", SEQ_LEN, "--repeats", "3", "--decode", &tokens, "--threads", &threads];
             let env = [("RAYON_NUM_THREADS", threads.as_str())];
-            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env)
+            compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env, llama.as_ref())
         }
         Bench::Pipeline { target } => bench_pipeline(&root, *target),
         Bench::Tune { torch_venv, steps, batch, micro_batch, seq_len, threads } => {
@@ -151,9 +158,10 @@ fn compare_rounds(
     ours_args: &[&str],
     torch_args: &[&str],
     env: &[(&str, &str)],
+    llama: Option<&crate::bench_llamacpp::LlamaBench>,
 ) -> anyhow::Result<()> {
     let venv = venv.map(|v| if v.is_absolute() { v.to_path_buf() } else { root.join(v) });
-    let (mut ours, mut torch) = (Vec::new(), Vec::new());
+    let (mut ours, mut torch, mut lcpp) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
         let mut cmd = slimllm();
         cmd.args(ours_args).envs(env.iter().copied());
@@ -169,10 +177,27 @@ fn compare_rounds(
                     .ok_or_else(|| format_err!("bench_forward.py printed no tokens_per_s"))?,
             );
         }
+        if let Some(l) = llama {
+            lcpp.push(l.run(root)?);
+        }
         let last = |v: &[f64]| v.last().map_or("-".into(), |x| format!("{x:.1}"));
-        println!("round {round}: slimllm {} tokens/s, torch {} tokens/s", last(&ours), last(&torch));
+        println!(
+            "round {round}: slimllm {} tokens/s, torch {} tokens/s, llama.cpp {} tokens/s",
+            last(&ours),
+            last(&torch),
+            last(&lcpp)
+        );
     }
     let o = median(&ours).unwrap_or(f64::NAN);
+    if let (Some(l), Some(b)) = (median(&lcpp), llama) {
+        println!(
+            "median over {} rounds: slimllm {o:.1} tokens/s, llama.cpp ({}) {l:.1} tokens/s, \
+             ratio llama.cpp/slimllm: {:.3}",
+            lcpp.len(),
+            b.describe(),
+            l / o
+        );
+    }
     match median(&torch) {
         Some(t) => println!(
             "median over {} rounds: slimllm {o:.1} tokens/s, torch {t:.1} tokens/s, ratio slimllm/torch: {:.3}",

@@ -6,6 +6,7 @@
 //! `$CARGO`.
 
 mod bench;
+mod bench_llamacpp;
 mod ci;
 mod compare;
 mod fetch;

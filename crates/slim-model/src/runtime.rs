@@ -381,9 +381,12 @@ impl<B: Backend> Llama<B> {
         self.lm_head.as_ref().expect("the lm_head of this model is not loaded").forward(u)
     }
 
-    /// The lm_head's weight, stored transposed: `[d, vocab]`.
+    /// The lm_head's weight, stored transposed: `[d, vocab]` (a model with f32 weights: see
+    /// [`Llama::load_in`]).
     pub fn head_weight_t(&self) -> &Tensor<B, 2> {
-        &self.lm_head.as_ref().expect("the lm_head of this model is not loaded").wt
+        let head = self.lm_head.as_ref().expect("the lm_head of this model is not loaded");
+        assert!(!head.stored, "the lm_head is kept in half precision, as stored: only inference reads it");
+        &head.wt
     }
 
     /// Replaces layer `l` by the one `w` holds (the layer-`l` names of `layout`) with `shape`
@@ -420,13 +423,23 @@ impl<B: Backend> Llama<B> {
     /// o_proj, gate/up stacked, down_proj (used by the gradient pass).
     pub(crate) fn layer_weights(&self, l: usize) -> [&Tensor<B, 2>; 4] {
         let y = self.layer(l);
+        assert!(!y.qkv.stored, "layer {l} is kept in half precision, as stored: only inference reads it");
         [&y.qkv.wt, &y.o.wt, &y.gate_up.wt, &y.down.wt]
     }
 
     /// Mutable [`Llama::layer_weights`].
     pub(crate) fn layer_weights_mut(&mut self, l: usize) -> [&mut Tensor<B, 2>; 4] {
         let y = self.layers[l].as_mut().unwrap_or_else(|| panic!("layer {l} of this model is not loaded"));
+        assert!(!y.qkv.stored, "layer {l} is kept in half precision, as stored: only inference reads it");
         [&mut y.qkv.wt, &mut y.o.wt, &mut y.gate_up.wt, &mut y.down.wt]
+    }
+
+    /// The dtypes of layer `l`'s four weight matrices and of the lm_head's, as kept.
+    #[cfg(test)]
+    pub(crate) fn kept_dtypes(&self, l: usize) -> Vec<DType> {
+        let y = self.layer(l);
+        let head = self.lm_head.as_ref().map(|h| h.wt.dtype());
+        [&y.qkv, &y.o, &y.gate_up, &y.down].iter().map(|lin| lin.wt.dtype()).chain(head).collect()
     }
 
     /// Runs decoder layer `l`, returning its output and the requested taps.

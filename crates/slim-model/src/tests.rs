@@ -378,7 +378,7 @@ fn half_precision_weights_compute_like_their_f32_values() {
             WeightDtype::F16 => burn_tensor::DType::F16,
             WeightDtype::Bf16 => burn_tensor::DType::BF16,
         };
-        assert!(half.layer_weights(1).iter().all(|t| t.dtype() == stored) && half.head_weight_t().dtype() == stored);
+        assert_eq!(half.kept_dtypes(1), vec![stored; 5]);
         let ids: Vec<u32> = (0..batch * len).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
         let logits = |m: &Llama<Cpu>| m.forward(m.ids_tensor(&ids, batch, len).unwrap()).into_data().to_vec::<f32>();
         let (a, b) = (logits(&full).unwrap(), logits(&half).unwrap());
