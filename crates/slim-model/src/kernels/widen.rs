@@ -103,22 +103,28 @@ fn dots<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: u
 
 /// `acc[r, o] = x[r, :] · w[o, :]` for the `m = w.len() / inp` outputs of `w`.
 fn block_dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize) {
-    let m = w.len() / inp;
-    let mut done = 0;
+    // (outputs, inputs) the vector kernel did: every output over the inputs up to a multiple of
+    // its step, or nothing without AVX2.
+    #[allow(unused_mut)]
+    let mut done = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if avx::available::<T>() {
         // SAFETY: the CPU has the features the kernel is compiled for (checked just above).
         done = unsafe { avx::dots(x, w, acc, n, inp) };
     }
-    // What the vector kernel left (all of it without AVX2): outputs past its last group of 4,
-    // and the inputs past its last multiple of 8 of the others.
-    #[cfg(target_arch = "x86_64")]
-    let k8 = if done > 0 { avx::done_inputs(inp, avx::unroll(n)) } else { 0 };
-    #[cfg(not(target_arch = "x86_64"))]
-    let k8 = 0;
+    portable_dots(x, w, acc, n, inp, done);
+}
+
+/// What the vector kernel left of [`block_dots`] (`done`: the outputs it did, over the inputs
+/// up to `done.1`): the other inputs of those outputs, all inputs of the others.
+fn portable_dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize, done: (usize, usize)) {
+    let m = w.len() / inp;
+    if done.0 == m && done.1 == inp {
+        return;
+    }
     let mut row = vec![0f32; inp];
     for o in 0..m {
-        let from = if o < done { k8 } else { 0 };
+        let from = if o < done.0 { done.1 } else { 0 };
         if from == inp {
             continue;
         }
@@ -216,17 +222,8 @@ mod avx {
     const PREFETCH: usize = 512;
 
     /// The inputs the kernel covers for `U` sums per row.
-    pub(super) fn done_inputs(inp: usize, u: usize) -> usize {
+    fn done_inputs(inp: usize, u: usize) -> usize {
         inp - inp % (8 * u)
-    }
-
-    /// Sums per row for `n` rows.
-    pub(super) fn unroll(n: usize) -> usize {
-        if n == 1 {
-            8
-        } else {
-            2
-        }
     }
 
     /// The kernel for `n` rows (1 to 4): 4 sums per row for one row, 2 for more, so that the sums
@@ -235,15 +232,15 @@ mod avx {
     /// # Safety
     /// The CPU must have AVX2 and FMA, and F16C when `T` is f16 ([`available`]).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize) -> usize {
+    pub(super) unsafe fn dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: usize) -> (usize, usize) {
         let m = w.len() / inp;
         assert!(n <= super::GEMV_ROWS && x.len() >= n * inp && w.len() == m * inp && acc.len() >= n * m);
         unsafe {
             match n {
-                1 => dots_of::<T, 1, 8>(x, w, acc, inp),
-                2 => dots_of::<T, 2, 2>(x, w, acc, inp),
-                3 => dots_of::<T, 3, 2>(x, w, acc, inp),
-                _ => dots_of::<T, 4, 2>(x, w, acc, inp),
+                1 => (dots_of::<T, 1, 8>(x, w, acc, inp), done_inputs(inp, 8)),
+                2 => (dots_of::<T, 2, 2>(x, w, acc, inp), done_inputs(inp, 2)),
+                3 => (dots_of::<T, 3, 2>(x, w, acc, inp), done_inputs(inp, 2)),
+                _ => (dots_of::<T, 4, 2>(x, w, acc, inp), done_inputs(inp, 2)),
             }
         }
     }
@@ -301,6 +298,24 @@ mod tests {
     /// both sides of [`GEMV_ROWS`], with and without bias, input widths with and without a
     /// remainder of 8, output counts with and without a remainder of 4, and an input wider than
     /// one tile.
+    /// The portable loop alone (what runs without AVX2) against the f64 product.
+    #[test]
+    fn the_portable_dot_products_equal_the_f64_product() {
+        let mut rng = crate::SplitMix(8);
+        for &(n, inp, m) in &[(1, 37, 5), (3, 70, 9), (4, 8, 2)] {
+            let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let w: Vec<bf16> = (0..m * inp).map(|_| bf16::from_f32(rng.uniform() * 2.0 - 1.0)).collect();
+            let mut acc = vec![0f32; n * m];
+            portable_dots(&x, &w, &mut acc, n, inp, (0, 0));
+            for r in 0..n {
+                for o in 0..m {
+                    let dot: f64 = (0..inp).map(|i| x[r * inp + i] as f64 * w[o * inp + i].to_f64()).sum();
+                    assert!((acc[r * m + o] as f64 - dot).abs() < 1e-5 * inp as f64, "{n}×{inp}×{m} ({r},{o})");
+                }
+            }
+        }
+    }
+
     #[test]
     fn half_products_equal_the_f64_product_of_the_widened_weights() {
         let mut rng = crate::SplitMix(7);
