@@ -8,9 +8,9 @@
 //! - a few rows (decoding, batch 1 to [`GEMV_ROWS`]): each thread takes a block of outputs and
 //!   streams their weight rows once, contiguously, as dot products with the input rows (AVX2 and
 //!   FMA when the CPU has them, detected at run time);
-//! - more rows (prefill): the weight is widened one tile (up to [`TILE_OUT`] outputs ×
-//!   [`TILE_IN`] inputs) at a time into an f32 buffer, and gemm accumulates `y += x · tileᵀ`, so
-//!   the widening is amortized over the rows and the product keeps gemm's speed.
+//! - more rows (prefill): the weight is widened a band of outputs at a time (up to
+//!   [`TILE_FLOATS`] floats) into an f32 buffer, and gemm accumulates `y += x · bandᵀ`, so the
+//!   widening is amortized over the rows and the product keeps gemm's speed.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -21,9 +21,10 @@ pub(crate) const GEMV_ROWS: usize = 4;
 /// Weights from which the dot-product kernel splits its outputs between threads.
 const PARALLEL_ELEMENTS: usize = 1 << 18;
 
-/// Outputs and inputs of one widened tile of the prefill path (`TILE_OUT × TILE_IN` f32s, 4 MiB).
-const TILE_OUT: usize = 4096;
-const TILE_IN: usize = 256;
+/// Floats of one widened tile of the prefill path (16 MiB): a whole decoder-layer matrix of the
+/// models here fits one tile, so its product is one gemm call as in f32; a larger one (an lm_head)
+/// is taken a band of outputs at a time.
+const TILE_FLOATS: usize = 1 << 22;
 
 /// A half-precision element that widens to f32 exactly.
 pub(crate) trait Half: Copy + Send + Sync + 'static {
@@ -175,8 +176,8 @@ mod avx {
 
     /// Each output's dot products with `N` rows over the inputs' multiples of `8·U`, one output
     /// row at a time so that the weights stream in order (interleaving four rows' streams was
-    /// half as fast), `U` independent sums per row to hide the FMA latency, the next cache lines
-    /// asked for ahead; returns the outputs done (their inputs past the last multiple of `8·U`
+    /// half as fast; prefetching 1 or 4 KB ahead did not help), `U` independent sums per row to
+    /// hide the FMA latency; returns the outputs done (their inputs past the last multiple of `8·U`
     /// are left to the caller, [`done_inputs`]).
     #[inline(always)]
     unsafe fn dots_of<T: Half, const N: usize, const U: usize>(
@@ -193,7 +194,6 @@ mod avx {
                 let wp = w.as_ptr().add(o * inp);
                 let mut k = 0;
                 while k < kv {
-                    _mm_prefetch::<_MM_HINT_T0>(wp.add(k + PREFETCH).cast());
                     let mut wv = [_mm256_setzero_ps(); U];
                     for (u, slot) in wv.iter_mut().enumerate() {
                         *slot = load8(wp.add(k + 8 * u));
@@ -217,9 +217,6 @@ mod avx {
         }
         m
     }
-
-    /// Elements ahead of the current ones that the kernel asks the cache for.
-    const PREFETCH: usize = 512;
 
     /// The inputs the kernel covers for `U` sums per row.
     fn done_inputs(inp: usize, u: usize) -> usize {
@@ -246,46 +243,46 @@ mod avx {
     }
 }
 
-/// Tiles of the weight widened (in parallel) into an f32 buffer, then `y[:, tile outputs] +=
-/// x[:, tile inputs] · tileᵀ` by gemm.
+/// Bands of outputs of the weight (all inputs) widened in parallel into an f32 buffer, then
+/// `y[:, band] += x · bandᵀ` by gemm.
 fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
-    let mut buf = vec![0f32; TILE_OUT.min(out) * TILE_IN.min(inp)];
+    tiles_of(x, w, y, n, inp, out, TILE_FLOATS);
+}
+
+/// [`tiles`] with bands of at most `tile_floats` floats (at least one output).
+fn tiles_of<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize, tile_floats: usize) {
+    let band = (tile_floats / inp).clamp(1, out);
+    let mut buf = vec![0f32; band * inp];
     let par = if n * out * inp >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    for o0 in (0..out).step_by(TILE_OUT) {
-        let mo = TILE_OUT.min(out - o0);
-        for k0 in (0..inp).step_by(TILE_IN) {
-            let k = TILE_IN.min(inp - k0);
-            let tile = &mut buf[..mo * k];
-            tile.par_chunks_mut(k)
-                .enumerate()
-                .for_each(|(o, d)| T::widen(&w[(o0 + o) * inp + k0..(o0 + o) * inp + k0 + k], d));
-            // SAFETY: y is [n, out] and initialized, and its columns o0..o0 + mo are addressed with
-            // row stride out; x[:, k0..k0 + k] with row stride inp inside x's n·inp elements; the
-            // tile is [mo, k] row-major, read as the [k, mo] matrix tileᵀ (row stride 1, column
-            // stride k).
-            unsafe {
-                gemm::gemm(
-                    n,
-                    mo,
-                    k,
-                    y.as_mut_ptr().add(o0),
-                    1,
-                    out as isize,
-                    true,
-                    x.as_ptr().add(k0),
-                    1,
-                    inp as isize,
-                    tile.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
+    for o0 in (0..out).step_by(band) {
+        let mo = band.min(out - o0);
+        let tile = &mut buf[..mo * inp];
+        tile.par_chunks_mut(inp).zip(w[o0 * inp..(o0 + mo) * inp].par_chunks(inp)).for_each(|(d, s)| T::widen(s, d));
+        // SAFETY: y is [n, out] and initialized, and its columns o0..o0 + mo are addressed with
+        // row stride out; x is [n, inp]; the tile is [mo, inp] row-major, read as the [inp, mo]
+        // matrix tileᵀ (row stride 1, column stride inp).
+        unsafe {
+            gemm::gemm(
+                n,
+                mo,
+                inp,
+                y.as_mut_ptr().add(o0),
+                1,
+                out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                inp as isize,
+                tile.as_ptr(),
+                inp as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
         }
     }
 }
@@ -296,8 +293,22 @@ mod tests {
 
     /// Against an f64 product of the widened weights, for both element types, for row counts on
     /// both sides of [`GEMV_ROWS`], with and without bias, input widths with and without a
-    /// remainder of 8, output counts with and without a remainder of 4, and an input wider than
-    /// one tile.
+    /// remainder of 8, and output counts with and without a remainder of 4.
+    /// The prefill path in several bands of outputs (one of them partial) equals it in one.
+    #[test]
+    fn bands_of_outputs_give_the_one_band_product() {
+        let mut rng = crate::SplitMix(9);
+        let (n, inp, out) = (6, 20, 23);
+        let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        let w: Vec<f16> = (0..out * inp).map(|_| f16::from_f32(rng.uniform() * 2.0 - 1.0)).collect();
+        let (mut one, mut bands) = (vec![0.5f32; n * out], vec![0.5f32; n * out]);
+        tiles_of(&x, &w, &mut one, n, inp, out, out * inp);
+        tiles_of(&x, &w, &mut bands, n, inp, out, 5 * inp);
+        for (a, b) in one.iter().zip(&bands) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
     /// The portable loop alone (what runs without AVX2) against the f64 product.
     #[test]
     fn the_portable_dot_products_equal_the_f64_product() {
