@@ -166,7 +166,7 @@ impl<'a> BatchPlan<'a> {
         self.rows.len()
     }
 
-    /// Floats of the hidden states of its passes: the contexts and every chunk.
+    /// Positions whose hidden states its passes hold: the contexts and every chunk.
     pub(crate) fn hidden_positions(&self) -> usize {
         self.groups * self.context + self.chunks.iter().map(|c| c.ids.len()).sum::<usize>()
     }
