@@ -244,8 +244,9 @@ impl PipelineArgs {
     }
 
     /// Checks, from the model's config alone, that the calibration windows fit the model's
-    /// context and the machine's memory (the calibration passes hold every window's
-    /// activations of one layer at a time; the Taylor capture also the logits).
+    /// context and the machine's memory (`Footprint::pipeline`: one layer, its statistics and
+    /// every window's activations of one layer at a time; the Taylor capture also every layer's
+    /// input and a chunk's logits).
     /// Also checks the settings that depend on the model (`--align`).
     fn check_sizes(&self, g: &GlobalArgs) -> Result<()> {
         use crate::preflight::{check_fits, check_positions, Footprint};
@@ -254,12 +255,9 @@ impl PipelineArgs {
         check_positions(&cfg, self.calib_len, &format!("--calib-len {}", self.calib_len))?;
         let fp = Footprint::new(&cfg, &self.model, g.backend);
         let (scorer, ..) = self.recipe();
-        let pass = if scorer.needs_gradients() {
-            fp.forward(self.calib_windows, self.calib_len)
-        } else {
-            fp.layers_only(self.calib_windows, self.calib_len)
-        };
-        check_fits(&format!("--calib-windows {} × --calib-len {}", self.calib_windows, self.calib_len), fp.peak(pass))
+        // The pipeline reads one layer at a time: the whole model's size does not count.
+        let peak = fp.pipeline(self.calib_windows, self.calib_len, scorer.needs_gradients());
+        check_fits(&format!("--calib-windows {} × --calib-len {}", self.calib_windows, self.calib_len), peak)
     }
 
     fn store(&self) -> Result<Store> {

@@ -222,6 +222,35 @@ impl<'a> Footprint<'a> {
         F32.saturating_mul(width).saturating_mul(batch as u64).saturating_mul(positions as u64)
     }
 
+    /// Peak bytes of `pipeline run` on `windows` calibration windows of `len` tokens, which works one decoder layer
+    /// at a time: the process's base; a layer's weights three times (read from the files in f32, on the device,
+    /// and its pruned copy) or the embedding / lm_head with its copies; the calibration activations carried from
+    /// layer to layer (the dense and the pruned inputs and a layer's output); a layer's statistics (the MLP's
+    /// `f × f` and the attention's `(H·d_h)²` covariances on the device, on the host and serialized, once more in
+    /// f64, and the channel score's f64 products with `W_down`); and one layer's pass over all windows. With the
+    /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Against
+    /// measured peaks (docs/measurements.md): SmolLM2-135M 571 MB → 685 MB estimated; the 4-layer LLaMA-7B shape
+    /// 6.83 GB → 7.2 GB.
+    pub(crate) fn pipeline(&self, windows: usize, len: usize, taylor: bool) -> u64 {
+        let c = self.cfg;
+        let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
+        let f = c.layers.iter().map(|l| l.intermediate_size as u64).max().unwrap_or(0);
+        let qw = c.layers.iter().map(|l| l.num_heads as u64 * dh).max().unwrap_or(0);
+        let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
+        let table = (c.vocab_size as u64) * d;
+        let weights = F32.saturating_mul((3 * layer).max(3 * table));
+        let act = F32.saturating_mul(windows as u64).saturating_mul(len as u64).saturating_mul(d);
+        let covariance = |w: u64| (3 * F32 + 8).saturating_mul(w.saturating_mul(w));
+        let stats = covariance(f).saturating_add(covariance(qw)).saturating_add(16u64.saturating_mul(d * f));
+        let mut pass = self.layers_only(windows, len);
+        let mut held = act.saturating_mul(3);
+        if taylor {
+            pass = pass.max(self.forward(windows.min(4), len));
+            held = held.saturating_add(act.saturating_mul(c.num_layers() as u64 + 1));
+        }
+        PROCESS_BASE.saturating_add(weights).saturating_add(held).saturating_add(stats).saturating_add(pass)
+    }
+
     /// Bytes beyond the weights of one uncached forward pass over `batch × len` tokens that returns all logits.
     pub(crate) fn forward(&self, batch: usize, len: usize) -> u64 {
         self.pass(batch, 0, len, len, true)

@@ -364,3 +364,32 @@ fn eval_zeroshot_streams_a_model_larger_than_the_memory() {
         );
     }
 }
+
+/// `pipeline run` reads one decoder layer at a time, and its memory check counts one layer, its statistics and the
+/// calibration activations, not the whole model: a model whose whole-model estimate exceeds the memory it is told
+/// it has is pruned (the check used to count the whole model and refused it).
+#[test]
+fn pipeline_run_prunes_a_model_larger_than_the_memory() {
+    let (_tmp, root) = setup();
+    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
+    let big = root.join("big");
+    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
+    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
+        .args(["--quiet", "pipeline", "run", "--calib-source", "random", "--calib-windows", "8", "--calib-len", "32"])
+        .args(["--no-eval", "--gguf", "none", "--run", "big-20", "--model"])
+        .arg(&big)
+        .arg("--cache")
+        .arg(root.join("cache"))
+        .arg("--data-root")
+        .arg(root.join("data"))
+        .env("SLIMLLM_MEM_AVAILABLE", "250M")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let pruned = slim_checkpoint::ModelConfig::load(&root.join("data/runs/big-20/model")).unwrap();
+    let (before, after) = (cfg.num_params() as f64, pruned.num_params() as f64);
+    assert!((1.0 - after / before - 0.2).abs() < 0.02, "{before} -> {after} parameters");
+}
