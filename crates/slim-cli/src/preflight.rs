@@ -228,9 +228,9 @@ impl<'a> Footprint<'a> {
     /// layer to layer (the dense and the pruned inputs and a layer's output); a layer's statistics (the MLP's
     /// `f × f` and the attention's `(H·d_h)²` covariances on the device, on the host and serialized, once more in
     /// f64, and the channel score's f64 products with `W_down`); and one layer's pass over all windows. With the
-    /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Against
-    /// measured peaks (docs/measurements.md): SmolLM2-135M 571 MB → 685 MB estimated; the 4-layer LLaMA-7B shape
-    /// 6.83 GB → 7.2 GB.
+    /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Measured peak
+    /// against this estimate (docs/measurements.md): SmolLM2-135M 571 MB / 693 MB; the 4-layer LLaMA-7B shape
+    /// 6.83 GB / 7.25 GB; Qwen2.5-Coder-1.5B 4.14 GB / 5.45 GB.
     pub(crate) fn pipeline(&self, windows: usize, len: usize, taylor: bool) -> u64 {
         let c = self.cfg;
         let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
