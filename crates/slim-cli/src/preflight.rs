@@ -223,14 +223,15 @@ impl<'a> Footprint<'a> {
     }
 
     /// Peak bytes of `pipeline run` on `windows` calibration windows of `len` tokens, which works one decoder layer
-    /// at a time: the process's base; a layer's weights three times (read from the files in f32, on the device,
-    /// and its pruned copy) or the embedding / lm_head with its copies; the calibration activations carried from
+    /// at a time: the process's base; a layer's weights four times (read from the files in f32, on the device,
+    /// its pruned copy, and one more, measured: the 16-layer LLaMA-7B shape peaked 1.1 GB above the 4-layer one)
+    /// or the embedding / lm_head with its copies; the calibration activations carried from
     /// layer to layer (the dense and the pruned inputs and a layer's output); a layer's statistics (the MLP's
     /// `f × f` and the attention's `(H·d_h)²` covariances on the device, on the host and serialized, once more in
     /// f64, and the channel score's f64 products with `W_down`); and one layer's pass over all windows. With the
     /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Measured peak
-    /// against this estimate (docs/measurements.md): SmolLM2-135M 571 MB / 693 MB; the 4-layer LLaMA-7B shape
-    /// 6.83 GB / 7.25 GB; Qwen2.5-Coder-1.5B 4.14 GB / 5.45 GB.
+    /// against this estimate (docs/measurements.md): SmolLM2-135M 571 MB / 693 MB; the LLaMA-7B shape with 4
+    /// and 16 layers 6.83 and 7.97 GB / 8.06 GB; Qwen2.5-Coder-1.5B 4.14 GB / 5.45 GB.
     pub(crate) fn pipeline(&self, windows: usize, len: usize, taylor: bool) -> u64 {
         let c = self.cfg;
         let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
@@ -238,7 +239,7 @@ impl<'a> Footprint<'a> {
         let qw = c.layers.iter().map(|l| l.num_heads as u64 * dh).max().unwrap_or(0);
         let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
         let table = (c.vocab_size as u64) * d;
-        let weights = F32.saturating_mul((3 * layer).max(3 * table));
+        let weights = F32.saturating_mul((4 * layer).max(3 * table));
         let act = F32.saturating_mul(windows as u64).saturating_mul(len as u64).saturating_mul(d);
         let covariance = |w: u64| (3 * F32 + 8).saturating_mul(w.saturating_mul(w));
         let stats = covariance(f).saturating_add(covariance(qw)).saturating_add(16u64.saturating_mul(d * f));
