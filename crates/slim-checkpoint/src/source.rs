@@ -173,13 +173,7 @@ impl WeightSource {
     /// The tensors of decoder layer `l` of a model with `cfg` (shapes checked against it), as
     /// [`Weights`] holding nothing else.
     pub fn read_layer(&self, cfg: &ModelConfig, l: usize) -> Result<Weights> {
-        let mut w = Weights::new();
-        for t in layout::layer_tensors(cfg, l) {
-            let shape = t.shape(cfg).expect("layer_tensors keeps tensors with a shape");
-            let name = t.hf_name();
-            w.insert(name.clone(), self.read_shaped(&name, &shape)?);
-        }
-        Ok(w)
+        layer_of(cfg, l, |name, shape| self.read_shaped(name, shape))
     }
 
     /// A global tensor of a model with `cfg` (its shape checked).
@@ -238,15 +232,20 @@ impl LayerSource for WeightSource {
     }
 }
 
+/// The tensors of decoder layer `l` of a model with `cfg`, each got by name and expected shape.
+fn layer_of(cfg: &ModelConfig, l: usize, get: impl Fn(&str, &[usize]) -> Result<HostTensor>) -> Result<Weights> {
+    let mut w = Weights::new();
+    for t in layout::layer_tensors(cfg, l) {
+        let shape = t.shape(cfg).expect("layer_tensors keeps tensors with a shape");
+        let name = t.hf_name();
+        w.insert(name.clone(), get(&name, &shape)?);
+    }
+    Ok(w)
+}
+
 impl LayerSource for Weights {
     fn layer(&self, cfg: &ModelConfig, l: usize) -> Result<Weights> {
-        let mut w = Weights::new();
-        for t in layout::layer_tensors(cfg, l) {
-            let shape = t.shape(cfg).expect("layer_tensors keeps tensors with a shape");
-            let name = t.hf_name();
-            w.insert(name.clone(), self.get_shaped(&name, &shape)?.clone());
-        }
-        Ok(w)
+        layer_of(cfg, l, |name, shape| Ok(self.get_shaped(name, shape)?.clone()))
     }
 
     fn global(&self, cfg: &ModelConfig, g: Global) -> Result<HostTensor> {

@@ -93,6 +93,16 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (tmp, root)
 }
 
+/// An 8-layer llama (hidden 384, intermediate 1,536; 71 MB in f32) in `ROOT/big` with the fixtures' tokenizer:
+/// its whole-model memory estimate exceeds 250 MiB, what the streaming tests tell the binary it has.
+fn big_model(root: &Path) -> (slim_checkpoint::ModelConfig, slim_checkpoint::Weights, PathBuf) {
+    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
+    let big = root.join("big");
+    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
+    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    (cfg, w, big)
+}
+
 /// Sizes past the memory (1 GiB here) fail before the weights load (the weight file is garbage), naming the
 /// options, the bytes and where the memory figure comes from; past RoPE's exact positions is an error too.
 #[test]
@@ -297,10 +307,7 @@ fn cache_verify_reports_and_repairs_symbolic_links() {
 #[test]
 fn eval_ppl_streams_a_model_larger_than_the_memory() {
     let (_tmp, root) = setup();
-    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
-    let big = root.join("big");
-    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
-    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let (cfg, w, big) = big_model(&root);
     let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
         .args(["--quiet", "eval", "ppl", "--data", "ptb-valid", "--seq-len", "32", "--windows", "6", "--batch", "4"])
         .arg("--model")
@@ -328,10 +335,7 @@ fn eval_ppl_streams_a_model_larger_than_the_memory() {
 #[test]
 fn eval_zeroshot_streams_a_model_larger_than_the_memory() {
     let (_tmp, root) = setup();
-    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
-    let big = root.join("big");
-    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
-    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let (cfg, w, big) = big_model(&root);
     let samples = root.join("s.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
         .args(["--quiet", "eval", "zeroshot", "--tasks", "boolq", "--model"])
@@ -371,10 +375,7 @@ fn eval_zeroshot_streams_a_model_larger_than_the_memory() {
 #[test]
 fn pipeline_run_prunes_a_model_larger_than_the_memory() {
     let (_tmp, root) = setup();
-    let (cfg, w) = SyntheticSpec::dense("llama", 8, 384, 6, 3, 64, 1536, 64, 4).build();
-    let big = root.join("big");
-    slim_checkpoint::save_model_dir(&big, &cfg, &w, &big).unwrap();
-    std::fs::copy(root.join("model/tokenizer.json"), big.join("tokenizer.json")).unwrap();
+    let (cfg, _, big) = big_model(&root);
     let out = Command::new(env!("CARGO_BIN_EXE_slimllm"))
         .args(["--quiet", "pipeline", "run", "--calib-source", "random", "--calib-windows", "8", "--calib-len", "32"])
         .args(["--no-eval", "--gguf", "none", "--run", "big-20", "--model"])

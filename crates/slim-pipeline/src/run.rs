@@ -15,7 +15,8 @@ use slim_artifact::schema::{LayerImportance, TaylorStats};
 use slim_artifact::Kind;
 use slim_artifact::{Key, KeyDoc, Store};
 use slim_capture::{calibration_documents, layer_importance, random_windows, sample_windows};
-use slim_checkpoint::{ModelConfig, WeightSource};
+use slim_checkpoint::layout::Global;
+use slim_checkpoint::{LayerSource, ModelConfig, WeightSource};
 use slim_model::{Llama, Tokenizer};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -136,10 +137,11 @@ pub fn run_pipeline<B: Backend>(
     let taylor = match graph.taylor(calib_key)? {
         Some(d) => {
             let (t, key) = cached(store, &mut report, force, "capture", &d, || -> Result<TaylorStats> {
-                // One layer read at a time, twice: forward, then backward from the top.
-                let src = src.get()?;
+                // One layer read at a time, twice: forward, then backward from the top; the reads
+                // count in the `load` stage, as the other passes' do.
+                let src = TimedSource { src: src.get()?, seconds: &load_s };
                 let bar = layer_bar(progress, n_layers as u64, "gradients");
-                let t = slim_capture::taylor_stats::<B>(&dense_cfg, src, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
+                let t = slim_capture::taylor_stats::<B>(&dense_cfg, &src, &ids, nw, sl, device, &mut |_| bar.inc(1))?;
                 bar.finish_and_clear();
                 tracing::info!("Taylor capture: calibration loss {:.4}", t.loss);
                 Ok(t)
@@ -286,6 +288,22 @@ pub fn run_pipeline<B: Backend>(
 }
 
 /// Runs `f`, adding its wall time to `acc`.
+/// A [`WeightSource`] whose reads add their seconds to `seconds`.
+struct TimedSource<'a> {
+    src: &'a WeightSource,
+    seconds: &'a Cell<f64>,
+}
+
+impl LayerSource for TimedSource<'_> {
+    fn layer(&self, cfg: &ModelConfig, l: usize) -> Result<slim_checkpoint::Weights> {
+        timed(self.seconds, || self.src.read_layer(cfg, l))
+    }
+
+    fn global(&self, cfg: &ModelConfig, g: Global) -> Result<slim_checkpoint::HostTensor> {
+        timed(self.seconds, || self.src.read_global(cfg, g))
+    }
+}
+
 pub(crate) fn timed<T>(acc: &Cell<f64>, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let v = f();
