@@ -42,6 +42,16 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// Runs `f` on a thread of rayon's global pool, so that the parallel regions inside it fork from a
+/// pool thread: that thread works on a share of each region and takes back any share no idle
+/// thread has stolen yet. Called from any other thread, each region is handed to the pool while the
+/// caller sleeps until it is done: a wake-up of a pool thread and one of the caller per region,
+/// which decoding (about ten regions a layer, each tens of microseconds) pays hundreds of times
+/// per token.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Work that runs generically on any backend.
 pub trait BackendRun {
     /// What the work returns.
@@ -50,10 +60,14 @@ pub trait BackendRun {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `work` on the backend `kind`, erroring if that backend was not compiled in.
-pub fn dispatch<W: BackendRun>(kind: BackendKind, work: W) -> Result<W::Output> {
+/// Runs `work` on the backend `kind`, erroring if that backend was not compiled in. On the CPU it
+/// runs on a thread of rayon's pool ([`on_pool`]).
+pub fn dispatch<W: BackendRun + Send>(kind: BackendKind, work: W) -> Result<W::Output>
+where
+    W::Output: Send,
+{
     match kind {
-        BackendKind::Cpu => work.run::<Cpu>(burn_flex::FlexDevice),
+        BackendKind::Cpu => on_pool(|| work.run::<Cpu>(burn_flex::FlexDevice)),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => work.run::<burn_wgpu::Wgpu>(burn_wgpu::WgpuDevice::default()),
         #[cfg(feature = "cuda")]

@@ -18,7 +18,7 @@ mod runtime;
 mod taps;
 mod tokenizer;
 
-pub use backend::{dispatch, BackendKind, BackendRun, Cpu};
+pub use backend::{dispatch, on_pool, BackendKind, BackendRun, Cpu};
 pub use grad::{taylor_sums, LayerTaylorSums, TaylorSums};
 pub use lora::{LayerLora, LoraWeights};
 pub use runtime::{host_to_tensor, tensor_to_host, KvCache, LayerKv, Llama};

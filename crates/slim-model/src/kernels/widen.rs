@@ -252,7 +252,33 @@ fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: 
 /// [`tiles`] with bands of at most `tile_floats` floats (at least one output).
 fn tiles_of<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize, tile_floats: usize) {
     let band = (tile_floats / inp).clamp(1, out);
-    let mut buf = vec![0f32; band * inp];
+    TILE.with_borrow_mut(|buf| {
+        // Every float of a band is written before gemm reads it: grown, never cleared, and kept for the thread's next
+        // product (a fresh buffer each product was a page fault and a zeroing per 4 KiB of it).
+        if buf.len() < band * inp {
+            buf.resize(band * inp, 0.0);
+        }
+        tiles_in(x, w, y, n, inp, out, band, &mut buf[..band * inp]);
+    });
+}
+
+thread_local! {
+    /// The widened band of [`tiles_of`], one per thread.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`tiles_of`] with bands of `band` outputs widened into `buf`.
+#[allow(clippy::too_many_arguments)]
+fn tiles_in<T: Half>(
+    x: &[f32],
+    w: &[T],
+    y: &mut [f32],
+    n: usize,
+    inp: usize,
+    out: usize,
+    band: usize,
+    buf: &mut [f32],
+) {
     let par = if n * out * inp >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     for o0 in (0..out).step_by(band) {
         let mo = band.min(out - o0);
