@@ -104,9 +104,10 @@ fn a_killed_export_leaves_nothing_or_the_whole_file_under_the_final_name() {
         assert!(export(&model, &out).status().unwrap().success(), "round {round}: the rerun failed");
         assert!(std::fs::read(&out).unwrap() == want, "round {round}: the rerun's file differs");
     }
-    assert!(mid_write > 0, "no export of a {full:?} one was caught writing in 5 rounds");
+    assert!(mid_write > 0, "no export was caught writing in 5 rounds (an uninterrupted one takes {full:?})");
     assert!(before_rename > 0, "no kill landed before the rename in 10 rounds");
     eprintln!(
-        "{before_rename} of 10 kills landed before the rename ({mid_write} seen mid-write); every rerun gave the reference"
+        "{before_rename} of 10 kills landed before the rename ({mid_write} seen mid-write); \
+         every rerun gave the reference"
     );
 }
