@@ -252,19 +252,20 @@ fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: 
 /// [`tiles`] with bands of at most `tile_floats` floats (at least one output).
 fn tiles_of<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize, tile_floats: usize) {
     let band = (tile_floats / inp).clamp(1, out);
-    TILE.with_borrow_mut(|buf| {
-        // Every float of a band is written before gemm reads it: grown, never cleared, and kept for the thread's next
-        // product (a fresh buffer each product was a page fault and a zeroing per 4 KiB of it).
-        if buf.len() < band * inp {
-            buf.resize(band * inp, 0.0);
-        }
-        tiles_in(x, w, y, n, inp, out, band, &mut buf[..band * inp]);
-    });
+    // Every float of a band is written before gemm reads it: grown, never cleared, and kept for the thread's next
+    // product (a fresh buffer each product was a page fault and a zeroing per 4 KiB of it). Taken out of the slot
+    // while in use: a product this thread runs while it waits inside this one (rayon steals work) gets its own.
+    let mut buf = TILE.take();
+    if buf.len() < band * inp {
+        buf.resize(band * inp, 0.0);
+    }
+    tiles_in(x, w, y, n, inp, out, band, &mut buf[..band * inp]);
+    TILE.set(buf);
 }
 
 thread_local! {
     /// The widened band of [`tiles_of`], one per thread.
-    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static TILE: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`tiles_of`] with bands of `band` outputs widened into `buf`.
