@@ -259,7 +259,7 @@ fn tiles_of<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, ou
     if buf.len() < band * inp {
         buf.resize(band * inp, 0.0);
     }
-    tiles_in(x, w, y, n, inp, out, band, &mut buf[..band * inp]);
+    tiles_in(x, w, y, n, inp, out, &mut buf[..band * inp]);
     TILE.set(buf);
 }
 
@@ -268,18 +268,9 @@ thread_local! {
     static TILE: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// [`tiles_of`] with bands of `band` outputs widened into `buf`.
-#[allow(clippy::too_many_arguments)]
-fn tiles_in<T: Half>(
-    x: &[f32],
-    w: &[T],
-    y: &mut [f32],
-    n: usize,
-    inp: usize,
-    out: usize,
-    band: usize,
-    buf: &mut [f32],
-) {
+/// [`tiles_of`] with bands of `buf.len() / inp` outputs widened into `buf`.
+fn tiles_in<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize, buf: &mut [f32]) {
+    let band = buf.len() / inp;
     let par = if n * out * inp >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     for o0 in (0..out).step_by(band) {
         let mo = band.min(out - o0);
