@@ -25,8 +25,9 @@ use slim_artifact::Kind;
 use slim_model::BackendKind;
 use std::path::PathBuf;
 
+/// mimalloc, counted: the pipeline reports each stage's and each layer's peak heap (`slim_mem`).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: slim_mem::Counting<mimalloc::MiMalloc> = slim_mem::Counting(mimalloc::MiMalloc);
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (include/mimalloc.h); the
 /// crate exports no constant for it. A test checks the index by its documented default.

@@ -157,6 +157,7 @@ impl<B: Backend> Layers<'_, B> {
                 bar.inc(1);
                 continue;
             };
+            let heap = slim_mem::Scope::start();
             let mut lw = timed(self.load_s, || src.read_layer(self.dense, l))?;
             model.load_layer(l, &lw)?;
             let counts = &self.plan.counts[l];
@@ -181,11 +182,16 @@ impl<B: Backend> Layers<'_, B> {
             })?;
             drop(astats);
             let t = Instant::now();
-            apply_attention(&mut cur, &mut lw, l, &heads, attn)?;
-            if sequential {
-                model.replace_layer(l, cur.layers[l].clone(), &lw)?;
-            }
+            let (done, peak) = slim_mem::measure(|| -> Result<()> {
+                apply_attention(&mut cur, &mut lw, l, &heads, attn)?;
+                if sequential {
+                    model.replace_layer(l, cur.layers[l].clone(), &lw)?;
+                }
+                Ok(())
+            });
+            done?;
             report.record("surgery", false, t.elapsed().as_secs_f64());
+            report.peak("surgery", peak);
             // Sequential mode: the output of the pruned attention, so that moving past this layer
             // runs only its (pruned) MLP.
             let mut after_attn: Option<Tensor<B, 3>> = None;
@@ -210,8 +216,10 @@ impl<B: Backend> Layers<'_, B> {
             })?;
             drop(mstats);
             let t = Instant::now();
-            apply_mlp(&mut cur, &mut lw, l, &channels, mlp)?;
+            let (done, peak) = slim_mem::measure(|| apply_mlp(&mut cur, &mut lw, l, &channels, mlp));
+            done?;
             report.record("surgery", false, t.elapsed().as_secs_f64());
+            report.peak("surgery", peak);
             if l < last {
                 x = if sequential {
                     model.replace_layer(l, cur.layers[l].clone(), &lw)?;
@@ -224,9 +232,10 @@ impl<B: Backend> Layers<'_, B> {
                 };
             }
             model.unload_layer(l);
+            let heap = heap.end().map(|b| format!(", heap peak {}", slim_mem::human(b))).unwrap_or_default();
             let (s, p) = (&cur.layers[l], &shape);
             tracing::info!(
-                "layer {l:>3}: ratio {:.3}, heads {}→{}, kv heads {}→{}, channels {}→{}",
+                "layer {l:>3}: ratio {:.3}, heads {}→{}, kv heads {}→{}, channels {}→{}{heap}",
                 self.plan.ratios[l],
                 p.num_heads,
                 s.num_heads,

@@ -19,6 +19,10 @@ pub struct StageReport {
     pub reused: usize,
     /// True when every entry of this stage was reused.
     pub cached: bool,
+    /// The most heap the process held while an entry of this stage was computed (the whole
+    /// heap, the runner's layer and activations included; `slim_mem`), when the binary counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_bytes: Option<u64>,
 }
 
 /// Accumulates stage accounts in first-seen order.
@@ -48,6 +52,14 @@ impl RunReport {
         s.cached = s.ran == 0;
     }
 
+    /// Notes that the heap reached `bytes` while `stage` computed (keeps the highest).
+    pub fn peak(&mut self, stage: &str, bytes: Option<u64>) {
+        let Some(b) = bytes else { return };
+        if let Some(s) = self.stages.get_mut(stage) {
+            s.peak_bytes = Some(s.peak_bytes.map_or(b, |p| p.max(b)));
+        }
+    }
+
     /// Notes that the run read or wrote the entry `key` of stage folder `stage`.
     pub fn used(&mut self, stage: &str, key: Key) {
         self.entries.insert(CacheRef { stage: stage.to_string(), key });
@@ -73,6 +85,7 @@ impl RunReport {
             s.ran += st.ran;
             s.reused += st.reused;
             s.cached = s.ran == 0;
+            s.peak_bytes = s.peak_bytes.max(st.peak_bytes);
         }
         self.entries.extend(other.entries.iter().cloned());
     }
@@ -99,10 +112,17 @@ impl RunReport {
 }
 
 /// A one-line-per-stage table of `stages` for the log.
+/// The peak-heap column appears when some stage has a figure.
 pub fn stage_table(stages: &[StageReport]) -> String {
-    let mut s = format!("{:<10} {:>9} {:>5} {:>7}\n", "stage", "seconds", "ran", "reused");
+    let mem = stages.iter().any(|s| s.peak_bytes.is_some());
+    let mut s = format!("{:<10} {:>9} {:>5} {:>7}", "stage", "seconds", "ran", "reused");
+    s += if mem { "  peak heap\n" } else { "\n" };
     for st in stages {
-        s += &format!("{:<10} {:>9.2} {:>5} {:>7}\n", st.name, st.seconds, st.ran, st.reused);
+        s += &format!("{:<10} {:>9.2} {:>5} {:>7}", st.name, st.seconds, st.ran, st.reused);
+        match st.peak_bytes {
+            Some(b) if mem => s += &format!("  {:>9}\n", slim_mem::human(b)),
+            _ => s += "\n",
+        }
     }
     s
 }

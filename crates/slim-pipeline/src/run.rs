@@ -69,12 +69,14 @@ pub(crate) fn cached<T: Serialize + DeserializeOwned>(
         return Ok((v, key));
     }
     tracing::debug!("{label} {}: computing {key}", doc.stage());
-    let v = compute()?;
+    let (v, peak) = slim_mem::measure(compute);
+    let v = v?;
     let mut w = store.begin(doc)?;
     w.set_producer(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), None);
     w.put_bin("value", &v)?;
     w.commit()?;
     report.record(label, false, t.elapsed().as_secs_f64());
+    report.peak(label, peak);
     report.used(doc.stage(), key);
     Ok((v, key))
 }
@@ -262,9 +264,11 @@ pub fn run_pipeline<B: Backend>(
         None => {
             let mut wr = store.begin(sg_doc)?;
             let dir = wr.dir_path("model")?;
-            layers.write_model(&dir, model_dir)?;
+            let (written, peak) = slim_mem::measure(|| layers.write_model(&dir, model_dir));
+            written?;
             let key = wr.commit()?;
             report.record("surgery", false, t.elapsed().as_secs_f64());
+            report.peak("surgery", peak);
             store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
         }
     };
