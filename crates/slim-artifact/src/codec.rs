@@ -25,6 +25,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Encodes `value` into `out` as [`encode`] would, without holding the bytes; returns how many
+/// were written. An I/O error of `out` comes back as a [`CodecError`] too: writers that need to
+/// tell it apart keep it themselves.
+pub fn encode_into<T: Serialize + ?Sized, W: std::io::Write>(value: &T, out: &mut W) -> Result<usize, CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Decodes bytes written by [`encode`]; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) =

@@ -384,7 +384,7 @@ fn mlp_stats_binary_round_trip() {
         u_sq_mean: (0..512).map(|i| i as f64 * 0.5).collect(),
         // f32 values widened, as the capture makes them.
         g_mean: (0..m).map(|i| f64::from((i as f32).sin())).collect(),
-        g_cov: (0..m * m).map(|i| f64::from((i as f32 * 1e-3).cos() / 3.0)).collect(),
+        g_cov: (0..m * m).map(|i| (i as f32 * 1e-3).cos() / 3.0).collect(),
     };
     let (_dir, store) = tmp_store();
     let d = KeyDoc::new("capture", 1, &json!({ "layer": 3 }), BTreeMap::new()).unwrap();
@@ -422,4 +422,60 @@ fn statistics_that_are_not_f32_values_are_refused_when_stored() {
     let ok = MlpStats { g_mean: vec![0.25, f64::from(0.1f32)], ..stats };
     let back: MlpStats = crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
     assert_eq!(back, ok);
+}
+
+/// The f32 statistics are encoded byte for byte as a `Vec<f32>`, and as the previous version wrote
+/// them (g_cov held in f64, written through [`crate::schema::as_f32`]): capture entries written by
+/// earlier versions stay readable under the same format, and the same inputs give the same bytes.
+#[test]
+fn statistics_stored_as_f32_encode_as_a_vec_of_f32() {
+    #[derive(serde::Serialize)]
+    struct Mirror {
+        layer: usize,
+        n_tokens: usize,
+        hidden: usize,
+        intermediate: usize,
+        u_sq_mean: Vec<f32>,
+        g_mean: Vec<f32>,
+        g_cov: Vec<f32>,
+    }
+    let f = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * s).sin() * 1e3).collect() };
+    let (u, g, c) = (f(5, 0.3), f(7, 0.7), f(49, 1.1));
+    let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let stats = MlpStats {
+        layer: 2,
+        n_tokens: 300,
+        hidden: 5,
+        intermediate: 7,
+        u_sq_mean: wide(&u),
+        g_mean: wide(&g),
+        g_cov: c.clone(),
+    };
+    let mirror = Mirror { layer: 2, n_tokens: 300, hidden: 5, intermediate: 7, u_sq_mean: u, g_mean: g, g_cov: c };
+    // And as the previous version, which held g_cov in f64 and wrote it through `as_f32`.
+    #[derive(serde::Serialize)]
+    struct Before<'a> {
+        layer: usize,
+        n_tokens: usize,
+        hidden: usize,
+        intermediate: usize,
+        #[serde(with = "crate::schema::as_f32")]
+        u_sq_mean: &'a [f64],
+        #[serde(with = "crate::schema::as_f32")]
+        g_mean: &'a [f64],
+        #[serde(with = "crate::schema::as_f32")]
+        g_cov: &'a [f64],
+    }
+    let wide_cov = wide(&stats.g_cov);
+    let before = Before {
+        layer: 2,
+        n_tokens: 300,
+        hidden: 5,
+        intermediate: 7,
+        u_sq_mean: &stats.u_sq_mean,
+        g_mean: &stats.g_mean,
+        g_cov: &wide_cov,
+    };
+    assert_eq!(crate::codec::encode(&stats).unwrap(), crate::codec::encode(&before).unwrap());
+    assert_eq!(crate::codec::encode(&stats).unwrap(), crate::codec::encode(&mirror).unwrap());
 }

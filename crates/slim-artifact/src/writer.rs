@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -78,11 +79,40 @@ impl EntryWriter {
 
     /// Writes `value` in the binary [`codec`] to payload `name`; for large numeric
     /// structs such as `MlpStats`.
+    ///
+    /// The encoding streams into the file and its hash: a LLaMA-7B layer's MLP statistics are
+    /// never also held as a 485 MB byte buffer.
     pub fn put_bin<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let path = self.payload_path(name)?;
-        let bytes =
-            codec::encode(value).map_err(|e| StoreError::Encode { path: path.clone(), reason: e.to_string() })?;
-        self.write(name, &path, &bytes, codec::NAME)
+        let file =
+            fs::File::options().write(true).create_new(true).open(&path).map_err(|e| StoreError::io("create", &path, e))?;
+        let mut w = HashingWriter { out: io::BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), err: None };
+        let encoded = codec::encode_into(value, &mut w);
+        let done = match (encoded, w.err.take()) {
+            (Ok(size), None) => w
+                .out
+                .into_inner()
+                .map_err(|e| StoreError::io("write", &path, e.into_error()))
+                .and_then(|f| f.sync_all().map_err(|e| StoreError::io("fsync", &path, e)))
+                .map(|()| size),
+            (_, Some(e)) => Err(StoreError::io("write", &path, e)),
+            (Err(e), None) => Err(StoreError::Encode { path: path.clone(), reason: e.to_string() }),
+        };
+        let size = match done {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let payload = Payload {
+            name: name.into(),
+            size: size as u64,
+            blake3: w.hash.finalize().to_hex().to_string(),
+            codec: codec::NAME.into(),
+        };
+        self.written.insert(name.into(), payload);
+        Ok(())
     }
 
     /// Writes raw bytes (a safetensors file, say) to payload `name`.
@@ -241,6 +271,34 @@ impl EntryWriter {
             let _ = fs::remove_dir_all(&self.tmp);
             self.done = true;
         }
+    }
+}
+
+/// Bytes on their way to a payload file, hashed as they pass; the first I/O error is kept so that
+/// it is reported as one (the encoder would wrap it in its own message).
+struct HashingWriter {
+    out: io::BufWriter<fs::File>,
+    hash: blake3::Hasher,
+    err: Option<io::Error>,
+}
+
+impl io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.out.write(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                self.err.get_or_insert(e);
+                Err(io::Error::from(kind))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 

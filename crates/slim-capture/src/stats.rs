@@ -6,13 +6,12 @@ use burn_tensor::{backend::Backend, Tensor};
 use slim_artifact::schema::{AttnStats, MlpStats};
 use slim_model::{host_to_tensor, HostTensor};
 
+fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading statistics back: {e:?}"))
+}
+
 fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::format_err!("reading statistics back: {e:?}"))?;
-    Ok(data.into_iter().map(f64::from).collect())
+    Ok(to_f32(t)?.into_iter().map(f64::from).collect())
 }
 
 /// Attention statistics of one layer from its per-head outputs `z` and its o_proj weight.
@@ -101,9 +100,14 @@ pub fn mlp_stats<B: Backend>(layer: usize, u: Tensor<B, 2>, g: Tensor<B, 2>) -> 
         intermediate: m,
         u_sq_mean: to_f64(u_sq_mean)?,
         g_mean: to_f64(g_mean)?,
-        g_cov: to_f64(cov)?,
+        g_cov: to_f32(cov)?,
     };
-    ensure_finite(layer, "MLP", [&stats.u_sq_mean, &stats.g_mean, &stats.g_cov])?;
+    ensure_finite(layer, "MLP", [&stats.u_sq_mean, &stats.g_mean])?;
+    ensure!(
+        stats.g_cov.iter().all(|x| x.is_finite()),
+        "layer {layer}: the MLP activations hold NaN or Inf on the calibration tokens (broken weights or overflow \
+        in the layers below); nothing was scored"
+    );
     Ok(stats)
 }
 

@@ -91,7 +91,7 @@ fn mlp_stats_match_direct_f64() {
         for j in 0..m {
             let c: f64 = (0..n).map(|t| (g[t * m + i] as f64 - mean[i]) * (g[t * m + j] as f64 - mean[j])).sum::<f64>()
                 / n as f64;
-            assert!(close(s.g_cov[i * m + j], c, 1e-4));
+            assert!(close(f64::from(s.g_cov[i * m + j]), c, 1e-4));
         }
     }
 }

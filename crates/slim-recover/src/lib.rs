@@ -164,7 +164,8 @@ pub fn refit_mlp(
 /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → scalar
 pub fn mlp_refit_error(stats: &MlpStats, down: &HostTensor, kept: &[usize], refit: &Refit) -> Result<f64> {
     stats.validate().map_err(anyhow::Error::msg)?;
-    refit_error(down, &stats.g_mean, &stats.g_cov, kept, refit)
+    let cov: Vec<f64> = stats.g_cov.iter().map(|&x| f64::from(x)).collect();
+    refit_error(down, &stats.g_mean, &cov, kept, refit)
         .map_err(|e| anyhow::format_err!("layer {}: down_proj refit error: {e}", stats.layer))
 }
 

@@ -160,7 +160,9 @@ pub fn lstsq_refit(
 /// `down` `[d, m]`, `g_mean` `[m]`, `g_cov` `[m, m]` → weight `[d, |K|]`, bias `[d]`
 pub fn mlp_lstsq(stats: &MlpStats, down: &HostTensor, kept: &[usize], cfg: &LstsqConfig) -> Result<ColumnRefit> {
     check_mlp_down(stats, down)?;
-    lstsq_refit(down, &stats.g_mean, &stats.g_cov, kept, cfg)
+    // Widened for the solver: an m² f64 copy, on this non-default path only.
+    let cov: Vec<f64> = stats.g_cov.iter().map(|&x| f64::from(x)).collect();
+    lstsq_refit(down, &stats.g_mean, &cov, kept, cfg)
         .with_context(|| format!("layer {}: least-squares refit of down_proj", stats.layer))
 }
 

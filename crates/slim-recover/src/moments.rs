@@ -65,7 +65,7 @@ impl Moments {
         let nk = kept.len();
         let w = |k: usize, j: usize| down.data[k * m + j] as f64;
         let wk = Mat::from_fn(d, nk, |k, j| w(k, kept[j])); // d × |K|
-        let cov_k_all = Mat::from_fn(nk, m, |i, j| stats.g_cov[kept[i] * m + j]); // |K| × m
+        let cov_k_all = Mat::from_fn(nk, m, |i, j| f64::from(stats.g_cov[kept[i] * m + j])); // |K| × m
         let a = &wk * &cov_k_all; // d × m: row k = w_{k,K}ᵀ Cov_G[K,:]
         let mut out = Self {
             cross: vec![0.0; d],
@@ -75,7 +75,7 @@ impl Moments {
             mean_y: vec![0.0; d],
             tol: vec![0.0; d],
         };
-        let sd: Vec<f64> = kept.iter().map(|&j| stats.g_cov[j * m + j].max(0.0).sqrt()).collect();
+        let sd: Vec<f64> = kept.iter().map(|&j| f64::from(stats.g_cov[j * m + j]).max(0.0).sqrt()).collect();
         for k in 0..d {
             out.cross[k] = (0..m).map(|j| a[(k, j)] * w(k, j)).sum();
             out.var_hat[k] = (0..nk).map(|i| a[(k, kept[i])] * wk[(k, i)]).sum();
@@ -86,7 +86,7 @@ impl Moments {
         }
         if with_var_y {
             let wd = Mat::from_fn(d, m, w); // d × m
-            let cov = Mat::from_fn(m, m, |i, j| stats.g_cov[i * m + j]); // m × m
+            let cov = Mat::from_fn(m, m, |i, j| f64::from(stats.g_cov[i * m + j])); // m × m
             let full = &wd * &cov; // d × m
             out.var_y = (0..d).map(|k| (0..m).map(|j| full[(k, j)] * w(k, j)).sum()).collect();
         }

@@ -63,7 +63,7 @@ impl Scorer for Flap {
         let m = validate_channels(inputs)?;
         let s = inputs.stats;
         let scale = bessel(s.layer, s.n_tokens)?;
-        let var: Vec<f64> = (0..m).map(|j| scale * s.g_cov[j * m + j].max(0.0)).collect(); // [m]
+        let var: Vec<f64> = (0..m).map(|j| scale * f64::from(s.g_cov[j * m + j]).max(0.0)).collect(); // [m]
         ensure_finite(s.layer, "diagonal of g_cov", &var)?;
         let scores = wifv(inputs.down, &var);
         ensure!(

@@ -161,6 +161,9 @@ fn greedy_swap(uc: &UnitCov, class: &[usize], mut kept: Vec<usize>, pruned: &[us
     kept
 }
 
+/// Columns of the MLP covariance widened to f64 at a time by [`channel_importance`].
+const COV_BAND: usize = 1024;
+
 /// The PCA-weighted channel importance `I = I^g + I^u + I^d` (spec §3.8).
 ///
 /// `C = n·W_d Cov_G W_dᵀ` is the scatter of the centered MLP output; its symmetric part is
@@ -175,11 +178,18 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     let (d, n) = (s.hidden, s.n_tokens as f64);
     let xn: Vec<f64> = s.u_sq_mean.iter().map(|&q| (n * q).max(0.0).sqrt()).collect(); // [d]
                                                                                        // [m]
-    let gn: Vec<f64> = (0..m).map(|j| (n * (s.g_cov[j * m + j] + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect();
+    let gn: Vec<f64> =
+        (0..m).map(|j| (n * (f64::from(s.g_cov[j * m + j]) + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect();
 
     let wd = to_mat(inputs.down); // d × m
-    let cov_g = Mat::from_fn(m, m, |i, j| s.g_cov[i * m + j]); // m × m
-    let tmp = &wd * &cov_g; // d × m
+    // W_d Cov_G, Cov_G widened to f64 a band of columns at a time: never an m² f64 copy (969 MB
+    // for a LLaMA-7B layer's m = 11,008; a band is m × 1,024, 90 MB).
+    let mut tmp = Mat::<f64>::zeros(d, m); // d × m
+    for j0 in (0..m).step_by(COV_BAND) {
+        let b = COV_BAND.min(m - j0);
+        let band = Mat::from_fn(m, b, |i, j| f64::from(s.g_cov[i * m + j0 + j])); // m × b
+        tmp.as_mut().subcols_mut(j0, b).copy_from(&wd * &band);
+    }
     let c = &tmp * wd.transpose(); // d × d
     let c_sym = Mat::from_fn(d, d, |i, j| 0.5 * n * (c[(i, j)] + c[(j, i)]));
     let eig = c_sym.self_adjoint_eigen(Side::Lower).map_err(|e| {

@@ -450,6 +450,8 @@ fn mlp_case(n: usize, d: usize, m: usize, seed: u64) -> MlpCase {
             g_cov[a * m + b] = g.iter().map(|r| (r[a] - g_mean[a]) * (r[b] - g_mean[b])).sum::<f64>() / nf;
         }
     }
+    // Rounded to f32, as the capture stores it.
+    let g_cov = g_cov.iter().map(|&x| x as f32).collect();
     let stats = MlpStats { layer: 0, n_tokens: n, hidden: d, intermediate: m, u_sq_mean, g_mean, g_cov };
     MlpCase { u, g, gate, up, down, stats }
 }
@@ -591,7 +593,7 @@ fn channel_selection_at_smollm2_size_keeps_the_requested_count() {
         HostTensor::new(vec![r, c], (0..r * c).map(|_| (0.05 * rng.normal()) as f32).collect()).unwrap()
     };
     let (gate, up, down) = (tensor(m, d), tensor(m, d), tensor(d, m));
-    let g_cov: Vec<f64> = (0..m * m).map(|i| (-((i / m) as f64 - (i % m) as f64).abs() / 8.0).exp()).collect();
+    let g_cov: Vec<f32> = (0..m * m).map(|i| (-((i / m) as f32 - (i % m) as f32).abs() / 8.0).exp()).collect();
     let stats = MlpStats {
         layer: 0,
         n_tokens: 4096,

@@ -103,5 +103,10 @@ pub(super) fn raw_refit_mse(g: &Rows, down: &HostTensor, kept: &[usize], refit: 
 
 /// Relative error of f32-stored values: at most a few units of f32 rounding of the row's scale.
 pub(super) fn assert_f32_close(got: f32, want: f64, scale: f64, what: &str) {
-    assert!((got as f64 - want).abs() <= 1e-6 * scale.max(1e-30), "{what}: {got} vs {want} (scale {scale})");
+    assert_close(got, want, scale, 1e-6, what);
+}
+
+/// `got` within `tol` of the row's scale of `want`.
+pub(super) fn assert_close(got: f32, want: f64, scale: f64, tol: f64, what: &str) {
+    assert!((got as f64 - want).abs() <= tol * scale.max(1e-30), "{what}: {got} vs {want} (scale {scale})");
 }

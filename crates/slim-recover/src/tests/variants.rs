@@ -5,7 +5,7 @@
 
 use super::*;
 
-use super::ridge::{assert_f32_close, direct_ridge, raw_refit_mse, Rows};
+use super::ridge::{assert_close, assert_f32_close, direct_ridge, raw_refit_mse, Rows};
 
 const CASES: [(usize, &[usize], u64); 3] =
     [(13, &[0, 1, 4, 7, 8, 12], 4), (11, &[10, 2], 5), (13, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 6)];
@@ -58,15 +58,15 @@ fn flap_bias_matches_raw_means() {
                 .filter(|j| !kept.contains(j))
                 .map(|j| down.data[k * m + j] as f64 * g.iter().map(|r| r[j]).sum::<f64>() / 40.0)
                 .sum();
-            assert_rel(a.bias[k], direct, 1e-9, &format!("down_proj bias {k}, seed {seed}"));
+            assert_rel(a.bias[k], direct, MLP_TOL, &format!("down_proj bias {k}, seed {seed}"));
             assert_eq!(a.scale[k], 1.0);
         }
         let flap = raw_refit_mse(&g, &down, kept, &Refit::Affine(a.clone()));
-        assert_rel(mlp_reconstruction_error(&stats, &down, kept, &a).unwrap(), flap, 1e-9, "flap error");
+        assert_rel(mlp_reconstruction_error(&stats, &down, kept, &a).unwrap(), flap, MLP_TOL, "flap error");
         let none = raw_refit_mse(&g, &down, kept, &Refit::None);
         let affine = raw_refit_mse(&g, &down, kept, &Refit::Affine(mlp_affine(&stats, &down, kept).unwrap()));
         assert!(
-            affine <= flap * (1.0 + 1e-12) && flap <= none * (1.0 + 1e-12),
+            affine <= flap * (1.0 + MLP_TOL) && flap <= none * (1.0 + MLP_TOL),
             "affine {affine}, flap {flap}, none {none}"
         );
     }
@@ -86,10 +86,13 @@ fn lstsq_matches_normal_equations_on_raw_tokens() {
             for k in 0..7 {
                 let scale = ws[k].iter().fold(0.0f64, |s, v| s.max(v.abs()));
                 for i in 0..kept.len() {
-                    assert_f32_close(
+                    // Without a ridge the solve amplifies the f32 rounding of the stored
+                    // covariance by the conditioning of Σ[K,K]: 1e-5 of the row's scale.
+                    assert_close(
                         fit.weight.data[k * kept.len() + i],
                         ws[k][i],
                         scale,
+                        1e-5,
                         &format!("W'[{k},{i}], ε={eps}, {prior:?}, seed {seed}"),
                     );
                 }
@@ -112,7 +115,7 @@ fn lstsq_matches_normal_equations_on_raw_tokens() {
             assert_rel(
                 mlp_refit_error(&stats, &down, kept, &refit).unwrap(),
                 raw_refit_mse(&g, &down, kept, &refit),
-                1e-9,
+                MLP_TOL,
                 "lstsq error",
             );
         }
@@ -150,7 +153,7 @@ fn lstsq_error_is_lowest_and_refit_error_matches_raw() {
             });
         let err: Vec<f64> = refits.iter().map(|r| mlp_refit_error(&stats, &down, &kept, r).unwrap()).collect();
         for (r, &e) in refits.iter().zip(&err) {
-            assert_rel(e, raw_refit_mse(&g, &down, &kept, r), 1e-9, &format!("error of {r:?}"));
+            assert_rel(e, raw_refit_mse(&g, &down, &kept, r), MLP_TOL, &format!("error of {r:?}"));
         }
         let [none, affine, flap, lstsq] = [err[0], err[1], err[2], err[3]];
         let slack = 1e-12 * none;
@@ -208,7 +211,7 @@ fn variant_dispatch_and_errors() {
     assert!(format!("{err:#}").contains("singular") && format!("{err:#}").contains("layer 3"), "{err:#}");
     assert!(mlp_lstsq(&stats, &down, &[1, 3, 4], &cfg).is_ok());
 
-    stats.g_cov[5] = f64::NAN;
+    stats.g_cov[5] = f32::NAN;
     let err = mlp_lstsq(&stats, &down, &[1, 3], &cfg).unwrap_err();
     assert!(format!("{err:#}").contains("non-finite"), "{err:#}");
     let (_, down, stats) = mlp_case(30, 5, 9, 94);

@@ -239,7 +239,7 @@ fn bad_statistics_are_errors() {
     let err = select_heads(ScorerKind::Flap, &case.inputs(), prune).unwrap_err();
     assert!(err.to_string().contains("at least 2 calibration tokens"), "{err}");
     let mut mc = mlp_case(10, 3, 6, 63);
-    mc.stats.g_cov[2 * 6 + 2] = f64::INFINITY;
+    mc.stats.g_cov[2 * 6 + 2] = f32::INFINITY;
     for kind in [ScorerKind::WandaSp, ScorerKind::Flap] {
         let err = select_channels(kind, &mc.inputs(), 2, KeepLowest::None).unwrap_err();
         assert!(err.to_string().contains("g_cov"), "{kind:?}: {err}");
