@@ -14,6 +14,9 @@ fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
     Ok(to_f32(t)?.into_iter().map(f64::from).collect())
 }
 
+/// The most bytes of `P_h` (and of its product with `W_O`) [`attn_stats`] forms at once.
+const P_CHUNK_BYTES: usize = 256 << 20;
+
 /// Attention statistics of one layer from its per-head outputs `z` and its o_proj weight.
 ///
 /// # Shapes
@@ -24,6 +27,18 @@ pub fn attn_stats<B: Backend>(
     o_proj: &HostTensor,
     num_heads: usize,
     head_dim: usize,
+) -> Result<AttnStats> {
+    attn_stats_in(layer, z, o_proj, num_heads, head_dim, P_CHUNK_BYTES)
+}
+
+/// [`attn_stats`] forming at most `chunk_bytes` of `P_h` at once (at least one head).
+pub(crate) fn attn_stats_in<B: Backend>(
+    layer: usize,
+    z: Tensor<B, 2>,
+    o_proj: &HostTensor,
+    num_heads: usize,
+    head_dim: usize,
+    chunk_bytes: usize,
 ) -> Result<AttnStats> {
     let [n, hd] = z.dims();
     ensure!(
@@ -50,12 +65,22 @@ pub fn attn_stats<B: Backend>(
     // C is also stored (`z_cov`) for the least-squares refit of o_proj; computed as g_cov is.
     let c = zc.clone().transpose().matmul(zc).div_scalar(n as f64); // [hd, hd]
     let z_cov = to_f64(c.clone())?;
-    // P_h = W_O[:, h·] · C[h·, :]: [H, d, hd]
+    // P_h = W_O[:, h·] · C[h·, :]: [H, d, hd], formed a few heads at a time: all of it is
+    // H·d·hd values, 2.1 GB for LLaMA-7B (and as much again for its product with W_O), while each
+    // head's part is computed alone anyway (a batch of the matmul), so the values are the same.
     let wo_blocks = wo.clone().reshape([d, num_heads, head_dim]).swap_dims(0, 1); // [H, d, d_h]
     let c_rows = c.reshape([num_heads, head_dim, hd]); // [H, d_h, hd]
-    let p = wo_blocks.clone().matmul(c_rows);
-    // cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
-    let cov = (p * wo.clone().unsqueeze::<3>()).reshape([num_heads, d, num_heads, head_dim]).sum_dim(3); // [H, d, H, 1]
+    let per_head = d * hd * std::mem::size_of::<f32>();
+    let chunk = (chunk_bytes / per_head.max(1)).clamp(1, num_heads);
+    let mut parts = Vec::with_capacity(num_heads.div_ceil(chunk));
+    for h0 in (0..num_heads).step_by(chunk) {
+        let nh = chunk.min(num_heads - h0);
+        let p = wo_blocks.clone().narrow(0, h0, nh).matmul(c_rows.clone().narrow(0, h0, nh)); // [nh, d, hd]
+        // cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
+        let part = (p * wo.clone().unsqueeze::<3>()).reshape([nh, d, num_heads, head_dim]).sum_dim(3); // [nh, d, H, 1]
+        parts.push(part);
+    }
+    let cov = Tensor::cat(parts, 0); // [H, d, H, 1]
     let cov = cov.reshape([num_heads, d, num_heads]).swap_dims(0, 1); // [d, H, H]
 
     // mean of Y_h = mean(Z_h) · W_O^(h)ᵀ: [H, d]

@@ -2,7 +2,7 @@
 //! and the calibration sampler's rules.
 
 use crate::calib::{sample_windows, CalibConfig, CalibSource};
-use crate::stats::{attn_stats, mean_row_cosine, mlp_stats};
+use crate::stats::{attn_stats, attn_stats_in, mean_row_cosine, mlp_stats};
 use burn_tensor::{Tensor, TensorData};
 use slim_checkpoint::synthetic::SplitMix;
 use slim_model::{Cpu, HostTensor};
@@ -45,6 +45,22 @@ fn attn_stats_match_direct_f64() {
         let m: f64 = (0..n).map(|t| z[t * h * dh + c] as f64).sum::<f64>() / n as f64;
         let sq: f64 = (0..n).map(|t| (z[t * h * dh + c] as f64).powi(2)).sum::<f64>() / n as f64;
         assert!(close(s.z_mean[c], m, 1e-5) && close(s.z_sq_mean[c], sq, 1e-5));
+    }
+}
+
+/// The head covariances formed a few heads at a time (as for LLaMA-7B, whose `P` would be 2.1 GB
+/// at once) are the values formed all at once, bit for bit: odd head counts, uneven chunks.
+#[test]
+fn attn_stats_in_head_chunks_equal_the_whole() {
+    let mut rng = SplitMix(17);
+    let (n, h, dh, d) = (37, 7, 3, 10);
+    let z = rand(&mut rng, n * h * dh);
+    let o = HostTensor::new(vec![d, h * dh], rand(&mut rng, d * h * dh)).unwrap();
+    let whole = attn_stats_in(2, t2(&z, n, h * dh), &o, h, dh, usize::MAX).unwrap();
+    let per_head = d * h * dh * 4;
+    for heads in [1, 2, 3, 6] {
+        let part = attn_stats_in(2, t2(&z, n, h * dh), &o, h, dh, heads * per_head).unwrap();
+        assert_eq!(part, whole, "{heads} heads at a time");
     }
 }
 

@@ -26,6 +26,9 @@ fn check_kept(kept: &[usize], n: usize, what: &str, layer: usize) -> Result<()> 
     crate::refit::check_kept(kept, n, what).map_err(|e| anyhow::format_err!("layer {layer}: {e}"))
 }
 
+/// Columns of the MLP covariance widened to f64 at a time by [`Moments::mlp`].
+const COV_BAND: usize = 1024;
+
 impl Moments {
     /// # Shapes
     /// `head_mean` `[H, d]`, `head_cov` `[d, H, H]` → moments `[d]`
@@ -65,8 +68,14 @@ impl Moments {
         let nk = kept.len();
         let w = |k: usize, j: usize| down.data[k * m + j] as f64;
         let wk = Mat::from_fn(d, nk, |k, j| w(k, kept[j])); // d × |K|
-        let cov_k_all = Mat::from_fn(nk, m, |i, j| f64::from(stats.g_cov[kept[i] * m + j])); // |K| × m
-        let a = &wk * &cov_k_all; // d × m: row k = w_{k,K}ᵀ Cov_G[K,:]
+        // d × m: row k = w_{k,K}ᵀ Cov_G[K,:], Cov_G[K,:] widened to f64 a band of columns at a time
+        // (all of it is |K|·m f64 values: 846 MB for a LLaMA-7B layer keeping 9,606 of 11,008).
+        let mut a = Mat::<f64>::zeros(d, m);
+        for j0 in (0..m).step_by(COV_BAND) {
+            let b = COV_BAND.min(m - j0);
+            let band = Mat::from_fn(nk, b, |i, j| f64::from(stats.g_cov[kept[i] * m + j0 + j])); // |K| × b
+            a.as_mut().subcols_mut(j0, b).copy_from(&wk * &band);
+        }
         let mut out = Self {
             cross: vec![0.0; d],
             var_hat: vec![0.0; d],

@@ -201,6 +201,11 @@ fn brute_select(ys: &[Rows], class: &[usize], dense: &Rows, prune: HeadPrune) ->
     (kept, swaps)
 }
 
+/// Tolerance of channel scores from statistics against the same scores on raw activations: the
+/// capture stores the MLP covariance as the f32 it computes (relative rounding up to 6e-8 an
+/// entry), so scores match the raw f64 ones to about 1e-8, not to f64 rounding.
+pub(crate) const MLP_TOL: f64 = 1e-6;
+
 fn assert_rel(a: f64, b: f64, tol: f64, what: &str) {
     let scale = a.abs().max(b.abs()).max(1e-300);
     assert!((a - b).abs() / scale <= tol, "{what}: {a} vs {b} (rel {:e})", (a - b).abs() / scale);
@@ -528,7 +533,7 @@ fn channel_scores_match_raw_computation() {
                 })
                 .sum::<f64>()
                 .sqrt();
-            assert_rel(scores[j], ig + iu + gn * id, 1e-8, &format!("channel {j}, case seed {seed}"));
+            assert_rel(scores[j], ig + iu + gn * id, MLP_TOL, &format!("channel {j}, case seed {seed}"));
         }
     }
 }
