@@ -84,9 +84,13 @@ impl EntryWriter {
     /// never also held as a 485 MB byte buffer.
     pub fn put_bin<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let path = self.payload_path(name)?;
-        let file =
-            fs::File::options().write(true).create_new(true).open(&path).map_err(|e| StoreError::io("create", &path, e))?;
-        let mut w = HashingWriter { out: io::BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), err: None };
+        let file = fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("create", &path, e))?;
+        let mut w =
+            HashingWriter { out: io::BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), err: None };
         let encoded = codec::encode_into(value, &mut w);
         let done = match (encoded, w.err.take()) {
             (Ok(size), None) => w

@@ -13,7 +13,7 @@ pub mod taylor;
 
 pub use calib::{calibration_documents, calibration_windows, random_windows, sample_windows, CalibConfig, CalibSource};
 pub use importance::layer_importance;
-pub use stats::{attn_stats, capture_attn, capture_mlp, mlp_stats};
+pub use stats::{attn_stats, capture_attn, capture_mlp, mlp_stats, P_CHUNK_BYTES};
 pub use taylor::{taylor_stats, TAYLOR_CHUNK};
 
 #[cfg(test)]

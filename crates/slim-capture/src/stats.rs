@@ -14,8 +14,8 @@ fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
     Ok(to_f32(t)?.into_iter().map(f64::from).collect())
 }
 
-/// The most bytes of `P_h` (and of its product with `W_O`) [`attn_stats`] forms at once.
-const P_CHUNK_BYTES: usize = 256 << 20;
+/// The most bytes of `P_h` (and as much for its product with `W_O`) [`attn_stats`] forms at once.
+pub const P_CHUNK_BYTES: usize = 256 << 20;
 
 /// Attention statistics of one layer from its per-head outputs `z` and its o_proj weight.
 ///
@@ -75,8 +75,8 @@ pub(crate) fn attn_stats_in<B: Backend>(
     let mut parts = Vec::with_capacity(num_heads.div_ceil(chunk));
     for h0 in (0..num_heads).step_by(chunk) {
         let nh = chunk.min(num_heads - h0);
-        let p = wo_blocks.clone().narrow(0, h0, nh).matmul(c_rows.clone().narrow(0, h0, nh)); // [nh, d, hd]
-        // cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
+        // p: [nh, d, hd]; cov[k, h, g] = Σ_j P_h[k, g·d_h + j] · W_O[k, g·d_h + j]
+        let p = wo_blocks.clone().narrow(0, h0, nh).matmul(c_rows.clone().narrow(0, h0, nh));
         let part = (p * wo.clone().unsqueeze::<3>()).reshape([nh, d, num_heads, head_dim]).sum_dim(3); // [nh, d, H, 1]
         parts.push(part);
     }

@@ -227,8 +227,9 @@ impl<'a> Footprint<'a> {
     /// its pruned copy, and one more, measured: the 16-layer LLaMA-7B shape peaked 1.1 GB above the 4-layer one)
     /// or the embedding / lm_head with its copies; the calibration activations carried from
     /// layer to layer (the dense and the pruned inputs and a layer's output); a layer's statistics (the MLP's
-    /// `f × f` and the attention's `(H·d_h)²` covariances on the device, on the host and serialized, once more in
-    /// f64, and the channel score's f64 products with `W_down`); and one layer's pass over all windows. With the
+    /// `f × f` and the attention's `(H·d_h)²` covariances on the device and on the host, in f32; the attention
+    /// head covariances' chunks, `slim_capture::P_CHUNK_BYTES` twice; the channel score's f64 products with
+    /// `W_down`); and one layer's pass over all windows. With the
     /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Measured peak
     /// against this estimate (docs/measurements.md): SmolLM2-135M 571 MB / 693 MB; the LLaMA-7B shape with 4
     /// and 16 layers 6.83 and 7.97 GB / 8.06 GB; Qwen2.5-Coder-1.5B 4.14 GB / 5.45 GB.
@@ -241,8 +242,17 @@ impl<'a> Footprint<'a> {
         let table = (c.vocab_size as u64) * d;
         let weights = F32.saturating_mul((4 * layer).max(3 * table));
         let act = F32.saturating_mul(windows as u64).saturating_mul(len as u64).saturating_mul(d);
-        let covariance = |w: u64| (3 * F32 + 8).saturating_mul(w.saturating_mul(w));
-        let stats = covariance(f).saturating_add(covariance(qw)).saturating_add(16u64.saturating_mul(d * f));
+        let covariance = |w: u64| (2 * F32).saturating_mul(w.saturating_mul(w));
+        // The attention capture's head chunks (`attn_stats`): whole heads of d × H·d_h values, at most
+        // P_CHUNK_BYTES of them unless one head alone is more, twice (P and its product with W_O).
+        let heads = c.layers.iter().map(|l| l.num_heads as u64).max().unwrap_or(0);
+        let per_head = F32.saturating_mul(d).saturating_mul(qw);
+        let chunk_heads = (slim_capture::P_CHUNK_BYTES as u64 / per_head.max(1)).clamp(1, heads.max(1));
+        let head_chunks = 2u64.saturating_mul(chunk_heads).saturating_mul(per_head);
+        let stats = covariance(f)
+            .saturating_add(covariance(qw))
+            .saturating_add(16u64.saturating_mul(d * f))
+            .saturating_add(head_chunks);
         let mut pass = self.layers_only(windows, len);
         let mut held = act.saturating_mul(3);
         if taylor {

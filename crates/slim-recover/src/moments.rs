@@ -68,6 +68,7 @@ impl Moments {
         let nk = kept.len();
         let w = |k: usize, j: usize| down.data[k * m + j] as f64;
         let wk = Mat::from_fn(d, nk, |k, j| w(k, kept[j])); // d × |K|
+
         // d × m: row k = w_{k,K}ᵀ Cov_G[K,:], Cov_G[K,:] widened to f64 a band of columns at a time
         // (all of it is |K|·m f64 values: 846 MB for a LLaMA-7B layer keeping 9,606 of 11,008).
         let mut a = Mat::<f64>::zeros(d, m);

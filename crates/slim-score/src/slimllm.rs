@@ -182,6 +182,7 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
         (0..m).map(|j| (n * (f64::from(s.g_cov[j * m + j]) + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect();
 
     let wd = to_mat(inputs.down); // d × m
+
     // W_d Cov_G, Cov_G widened to f64 a band of columns at a time: never an m² f64 copy (969 MB
     // for a LLaMA-7B layer's m = 11,008; a band is m × 1,024, 90 MB).
     // The temporaries are dropped as soon as used (360 MB and 134 MB at that size).
