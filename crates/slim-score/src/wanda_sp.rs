@@ -50,7 +50,8 @@ impl Scorer for WandaSp {
         let m = validate_channels(inputs)?;
         let s = inputs.stats;
         ensure_finite(s.layer, "g_mean", &s.g_mean)?;
-        let sq_mean: Vec<f64> = (0..m).map(|j| f64::from(s.g_cov[j * m + j]) + s.g_mean[j] * s.g_mean[j]).collect(); // [m]
+        // [m]
+        let sq_mean: Vec<f64> = (0..m).map(|j| f64::from(s.g_cov[j * m + j]) + s.g_mean[j] * s.g_mean[j]).collect();
         ensure_finite(s.layer, "diagonal of g_cov", &sq_mean)?;
         let scores = wanda_channels(inputs.down, &sq_mean);
         ensure!(
