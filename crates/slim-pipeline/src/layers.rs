@@ -200,6 +200,11 @@ impl<B: Backend> Layers<'_, B> {
                 after_attn = sequential.then_some(h);
                 Ok(stats)
             })?;
+            if sequential {
+                // Moving on runs the pruned layer, loaded after the MLP's surgery: the device copy
+                // of the dense MLP is not needed while the channels are scored and refitted.
+                model.unload_layer(l);
+            }
             let (channels, _) = cached(store, report, force, "score", &d.score_mlp, || {
                 let inputs = ChannelInputs {
                     stats: &mstats,
