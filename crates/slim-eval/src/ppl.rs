@@ -68,7 +68,7 @@ fn bar(cfg: &PplConfig, len: u64, unit: &str) -> ProgressBar {
 fn chunk_nll<B: Backend>(logits: Tensor<B, 3>, chunk: &[&[u32]]) -> Result<f64> {
     let [_, t, v] = logits.dims();
     let logits = logits.into_data().into_vec::<f32>().map_err(|e| anyhow::format_err!("reading logits: {e:?}"))?;
-    Ok(chunk
+    let per_window: Vec<f64> = chunk
         .par_iter()
         .enumerate()
         .map(|(w, win)| {
@@ -76,7 +76,10 @@ fn chunk_nll<B: Backend>(logits: Tensor<B, 3>, chunk: &[&[u32]]) -> Result<f64> 
                 .map(|i| token_nll(&logits[(w * t + i) * v..(w * t + i + 1) * v], win[i + 1] as usize))
                 .sum::<f64>()
         })
-        .sum::<f64>())
+        .collect();
+    // Summed in window order: rayon's `sum` would add in its work-stealing tree, and the
+    // perplexity would differ in the last bit from run to run.
+    Ok(per_window.iter().sum())
 }
 
 fn result(nll_sum: f64, windows: usize, seq_len: usize) -> Result<PplResult> {
