@@ -28,6 +28,17 @@ pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     slim_fs::write_new(path, bytes).map_err(store_error)
 }
 
+/// Creates `path` (failing if it exists) for a payload written as a stream; dropped before
+/// [`finish_file`], the file is removed.
+pub(crate) fn new_file(path: &Path) -> Result<slim_fs::NewFile> {
+    slim_fs::NewFile::create(path).map_err(store_error)
+}
+
+/// Flushes and fsyncs a file made by [`new_file`].
+pub(crate) fn finish_file(f: slim_fs::NewFile) -> Result<()> {
+    f.finish().map_err(store_error)
+}
+
 /// fsyncs a file that some other code wrote.
 pub(crate) fn sync_file(path: &Path) -> Result<()> {
     slim_fs::sync_file(path).map_err(store_error)

@@ -109,6 +109,38 @@ fn bad_names_are_rejected() {
     assert!(matches!(w.put_bytes("a.bin", b"y"), Err(StoreError::InvalidName { .. })));
 }
 
+/// A value whose encoding fails part-way, after more bytes than the write buffer holds.
+struct FailsLate(Vec<f64>);
+
+impl serde::Serialize for FailsLate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        t.end()?;
+        Err(S::Error::custom("the encoder gave up"))
+    }
+}
+
+#[test]
+fn a_failed_binary_payload_leaves_no_file_and_the_entry_commits_without_it() {
+    let (_dir, store) = tmp_store();
+    let d = fixed_doc();
+    let mut w = store.begin(&d).unwrap();
+    let e = w.put_bin("stats.bin", &FailsLate(vec![0.25; 300_000])).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Encode { path, reason } if path.ends_with("stats.bin")
+        && reason.contains("gave up")),
+        "{e:?}"
+    );
+    // The partial file was removed: the same name can be written again, and only what was
+    // written lands in the manifest.
+    w.put_bin("stats.bin", &vec![1.0f64, 2.0]).unwrap();
+    let k = w.commit().unwrap();
+    let e = store.lookup("score", &k).unwrap().expect("hit");
+    assert_eq!(e.get_bin::<Vec<f64>>("stats.bin").unwrap(), [1.0, 2.0]);
+}
+
 #[test]
 fn commit_lookup_round_trip() {
     let (_dir, store) = tmp_store();

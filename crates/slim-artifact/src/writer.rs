@@ -84,35 +84,20 @@ impl EntryWriter {
     /// never also held as a 485 MB byte buffer.
     pub fn put_bin<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let path = self.payload_path(name)?;
-        let file = fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("create", &path, e))?;
-        let mut w =
-            HashingWriter { out: io::BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), err: None };
-        let encoded = codec::encode_into(value, &mut w);
-        let done = match (encoded, w.err.take()) {
-            (Ok(size), None) => w
-                .out
-                .into_inner()
-                .map_err(|e| StoreError::io("write", &path, e.into_error()))
-                .and_then(|f| f.sync_all().map_err(|e| StoreError::io("fsync", &path, e)))
-                .map(|()| size),
-            (_, Some(e)) => Err(StoreError::io("write", &path, e)),
-            (Err(e), None) => Err(StoreError::Encode { path: path.clone(), reason: e.to_string() }),
+        let out = fsutil::new_file(&path)?;
+        let mut w = HashingWriter { out, hash: blake3::Hasher::new(), err: None };
+        // On an error `w` is dropped unfinished, which removes the partial file.
+        let size = match (codec::encode_into(value, &mut w), w.err.take()) {
+            (Ok(size), None) => size,
+            (_, Some(e)) => return Err(StoreError::io("write", &path, e)),
+            (Err(e), None) => return Err(StoreError::Encode { path, reason: e.to_string() }),
         };
-        let size = match done {
-            Ok(size) => size,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(e);
-            }
-        };
+        let HashingWriter { out, hash, .. } = w;
+        fsutil::finish_file(out)?;
         let payload = Payload {
             name: name.into(),
             size: size as u64,
-            blake3: w.hash.finalize().to_hex().to_string(),
+            blake3: hash.finalize().to_hex().to_string(),
             codec: codec::NAME.into(),
         };
         self.written.insert(name.into(), payload);
@@ -281,7 +266,7 @@ impl EntryWriter {
 /// Bytes on their way to a payload file, hashed as they pass; the first I/O error is kept so that
 /// it is reported as one (the encoder would wrap it in its own message).
 struct HashingWriter {
-    out: io::BufWriter<fs::File>,
+    out: slim_fs::NewFile,
     hash: blake3::Hasher,
     err: Option<io::Error>,
 }

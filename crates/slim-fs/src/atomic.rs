@@ -28,16 +28,70 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
 /// Creates `path` (failing if anything is there), writes `bytes` and fsyncs it; on an error the
 /// partial file is removed. For folders nobody reads until they are renamed into place.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::options().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
-    let written = f
-        .write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))
-        .and_then(|()| f.sync_all().map_err(|e| Error::io("fsync", path, e)));
-    if written.is_err() {
-        drop(f);
-        let _ = fs::remove_file(path);
+    let mut f = NewFile::create(path)?;
+    f.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+    f.finish()
+}
+
+/// A file created where nothing was, written as a stream: what [`write_new`] does, for
+/// content too large to hold as one buffer (a cache entry's statistics, encoded as they are
+/// written). [`NewFile::finish`] flushes and fsyncs it; dropped unfinished (an error on the
+/// way, a panic) it is removed. For folders nobody reads until they are renamed into place.
+#[derive(Debug)]
+pub struct NewFile {
+    path: PathBuf,
+    /// `None` once finished.
+    file: Option<BufWriter<File>>,
+}
+
+impl NewFile {
+    /// Creates `path`, failing if anything is there.
+    pub fn create(path: &Path) -> Result<NewFile> {
+        let file = File::options().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
+        Ok(NewFile { path: path.to_owned(), file: Some(BufWriter::with_capacity(1 << 20, file)) })
     }
-    written
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes and fsyncs the file and closes it; on an error it is removed.
+    pub fn finish(mut self) -> Result<()> {
+        let Some(w) = self.file.take() else { return Ok(()) };
+        let done = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &self.path, e.into_error()))
+            .and_then(|f| f.sync_all().map_err(|e| Error::io("fsync", &self.path, e)));
+        if done.is_err() {
+            let _ = fs::remove_file(&self.path);
+        }
+        done
+    }
+
+    fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.file.as_mut().ok_or_else(|| io::Error::other("the file was already finished"))
+    }
+}
+
+impl Write for NewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.open()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.open()?.flush()
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let Some(w) = self.file.take() {
+            // Close without flushing what is buffered: the file is thrown away.
+            drop(w.into_parts());
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A file being written under a temporary name beside its destination.

@@ -26,7 +26,7 @@ pub mod safetensors;
 #[cfg(test)]
 mod tests;
 
-pub use atomic::{sync_dir, sync_file, unique_suffix, write_atomic, write_json_atomic, write_new, AtomicFile};
+pub use atomic::{sync_dir, sync_file, unique_suffix, write_atomic, write_json_atomic, write_new, AtomicFile, NewFile};
 pub use dir::{DirInstall, Existing};
 pub use error::{Error, Result};
 pub use safetensors::{Dtype, SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec};

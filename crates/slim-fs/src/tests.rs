@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use crate::{
-    write_atomic, write_json_atomic, write_new, AtomicFile, DirInstall, Dtype, Error, Existing, SafetensorsConfig,
-    SafetensorsWriter, Sharding, TensorSpec,
+    write_atomic, write_json_atomic, write_new, AtomicFile, DirInstall, Dtype, Error, Existing, NewFile,
+    SafetensorsConfig, SafetensorsWriter, Sharding, TensorSpec,
 };
 
 /// The names in `dir`, sorted.
@@ -77,6 +77,35 @@ fn write_errors_name_the_path_and_leave_nothing() {
     let e = write_new(&tmp.path().join("file"), b"w").unwrap_err();
     assert!(matches!(e, Error::Io { op: "create", .. }), "{e:?}");
     assert_eq!(fs::read(tmp.path().join("file")).unwrap(), b"x");
+}
+
+#[test]
+fn a_new_file_streams_is_removed_when_dropped_unfinished_and_never_overwrites() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("stats.bin");
+    // More than the 1 MiB buffer, in pieces: all of it arrives, in order.
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut f = NewFile::create(&path).unwrap();
+    for piece in bytes.chunks(70_001) {
+        f.write_all(piece).unwrap();
+    }
+    assert_eq!(f.path(), path);
+    f.finish().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+
+    // Something already there: refused, untouched.
+    let e = NewFile::create(&path).unwrap_err();
+    assert!(matches!(e, Error::Io { op: "create", .. }), "{e:?}");
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+
+    // Dropped before `finish` (an encoder's error, a panic): nothing is left behind, even with
+    // part of it already flushed to the file.
+    let other = tmp.path().join("partial.bin");
+    let mut f = NewFile::create(&other).unwrap();
+    f.write_all(&bytes).unwrap();
+    drop(f);
+    assert_eq!(names(tmp.path()), ["stats.bin"]);
 }
 
 /// Builds a folder with two files through an install.

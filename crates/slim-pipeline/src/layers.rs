@@ -190,8 +190,7 @@ impl<B: Backend> Layers<'_, B> {
                 Ok(())
             });
             done?;
-            report.record("surgery", false, t.elapsed().as_secs_f64());
-            report.peak("surgery", peak);
+            report.record_ran("surgery", t.elapsed().as_secs_f64(), peak);
             // Sequential mode: the output of the pruned attention, so that moving past this layer
             // runs only its (pruned) MLP.
             let mut after_attn: Option<Tensor<B, 3>> = None;
@@ -223,8 +222,7 @@ impl<B: Backend> Layers<'_, B> {
             let t = Instant::now();
             let (done, peak) = slim_mem::measure(|| apply_mlp(&mut cur, &mut lw, l, &channels, mlp));
             done?;
-            report.record("surgery", false, t.elapsed().as_secs_f64());
-            report.peak("surgery", peak);
+            report.record_ran("surgery", t.elapsed().as_secs_f64(), peak);
             if l < last {
                 x = if sequential {
                     model.replace_layer(l, cur.layers[l].clone(), &lw)?;

@@ -36,6 +36,20 @@ pub struct RunReport {
 impl RunReport {
     /// Records one entry of `stage`: `hit` when reused, with the seconds it took.
     pub fn record(&mut self, stage: &str, hit: bool, seconds: f64) {
+        self.stage(stage, hit, seconds);
+    }
+
+    /// Records one entry of `stage` that was computed, with the seconds it took and the highest
+    /// the heap reached meanwhile (`None` where the binary does not count it; the stage keeps
+    /// the highest of its entries).
+    pub fn record_ran(&mut self, stage: &str, seconds: f64, peak_bytes: Option<u64>) {
+        let s = self.stage(stage, false, seconds);
+        if let Some(b) = peak_bytes {
+            s.peak_bytes = Some(s.peak_bytes.map_or(b, |p| p.max(b)));
+        }
+    }
+
+    fn stage(&mut self, stage: &str, hit: bool, seconds: f64) -> &mut StageReport {
         if !self.stages.contains_key(stage) {
             self.order.push(stage.to_string());
         }
@@ -50,14 +64,7 @@ impl RunReport {
             s.ran += 1;
         }
         s.cached = s.ran == 0;
-    }
-
-    /// Notes that the heap reached `bytes` while `stage` computed (keeps the highest).
-    pub fn peak(&mut self, stage: &str, bytes: Option<u64>) {
-        let Some(b) = bytes else { return };
-        if let Some(s) = self.stages.get_mut(stage) {
-            s.peak_bytes = Some(s.peak_bytes.map_or(b, |p| p.max(b)));
-        }
+        s
     }
 
     /// Notes that the run read or wrote the entry `key` of stage folder `stage`.

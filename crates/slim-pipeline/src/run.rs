@@ -75,8 +75,7 @@ pub(crate) fn cached<T: Serialize + DeserializeOwned>(
     w.set_producer(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), None);
     w.put_bin("value", &v)?;
     w.commit()?;
-    report.record(label, false, t.elapsed().as_secs_f64());
-    report.peak(label, peak);
+    report.record_ran(label, t.elapsed().as_secs_f64(), peak);
     report.used(doc.stage(), key);
     Ok((v, key))
 }
@@ -267,8 +266,7 @@ pub fn run_pipeline<B: Backend>(
             let (written, peak) = slim_mem::measure(|| layers.write_model(&dir, model_dir));
             written?;
             let key = wr.commit()?;
-            report.record("surgery", false, t.elapsed().as_secs_f64());
-            report.peak("surgery", peak);
+            report.record_ran("surgery", t.elapsed().as_secs_f64(), peak);
             store.lookup("surgery", &key)?.context("surgery entry just committed")?.path_of("model")?
         }
     };
