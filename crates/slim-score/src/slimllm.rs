@@ -8,7 +8,7 @@
 //! the units at that dimension: every sum of units has at most that variance, so this is
 //! floating-point noise, not signal.
 
-use crate::util::{to_mat, validate_heads};
+use crate::util::validate_heads;
 use crate::{ChannelInputs, HeadInputs, Scorer, Units};
 use anyhow::{ensure, Result};
 use faer::{Mat, Side};
@@ -161,14 +161,20 @@ fn greedy_swap(uc: &UnitCov, class: &[usize], mut kept: Vec<usize>, pruned: &[us
     kept
 }
 
-/// Columns of the MLP covariance widened to f64 at a time by [`channel_importance`].
-const COV_BAND: usize = 1024;
+/// Rows or columns widened to f64 at a time by [`channel_importance`]: of the MLP covariance
+/// (`m × 1,024`, 90 MB for a LLaMA-7B layer's m = 11,008) and of `W_d` (`1,024 × m` or
+/// `d × 1,024`).
+const BAND: usize = 1024;
 
 /// The PCA-weighted channel importance `I = I^g + I^u + I^d` (spec §3.8).
 ///
 /// `C = n·W_d Cov_G W_dᵀ` is the scatter of the centered MLP output; its symmetric part is
 /// decomposed in f64 (`eigh`, not the reference code's fragile general `eig`).
 /// If every eigenvalue is 0 the weights `c_k` are all `sigmoid(0) = 0.5`.
+///
+/// Every product is formed a band at a time from f32 inputs widened as they are used, so that
+/// no m² or `d × m` f64 copy is ever held (a LLaMA-7B layer: 969 MB and 360 MB each); each band
+/// is a block of the whole product, its entries the same dot products.
 ///
 /// # Shapes
 /// `gate`, `up` `[m, d]`, `down` `[d, m]`, `u_sq_mean` `[d]`, `g_mean` `[m]`, `g_cov` `[m, m]` → `[m]`
@@ -177,45 +183,58 @@ pub(crate) fn channel_importance(inputs: &ChannelInputs<'_>) -> Result<Vec<f64>>
     let s = inputs.stats;
     let (d, n) = (s.hidden, s.n_tokens as f64);
     let xn: Vec<f64> = s.u_sq_mean.iter().map(|&q| (n * q).max(0.0).sqrt()).collect(); // [d]
-                                                                                       // [m]
-    let gn: Vec<f64> =
+    let gn: Vec<f64> = // [m]
         (0..m).map(|j| (n * (f64::from(s.g_cov[j * m + j]) + s.g_mean[j] * s.g_mean[j])).max(0.0).sqrt()).collect();
+    let wd = &inputs.down.data; // [d, m], f32
+    let wd_rows = |r0: usize, r: usize| Mat::from_fn(r, m, |i, j| f64::from(wd[(r0 + i) * m + j])); // r × m
 
-    let wd = to_mat(inputs.down); // d × m
-
-    // W_d Cov_G, Cov_G widened to f64 a band of columns at a time: never an m² f64 copy (969 MB
-    // for a LLaMA-7B layer's m = 11,008; a band is m × 1,024, 90 MB).
-    // The temporaries are dropped as soon as used (360 MB and 134 MB at that size).
-    let c_sym = {
-        let mut tmp = Mat::<f64>::zeros(d, m); // d × m
-        for j0 in (0..m).step_by(COV_BAND) {
-            let b = COV_BAND.min(m - j0);
-            let band = Mat::from_fn(m, b, |i, j| f64::from(s.g_cov[i * m + j0 + j])); // m × b
-            tmp.as_mut().subcols_mut(j0, b).copy_from(&wd * &band);
+    // C = (W_d Cov_G) W_dᵀ, a band of its rows at a time.
+    let mut c = Mat::<f64>::zeros(d, d);
+    for r0 in (0..d).step_by(BAND) {
+        let r = BAND.min(d - r0);
+        let w_r = wd_rows(r0, r);
+        let mut t = Mat::<f64>::zeros(r, m); // rows r0.. of W_d Cov_G
+        for j0 in (0..m).step_by(BAND) {
+            let b = BAND.min(m - j0);
+            let cov = Mat::from_fn(m, b, |i, j| f64::from(s.g_cov[i * m + j0 + j])); // m × b
+            t.as_mut().subcols_mut(j0, b).copy_from(&w_r * &cov);
         }
-        let c = &tmp * wd.transpose(); // d × d
-        drop(tmp);
-        Mat::from_fn(d, d, |i, j| 0.5 * n * (c[(i, j)] + c[(j, i)]))
-    };
-    let eig = c_sym.self_adjoint_eigen(Side::Lower).map_err(|e| {
+        drop(w_r);
+        for k0 in (0..d).step_by(BAND) {
+            let k = BAND.min(d - k0);
+            c.as_mut().submatrix_mut(r0, k0, r, k).copy_from(&t * wd_rows(k0, k).transpose());
+        }
+    }
+    // Its symmetric part, scaled by n, in place.
+    for i in 0..d {
+        for j in i..d {
+            let v = 0.5 * n * (c[(i, j)] + c[(j, i)]);
+            c[(i, j)] = v;
+            c[(j, i)] = v;
+        }
+    }
+    let eig = c.self_adjoint_eigen(Side::Lower).map_err(|e| {
         anyhow::format_err!("layer {}: eigendecomposition of the MLP output scatter failed: {e:?}", s.layer)
     })?;
+    drop(c);
     let lam: Vec<f64> = (0..d).map(|k| eig.S().column_vector()[k].abs()).collect();
     let mean_lam = lam.iter().sum::<f64>() / d as f64;
     // [d]
     let weight: Vec<f64> = lam.iter().map(|&l| if mean_lam > 0.0 { sigmoid(l / mean_lam) } else { 0.5 }).collect();
-    drop(c_sym);
-    let proj = wd.transpose() * eig.U(); // m × d: W_dᵀ V
-    drop((wd, eig));
 
+    // `W_dᵀ V` (m × d), a band of channels at a time.
+    let row_norm = |w: &[f32]| -> f64 { w.iter().zip(&xn).map(|(&a, &x)| (a as f64 * x).powi(2)).sum::<f64>().sqrt() };
     let mut scores = Vec::with_capacity(m);
-    for j in 0..m {
-        let row_norm =
-            |w: &[f32]| -> f64 { w.iter().zip(&xn).map(|(&a, &x)| (a as f64 * x).powi(2)).sum::<f64>().sqrt() };
-        let ig = row_norm(&inputs.gate.data[j * d..(j + 1) * d]);
-        let iu = row_norm(&inputs.up.data[j * d..(j + 1) * d]);
-        let pd: f64 = (0..d).map(|k| (proj[(j, k)].abs() * weight[k]).powi(2)).sum::<f64>().sqrt();
-        scores.push(ig + iu + gn[j] * pd);
+    for j0 in (0..m).step_by(BAND) {
+        let b = BAND.min(m - j0);
+        let w_b = Mat::from_fn(b, d, |i, k| f64::from(wd[k * m + j0 + i])); // (columns j0.. of W_d)ᵀ
+        let proj = &w_b * eig.U(); // b × d
+        for (i, j) in (j0..j0 + b).enumerate() {
+            let ig = row_norm(&inputs.gate.data[j * d..(j + 1) * d]);
+            let iu = row_norm(&inputs.up.data[j * d..(j + 1) * d]);
+            let pd: f64 = (0..d).map(|k| (proj[(i, k)].abs() * weight[k]).powi(2)).sum::<f64>().sqrt();
+            scores.push(ig + iu + gn[j] * pd);
+        }
     }
     ensure!(scores.iter().all(|x| x.is_finite()), "layer {}: non-finite channel score", s.layer);
     Ok(scores)

@@ -4,7 +4,6 @@
 
 use crate::{ChannelInputs, HeadInputs, Units};
 use anyhow::{ensure, Result};
-use faer::Mat;
 use slim_checkpoint::HostTensor;
 
 /// Indices sorted so that the most prunable come first: by descending score when
@@ -71,15 +70,6 @@ pub(crate) fn validate_channels(inputs: &ChannelInputs<'_>) -> Result<usize> {
         inputs.down.shape
     );
     Ok(m)
-}
-
-/// A 2-D host tensor as an f64 matrix.
-///
-/// # Shapes
-/// `[r, c]` → `r × c`
-pub(crate) fn to_mat(t: &HostTensor) -> Mat<f64> {
-    let (r, c) = (t.shape[0], t.shape[1]);
-    Mat::from_fn(r, c, |i, j| t.data[i * c + j] as f64)
 }
 
 /// Per input column `j` of a 2-D weight: `Σ_i |W_ij|` and `Σ_i W_ij²`, in f64.
