@@ -116,18 +116,19 @@ fn adapted<B: Backend>(
     }
 }
 
+/// A layer's attention half: its input norm, q/k/v stacked, o and the KV head of each head.
+type AttentionPart<B> = (Tensor<B, 1>, Linear<B>, Linear<B>, Tensor<B, 1, Int>);
+
 impl<B: Backend> Layer<B> {
     /// Layer `i` of `cfg` from `w`, its projections' weights kept in `dtype` (norms and biases in f32).
     fn load(cfg: &ModelConfig, i: usize, w: &Weights, device: &B::Device, dtype: DType) -> Result<Self> {
-        let shape = &cfg.layers[i];
-        let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
-        let qkv = [Proj::Q, Proj::K, Proj::V].map(|p| p.module(i));
+        let (input_norm, qkv, o, kv_index) = Self::load_attention(cfg, i, w, device, dtype)?;
         let gate_up = [Proj::Gate, Proj::Up].map(|p| p.module(i));
         Ok(Layer {
-            input_norm: host_to_tensor(w.get(&LayerNorm::Input.weight(i))?, device)?,
+            input_norm,
             post_norm: host_to_tensor(w.get(&LayerNorm::PostAttention.weight(i))?, device)?,
-            qkv: Linear::stacked(w, &qkv.each_ref().map(String::as_str), Proj::Q.has_bias(cfg, i), device, dtype)?,
-            o: Linear::load(w, &Proj::O.module(i), Proj::O.has_bias(cfg, i), device, dtype)?,
+            qkv,
+            o,
             gate_up: Linear::stacked(
                 w,
                 &gate_up.each_ref().map(String::as_str),
@@ -136,10 +137,29 @@ impl<B: Backend> Layer<B> {
                 dtype,
             )?,
             down: Linear::load(w, &Proj::Down.module(i), Proj::Down.has_bias(cfg, i), device, dtype)?,
-            kv_index: Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
+            kv_index,
             lora: None,
-            shape: shape.clone(),
+            shape: cfg.layers[i].clone(),
         })
+    }
+
+    /// The attention half of layer `i` of `cfg` from `w`.
+    fn load_attention(
+        cfg: &ModelConfig,
+        i: usize,
+        w: &Weights,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<AttentionPart<B>> {
+        let shape = &cfg.layers[i];
+        let kv: Vec<i32> = shape.kv_head_of.iter().map(|&k| k as i32).collect();
+        let qkv = [Proj::Q, Proj::K, Proj::V].map(|p| p.module(i));
+        Ok((
+            host_to_tensor(w.get(&LayerNorm::Input.weight(i))?, device)?,
+            Linear::stacked(w, &qkv.each_ref().map(String::as_str), Proj::Q.has_bias(cfg, i), device, dtype)?,
+            Linear::load(w, &Proj::O.module(i), Proj::O.has_bias(cfg, i), device, dtype)?,
+            Tensor::from_data(TensorData::new(kv, [shape.num_heads]), device),
+        ))
     }
 }
 
@@ -401,6 +421,33 @@ impl<B: Backend> Llama<B> {
         let layer =
             Layer::load(&cfg, l, w, &self.device, self.matmul_dtype).with_context(|| format!("replacing layer {l}"))?;
         self.layers[l] = Some(layer);
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Replaces layer `l`'s attention (its input norm, q/k/v and o) by the one `w` holds, with
+    /// `shape`, keeping the loaded MLP: sequential calibration runs the pruned attention into the
+    /// dense MLP, and `w` need not hold the MLP's weights meanwhile. `shape` must give the loaded
+    /// MLP's width. The old attention is freed first; on an error layer `l` is left unloaded.
+    pub fn replace_attention(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {
+        let old = self.layers.get_mut(l).and_then(Option::take).with_context(|| format!("layer {l} is not loaded"))?;
+        ensure!(
+            shape.intermediate_size == old.shape.intermediate_size && shape.down_proj_bias == old.shape.down_proj_bias,
+            "replacing layer {l}'s attention: the new shape's MLP ({} channels) is not the loaded one's ({})",
+            shape.intermediate_size,
+            old.shape.intermediate_size
+        );
+        // The old attention's tensors are dropped at the end of this block.
+        let (post_norm, gate_up, down) = {
+            let Layer { post_norm, gate_up, down, .. } = old;
+            (post_norm, gate_up, down)
+        };
+        let mut cfg = self.cfg.clone();
+        cfg.layers[l] = shape;
+        let (input_norm, qkv, o, kv_index) = Layer::load_attention(&cfg, l, w, &self.device, self.matmul_dtype)
+            .with_context(|| format!("replacing layer {l}'s attention"))?;
+        let shape = cfg.layers[l].clone();
+        self.layers[l] = Some(Layer { shape, input_norm, post_norm, qkv, o, gate_up, down, kv_index, lora: None });
         self.cfg = cfg;
         Ok(())
     }

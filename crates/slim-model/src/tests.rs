@@ -338,6 +338,60 @@ fn a_model_streamed_one_layer_at_a_time_equals_the_whole_model() {
     assert!(e.contains("[49, 24], expected [50, 24]"), "{e}");
 }
 
+/// `replace_attention` swaps a loaded layer's attention for a pruned one (fewer heads, GQA, an o
+/// bias) and keeps its MLP and post-attention norm: the layer then computes what a layer built
+/// whole from the new attention and the old MLP computes, to the bit. A shape that changes the MLP
+/// is refused, naming both widths.
+#[test]
+fn replacing_a_layers_attention_keeps_its_mlp() {
+    let old_spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 23);
+    let (cfg, old) = old_spec.build();
+    let mut new_spec = SyntheticSpec::dense("qwen2", 3, 24, 6, 3, 8, 40, 50, 29);
+    let shape = LayerShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        kv_head_of: vec![0, 0, 1, 1],
+        intermediate_size: 40,
+        o_proj_bias: true,
+        down_proj_bias: false,
+    };
+    new_spec.layers[1] = shape.clone();
+    let (new_cfg, new) = new_spec.build();
+    let names = |c: &ModelConfig| -> Vec<String> {
+        slim_checkpoint::layout::layer_tensors(c, 1).into_iter().map(|t| t.hf_name()).collect()
+    };
+    let is_mlp = |n: &str| n.contains(".mlp.") || n.contains("post_attention_layernorm");
+    let mut mixed_cfg = cfg.clone();
+    mixed_cfg.layers[1] = shape.clone();
+    let mut mixed = old.clone();
+    let mut attention = Weights::new();
+    for n in names(&new_cfg).into_iter().filter(|n| !is_mlp(n)) {
+        mixed.insert(n.clone(), new.get(&n).unwrap().clone());
+        attention.insert(n.clone(), new.get(&n).unwrap().clone());
+    }
+    let dev = Dev::default();
+    let whole = Llama::<Cpu>::from_weights(mixed_cfg, &mixed, &dev).unwrap();
+    let mut m = Llama::<Cpu>::empty(cfg.clone(), &dev).unwrap();
+    let mut lw = Weights::new();
+    for n in names(&cfg) {
+        lw.insert(n.clone(), old.get(&n).unwrap().clone());
+    }
+    m.load_layer(1, &lw).unwrap();
+    m.replace_attention(1, shape.clone(), &attention).unwrap();
+    assert_eq!(m.config().layers[1], shape);
+    let ids: Vec<u32> = (0..14).map(|i| (i * 13 % 50) as u32).collect();
+    let x = whole.embed(whole.ids_tensor(&ids, 2, 7).unwrap());
+    let got = m.layer_forward(1, x.clone(), TapSet::NONE).0.into_data().into_vec::<f32>().unwrap();
+    let want = whole.layer_forward(1, x, TapSet::NONE).0.into_data().into_vec::<f32>().unwrap();
+    assert_eq!(got, want);
+
+    let mut wider = shape;
+    wider.intermediate_size = 41;
+    let e = format!("{:#}", m.replace_attention(1, wider, &attention).unwrap_err());
+    assert!(e.contains("MLP (41 channels) is not the loaded one's (40)"), "{e}");
+    assert!(!m.is_layer_loaded(1));
+}
+
 /// Projections kept in f16 or bf16 (`Llama::load_in`) compute what the f32 model holding the same
 /// (half-representable) values computes, up to the order of the sums: prefill (panels through
 /// gemm) and cached decoding (the column-blocked product), on uneven qwen2 layers with biases and

@@ -160,6 +160,12 @@ impl<B: Backend> Layers<'_, B> {
             let heap = slim_mem::Scope::start();
             let mut lw = timed(self.load_s, || src.read_layer(self.dense, l))?;
             model.load_layer(l, &lw)?;
+            // The device holds the MLP for the captures: its host copy (a LLaMA-7B layer: 541 MB in
+            // f32) is read again when the channels are scored.
+            let mlp_names = mlp_tensors(&lw, l);
+            for n in &mlp_names {
+                lw.take(n)?;
+            }
             let counts = &self.plan.counts[l];
             let (astats, _) = cached(store, report, force, "capture", &d.capture_attn, || -> Result<AttnStats> {
                 capture_attn(&model, l, x.clone(), lw.get(&Proj::O.weight(l))?)
@@ -185,7 +191,7 @@ impl<B: Backend> Layers<'_, B> {
             let (done, peak) = slim_mem::measure(|| -> Result<()> {
                 apply_attention(&mut cur, &mut lw, l, &heads, attn)?;
                 if sequential {
-                    model.replace_layer(l, cur.layers[l].clone(), &lw)?;
+                    model.replace_attention(l, cur.layers[l].clone(), &lw)?;
                 }
                 Ok(())
             });
@@ -204,6 +210,13 @@ impl<B: Backend> Layers<'_, B> {
                 // of the dense MLP is not needed while the channels are scored and refitted.
                 model.unload_layer(l);
             }
+            timed(self.load_s, || -> Result<()> {
+                for n in mlp_names {
+                    let t = src.read(&n)?;
+                    lw.insert(n, t);
+                }
+                Ok(())
+            })?;
             let (channels, _) = cached(store, report, force, "score", &d.score_mlp, || {
                 let inputs = ChannelInputs {
                     stats: &mstats,
@@ -363,6 +376,15 @@ impl<B: Backend> Layers<'_, B> {
         slim_checkpoint::save_model_dir_with(dir, &cfg, side_files_from, src.model_dtype(), &mut tensor)?;
         Ok(cfg)
     }
+}
+
+/// The names of layer `l`'s MLP tensors in `w`: its weights, and its biases where it has them.
+fn mlp_tensors(w: &Weights, l: usize) -> Vec<String> {
+    [Proj::Gate, Proj::Up, Proj::Down]
+        .into_iter()
+        .flat_map(|p| [p.weight(l), p.bias(l)])
+        .filter(|n| w.contains(n))
+        .collect()
 }
 
 /// Whether a refit gives its projection a bias.
