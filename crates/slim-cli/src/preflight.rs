@@ -232,7 +232,8 @@ impl<'a> Footprint<'a> {
     /// `W_down`); and one layer's pass over all windows. With the
     /// Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits. Measured peak
     /// against this estimate (docs/measurements.md, 2026-12-05): SmolLM2-135M 387-535 MB / 685 MB; the LLaMA-7B
-    /// shape with 2 and 32 layers 4.32 and 3.85 GB / 6.94 GB (Qwen2.5-Coder-1.5B, older code: 4.14 / 5.45 GB).
+    /// shape with 32 layers 3.85 GB and, since the channel score works by bands and the MLP is held once, with 2
+    /// layers 2.99 GB / 6.94 GB: the f64 terms now over-count (Qwen2.5-Coder-1.5B, older code: 4.14 / 5.45 GB).
     pub(crate) fn pipeline(&self, windows: usize, len: usize, taylor: bool) -> u64 {
         let c = self.cfg;
         let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);

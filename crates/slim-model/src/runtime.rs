@@ -432,10 +432,16 @@ impl<B: Backend> Llama<B> {
     pub fn replace_attention(&mut self, l: usize, shape: LayerShape, w: &Weights) -> Result<()> {
         let old = self.layers.get_mut(l).and_then(Option::take).with_context(|| format!("layer {l} is not loaded"))?;
         ensure!(
-            shape.intermediate_size == old.shape.intermediate_size && shape.down_proj_bias == old.shape.down_proj_bias,
+            shape.intermediate_size == old.shape.intermediate_size,
             "replacing layer {l}'s attention: the new shape's MLP ({} channels) is not the loaded one's ({})",
             shape.intermediate_size,
             old.shape.intermediate_size
+        );
+        ensure!(
+            shape.down_proj_bias == old.shape.down_proj_bias,
+            "replacing layer {l}'s attention: the new shape's down_proj bias ({}) is not the loaded one's ({})",
+            shape.down_proj_bias,
+            old.shape.down_proj_bias
         );
         // The old attention's tensors are dropped at the end of this block.
         let (post_norm, gate_up, down) = {
