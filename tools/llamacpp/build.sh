@@ -35,7 +35,7 @@ if [ ! -f "$dest/src/.unpacked-$version" ]; then
 fi
 if [ ! -x "$dest/venv/bin/ninja" ]; then
     python3 -m venv "$dest/venv"
-    "$dest/venv/bin/python" -m pip install -q cmake ninja numpy typing-extensions diskcache jinja2 gguf==0.19.0
+    "$dest/venv/bin/python" -m pip install -q --no-cache-dir cmake ninja numpy typing-extensions diskcache jinja2 gguf==0.19.0
 fi
 export PATH="$dest/venv/bin:$PATH"
 cmake -S "$dest/src/vendor/llama.cpp" -B "$dest/build" -G Ninja \

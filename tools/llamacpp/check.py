@@ -15,6 +15,7 @@ For every model directory and type: `slimllm export` to data/exports/<name>-<typ
   `slimllm bench --decode 64` on the directory.
 A type whose widths are not whole blocks (q8_0 on an unaligned model) is recorded as refused, with
 slimllm's message. Prints a Markdown table; --out gets the JSON. Exit status 1 when a check fails.
+--drop-exports removes each GGUF once it is checked (CI's disk).
 Needs tools/llamacpp/build.sh (cargo xtask llamacpp) and `cargo build --release -p slim-cli`.
 """
 
@@ -132,6 +133,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--drop-exports", action="store_true",
+                    help="remove each GGUF once checked (CI: 1.1 GB less on disk; --out keeps the results)")
     args = ap.parse_args()
     os.makedirs(os.path.join(ROOT, "data", "exports"), exist_ok=True)
     results = []
@@ -169,6 +172,8 @@ def main():
             if args.bench and ty in ("f16", "q8_0"):
                 r["llama_bench"] = llama_bench(gguf, args.threads)
             failed |= not r["ppl_ok"] or not r.get("greedy_ok", True)
+            if args.drop_exports:
+                os.remove(gguf)
             row["types"][ty] = r
             print(f"  {ty}: {json.dumps(r)}", file=sys.stderr)
         if args.bench:

@@ -4,7 +4,8 @@
 # a dropped KV head and recovery biases; the same as qwen2; a dense llama one) and of the real
 # SmolLM2-135M, each loaded by llama.cpp and checked against slimllm: perplexity on PTB-valid windows
 # (tokens compared one by one), greedy tokens (f32), and the file read back by the gguf package.
-# Writes data/exports/ci-check-*.json; fails when a check fails.
+# Writes data/exports/ci-check-*.json (the GGUFs are removed once checked: 1.1 GB of CI's disk);
+# fails when a check fails.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -19,6 +20,6 @@ py="$root/data/tools/llamacpp/venv/bin/python"
 "$py" tools/llamacpp/check.py \
     --model "llama-pruned=$fx/llama-pruned" --model "qwen2-pruned=$fx/qwen2-pruned" \
     --model "llama-dense=$fx/llama-dense" \
-    --types f32,f16 --windows 8 --gen-tokens 16 --out data/exports/ci-check-fixtures.json
+    --types f32,f16 --windows 8 --gen-tokens 16 --out data/exports/ci-check-fixtures.json --drop-exports
 "$py" tools/llamacpp/check.py --model "smollm2=data/models/smollm2-135m" \
-    --types f32,f16,bf16 --windows 8 --gen-tokens 16 --out data/exports/ci-check-smollm2.json
+    --types f32,f16,bf16 --windows 8 --gen-tokens 16 --out data/exports/ci-check-smollm2.json --drop-exports

@@ -12,7 +12,9 @@
 //! 1.3 GB, target/xtask 0.6 GB, the fetched data 0.7 GB, cargo's registry 0.9 GB; 2026-12-04: the
 //! transformers venv 4.7 GB, llama.cpp 0.5 GB, the exports of the llama.cpp checks 1.1 GB), so the free
 //! space is logged before each step: a full disk then shows in the log, not only as a linker
-//! crash.
+//! crash. CI's run of 2026-12-05 still ran out (0.9 GB left before the fuzz build's 1.4 GB), so the venv is
+//! installed without pip's cache or triton (4.6 GB), the llama.cpp checks remove each GGUF once checked, and
+//! before the wgpu and fuzz steps a short disk loses the venv, which only the tests use.
 
 use std::process::Command;
 
@@ -59,6 +61,9 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
     // (about 20 minutes on 2 cores, cold), then the exports of seeded pruned models and SmolLM2 in it.
     util::run(Command::new("bash").arg("tools/llamacpp/ci-check.sh"), &ctx.root)?;
     log_free_space(&ctx.root, "wgpu");
+    // burn-wgpu's build and the fuzz build need room the earlier steps may have taken: on a short disk the
+    // transformers venv, needed by the tests only, goes (CI's run of 2026-12-05 had 0.9 GB left before fuzzing).
+    make_room(&ctx.root, "wgpu", WGPU_NEEDS_BYTES, AFTER_TESTS);
     // The wgpu backend against the CPU on Mesa's Lavapipe, a software Vulkan (tools/wgpu/setup.sh installs it):
     // `slimllm check-backend` on seeded synthetic models and SmolLM2's perplexity on both backends. Building burn-wgpu
     // is about 20 minutes on 2 cores, cold; the checks about 9 (mostly kernel compilation on llvmpipe).
@@ -77,6 +82,7 @@ pub fn run(_args: &Args) -> anyhow::Result<()> {
         &ctx.root,
     )?;
     log_free_space(&ctx.root, "fuzzing");
+    make_room(&ctx.root, "fuzzing", FUZZ_NEEDS_BYTES, AFTER_TESTS);
     crate::fuzz::run(&crate::fuzz::Args { targets: Vec::new(), runs: -1, seconds: Some(20) })
 }
 
@@ -93,6 +99,36 @@ fn log_free_space(root: &std::path::Path, step: &str) {
             }
         }
         None => eprintln!("== free space unknown before {step} (`df` failed)"),
+    }
+}
+
+/// Room kept for the wgpu step (burn-wgpu and the tests rebuilt with it; a margin, not a measurement).
+const WGPU_NEEDS_BYTES: u64 = 3_000_000_000;
+/// What the fuzz step writes (fuzz/target, 1.4 GB measured 2026-12-05), with a margin.
+const FUZZ_NEEDS_BYTES: u64 = 2_500_000_000;
+/// Outputs of earlier steps that no later step reads and a later `cargo xtask ci` rebuilds, in the order
+/// they go when the disk is short.
+const AFTER_TESTS: &[&str] = &["data/tools/venv-transformers"];
+
+/// When less than `need` bytes are free before `step`, removes the directories of `removable` (relative to
+/// `root`) in order until enough is, logging each. Never fails: a step that still does not fit fails on its own.
+fn make_room(root: &std::path::Path, step: &str, need: u64, removable: &[&str]) {
+    let Some(free) = free_bytes(root) else { return };
+    if free >= need {
+        return;
+    }
+    for r in removable.iter().filter(|r| root.join(r).exists()) {
+        eprintln!(
+            "== {:.1} GB free before {step}, under the {:.1} GB it needs: removing {r} (rebuilt by the next run)",
+            free as f64 / 1e9,
+            need as f64 / 1e9
+        );
+        if let Err(e) = std::fs::remove_dir_all(root.join(r)) {
+            eprintln!("== could not remove {r}: {e}");
+        }
+        if free_bytes(root).is_some_and(|f| f >= need) {
+            break;
+        }
     }
 }
 
@@ -127,5 +163,17 @@ mod tests {
         assert_eq!(parse_df_available("Filesystem\n"), None);
         assert_eq!(parse_df_available(""), None);
         assert_eq!(parse_df_available("h\n/dev/vda 1 2 many 3% /\n"), None);
+    }
+
+    #[test]
+    fn make_room_leaves_everything_when_the_disk_has_room() {
+        let dir = util::scratch_dir(&std::env::temp_dir(), "xtask-ci-test").unwrap();
+        std::fs::create_dir_all(dir.join("v/bin")).unwrap();
+        make_room(&dir, "test", 1, &["v", "absent"]);
+        assert!(dir.join("v/bin").exists());
+        // No disk has this much free: the directory goes, the absent one is passed over.
+        make_room(&dir, "test", u64::MAX, &["v", "absent"]);
+        assert!(!dir.join("v").exists() && dir.exists());
+        util::remove(&dir).unwrap();
     }
 }
