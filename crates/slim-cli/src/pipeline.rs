@@ -254,9 +254,10 @@ impl PipelineArgs {
         self.config()?.check_model(&cfg)?;
         check_positions(&cfg, self.calib_len, &format!("--calib-len {}", self.calib_len))?;
         let fp = Footprint::new(&cfg, &self.model, g.backend);
-        let (scorer, ..) = self.recipe();
+        let (scorer, _, recovery, _) = self.recipe();
         // The pipeline reads one layer at a time: the whole model's size does not count.
-        let peak = fp.pipeline(self.calib_windows, self.calib_len, scorer.needs_gradients());
+        let lstsq = recovery == RecoveryKind::Lstsq;
+        let peak = fp.pipeline(self.calib_windows, self.calib_len, scorer.needs_gradients(), lstsq);
         check_fits(&format!("--calib-windows {} × --calib-len {}", self.calib_windows, self.calib_len), peak)
     }
 

@@ -119,6 +119,7 @@ pub fn lstsq_refit(
         };
         ws[(k, j)] + prior
     }); // |K| × out
+    drop(ws); // Each temporary goes when it is used up: a LLaMA-7B down_proj's `W Σ` is 360 MB in f64, `A` 620 MB.
 
     let llt = a.llt(Side::Lower).map_err(|e| {
         anyhow::format_err!(
@@ -126,6 +127,7 @@ pub fn lstsq_refit(
             with λ = {lambda:e}; raise ridge_rel (now {eps:e})"
         )
     })?;
+    drop(a);
     let l = llt.L();
     let pivots: Vec<f64> = (0..nk).map(|p| l[(p, p)] * l[(p, p)]).collect();
     let (lo, hi) = pivots.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
