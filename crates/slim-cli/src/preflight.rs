@@ -239,7 +239,7 @@ impl<'a> Footprint<'a> {
     /// - the surgery and the move to the next layer: the host layer and its pruned copy on the device, and a pass.
     ///
     /// With the Taylor scorer, also every layer's input (its gradient pass keeps them) and a chunk's logits.
-    /// Measured peak RSS against this estimate (docs/measurements.md, 2026-12-05/06): see the tests below.
+    /// Measured peak RSS against this estimate (docs/measurements.md, 2026-12-05): see the tests below.
     pub(crate) fn pipeline(&self, windows: usize, len: usize, taylor: bool, lstsq: bool) -> u64 {
         let c = self.cfg;
         let (d, dh) = (c.hidden_size as u64, c.head_dim as u64);
