@@ -14,7 +14,8 @@
 //! space is logged before each step: a full disk then shows in the log, not only as a linker
 //! crash. CI's run of 2026-12-05 still ran out (0.9 GB left before the fuzz build's 1.4 GB), so the venv is
 //! installed without pip's cache or triton (4.6 GB), the llama.cpp checks remove each GGUF once checked, and
-//! before the wgpu and fuzz steps a short disk loses the venv, which only the tests use.
+//! before the wgpu and fuzz steps a short disk loses the venv, which only the tests use. After a full run on a
+//! fresh clone (2026-12-05): target 2.4 GB, fuzz/target 1.4 GB, data/ 5.9 GB (the venv 4.6 GB of it).
 
 use std::process::Command;
 
