@@ -1,6 +1,7 @@
 //! `cargo xtask bench forward|decode [--torch-venv DIR]`: dense prefill or KV-cache decode throughput of
 //! `slimllm bench`, optionally next to PyTorch's (`tools/reference/bench_forward.py` run with the venv's python), and
-//! their ratio. `cargo xtask bench pipeline`: the pipeline's wall time against one forward pass.
+//! their ratio; decode, and `cargo xtask bench prefill` (one prompt, the last position's logits), next to llama.cpp's
+//! `llama-bench` when it is built. `cargo xtask bench pipeline`: the pipeline's wall time against one forward pass.
 //!
 //! Both programs are expected to print their result as a JSON line with a `tokens_per_s` number (the last such line
 //! counts); as a fallback a line of the form `... <number> tokens/s` is accepted.
@@ -9,6 +10,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::format_err;
 
+use crate::bench_llamacpp::{LlamaBench, Work};
 use crate::{pipeline::slimllm, util};
 
 const MODEL: &str = "data/models/smollm2-135m";
@@ -51,6 +53,23 @@ enum Bench {
         threads: usize,
         /// The dtype slimllm keeps the weights in (`slimllm bench --weights`); with llama.cpp built
         /// (`cargo xtask llamacpp build`), llama-bench runs a GGUF export of the same type beside it.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        weights: String,
+    },
+    /// Prompt throughput of SmolLM2-135M, batch 1: one prompt of `--len` tokens through the KV cache and the last
+    /// position's logits (`slimllm bench --logits last`), beside llama.cpp's `llama-bench -p` on a GGUF export of
+    /// the same weight type when llama.cpp is built (`cargo xtask llamacpp build`).
+    Prefill {
+        /// Rounds: each runs slimllm, then llama-bench (3 timed repeats each); the medians over rounds are compared.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 128)]
+        len: usize,
+        /// Threads for both (RAYON_NUM_THREADS for slimllm).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// The dtype slimllm keeps the weights in (`slimllm bench --weights`) and the GGUF export's type.
         #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
         weights: String,
     },
@@ -97,7 +116,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &[], None)
         }
         Bench::Decode { torch_venv, rounds, tokens, threads, weights } => {
-            let llama = crate::bench_llamacpp::LlamaBench::prepare(&root, MODEL, weights, *tokens, SEQ_LEN, *threads)?;
+            let work = Work::Decode { tokens: *tokens, depth: SEQ_LEN.into() };
+            let llama = LlamaBench::prepare(&root, MODEL, weights, work, *threads)?;
             let (tokens, threads) = (tokens.to_string(), threads.to_string());
             // One prefill of a single token runs first (slimllm bench has no decode-only mode); its
             // JSON line comes before the decode one, and the last line counts.
@@ -122,6 +142,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 ["--model", MODEL, "--seq-len", SEQ_LEN, "--repeats", "3", "--decode", &tokens, "--threads", &threads];
             let env = [("RAYON_NUM_THREADS", threads.as_str())];
             compare_rounds(&root, torch_venv.as_deref(), *rounds, &ours, &torch, &env, llama.as_ref())
+        }
+        Bench::Prefill { rounds, len, threads, weights } => {
+            let llama = LlamaBench::prepare(&root, MODEL, weights, Work::Prompt { len: *len }, *threads)?;
+            let (len, threads) = (len.to_string(), threads.to_string());
+            let ours = [
+                "bench",
+                "--model",
+                MODEL,
+                "--batch",
+                "1",
+                "--seq-len",
+                &len,
+                "--logits",
+                "last",
+                "--repeats",
+                "3",
+                "--no-decode",
+                "--weights",
+                weights,
+            ];
+            let env = [("RAYON_NUM_THREADS", threads.as_str())];
+            compare_rounds(&root, None, *rounds, &ours, &[], &env, llama.as_ref())
         }
         Bench::Pipeline { target } => bench_pipeline(&root, *target),
         Bench::Tune { torch_venv, steps, batch, micro_batch, seq_len, threads } => {

@@ -38,6 +38,11 @@ pub struct BenchArgs {
     /// Skip the decode measurement.
     #[arg(long)]
     no_decode: bool,
+    /// The positions prefill computes logits for: `all` (every position, as a perplexity pass or a PyTorch forward
+    /// does) or `last` (the last position of each sequence, after the prompt went through the KV cache: what
+    /// `slimllm generate` does with a prompt and llama.cpp's `llama-bench -p` measures).
+    #[arg(long, value_enum, default_value = "all")]
+    logits: Logits,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -67,6 +72,15 @@ pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
         slim_artifact::write_json_atomic(out, &json!({"backend": g.backend.name(), "results": results}))?;
     }
     Ok(())
+}
+
+/// Which positions' logits a prefill computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Logits {
+    /// Every position's.
+    All,
+    /// The last position's of each sequence, the prompt going through the KV cache.
+    Last,
 }
 
 /// Fails when a prefill of the grid or the decode measurement cannot fit in memory with `model`, naming the sizes;
@@ -156,14 +170,22 @@ impl BackendRun for Job<'_> {
                 let mut times = Vec::with_capacity(a.repeats);
                 for i in 0..=a.repeats {
                     let t = Instant::now();
-                    let logits = model.forward(model.ids_tensor(&x, batch, len)?);
+                    let ids = model.ids_tensor(&x, batch, len)?;
+                    let logits = match a.logits {
+                        Logits::All => model.forward(ids),
+                        Logits::Last => model.last_logits(model.hidden_cached(ids, &mut model.new_cache(batch))?),
+                    };
                     // Reading a value back forces asynchronous backends to finish.
                     let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();
                     if i > 0 {
                         times.push(t.elapsed().as_secs_f64());
                     }
                 }
-                out.push(row(self.model, "prefill", batch, len, batch * len, times, dtype));
+                let kind = match a.logits {
+                    Logits::All => "prefill",
+                    Logits::Last => "prefill, last logits",
+                };
+                out.push(row(self.model, kind, batch, len, batch * len, times, dtype));
             }
         }
         if !a.no_decode && a.decode > 0 {

@@ -46,10 +46,11 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompt: &[u32], cfg: &GenConfig) -
         let logits = if cfg.recompute {
             model.forward(model.ids_tensor(&ids, 1, ids.len())?)
         } else {
+            // The logits of the last position only: a prompt's other positions need none.
             let step = &ids[fed..];
-            let l = model.forward_cached(model.ids_tensor(step, 1, step.len())?, &mut cache)?;
+            let h = model.hidden_cached(model.ids_tensor(step, 1, step.len())?, &mut cache)?;
             fed = ids.len();
-            l
+            model.last_logits(h)
         };
         let [_, t, v] = logits.dims();
         let last = tensor_to_host(logits.slice([0..1, t - 1..t, 0..v]).reshape([v]))?;

@@ -211,12 +211,17 @@ fn check_cache_matches_recompute(spec: &SyntheticSpec, batch: usize, prompt: usi
     let cols = |from: usize, to: usize| -> Vec<u32> {
         (0..batch).flat_map(|b| ids[b * total + from..b * total + to].to_vec()).collect()
     };
-    let mut cache = model.new_cache(batch);
+    let (mut cache, mut last_only_cache) = (model.new_cache(batch), model.new_cache(batch));
     let mut fed = 0;
     for step in 0..=steps {
         let upto = prompt + step;
         let new =
             model.forward_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut cache).unwrap();
+        // The same step with the lm_head of the last positions only (what generation does).
+        let h =
+            model.hidden_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut last_only_cache);
+        let last_only = model.last_logits(h.unwrap());
+        assert_eq!(last_only.dims(), [batch, 1, cfg.vocab_size]);
         fed = upto;
         assert_eq!(cache.len(), upto);
         let full = model.forward(model.ids_tensor(&seq(upto), batch, upto).unwrap());
@@ -230,6 +235,9 @@ fn check_cache_matches_recompute(spec: &SyntheticSpec, batch: usize, prompt: usi
         let last_full = full.slice([0..batch, upto - 1..upto, 0..v]).into_data().into_vec::<f32>().unwrap();
         let err = last_new.iter().zip(&last_full).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
         assert!(err < 1e-5, "step {step}: cached logits differ from recomputed by {err}");
+        let last_only = last_only.into_data().into_vec::<f32>().unwrap();
+        let err = last_only.iter().zip(&last_new).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+        assert!(err < 1e-5, "step {step}: the last position's logits alone differ by {err}");
         let argmax = |x: &[f32]| x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         for b in 0..batch {
             assert_eq!(

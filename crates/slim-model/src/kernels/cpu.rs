@@ -250,28 +250,34 @@ pub(crate) fn attend(
     assert_eq!(q.len(), batch * tq * qw, "attention: query buffer size");
     assert_eq!(k.len(), v.len(), "attention: key and value buffer sizes differ");
     assert!(kv_head_of.iter().all(|&j| (j + 1) * dh <= kw), "attention: KV head out of range");
-    let head = |task: usize, scores: &mut [f32]| -> Vec<f32> {
+    let head = |task: usize, probs: Option<&mut [f32]>| -> Vec<f32> {
         let (b, h) = (task / hq, task % hq);
         let j = kv_head_of[h];
         let mut out = vec![0f32; tq * dh];
         let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
-        head_attention(q0, qw, k0, v0, kw, d, scale, scores, &mut out);
+        head_attention(q0, qw, k0, v0, kw, d, scale, probs, &mut out);
         out
     };
     let mut probs = Vec::new();
     let heads: Vec<Vec<f32>> = if keep_probs {
         probs = vec![0f32; batch * hq * tq * tk];
-        probs.par_chunks_mut(tq * tk).enumerate().map(|(task, p)| head(task, p)).collect()
+        probs.par_chunks_mut(tq * tk).enumerate().map(|(task, p)| head(task, Some(p))).collect()
     } else {
-        (0..batch * hq).into_par_iter().map(|task| head(task, &mut vec![0f32; tq * tk])).collect()
+        (0..batch * hq).into_par_iter().map(|task| head(task, None)).collect()
     };
     (scatter_heads(&heads, batch, tq, hq, dh), probs)
 }
 
+/// Query rows per block of [`head_attention`]: a block's scores stop at the last key its last
+/// row sees, so a causal prompt computes about half of the `q·kᵀ` and `p·v` products.
+const QUERY_BLOCK: usize = 64;
+
 /// One (sequence, head) of [`causal_attention`]: `q0` starts at the head's first query value
 /// (row stride `qw`), `k0` and `v0` at its KV head's first key and value (row stride `kw`).
-/// Leaves the probabilities in `scores` (`[tq, tk]`, zero above the diagonal) and the head's
-/// output in `out` (`[tq, dh]`).
+/// Writes the head's output to `out` (`[tq, dh]`), and, when `probs` is given, the
+/// probabilities to it (`[tq, tk]`, zero above the diagonal).
+///
+/// Queries go in blocks of [`QUERY_BLOCK`] rows, each against the keys its rows can see.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn head_attention(
     q0: &[f32],
@@ -281,76 +287,112 @@ pub(crate) fn head_attention(
     kw: usize,
     d: AttnDims,
     scale: f32,
-    scores: &mut [f32],
+    mut probs: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let AttnDims { q_len: tq, kv_len: tk, head_dim: dh, .. } = d;
     let offset = tk - tq;
-    assert!(scores.len() == tq * tk && out.len() == tq * dh, "head_attention: buffer sizes");
+    assert!(out.len() == tq * dh, "head_attention: output buffer size");
+    assert!(probs.as_ref().is_none_or(|p| p.len() == tq * tk), "head_attention: probability buffer size");
     let reach = |len: usize, rows: usize, stride: usize| rows == 0 || (rows - 1) * stride + dh <= len;
     assert!(reach(q0.len(), tq, qw) && reach(k0.len(), tk, kw) && reach(v0.len(), tk, kw), "head_attention: views");
-    // SAFETY: every pointer/stride pair below addresses only elements inside the slices it
-    // comes from (checked above): rows < tq (q, scores, out) or < tk (k, v) of the given
-    // strides, columns < dh or < tk.
-    unsafe {
-        gemm::gemm(
-            tq,
-            tk,
-            dh,
-            scores.as_mut_ptr(),
-            1,
-            tk as isize,
-            false,
-            q0.as_ptr(),
-            1,
-            qw as isize,
-            k0.as_ptr(),
-            kw as isize,
-            1,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
-        let (seen, hidden) = row.split_at_mut((i + offset + 1).min(tk));
-        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0f32;
-        for s in seen.iter_mut() {
-            *s = exp_f32(*s - max);
-            sum += *s;
+    let mut scratch = Vec::new();
+    for i0 in (0..tq).step_by(QUERY_BLOCK) {
+        let i1 = (i0 + QUERY_BLOCK).min(tq);
+        // Keys the block's last row sees: every row of the block sees a prefix of them.
+        let seen = (i1 + offset).min(tk);
+        let (scores, stride) = match probs.as_deref_mut() {
+            Some(p) => (&mut p[i0 * tk..i1 * tk], tk),
+            None => {
+                scratch.resize((i1 - i0) * seen, 0.0);
+                (&mut scratch[..], seen)
+            }
+        };
+        // SAFETY: every pointer/stride pair addresses only elements inside the slice it comes
+        // from (checked above): rows i0..i1 < tq of q (stride qw) and out (stride dh), rows
+        // < i1 - i0 of scores (stride `stride` >= seen), keys < seen <= tk of k and v (stride
+        // kw), columns < dh or < seen.
+        unsafe {
+            gemm::gemm(
+                i1 - i0,
+                seen,
+                dh,
+                scores.as_mut_ptr(),
+                1,
+                stride as isize,
+                false,
+                q0.as_ptr().add(i0 * qw),
+                1,
+                qw as isize,
+                k0.as_ptr(),
+                kw as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
-        let inv = 1.0 / sum;
-        seen.iter_mut().for_each(|s| *s *= inv);
-        hidden.fill(0.0);
+        for (r, row) in scores.chunks_exact_mut(stride).enumerate() {
+            let (visible, hidden) = row.split_at_mut((i0 + r + offset + 1).min(stride));
+            softmax_in_place(visible);
+            hidden.fill(0.0);
+        }
+        // SAFETY: as above.
+        unsafe {
+            gemm::gemm(
+                i1 - i0,
+                dh,
+                seen,
+                out.as_mut_ptr().add(i0 * dh),
+                1,
+                dh as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                stride as isize,
+                v0.as_ptr(),
+                1,
+                kw as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
-    // SAFETY: as above; `v0` rows < tk of stride kw, columns < dh.
-    unsafe {
-        gemm::gemm(
-            tq,
-            dh,
-            tk,
-            out.as_mut_ptr(),
-            1,
-            dh as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            tk as isize,
-            v0.as_ptr(),
-            1,
-            kw as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+}
+
+/// Lanes of the reductions of [`softmax_in_place`]: eight independent maxima or sums, which the
+/// compiler keeps in one vector register (a single running sum is a chain it may not reorder).
+const LANES: usize = 8;
+
+/// `x = softmax(x)` in f32: the maximum subtracted, [`exp_f32`] of every entry, divided by
+/// their sum.
+pub(crate) fn softmax_in_place(x: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
     }
+    let max = chunks.remainder().iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)), |m, &v| m.max(v));
+    x.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let mut sums = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &v) in sums.iter_mut().zip(c) {
+            *s += v;
+        }
+    }
+    let sum = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Per-(sequence, head) outputs (`[tq, dh]` each, sequence-major) side by side as

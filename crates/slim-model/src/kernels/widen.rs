@@ -45,8 +45,36 @@ impl Half for bf16 {
 impl Half for f16 {
     #[inline(always)]
     fn widen(src: &[Self], dst: &mut [f32]) {
-        // F16C when the CPU has it (detected at run time by `half`).
+        assert_eq!(src.len(), dst.len(), "widen: lengths differ");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU has the features the loop is compiled for (checked just above).
+            unsafe { widen_f16c(src, dst) };
+            return;
+        }
         half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+}
+
+/// [`Half::widen`] of f16 with F16C, eight values an instruction, in one call (`half`'s slice conversion calls a
+/// function per eight values, which made f16 prefill slower than bf16's).
+///
+/// # Safety
+/// The CPU must have AVX and F16C; `dst` must be as long as `src`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let whole = src.len() - src.len() % 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 <= whole <= src.len() == dst.len().
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+    }
+    for (d, s) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *d = s.to_f32();
     }
 }
 
@@ -324,6 +352,22 @@ mod tests {
         tiles_of(&x, &w, &mut bands, n, inp, out, 5 * inp);
         for (a, b) in one.iter().zip(&bands) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    /// Every f16 bit pattern (subnormals, infinities, NaNs included) widens to `half`'s f32 value, at every
+    /// length's remainder of 8.
+    #[test]
+    fn f16_widening_is_exact_for_every_value() {
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        for skip in [0, 3] {
+            let src = &all[skip..];
+            let mut dst = vec![0f32; src.len()];
+            f16::widen(src, &mut dst);
+            for (h, w) in src.iter().zip(&dst) {
+                let want = h.to_f32();
+                assert!(want.to_bits() == w.to_bits() || (want.is_nan() && w.is_nan()), "{:#06x}", h.to_bits());
+            }
         }
     }
 
