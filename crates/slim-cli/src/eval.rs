@@ -44,6 +44,11 @@ pub struct PplArgs {
     /// Also write the JSON result to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Hold the whole model in memory with the projections' and the lm_head's weights in this dtype (f16 or bf16
+    /// are widened inside each product; `stored`: as the files hold them) instead of reading one decoder layer at a
+    /// time in f32 (the default, for models larger than the memory). Activations are f32 either way.
+    #[arg(long, value_enum)]
+    weights: Option<crate::weights_arg::WeightsArg>,
 }
 
 pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
@@ -57,11 +62,16 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             crate::check_out(a.out.as_deref())?;
             preflight::check_positions(&model_cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
             // One decoder layer in memory at a time (the same result to the bit as the whole model), so a model
-            // larger than the memory is evaluated too.
+            // larger than the memory is evaluated too; or, with --weights, the whole model in that dtype.
             let fp = Footprint::new(&model_cfg, &a.model, g.backend);
-            let peak = |batch: usize, windows: usize| fp.streamed(batch, a.seq_len, windows);
+            let resident = a.weights.map(|w| w.resolve(&a.model)).transpose()?;
+            let peak = |batch: usize, windows: usize| match resident {
+                Some(dtype) => fp.peak_in(dtype, fp.forward(batch, a.seq_len)),
+                None => fp.streamed(batch, a.seq_len, windows),
+            };
             // One window before the text is read, then the batch and windows the text allows.
-            preflight::check_fits(&format!("--seq-len {}", a.seq_len), peak(1, 1))?;
+            let held = resident.map_or(String::new(), |d| format!(" with --weights {}", slim_artifact::Kind::name(d)));
+            preflight::check_fits(&format!("--seq-len {}{held}", a.seq_len), peak(1, 1))?;
             let tok = Tokenizer::load(&a.model)?;
             let text = a.data.load(&g.data_root)?;
             let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.name()))?;
@@ -83,11 +93,13 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
                     a.model.join("config.json").display()
                 )
             })?;
-            let what = format!("--batch {} × --seq-len {} ({} windows at once)", a.batch, a.seq_len, a.batch.min(n));
+            let what =
+                format!("--batch {} × --seq-len {} ({} windows at once){held}", a.batch, a.seq_len, a.batch.min(n));
             preflight::check_fits(&what, peak(a.batch.min(n), n))?;
             let cfg = PplConfig { seq_len: a.seq_len, batch: a.batch, max_windows: a.windows, progress: progress(g) };
             let t = std::time::Instant::now();
-            let r = dispatch(g.backend, PplJob { model: &a.model, model_cfg: &model_cfg, ids: &ids, cfg: &cfg })?;
+            let job = PplJob { model: &a.model, model_cfg: &model_cfg, ids: &ids, cfg: &cfg, weights: a.weights };
+            let r = dispatch(g.backend, job)?;
             let secs = t.elapsed().as_secs_f64();
             tracing::info!(
                 "ppl {:.4} over {} windows in {secs:.1}s ({:.0} tokens/s)",
@@ -99,6 +111,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
                 "ppl": r.ppl, "windows": r.windows, "tokens_scored": r.tokens_scored,
                 "model": a.model.display().to_string(), "data": a.data.name(), "seq_len": a.seq_len,
                 "backend": g.backend.name(), "seconds": secs,
+                "weights": resident.map_or("streamed f32", slim_artifact::Kind::name),
             });
             emit_json(&v, a.out.as_deref())
         }
@@ -110,11 +123,16 @@ struct PplJob<'a> {
     model_cfg: &'a ModelConfig,
     ids: &'a [u32],
     cfg: &'a PplConfig,
+    weights: Option<crate::weights_arg::WeightsArg>,
 }
 
 impl BackendRun for PplJob<'_> {
     type Output = slim_eval::PplResult;
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        if let Some(w) = self.weights {
+            let (model, _) = w.load::<B>(self.model, &device)?;
+            return slim_eval::perplexity(&model, self.ids, self.cfg);
+        }
         let src = WeightSource::open(self.model)?;
         src.check_against(self.model_cfg)?;
         perplexity_streamed::<B>(&src, self.model_cfg, self.ids, self.cfg, &device)

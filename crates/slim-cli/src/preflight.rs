@@ -27,7 +27,7 @@
 //! is not known here.
 
 use anyhow::{bail, Result};
-use slim_checkpoint::ModelConfig;
+use slim_checkpoint::{ModelConfig, WeightDtype};
 use slim_model::BackendKind;
 
 /// Environment variable that overrides the available memory (bytes, or with a K, M, G or T suffix, powers of 1024):
@@ -146,6 +146,36 @@ impl<'a> Footprint<'a> {
         let host_copy = F32.saturating_mul(self.cfg.num_params());
         let running = self.resident().saturating_add(host_copy).saturating_add(pass);
         PROCESS_BASE.saturating_add(self.load_peak().max(running))
+    }
+
+    /// Peak bytes of a job that loads the whole model with its projections' and lm_head's weights kept in `dtype`
+    /// (`Llama::load_in`, one layer's f32 host copy at a time) and then needs `pass` bytes beyond them: the
+    /// process's base, the resident weights ([`Footprint::resident_in`]) and the larger of the pass and the load's
+    /// largest transient (the lm_head's f32 host copy beside its converted one). For f32, [`Footprint::peak`].
+    pub(crate) fn peak_in(&self, dtype: WeightDtype, pass: u64) -> u64 {
+        if dtype == WeightDtype::F32 {
+            return self.peak(pass);
+        }
+        let table = (self.cfg.vocab_size as u64) * self.cfg.hidden_size as u64;
+        let transient = (2 * F32).saturating_mul(table);
+        PROCESS_BASE.saturating_add(self.resident_in(dtype)).saturating_add(transient.max(pass))
+    }
+
+    /// The weights as `Llama::load_in` holds them with the projections and the lm_head in `dtype`: the embedding in
+    /// f32, every other parameter in `dtype` (norms and biases are f32, a rounding error here), and a tied lm_head
+    /// a second time. Zero host bytes on a GPU backend.
+    pub(crate) fn resident_in(&self, dtype: WeightDtype) -> u64 {
+        if !self.host {
+            return 0;
+        }
+        if dtype == WeightDtype::F32 {
+            return self.resident();
+        }
+        let c = self.cfg;
+        let table = (c.vocab_size * c.hidden_size) as u64;
+        let tied = if c.tie_word_embeddings { table } else { 0 };
+        let rest = c.num_params().saturating_sub(table).saturating_add(tied);
+        (F32 * table).saturating_add((dtype.to_fs().size() as u64).saturating_mul(rest))
     }
 
     /// The weights as the runtime holds them, in f32: every parameter, and a tied embedding a second time (the

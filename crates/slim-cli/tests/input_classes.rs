@@ -330,6 +330,58 @@ fn eval_ppl_streams_a_model_larger_than_the_memory() {
     assert_eq!(v["ppl"].as_f64().unwrap().to_bits(), whole.ppl.to_bits(), "{v} vs {}", whole.ppl);
 }
 
+/// `eval ppl --weights bf16` holds the whole model with its projections in bf16: the model of the test above fits
+/// the same 250 MB that way (and is refused with `--weights f32`, naming the options); its perplexity is the one of
+/// `Llama::load_in(.., Bf16)` in this process to the bit and within the weights' rounding of the f32 one.
+#[test]
+fn eval_ppl_holds_the_whole_model_in_half_precision() {
+    let (_tmp, root) = setup();
+    let (cfg, w, big) = big_model(&root);
+    let run = |weights: &str| {
+        Command::new(env!("CARGO_BIN_EXE_slimllm"))
+            .args([
+                "--quiet",
+                "eval",
+                "ppl",
+                "--data",
+                "ptb-valid",
+                "--seq-len",
+                "32",
+                "--windows",
+                "6",
+                "--batch",
+                "4",
+            ])
+            .args(["--weights", weights, "--model"])
+            .arg(&big)
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .env("SLIMLLM_MEM_AVAILABLE", "250M")
+            .output()
+            .unwrap()
+    };
+    let refused = run("f32");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--seq-len 32 with --weights f32") && stderr.contains("SLIMLLM_MEM_AVAILABLE"), "{stderr}");
+    let out = run("bf16");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["weights"], "bf16");
+    let text = slim_data::EvalText::from_str("ptb-valid").unwrap().load(&root.join("data")).unwrap();
+    let ids = slim_model::Tokenizer::load(&big).unwrap().encode(&text).unwrap();
+    let pc = slim_eval::PplConfig { seq_len: 32, batch: 4, max_windows: Some(6), progress: false };
+    let dev = Default::default();
+    let half = slim_model::Llama::<slim_model::Cpu>::load_in(&big, &dev, slim_checkpoint::WeightDtype::Bf16).unwrap();
+    let want = slim_eval::perplexity(&half, &ids, &pc).unwrap().ppl;
+    assert_eq!(v["ppl"].as_f64().unwrap().to_bits(), want.to_bits(), "{v} vs {want}");
+    let f32_model = slim_model::Llama::<slim_model::Cpu>::from_weights(cfg, &w, &dev).unwrap();
+    let full = slim_eval::perplexity(&f32_model, &ids, &pc).unwrap().ppl;
+    assert!((want / full - 1.0).abs() < 1e-2, "bf16 {want} against f32 {full}");
+    assert_ne!(want.to_bits(), full.to_bits(), "the weights were not rounded to bf16");
+}
+
 /// `eval zeroshot` reads one decoder layer at a time: a model whose whole-model estimate exceeds the memory it is
 /// told it has is scored, and every request's log-likelihood equals the whole model's in this process to the bit.
 #[test]
