@@ -84,6 +84,8 @@ mod tests {
         assert_eq!(args.extra, ["--windows", "10", "-v"]);
         assert!(Cli::try_parse_from(["xtask", "fetch", "ptb", "qwen2.5-coder-0.5b", "--force"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "bench", "forward", "--torch-venv", ".venv-ref"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "prefill", "--len", "1024", "--weights", "f16"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "prefill", "--weights", "q8_0"]).is_err());
     }
 
     #[test]
