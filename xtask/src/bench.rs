@@ -121,23 +121,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let (tokens, threads) = (tokens.to_string(), threads.to_string());
             // One prefill of a single token runs first (slimllm bench has no decode-only mode); its
             // JSON line comes before the decode one, and the last line counts.
-            let ours = [
-                "bench",
-                "--model",
-                MODEL,
-                "--batch",
-                "1",
-                "--seq-len",
-                "1",
-                "--repeats",
-                "3",
-                "--decode",
-                &tokens,
-                "--decode-prompt",
-                SEQ_LEN,
-                "--weights",
-                weights,
-            ];
+            let ours =
+                [&one_sequence(weights)[..], &["--seq-len", "1", "--decode", &tokens, "--decode-prompt", SEQ_LEN]]
+                    .concat();
             let torch =
                 ["--model", MODEL, "--seq-len", SEQ_LEN, "--repeats", "3", "--decode", &tokens, "--threads", &threads];
             let env = [("RAYON_NUM_THREADS", threads.as_str())];
@@ -146,22 +132,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Bench::Prefill { rounds, len, threads, weights } => {
             let llama = LlamaBench::prepare(&root, MODEL, weights, Work::Prompt { len: *len }, *threads)?;
             let (len, threads) = (len.to_string(), threads.to_string());
-            let ours = [
-                "bench",
-                "--model",
-                MODEL,
-                "--batch",
-                "1",
-                "--seq-len",
-                &len,
-                "--logits",
-                "last",
-                "--repeats",
-                "3",
-                "--no-decode",
-                "--weights",
-                weights,
-            ];
+            let ours = [&one_sequence(weights)[..], &["--seq-len", &len, "--logits", "last", "--no-decode"]].concat();
             let env = [("RAYON_NUM_THREADS", threads.as_str())];
             compare_rounds(&root, None, *rounds, &ours, &[], &env, llama.as_ref())
         }
@@ -189,6 +160,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `slimllm bench` arguments the batch-1 comparisons share: SmolLM2, one sequence, 3 repeats, the weights' dtype.
+fn one_sequence(weights: &str) -> [&str; 9] {
+    ["bench", "--model", MODEL, "--batch", "1", "--repeats", "3", "--weights", weights]
 }
 
 /// `rounds` rounds of `slimllm <ours>` then `<venv>/bin/python tools/reference/bench_forward.py <torch>`, each printing
@@ -246,6 +222,8 @@ fn compare_rounds(
             ours.len(),
             o / t
         ),
+        // Printed with llama.cpp's line already.
+        None if llama.is_some() => {}
         None => println!("median over {} rounds: slimllm {o:.1} tokens/s", ours.len()),
     }
     Ok(())
