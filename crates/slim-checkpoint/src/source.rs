@@ -12,7 +12,7 @@
 //! process. The kernel's page cache keeps the speed of a second read either way.
 
 use crate::layout::{self, Global, TensorId};
-use crate::weights::{check_header, header_length, io_error, to_host, weight_files};
+use crate::weights::{check_header, header_length, io_error, to_host_in_pieces, weight_files};
 use crate::{HostTensor, ModelConfig, WeightDtype, Weights};
 use anyhow::{ensure, format_err, Result};
 use safetensors::Dtype;
@@ -149,9 +149,10 @@ impl WeightSource {
     pub fn read(&self, name: &str) -> Result<HostTensor> {
         let e = self.entry(name)?;
         let (path, file) = &self.files[e.file];
-        let mut bytes = vec![0u8; (e.end - e.start) as usize];
-        read_at(file, &mut bytes, e.start).map_err(|err| io_error("reading", path, err))?;
-        to_host(name, e.dtype, e.shape.clone(), &bytes, path)
+        let len = (e.end - e.start) as usize;
+        to_host_in_pieces(name, e.dtype, e.shape.clone(), len, path, |buf, at| {
+            read_at(file, buf, e.start + at as u64).map_err(|err| io_error("reading", path, err))
+        })
     }
 
     /// Reads `name`, checking its shape.

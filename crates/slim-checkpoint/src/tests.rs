@@ -174,6 +174,29 @@ fn select_rows_and_cols() {
     assert!(t.select_cols(&[3]).is_err());
 }
 
+/// The tiled transpose against the definition, for parts whose sizes end inside a tile and past several, stacked
+/// and alone; a width other than the first part's and a non-2-D part are errors.
+#[test]
+fn stacked_transposes_equal_the_definition() {
+    let part = |r: usize, c: usize, seed: f32| {
+        HostTensor::new(vec![r, c], (0..r * c).map(|i| seed + i as f32).collect()).unwrap()
+    };
+    let (a, b, c) = (part(33, 70, 0.5), part(1, 70, 1e4), part(65, 70, 2e4));
+    let t = HostTensor::stack_transposed(&[&a, &b, &c]).unwrap();
+    assert_eq!(t.shape, vec![70, 99]);
+    let rows: Vec<&[f32]> = [&a, &b, &c].iter().flat_map(|p| p.data.chunks(70)).collect();
+    for (i, row) in rows.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            assert_eq!(t.data[j * 99 + i], *v, "({i}, {j})");
+        }
+    }
+    let single = part(31, 97, 3.0).transpose2().unwrap();
+    assert_eq!(single.shape, vec![97, 31]);
+    assert_eq!(single.transpose2().unwrap(), part(31, 97, 3.0));
+    assert!(HostTensor::stack_transposed(&[&a, &part(2, 3, 0.0)]).is_err());
+    assert!(HostTensor::new(vec![4], vec![0.0; 4]).unwrap().transpose2().is_err());
+}
+
 /// The config_json fuzz target's timeout: 300,001 layers (a corrupt digit) made every load
 /// build a shape per layer; sizes past generous limits are now errors naming the key.
 #[test]

@@ -332,22 +332,6 @@ fn dtype_bytes(name: &str) -> Option<u64> {
 /// Values per block of [`to_f32_checked`] and [`first_non_finite`].
 const BLOCK: usize = 4096;
 
-/// Converts little-endian elements of `width` bytes to f32 and finds the first NaN or infinity,
-/// block by block, so that each block is checked while it is still in cache rather than in a
-/// second pass over the tensor.
-fn to_f32_checked(bytes: &[u8], width: usize, convert: impl Fn(&[u8]) -> f32) -> (Vec<f32>, Option<usize>) {
-    let mut data = Vec::with_capacity(bytes.len() / width);
-    let mut first_bad = None;
-    for block in bytes.chunks(BLOCK * width) {
-        let start = data.len();
-        data.extend(block.chunks_exact(width).map(&convert));
-        if first_bad.is_none() {
-            first_bad = first_non_finite(&data[start..]).map(|i| start + i);
-        }
-    }
-    (data, first_bad)
-}
-
 /// Index of the first NaN or infinity in `v`. Blocks are checked by an OR of exponent-all-ones
 /// tests, a branch-free loop the compiler vectorizes; only a bad block is searched element-wise.
 pub fn first_non_finite(v: &[f32]) -> Option<usize> {
@@ -363,14 +347,56 @@ pub fn first_non_finite(v: &[f32]) -> Option<usize> {
 /// Converts the little-endian bytes of tensor `name` (of `dtype` and `shape`, read from `path`) to
 /// an f32 host tensor, refusing other dtypes and non-finite values by name.
 pub fn to_host(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8], path: &Path) -> Result<HostTensor> {
-    let (data, first_bad) = match dtype {
-        Dtype::F32 => to_f32_checked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        Dtype::F16 => to_f32_checked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-        Dtype::BF16 => to_f32_checked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+    to_host_in_pieces(name, dtype, shape, bytes.len(), path, |buf, at| {
+        buf.copy_from_slice(&bytes[at..at + buf.len()]);
+        Ok(())
+    })
+}
+
+/// Bytes [`to_host_in_pieces`] converts at a time: a multiple of every dtype's width.
+const PIECE: usize = 1 << 20;
+
+/// [`to_host`] of a tensor of `len` bytes that `fill(buf, at)` delivers piece by piece (the bytes at offset `at`
+/// into `buf`, at most [`PIECE`] at a time): a tensor read from a file needs no buffer of its own size, only the
+/// f32 one it becomes.
+pub fn to_host_in_pieces(
+    name: &str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+    path: &Path,
+    mut fill: impl FnMut(&mut [u8], usize) -> Result<()>,
+) -> Result<HostTensor> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
         other => {
             bail!("{}: tensor `{name}` has unsupported dtype {other:?} (f32, f16, bf16 are supported)", path.display())
         }
     };
+    let mut data: Vec<f32> = Vec::with_capacity(len / width);
+    let mut buf = vec![0u8; PIECE.min(len)];
+    let mut first_bad = None;
+    let mut at = 0;
+    while at < len {
+        let piece = &mut buf[..PIECE.min(len - at)];
+        fill(piece, at)?;
+        // Block by block, so that each block is checked for NaN and infinity while it is still in cache.
+        for block in piece.chunks(BLOCK * width) {
+            let start = data.len();
+            match dtype {
+                Dtype::F32 => data.extend(block.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                Dtype::F16 => {
+                    data.extend(block.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
+                }
+                _ => data.extend(block.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+            }
+            if first_bad.is_none() {
+                first_bad = first_non_finite(&data[start..]).map(|i| start + i);
+            }
+        }
+        at += piece.len();
+    }
     if let Some(i) = first_bad {
         let count = data.iter().filter(|v| !v.is_finite()).count();
         bail!(

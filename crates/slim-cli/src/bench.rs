@@ -87,12 +87,16 @@ enum Logits {
 /// warns when a length passes the model's context.
 fn preflight_model(a: &BenchArgs, model: &std::path::Path, backend: slim_model::BackendKind) -> Result<()> {
     let cfg = slim_checkpoint::ModelConfig::load(model)?;
-    let fp = Footprint::new(&cfg, model, backend);
+    let fp = Footprint::new(&cfg, backend);
+    let dtype = a.weights.resolve(model)?;
     let on = |what: String| format!("{what} with {}", model.display());
     for &len in &a.seq_len {
         preflight::check_positions(&cfg, len, &format!("--seq-len {len}"))?;
         for &batch in &a.batch {
-            preflight::check_fits(&on(format!("--batch {batch} × --seq-len {len}")), fp.peak(fp.forward(batch, len)))?;
+            preflight::check_fits(
+                &on(format!("--batch {batch} × --seq-len {len}")),
+                fp.peak_in(dtype, fp.forward(batch, len)),
+            )?;
         }
     }
     if !a.no_decode && a.decode > 0 {
@@ -101,7 +105,7 @@ fn preflight_model(a: &BenchArgs, model: &std::path::Path, backend: slim_model::
         preflight::check_positions(&cfg, p.saturating_add(n), &what)?;
         let prompt = fp.cached_pass(1, 0, p, p);
         let last = fp.cached_pass(1, p.saturating_add(n), 1, 1);
-        preflight::check_fits(&on(what), fp.peak(prompt.max(last)))?;
+        preflight::check_fits(&on(what), fp.peak_in(dtype, prompt.max(last)))?;
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn run(c: EvalCommand, g: &GlobalArgs) -> Result<()> {
             preflight::check_positions(&model_cfg, a.seq_len, &format!("--seq-len {}", a.seq_len))?;
             // One decoder layer in memory at a time (the same result to the bit as the whole model), so a model
             // larger than the memory is evaluated too; or, with --weights, the whole model in that dtype.
-            let fp = Footprint::new(&model_cfg, &a.model, g.backend);
+            let fp = Footprint::new(&model_cfg, g.backend);
             let resident = a.weights.map(|w| w.resolve(&a.model)).transpose()?;
             let peak = |batch: usize, windows: usize| match resident {
                 Some(dtype) => fp.peak_in(dtype, fp.forward(batch, a.seq_len)),

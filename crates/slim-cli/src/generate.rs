@@ -56,7 +56,8 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
     let model_cfg = slim_checkpoint::ModelConfig::load(&a.model)?;
     crate::check_out(a.out.as_deref())?;
     let tok = Tokenizer::load(&a.model)?;
-    let fp = Footprint::new(&model_cfg, &a.model, g.backend);
+    let fp = Footprint::new(&model_cfg, g.backend);
+    let dtype = a.weights.resolve(&a.model)?;
     let mut prompts = Vec::new();
     for p in &a.prompt {
         let text = if a.chat { Tokenizer::chat_prompt(&a.model, &[("user", p)])? } else { p.clone() };
@@ -78,7 +79,7 @@ pub fn run(a: GenerateArgs, g: &GlobalArgs) -> Result<()> {
         } else {
             fp.cached_pass(1, 0, ids.len(), ids.len()).max(fp.cached_pass(1, total, 1, 1))
         };
-        preflight::check_fits(&what, fp.peak(step))?;
+        preflight::check_fits(&what, fp.peak_in(dtype, step))?;
         prompts.push((text, ids));
     }
     let cfg = GenConfig {

@@ -253,7 +253,7 @@ impl PipelineArgs {
         let cfg = slim_checkpoint::ModelConfig::load(&self.model)?;
         self.config()?.check_model(&cfg)?;
         check_positions(&cfg, self.calib_len, &format!("--calib-len {}", self.calib_len))?;
-        let fp = Footprint::new(&cfg, &self.model, g.backend);
+        let fp = Footprint::new(&cfg, g.backend);
         let (scorer, _, recovery, _) = self.recipe();
         // The pipeline reads one layer at a time: the whole model's size does not count.
         let lstsq = recovery == RecoveryKind::Lstsq;

@@ -32,11 +32,6 @@ impl WeightsArg {
     /// Loads the model in `dir` with its weights in this dtype.
     pub(crate) fn load<B: Backend>(self, dir: &Path, device: &B::Device) -> Result<(Llama<B>, WeightDtype)> {
         let dtype = self.resolve(dir)?;
-        let model = match dtype {
-            // The whole-model load, as before (one conversion, the same values).
-            WeightDtype::F32 => Llama::<B>::load(dir, device)?,
-            _ => Llama::<B>::load_in(dir, device, dtype)?,
-        };
-        Ok((model, dtype))
+        Ok((Llama::<B>::load_in(dir, device, dtype)?, dtype))
     }
 }

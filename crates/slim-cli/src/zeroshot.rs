@@ -66,7 +66,7 @@ pub fn run(a: ZeroshotArgs, g: &GlobalArgs) -> Result<()> {
         a.model.join("config.json").display(),
         cfg.vocab_size
     );
-    let fp = Footprint::new(&cfg, &a.model, g.backend);
+    let fp = Footprint::new(&cfg, g.backend);
     let mut work: Vec<(Task, Vec<McDoc>, Vec<TokDoc>)> = Vec::new();
     for &t in &tasks {
         let docs = t.load(&g.data_root, a.limit)?;

@@ -141,7 +141,7 @@ fn streamed<B: Backend>(
     let mut m = Llama::<B>::empty(model_cfg.clone(), device)?;
     let mut nll_sum = 0f64;
     for windows in wins.chunks(group) {
-        m.load_embedding(&src.read_global(model_cfg, Global::Embedding)?)?;
+        m.load_embedding(src.read_global(model_cfg, Global::Embedding)?)?;
         let mut hs = windows
             .chunks(cfg.batch)
             .map(|c| {

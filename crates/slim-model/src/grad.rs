@@ -77,7 +77,7 @@ pub fn taylor_sums<B: Backend>(
 
     // 1. Layer inputs, without a graph (no tensor requires a gradient yet), one layer loaded at a time.
     let mut bounds: Vec<Vec<Tensor<B, 3>>> = vec![Vec::with_capacity(chunks.len()); n_layers + 1];
-    model.load_embedding(&src.global(&cfg, Global::Embedding)?)?;
+    model.load_embedding(src.global(&cfg, Global::Embedding)?)?;
     for &(c0, nc) in &chunks {
         let x = model.embed(model.ids_tensor(&ids[c0 * seq_len..(c0 + nc) * seq_len], nc, seq_len)?);
         bounds[0].push(x.inner());

@@ -37,30 +37,31 @@ impl<B: Backend> Linear<B> {
     /// Several maps of the same input as one: their weights (and biases) stacked by output
     /// rows (`[Σ out, in]`), stored transposed.
     fn stacked(w: &Weights, prefixes: &[&str], has_bias: bool, device: &B::Device, dtype: DType) -> Result<Self> {
-        let mut data = Vec::new();
+        let mut parts = Vec::with_capacity(prefixes.len());
         let mut bias = Vec::new();
-        let mut rows = 0;
-        let mut cols = None;
         for prefix in prefixes {
             let t = w.get(&format!("{prefix}.weight"))?;
             ensure!(t.shape.len() == 2, "`{prefix}.weight` is not 2-D");
-            ensure!(
-                *cols.get_or_insert(t.shape[1]) == t.shape[1],
-                "`{prefix}.weight` has {} inputs, the others {cols:?}",
-                t.shape[1]
-            );
-            rows += t.shape[0];
-            data.extend_from_slice(&t.data);
+            let cols = parts.first().map_or(t.shape[1], |p: &&HostTensor| p.shape[1]);
+            ensure!(t.shape[1] == cols, "`{prefix}.weight` has {} inputs, the others {cols}", t.shape[1]);
             if has_bias {
                 let b = w.get(&format!("{prefix}.bias"))?;
                 ensure!(b.shape == [t.shape[0]], "`{prefix}.bias` has shape {:?}, expected [{}]", b.shape, t.shape[0]);
                 bias.extend_from_slice(&b.data);
             }
+            parts.push(t);
         }
-        let stacked = HostTensor::new(vec![rows, cols.unwrap_or(0)], data)?;
+        let rows = parts.iter().map(|t| t.shape[0]).sum();
         let bias =
             if has_bias { Some(host_to_tensor::<B, 1>(&HostTensor::new(vec![rows], bias)?, device)?) } else { None };
-        Self::new(&stacked, bias, device, dtype)
+        if dtype == DType::F32 {
+            // Stacked and transposed in one pass, and moved to the device without a copy.
+            let wt = host_into_tensor(HostTensor::stack_transposed(&parts)?, device)?;
+            return Ok(Self { wt, bias, stored: false });
+        }
+        let cols = parts.first().map_or(0, |t| t.shape[1]);
+        let data = parts.iter().flat_map(|t| t.data.iter().copied()).collect();
+        Self::new(&HostTensor::new(vec![rows, cols], data)?, bias, device, dtype)
     }
 
     /// The map of `weight` (`[out, in]`, as HF stores it) in `dtype`: f32 transposed once on the
@@ -70,7 +71,7 @@ impl<B: Backend> Linear<B> {
         let wt = if stored {
             host_to_tensor_as(weight, device, dtype)?
         } else {
-            host_to_tensor(&weight.transpose2()?, device)?
+            host_into_tensor(weight.transpose2()?, device)?
         };
         Ok(Self { wt, bias, stored })
     }
@@ -190,6 +191,12 @@ pub fn host_to_tensor<B: Backend, const D: usize>(t: &HostTensor, device: &B::De
     Ok(Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device))
 }
 
+/// Moves a host tensor to the device: on the CPU backend its buffer becomes the tensor's, without a copy.
+pub fn host_into_tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Result<Tensor<B, D>> {
+    ensure!(t.shape.len() == D, "expected a {D}-D tensor, got shape {:?}", t.shape);
+    Ok(Tensor::from_data(TensorData::new(t.data, t.shape), device))
+}
+
 /// Copies a host tensor to the device in `dtype` (rounded to it when narrower than f32).
 fn host_to_tensor_as<B: Backend, const D: usize>(
     t: &HostTensor,
@@ -212,11 +219,10 @@ pub fn tensor_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Hos
 }
 
 impl<B: Backend> Llama<B> {
-    /// Loads an HF model directory onto `device`.
+    /// Loads an HF model directory onto `device` in f32, one layer's tensors on the host at a time
+    /// ([`Self::load_in`]).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let cfg = ModelConfig::load(dir)?;
-        let weights = Weights::load(dir)?;
-        Self::from_weights(cfg, &weights, device).with_context(|| format!("loading model from {}", dir.display()))
+        Self::load_in(dir, device, WeightDtype::F32)
     }
 
     /// Loads an HF model directory onto `device` one layer at a time (one layer's f32 copy on the
@@ -234,7 +240,7 @@ impl<B: Backend> Llama<B> {
             WeightDtype::F16 => DType::F16,
             WeightDtype::Bf16 => DType::BF16,
         };
-        m.load_embedding(&src.read_global(&cfg, Global::Embedding)?)?;
+        m.load_embedding(src.read_global(&cfg, Global::Embedding)?)?;
         for l in 0..cfg.num_layers() {
             m.load_layer(l, &src.read_layer(&cfg, l)?)?;
         }
@@ -278,10 +284,10 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Loads the token embedding (`[vocab, d]`), the input of layer 0.
-    pub fn load_embedding(&mut self, t: &HostTensor) -> Result<()> {
+    pub fn load_embedding(&mut self, t: HostTensor) -> Result<()> {
         let want = [self.cfg.vocab_size, self.cfg.hidden_size];
         ensure!(t.shape == want, "the embedding has shape {:?}, expected {want:?}", t.shape);
-        self.embed = Some(host_to_tensor(t, &self.device)?);
+        self.embed = Some(host_into_tensor(t, &self.device)?);
         Ok(())
     }
 

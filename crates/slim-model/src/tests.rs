@@ -323,7 +323,7 @@ fn a_model_streamed_one_layer_at_a_time_equals_the_whole_model() {
     let ids: Vec<u32> = (0..14).map(|i| (i * 11 % 50) as u32).collect();
     let mut want = whole.embed(whole.ids_tensor(&ids, 2, 7).unwrap());
     let mut m = Llama::<Cpu>::empty(cfg.clone(), &dev).unwrap();
-    m.load_embedding(w.get("model.embed_tokens.weight").unwrap()).unwrap();
+    m.load_embedding(w.get("model.embed_tokens.weight").unwrap().clone()).unwrap();
     let mut got = m.embed(m.ids_tensor(&ids, 2, 7).unwrap());
     for l in 0..cfg.num_layers() {
         let mut lw = Weights::new();
@@ -342,7 +342,7 @@ fn a_model_streamed_one_layer_at_a_time_equals_the_whole_model() {
     let msg = *e.err().unwrap().downcast::<String>().unwrap();
     assert_eq!(msg, "layer 2 of this model is not loaded");
     let bad = slim_checkpoint::HostTensor::new(vec![49, 24], vec![0.0; 49 * 24]).unwrap();
-    let e = m.load_embedding(&bad).unwrap_err().to_string();
+    let e = m.load_embedding(bad).unwrap_err().to_string();
     assert!(e.contains("[49, 24], expected [50, 24]"), "{e}");
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn embed_windows<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 3>> {
     let mut m = Llama::<B>::empty(cfg.clone(), device)?;
-    m.load_embedding(&src.read_global(cfg, Global::Embedding)?)?;
+    m.load_embedding(src.read_global(cfg, Global::Embedding)?)?;
     Ok(m.embed(m.ids_tensor(ids, n_windows, seq_len)?))
 }
 

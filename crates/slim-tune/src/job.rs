@@ -94,7 +94,7 @@ fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device) -> 
     let src = WeightSource::open(dir)?;
     src.check_against(cfg)?;
     let mut model = Llama::<Autodiff<B>>::empty(cfg.clone(), device)?;
-    model.load_embedding(&src.read_global(cfg, Global::Embedding)?)?;
+    model.load_embedding(src.read_global(cfg, Global::Embedding)?)?;
     for l in 0..cfg.num_layers() {
         model.load_layer(l, &src.read_layer(cfg, l)?)?;
     }

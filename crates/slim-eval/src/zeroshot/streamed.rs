@@ -83,7 +83,7 @@ fn run_group<B: Backend>(
         advanced = target;
     };
     let mut m = Llama::<B>::empty(cfg.clone(), device)?;
-    m.load_embedding(&src.read_global(cfg, Global::Embedding)?)?;
+    m.load_embedding(src.read_global(cfg, Global::Embedding)?)?;
     let mut hidden = plans
         .iter()
         .map(|p| {
