@@ -329,7 +329,7 @@ fn dtype_bytes(name: &str) -> Option<u64> {
     }
 }
 
-/// Values per block of [`to_f32_checked`] and [`first_non_finite`].
+/// Values per block of [`to_host_in_pieces`]'s NaN check and of [`first_non_finite`].
 const BLOCK: usize = 4096;
 
 /// Index of the first NaN or infinity in `v`. Blocks are checked by an OR of exponent-all-ones

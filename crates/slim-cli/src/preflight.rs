@@ -110,7 +110,7 @@ pub(crate) fn check_positions(cfg: &ModelConfig, positions: usize, what: &str) -
     Ok(())
 }
 
-/// Byte counts of one model's jobs on one backend, from its config and the size of its weight files alone.
+/// Byte counts of one model's jobs on one backend, from its config alone.
 pub(crate) struct Footprint<'a> {
     cfg: &'a ModelConfig,
     /// True when the tensors live in host memory (the CPU backend).
