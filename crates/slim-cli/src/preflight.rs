@@ -141,9 +141,14 @@ impl<'a> Footprint<'a> {
     pub(crate) fn peak_in(&self, dtype: WeightDtype, pass: u64) -> u64 {
         let c = self.cfg;
         let table = (c.vocab_size as u64) * c.hidden_size as u64;
-        let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
+        let layer = self.largest_layer_params();
         let transient = F32.saturating_mul(table.saturating_add(table.max(layer)));
         PROCESS_BASE.saturating_add(self.resident_in(dtype)).saturating_add(transient).saturating_add(pass)
+    }
+
+    /// Parameters of the model's largest decoder layer (pruned layers differ).
+    fn largest_layer_params(&self) -> u64 {
+        (0..self.cfg.num_layers()).map(|l| self.cfg.layer_params(l)).max().unwrap_or(0)
     }
 
     /// The weights as `Llama::load_in` holds them with the projections and the lm_head in `dtype`: the embedding in
@@ -191,7 +196,7 @@ impl<'a> Footprint<'a> {
     /// lm_head with its transposed copy), the hidden states and the pass.
     pub(crate) fn streamed_peak(&self, hidden: u64, pass: u64) -> u64 {
         let c = self.cfg;
-        let layer = (0..c.num_layers()).map(|l| c.layer_params(l)).max().unwrap_or(0);
+        let layer = self.largest_layer_params();
         let table = (c.vocab_size as u64) * c.hidden_size as u64;
         let weights = F32.saturating_mul((2 * layer).max(3 * table));
         PROCESS_BASE.saturating_add(weights).saturating_add(hidden).saturating_add(pass)
