@@ -11,6 +11,8 @@
 pub(crate) mod backward;
 pub(crate) mod cpu;
 pub(crate) mod ops;
+#[cfg(target_arch = "x86_64")]
+mod prefill;
 pub(crate) mod widen;
 
 use crate::rope::RopeTables;

@@ -8,9 +8,10 @@
 //! - a few rows (decoding, batch 1 to [`GEMV_ROWS`]): each thread takes a block of outputs and
 //!   streams their weight rows once, contiguously, as dot products with the input rows (AVX2 and
 //!   FMA when the CPU has them, detected at run time);
-//! - more rows (prefill): the weight is widened a band of outputs at a time (up to
-//!   [`TILE_FLOATS`] floats) into an f32 buffer, and gemm accumulates `y += x · bandᵀ`, so the
-//!   widening is amortized over the rows and the product keeps gemm's speed.
+//! - more rows (prefill): with AVX2, [`super::prefill`]'s kernel widens blocks of weight rows into
+//!   L1 and multiplies them by the rows without packing; elsewhere the weight is widened a band of
+//!   outputs at a time (up to [`TILE_FLOATS`] floats) into an f32 buffer, and gemm accumulates
+//!   `y += x · bandᵀ`, so the widening is amortized over the rows.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -99,9 +100,14 @@ pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usi
     }
     if n <= GEMV_ROWS {
         dots(x, w, &mut y, n, inp, out);
-    } else {
-        tiles(x, w, &mut y, n, inp, out);
+        return y;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::prefill::available::<T>() {
+        super::prefill::linear(x, w, &mut y, n, inp, out);
+        return y;
+    }
+    tiles(x, w, &mut y, n, inp, out);
     y
 }
 
@@ -272,8 +278,8 @@ mod avx {
 }
 
 /// Bands of outputs of the weight (all inputs) widened in parallel into an f32 buffer, then
-/// `y[:, band] += x · bandᵀ` by gemm.
-fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
+/// `y[:, band] += x · bandᵀ` by gemm: the prefill path of CPUs without the AVX2 kernel ([`super::prefill`]).
+pub(super) fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
     tiles_of(x, w, y, n, inp, out, TILE_FLOATS);
 }
 

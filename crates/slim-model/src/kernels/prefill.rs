@@ -1,0 +1,297 @@
+//! The prefill product of half-precision weights on AVX2 (`y += x · wᵀ`, x f32 `[n, inp]`, w f16 or bf16
+//! `[out, inp]` as stored), without gemm: 16 weight rows × [`KC`] inputs are widened and transposed into an
+//! L1-sized f32 panel (`[KC, 16]`: the 16 outputs of one input contiguous), then 6 rows of `x` at a time are
+//! multiplied by it as gemm's own microkernel would (each input's 6 activations broadcast, 12 AVX2 sums of 8
+//! outputs), into a row-major buffer of sums that is added to `y` once per 16 outputs.
+//!
+//! Why not the widened band through gemm (the portable path in [`super::widen`]): gemm packs the activations
+//! again for every product and runs its own parallel region after the widening's; `perf` of a 128-token f16
+//! prefill of SmolLM2-135M put 10.5 % of the samples in gemm's packing and driver and 5.5 % in the separate
+//! widening, beside 68 % in its microkernel. Here the only copy is the panel, which is L1-sized and built in the
+//! thread that uses it. Activations, sums and results stay f32. Measured against the other shapes with
+//! `cargo run --release -p slim-model --example halfgemm` (docs/measurements.md).
+
+use super::widen::Half;
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::any::TypeId;
+use std::arch::x86_64::*;
+
+/// Inputs of one panel: `KC × 16 × 4` bytes = 16 KiB, half of L1, with room for the 6 activation rows.
+const KC: usize = 256;
+/// Outputs of one panel: two AVX2 vectors.
+const NP: usize = 16;
+/// Rows of `x` one tile multiplies: 12 sums, 2 panel vectors and a broadcast fill 15 of the 16 registers.
+const MR: usize = 6;
+/// Rows of `x` a task takes: `TB × KC × 4` = 192 KiB of activations, read from L2 once per panel.
+const TB: usize = 192;
+
+/// Whether the CPU runs this kernel for `T` (AVX2, FMA, and F16C for f16).
+pub(super) fn available<T: Half>() -> bool {
+    let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
+}
+
+/// A raw view of `y` that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    /// Row stride (`out`).
+    stride: usize,
+}
+// SAFETY: every task writes a disjoint block of rows × outputs (`linear`'s task grid), and `linear` holds the
+// exclusive borrow of `y` until the tasks are done.
+unsafe impl Send for Out {}
+// SAFETY: as for Send.
+unsafe impl Sync for Out {}
+
+/// `y += x · wᵀ`: tasks of [`TB`] rows × a chunk of outputs, in parallel when the product is large.
+///
+/// # Shapes
+/// x: `[n, inp]`, w: `[out, inp]`, y: `[n, out]`
+///
+/// # Panics
+/// When the CPU lacks the kernel's features ([`available`]) or the lengths do not match the shapes.
+pub(super) fn linear<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
+    assert!(available::<T>(), "prefill::linear: the CPU lacks AVX2/FMA/F16C");
+    assert!(x.len() == n * inp && w.len() == out * inp && y.len() == n * out, "prefill::linear: shapes");
+    let threads = if n * out * inp >= 1 << 21 { rayon::current_num_threads().max(1) } else { 1 };
+    // Four chunks of outputs a thread (a multiple of the threads, so that equal chunks give equal shares).
+    let chunk = out.div_ceil(4 * threads).next_multiple_of(NP).max(NP);
+    let (chunks, blocks) = (out.div_ceil(chunk), n.div_ceil(TB));
+    let dst = Out { ptr: y.as_mut_ptr(), stride: out };
+    let task = |i: usize| {
+        let (c, b) = (i / blocks, i % blocks);
+        let (rows, outs) = (b * TB..((b + 1) * TB).min(n), c * chunk..((c + 1) * chunk).min(out));
+        // SAFETY: the CPU has the features (asserted above); the tasks' (rows, outs) blocks are disjoint and inside
+        // y, whose lengths were checked.
+        unsafe { task_block(x, w, dst, inp, rows, outs) };
+    };
+    if threads == 1 {
+        (0..chunks * blocks).for_each(task);
+    } else {
+        (0..chunks * blocks).into_par_iter().for_each(task);
+    }
+}
+
+/// `y[rows, outs] += x[rows, :] · w[outs, :]ᵀ`, [`NP`] outputs at a time.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA (and F16C for f16); no other thread may access `y[rows, outs]` meanwhile; `x` is
+/// `[n, inp]` and `w` `[out, inp]` with `rows` and `outs` inside them, and `y` is `[n, out]` behind `dst`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn task_block<T: Half>(
+    x: &[f32],
+    w: &[T],
+    dst: Out,
+    inp: usize,
+    rows: std::ops::Range<usize>,
+    outs: std::ops::Range<usize>,
+) {
+    /// The panel, aligned to a cache line.
+    #[repr(align(64))]
+    struct Panel([f32; KC * NP]);
+    let kmain = inp - inp % 8;
+    let nrows = rows.len();
+    let mut panel = Panel([0f32; KC * NP]);
+    // The sums of the NP outputs, row-major with a row stride of NP: y's own stride (a multiple of 4 KiB for many
+    // models) would put every row's sums in one L1 set.
+    let mut sums = vec![0f32; nrows * NP];
+    for g0 in outs.clone().step_by(NP) {
+        let nr = NP.min(outs.end - g0);
+        sums.fill(0.0);
+        for k0 in (0..kmain).step_by(KC) {
+            let kc = KC.min(kmain - k0);
+            // SAFETY: the CPU has the features; rows g0..g0 + nr of w hold inputs k0..k0 + kc; the panel holds
+            // KC × NP floats.
+            unsafe { fill_panel(w, inp, g0, nr, k0, kc, &mut panel.0) };
+            let mut r = 0;
+            while r < nrows {
+                let take = (nrows - r).min(MR);
+                // SAFETY: x's rows rows.start + r .. + take exist and hold inputs k0..k0 + kc; the panel holds kc
+                // × NP floats; sums holds `take` rows of NP from row r.
+                unsafe {
+                    let (xp, pp) = (x.as_ptr().add((rows.start + r) * inp + k0), panel.0.as_ptr());
+                    let sp = sums.as_mut_ptr().add(r * NP);
+                    match take {
+                        6 => tile::<6>(xp, inp, pp, kc, sp),
+                        5 => tile::<5>(xp, inp, pp, kc, sp),
+                        4 => tile::<4>(xp, inp, pp, kc, sp),
+                        3 => tile::<3>(xp, inp, pp, kc, sp),
+                        2 => tile::<2>(xp, inp, pp, kc, sp),
+                        _ => tile::<1>(xp, inp, pp, kc, sp),
+                    }
+                }
+                r += take;
+            }
+        }
+        // The inputs past the last multiple of 8, then the sums into y.
+        for (i, row) in rows.clone().enumerate() {
+            let s = &mut sums[i * NP..i * NP + nr];
+            if kmain < inp {
+                let xr = &x[row * inp + kmain..(row + 1) * inp];
+                for (o, acc) in (g0..g0 + nr).zip(s.iter_mut()) {
+                    let mut tail = [0f32; 8];
+                    T::widen(&w[o * inp + kmain..(o + 1) * inp], &mut tail[..inp - kmain]);
+                    *acc += xr.iter().zip(&tail).map(|(a, b)| a * b).sum::<f32>();
+                }
+            }
+            // SAFETY: row < n and g0..g0 + nr ⊂ outs ⊂ 0..out: inside y, and this task's alone.
+            let yr = unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(row * dst.stride + g0), nr) };
+            for (d, v) in yr.iter_mut().zip(s.iter()) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// `panel[k, j] = w[g0 + j, k0 + k]` in f32 for `k < kc` and `j < NP` (zero for `j >= nr`): 8 × 8 blocks
+/// widened and transposed in registers.
+///
+/// # Safety
+/// The CPU must have AVX2 (and F16C for f16); rows `g0..g0 + nr` of `w` (`[_, inp]`) hold inputs `k0..k0 + kc`,
+/// `kc` is a multiple of 8 and at most [`KC`].
+#[inline(always)]
+unsafe fn fill_panel<T: Half>(w: &[T], inp: usize, g0: usize, nr: usize, k0: usize, kc: usize, panel: &mut [f32]) {
+    debug_assert!(kc.is_multiple_of(8) && kc <= KC && (g0 + nr) * inp <= w.len() && k0 + kc <= inp);
+    for half in 0..NP / 8 {
+        for kk in (0..kc).step_by(8) {
+            // SAFETY: the CPU has AVX (the caller vouches).
+            let mut rows = [unsafe { _mm256_setzero_ps() }; 8];
+            for (j, v) in rows.iter_mut().enumerate() {
+                let o = half * 8 + j;
+                if o < nr {
+                    // SAFETY: row g0 + o of w holds inputs k0 + kk .. + 8 (k0 + kc <= inp).
+                    *v = unsafe { load8(w.as_ptr().add((g0 + o) * inp + k0 + kk)) };
+                }
+            }
+            // SAFETY: (kk + 7) × NP + half × 8 + 8 <= kc × NP <= the panel's length.
+            unsafe {
+                for (q, v) in transpose8(rows).iter().enumerate() {
+                    _mm256_storeu_ps(panel.as_mut_ptr().add((kk + q) * NP + half * 8), *v);
+                }
+            }
+        }
+    }
+}
+
+/// 8 values from `p` widened to f32.
+///
+/// # Safety
+/// The CPU must have AVX2 (and F16C for f16); 8 values are readable from `p`.
+#[inline(always)]
+unsafe fn load8<T: Half>(p: *const T) -> __m256 {
+    // SAFETY: T is 2 bytes (f16 or bf16), so 8 of them are one 128-bit load, readable as the caller vouches.
+    unsafe {
+        let h = _mm_loadu_si128(p.cast());
+        if TypeId::of::<T>() == TypeId::of::<bf16>() {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        } else {
+            _mm256_cvtph_ps(h)
+        }
+    }
+}
+
+/// The 8 × 8 transpose of 8 vectors (`out[i][j] = r[j][i]`).
+///
+/// # Safety
+/// The CPU must have AVX.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    // SAFETY: shuffles of registers only, with AVX (the caller vouches).
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+}
+
+/// `sums[r, 0..NP] += x[r, 0..kc] · panel[0..kc, 0..NP]` for `R` rows.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `x` has `R` rows of at least `kc` floats at stride `xs`, `panel` `kc × NP`
+/// floats, `sums` `R` rows of `NP` floats, contiguous.
+#[inline(always)]
+unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: usize, sums: *mut f32) {
+    // SAFETY: every access is inside the regions the caller vouches for.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for k in 0..kc {
+            let w0 = _mm256_loadu_ps(panel.add(k * NP));
+            let w1 = _mm256_loadu_ps(panel.add(k * NP + 8));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xb = _mm256_broadcast_ss(&*x.add(r * xs + k));
+                a[0] = _mm256_fmadd_ps(xb, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(xb, w1, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let sp = sums.add(r * NP);
+            _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), a[0]));
+            _mm256_storeu_ps(sp.add(8), _mm256_add_ps(_mm256_loadu_ps(sp.add(8)), a[1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against an f64 product of the widened weights, for both element types, on shapes that take every
+    /// remainder: rows not a multiple of [`MR`] or of [`TB`], outputs not a multiple of [`NP`], inputs not
+    /// a multiple of 8 or of [`KC`], and products above and below the parallel threshold.
+    #[test]
+    fn the_prefill_kernel_equals_the_f64_product() {
+        assert!(available::<f16>(), "this test needs a CPU with AVX2, FMA and F16C (the machines here have them)");
+        let mut rng = crate::SplitMix(11);
+        for &(n, inp, out) in &[(5, 8, 4), (7, 37, 13), (200, 300, 70), (193, 520, 131), (9, 1030, 67), (3, 16, 1)] {
+            let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let w32: Vec<f32> = (0..out * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+            let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wh: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+            let start: Vec<f32> = (0..n * out).map(|_| rng.uniform()).collect();
+            let (mut yb, mut yh, mut tb, mut th) = (start.clone(), start.clone(), start.clone(), start.clone());
+            linear(&x, &wb, &mut yb, n, inp, out);
+            linear(&x, &wh, &mut yh, n, inp, out);
+            // The portable path (widened bands through gemm) on the same operands.
+            super::super::widen::tiles(&x, &wb, &mut tb, n, inp, out);
+            super::super::widen::tiles(&x, &wh, &mut th, n, inp, out);
+            let wide_b: Vec<f64> = wb.iter().map(|v| v.to_f64()).collect();
+            let wide_h: Vec<f64> = wh.iter().map(|v| v.to_f64()).collect();
+            for (y, wide) in [(&yb, &wide_b), (&yh, &wide_h), (&tb, &wide_b), (&th, &wide_h)] {
+                for r in 0..n {
+                    for o in 0..out {
+                        let terms = (0..inp).map(|i| x[r * inp + i] as f64 * wide[o * inp + i]);
+                        let want = start[r * out + o] as f64 + terms.clone().sum::<f64>();
+                        let tol = 1e-5 * (1.0 + terms.map(f64::abs).sum::<f64>());
+                        let got = y[r * out + o] as f64;
+                        assert!((got - want).abs() <= tol, "{n}×{inp}×{out} ({r},{o}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
