@@ -1,8 +1,9 @@
-//! The prefill product of half-precision weights on AVX2 (`y += x · wᵀ`, x f32 `[n, inp]`, w f16 or bf16
+//! The prefill product of half-precision weights on AVX2 (`y = x · wᵀ (+ bias)`, x f32 `[n, inp]`, w f16 or bf16
 //! `[out, inp]` as stored), without gemm: 16 weight rows × [`KC`] inputs are widened and transposed into an
 //! L1-sized f32 panel (`[KC, 16]`: the 16 outputs of one input contiguous), then 6 rows of `x` at a time are
 //! multiplied by it as gemm's own microkernel would (each input's 6 activations broadcast, 12 AVX2 sums of 8
-//! outputs), into a row-major buffer of sums that is added to `y` once per 16 outputs.
+//! outputs), into a row-major buffer of sums that is written to `y` (with the bias) once per 16 outputs: `y` is
+//! not zeroed or filled first.
 //!
 //! Why not the widened band through gemm (the portable path in [`super::widen`]): gemm packs the activations
 //! again for every product and runs its own parallel region after the widening's; `perf` of a 128-token f16
@@ -32,29 +33,32 @@ pub(super) fn available<T: Half>() -> bool {
     base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
 }
 
-/// A raw view of `y` that tasks write disjoint parts of.
+/// Where tasks write their disjoint parts of the result, which is not initialized before they do.
 #[derive(Clone, Copy)]
 struct Out {
     ptr: *mut f32,
     /// Row stride (`out`).
     stride: usize,
 }
-// SAFETY: every task writes a disjoint block of rows × outputs (`linear`'s task grid), and `linear` holds the
-// exclusive borrow of `y` until the tasks are done.
+// SAFETY: every task writes a disjoint block of rows × outputs (`linear`'s task grid) and reads none, and `linear`
+// owns the buffer until the tasks are done.
 unsafe impl Send for Out {}
 // SAFETY: as for Send.
 unsafe impl Sync for Out {}
 
-/// `y += x · wᵀ`: tasks of [`TB`] rows × a chunk of outputs, in parallel when the product is large.
+/// `x · wᵀ (+ bias)`: tasks of [`TB`] rows × a chunk of outputs, in parallel when the product is large; each
+/// output is written once (the buffer is not zeroed first).
 ///
 /// # Shapes
-/// x: `[n, inp]`, w: `[out, inp]`, y: `[n, out]`
+/// x: `[n, inp]`, w: `[out, inp]`, bias: `[out]` → `[n, out]`
 ///
 /// # Panics
 /// When the CPU lacks the kernel's features ([`available`]) or the lengths do not match the shapes.
-pub(super) fn linear<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
+pub(super) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, n: usize, inp: usize, out: usize) -> Vec<f32> {
     assert!(available::<T>(), "prefill::linear: the CPU lacks AVX2/FMA/F16C");
-    assert!(x.len() == n * inp && w.len() == out * inp && y.len() == n * out, "prefill::linear: shapes");
+    assert!(x.len() == n * inp && w.len() == out * inp, "prefill::linear: shapes");
+    assert!(bias.is_none_or(|b| b.len() == out), "prefill::linear: bias length");
+    let mut y = Vec::<f32>::with_capacity(n * out);
     let threads = if n * out * inp >= 1 << 21 { rayon::current_num_threads().max(1) } else { 1 };
     // Four chunks of outputs a thread (a multiple of the threads, so that equal chunks give equal shares).
     let chunk = out.div_ceil(4 * threads).next_multiple_of(NP).max(NP);
@@ -64,25 +68,32 @@ pub(super) fn linear<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: 
         let (c, b) = (i / blocks, i % blocks);
         let (rows, outs) = (b * TB..((b + 1) * TB).min(n), c * chunk..((c + 1) * chunk).min(out));
         // SAFETY: the CPU has the features (asserted above); the tasks' (rows, outs) blocks are disjoint and inside
-        // y, whose lengths were checked.
-        unsafe { task_block(x, w, dst, inp, rows, outs) };
+        // the n × out floats of y's capacity.
+        unsafe { task_block(x, w, bias, dst, inp, rows, outs) };
     };
     if threads == 1 {
         (0..chunks * blocks).for_each(task);
     } else {
         (0..chunks * blocks).into_par_iter().for_each(task);
     }
+    // SAFETY: the tasks' blocks tile 0..n × 0..out (chunks cover the outputs, blocks the rows) and each wrote every
+    // element of its block (`task_block`), so all n × out floats are initialized.
+    unsafe { y.set_len(n * out) };
+    y
 }
 
-/// `y[rows, outs] += x[rows, :] · w[outs, :]ᵀ`, [`NP`] outputs at a time.
+/// `y[rows, outs] = x[rows, :] · w[outs, :]ᵀ (+ bias[outs])`, [`NP`] outputs at a time; writes every element of
+/// the block once and reads none of y.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA (and F16C for f16); no other thread may access `y[rows, outs]` meanwhile; `x` is
-/// `[n, inp]` and `w` `[out, inp]` with `rows` and `outs` inside them, and `y` is `[n, out]` behind `dst`.
+/// `[n, inp]`, `w` `[out, inp]` and `bias` `[out]` with `rows` and `outs` inside them, and `dst` points to
+/// `n × out` writable floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn task_block<T: Half>(
     x: &[f32],
     w: &[T],
+    bias: Option<&[f32]>,
     dst: Out,
     inp: usize,
     rows: std::ops::Range<usize>,
@@ -136,10 +147,11 @@ unsafe fn task_block<T: Half>(
                     *acc += xr.iter().zip(&tail).map(|(a, b)| a * b).sum::<f32>();
                 }
             }
-            // SAFETY: row < n and g0..g0 + nr ⊂ outs ⊂ 0..out: inside y, and this task's alone.
-            let yr = unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(row * dst.stride + g0), nr) };
-            for (d, v) in yr.iter_mut().zip(s.iter()) {
-                *d += v;
+            for (j, v) in s.iter().enumerate() {
+                let v = v + bias.map_or(0.0, |b| b[g0 + j]);
+                // SAFETY: row < n and g0 + j < g0 + nr <= outs.end <= out: inside y's n × out floats, and this
+                // task's alone; written, never read.
+                unsafe { dst.ptr.add(row * dst.stride + g0 + j).write(v) };
             }
         }
     }
@@ -272,23 +284,29 @@ mod tests {
             let w32: Vec<f32> = (0..out * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
             let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
             let wh: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
-            let start: Vec<f32> = (0..n * out).map(|_| rng.uniform()).collect();
-            let (mut yb, mut yh, mut tb, mut th) = (start.clone(), start.clone(), start.clone(), start.clone());
-            linear(&x, &wb, &mut yb, n, inp, out);
-            linear(&x, &wh, &mut yh, n, inp, out);
-            // The portable path (widened bands through gemm) on the same operands.
+            let bias: Vec<f32> = (0..out).map(|_| rng.uniform()).collect();
+            let (wide_b, wide_h): (Vec<f64>, Vec<f64>) =
+                (wb.iter().map(|v| v.to_f64()).collect(), wh.iter().map(|v| v.to_f64()).collect());
+            // The portable path (widened bands through gemm, accumulating into y) on the same operands.
+            let (mut tb, mut th) = (vec![0f32; n * out], vec![0f32; n * out]);
             super::super::widen::tiles(&x, &wb, &mut tb, n, inp, out);
             super::super::widen::tiles(&x, &wh, &mut th, n, inp, out);
-            let wide_b: Vec<f64> = wb.iter().map(|v| v.to_f64()).collect();
-            let wide_h: Vec<f64> = wh.iter().map(|v| v.to_f64()).collect();
-            for (y, wide) in [(&yb, &wide_b), (&yh, &wide_h), (&tb, &wide_b), (&th, &wide_h)] {
+            let cases = [
+                (linear(&x, &wb, Some(&bias), n, inp, out), &wide_b, true),
+                (linear(&x, &wh, Some(&bias), n, inp, out), &wide_h, true),
+                (linear(&x, &wh, None, n, inp, out), &wide_h, false),
+                (tb, &wide_b, false),
+                (th, &wide_h, false),
+            ];
+            for (k, (y, wide, biased)) in cases.iter().enumerate() {
+                assert_eq!(y.len(), n * out);
                 for r in 0..n {
                     for o in 0..out {
                         let terms = (0..inp).map(|i| x[r * inp + i] as f64 * wide[o * inp + i]);
-                        let want = start[r * out + o] as f64 + terms.clone().sum::<f64>();
+                        let want = if *biased { bias[o] as f64 } else { 0.0 } + terms.clone().sum::<f64>();
                         let tol = 1e-5 * (1.0 + terms.map(f64::abs).sum::<f64>());
                         let got = y[r * out + o] as f64;
-                        assert!((got - want).abs() <= tol, "{n}×{inp}×{out} ({r},{o}): {got} vs {want}");
+                        assert!((got - want).abs() <= tol, "{n}×{inp}×{out} [{k}] ({r},{o}): {got} vs {want}");
                     }
                 }
             }

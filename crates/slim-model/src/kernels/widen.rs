@@ -88,11 +88,16 @@ pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usi
     let out = w.len() / inp.max(1);
     assert_eq!(x.len(), n * inp, "linear: input is not [n, {inp}]");
     assert_eq!(w.len(), inp * out, "linear: weight is not [out, {inp}]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out, "linear: bias length");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if n > GEMV_ROWS && inp > 0 && out > 0 && super::prefill::available::<T>() {
+        // Writes every output once: no zeroed (or bias-filled) buffer first.
+        return super::prefill::linear(x, w, bias, n, inp, out);
+    }
     let mut y = match bias {
-        Some(b) => {
-            assert_eq!(b.len(), out, "linear: bias length");
-            b.iter().copied().cycle().take(n * out).collect()
-        }
+        Some(b) => b.iter().copied().cycle().take(n * out).collect(),
         None => vec![0f32; n * out],
     };
     if inp == 0 || n == 0 || out == 0 {
@@ -100,14 +105,9 @@ pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usi
     }
     if n <= GEMV_ROWS {
         dots(x, w, &mut y, n, inp, out);
-        return y;
+    } else {
+        tiles(x, w, &mut y, n, inp, out);
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::prefill::available::<T>() {
-        super::prefill::linear(x, w, &mut y, n, inp, out);
-        return y;
-    }
-    tiles(x, w, &mut y, n, inp, out);
     y
 }
 
