@@ -27,6 +27,12 @@ const MR: usize = 6;
 /// Rows of `x` a task takes: `TB × KC × 4` = 192 KiB of activations, read from L2 once per panel.
 const TB: usize = 192;
 
+/// Rows up to which the kernel is used: measured against the band + gemm path in whole f16 prefills of
+/// SmolLM2-135M (2 threads, `slimllm bench --batch 1 --seq-len N --logits last`), it was faster at 128 and 384
+/// tokens (+12 % and +15 % at the 10th percentile) and slower at 1,024 (−9 %), where gemm's packing is amortized
+/// over more rows.
+pub(super) const MAX_ROWS: usize = 384;
+
 /// Whether the CPU runs this kernel for `T` (AVX2, FMA, and F16C for f16).
 pub(super) fn available<T: Half>() -> bool {
     let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
