@@ -12,13 +12,15 @@
 //!   band + gemm inside a whole prefill.
 //!
 //! Prints GFLOP/s of each (the best of 5 timings) and the largest difference of the other two
-//! from band + gemm. Run: `RAYON_NUM_THREADS=T cargo run --release -p slim-model --example halfgemm`.
+//! from band + gemm. Run (x86_64 with AVX2, FMA and F16C):
+//! `RAYON_NUM_THREADS=T cargo run --release -p slim-model --example halfgemm`.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 use half::f16;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::time::Instant;
 
+/// Dot-form: inputs and weight rows widened into L1 at a time.
 const KC: usize = 256;
 const WB: usize = 16;
 
@@ -26,6 +28,7 @@ fn widen(src: &[f16], dst: &mut [f32]) {
     half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
 }
 
+/// The runtime's portable path: the whole weight widened, then gemm (`y += x · wᵀ`).
 fn band_gemm(x: &[f32], w: &[f16], y: &mut [f32], n: usize, inp: usize, out: usize, buf: &mut Vec<f32>) {
     buf.resize(out * inp, 0.0);
     buf.par_chunks_mut(inp).zip(w.par_chunks(inp)).for_each(|(d, s)| widen(s, d));
@@ -54,6 +57,7 @@ fn band_gemm(x: &[f32], w: &[f16], y: &mut [f32], n: usize, inp: usize, out: usi
     }
 }
 
+/// The result, written by tasks in disjoint column ranges.
 #[derive(Clone, Copy)]
 struct P(*mut f32);
 unsafe impl Send for P {}
@@ -112,6 +116,7 @@ unsafe fn micro<const MR: usize>(
     }
 }
 
+/// Dot-form: outputs whose sums a chunk keeps in its own row-major buffer.
 const NB: usize = 64;
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -214,6 +219,7 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     }
 }
 
+/// Panel: inputs of one `[PK, 16]` panel.
 const PK: usize = 256;
 
 /// acc tile of R rows × 16 outputs over the panel's kc inputs; y[r, 0..nr] += acc.
@@ -314,6 +320,7 @@ unsafe fn pblock(x: &[f32], w: &[f16], y: P, n: usize, inp: usize, out: usize, o
     }
 }
 
+/// The panel kernel over column chunks in parallel (`y += x · wᵀ`).
 fn panelform(x: &[f32], w: &[f16], y: &mut [f32], n: usize, inp: usize, out: usize) {
     let threads = rayon::current_num_threads();
     let chunk = out.div_ceil(threads * 4).next_multiple_of(16).max(16);
@@ -324,6 +331,7 @@ fn panelform(x: &[f32], w: &[f16], y: &mut [f32], n: usize, inp: usize, out: usi
     });
 }
 
+/// The dot-form kernel over column chunks in parallel (`y += x · wᵀ`).
 fn dotform(x: &[f32], w: &[f16], y: &mut [f32], n: usize, inp: usize, out: usize) {
     let threads = rayon::current_num_threads();
     let chunk = (out.div_ceil(threads * 4) * 4).max(4);
