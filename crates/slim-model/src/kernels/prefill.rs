@@ -12,10 +12,9 @@
 //! thread that uses it. Activations, sums and results stay f32. Measured against the other shapes with
 //! `cargo run --release -p slim-model --example halfgemm` (docs/measurements.md).
 
+use super::widen::avx::{available, load8};
 use super::widen::Half;
-use half::{bf16, f16};
 use rayon::prelude::*;
-use std::any::TypeId;
 use std::arch::x86_64::*;
 
 /// Inputs of one panel: `KC × 16 × 4` bytes = 16 KiB, half of L1, with room for the 6 activation rows.
@@ -32,12 +31,6 @@ const TB: usize = 192;
 /// tokens (+12 % and +15 % at the 10th percentile) and slower at 1,024 (−9 %), where gemm's packing is amortized
 /// over more rows.
 pub(super) const MAX_ROWS: usize = 384;
-
-/// Whether the CPU runs this kernel for `T` (AVX2, FMA, and F16C for f16).
-pub(super) fn available<T: Half>() -> bool {
-    let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
-}
 
 /// Where tasks write their disjoint parts of the result, which is not initialized before they do.
 #[derive(Clone, Copy)]
@@ -59,7 +52,8 @@ unsafe impl Sync for Out {}
 /// x: `[n, inp]`, w: `[out, inp]`, bias: `[out]` → `[n, out]`
 ///
 /// # Panics
-/// When the CPU lacks the kernel's features ([`available`]) or the lengths do not match the shapes.
+/// When the CPU lacks the kernel's features (AVX2, FMA, and F16C for f16: [`available`]) or the lengths do not
+/// match the shapes.
 pub(super) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, n: usize, inp: usize, out: usize) -> Vec<f32> {
     assert!(available::<T>(), "prefill::linear: the CPU lacks AVX2/FMA/F16C");
     assert!(x.len() == n * inp && w.len() == out * inp, "prefill::linear: shapes");
@@ -193,23 +187,6 @@ unsafe fn fill_panel<T: Half>(w: &[T], inp: usize, g0: usize, nr: usize, k0: usi
     }
 }
 
-/// 8 values from `p` widened to f32.
-///
-/// # Safety
-/// The CPU must have AVX2 (and F16C for f16); 8 values are readable from `p`.
-#[inline(always)]
-unsafe fn load8<T: Half>(p: *const T) -> __m256 {
-    // SAFETY: T is 2 bytes (f16 or bf16), so 8 of them are one 128-bit load, readable as the caller vouches.
-    unsafe {
-        let h = _mm_loadu_si128(p.cast());
-        if TypeId::of::<T>() == TypeId::of::<bf16>() {
-            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-        } else {
-            _mm256_cvtph_ps(h)
-        }
-    }
-}
-
 /// The 8 × 8 transpose of 8 vectors (`out[i][j] = r[j][i]`).
 ///
 /// # Safety
@@ -277,6 +254,7 @@ unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
 
     /// Against an f64 product of the widened weights, for both element types, on shapes that take every
     /// remainder: rows not a multiple of [`MR`] or of [`TB`], outputs not a multiple of [`NP`], inputs not

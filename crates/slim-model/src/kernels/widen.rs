@@ -92,8 +92,7 @@ pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usi
         assert_eq!(b.len(), out, "linear: bias length");
     }
     #[cfg(target_arch = "x86_64")]
-    if (GEMV_ROWS + 1..=super::prefill::MAX_ROWS).contains(&n) && inp > 0 && out > 0 && super::prefill::available::<T>()
-    {
+    if (GEMV_ROWS + 1..=super::prefill::MAX_ROWS).contains(&n) && inp > 0 && out > 0 && avx::available::<T>() {
         // Writes every output once: no zeroed (or bias-filled) buffer first.
         return super::prefill::linear(x, w, bias, n, inp, out);
     }
@@ -173,7 +172,7 @@ fn portable_dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: us
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx {
+pub(super) mod avx {
     //! The AVX2 kernel of [`super::block_dots`].
 
     use super::Half;
@@ -182,14 +181,18 @@ mod avx {
     use std::arch::x86_64::*;
 
     /// Whether the CPU runs the kernel for `T`.
-    pub(super) fn available<T: Half>() -> bool {
+    pub(in crate::kernels) fn available<T: Half>() -> bool {
         let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
     }
 
     /// 8 weights from `p` widened to f32.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 (and F16C for f16); 8 values are readable from `p`.
     #[inline(always)]
-    unsafe fn load8<T: Half>(p: *const T) -> __m256 {
+    pub(in crate::kernels) unsafe fn load8<T: Half>(p: *const T) -> __m256 {
+        // SAFETY: T is 2 bytes (f16 or bf16), so 8 of them are one 128-bit load, readable as the caller vouches.
         unsafe {
             let h = _mm_loadu_si128(p.cast());
             if TypeId::of::<T>() == TypeId::of::<bf16>() {
