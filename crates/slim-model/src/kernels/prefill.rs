@@ -25,12 +25,8 @@ const NP: usize = 16;
 const MR: usize = 6;
 /// Rows of `x` a task takes: `TB × KC × 4` = 192 KiB of activations, read from L2 once per panel.
 const TB: usize = 192;
-
-/// Rows up to which the kernel is used: measured against the band + gemm path in whole f16 prefills of
-/// SmolLM2-135M (2 threads, `slimllm bench --batch 1 --seq-len N --logits last`), it was faster at 128 and 384
-/// tokens (+12 % and +15 % at the 10th percentile) and slower at 1,024 (−9 %), where gemm's packing is amortized
-/// over more rows.
-pub(super) const MAX_ROWS: usize = 384;
+/// Outputs whose sums a task keeps at a time (`TB × SG × 4` = 96 KiB); a multiple of [`NP`].
+const SG: usize = 128;
 
 /// Where tasks write their disjoint parts of the result, which is not initialized before they do.
 #[derive(Clone, Copy)]
@@ -105,53 +101,59 @@ unsafe fn task_block<T: Half>(
     let kmain = inp - inp % 8;
     let nrows = rows.len();
     let mut panel = Panel([0f32; KC * NP]);
-    // The sums of the NP outputs, row-major with a row stride of NP: y's own stride (a multiple of 4 KiB for many
-    // models) would put every row's sums in one L1 set.
-    let mut sums = vec![0f32; nrows * NP];
-    for g0 in outs.clone().step_by(NP) {
-        let nr = NP.min(outs.end - g0);
+    // The sums of SG outputs, row-major with a row stride of SG: y's own stride (a multiple of 4 KiB for many models)
+    // would put every row's sums in one L1 set. The outputs go SG at a time, and within them the inputs KC at a
+    // time, so that a block of KC inputs of the rows (TB × KC floats) is read once per SG outputs and stays in L2
+    // beside the sums.
+    let mut sums = vec![0f32; nrows * SG];
+    for s0 in outs.clone().step_by(SG) {
+        let s1 = (s0 + SG).min(outs.end);
         sums.fill(0.0);
         for k0 in (0..kmain).step_by(KC) {
             let kc = KC.min(kmain - k0);
-            // SAFETY: the CPU has the features; rows g0..g0 + nr of w hold inputs k0..k0 + kc; the panel holds
-            // KC × NP floats.
-            unsafe { fill_panel(w, inp, g0, nr, k0, kc, &mut panel.0) };
-            let mut r = 0;
-            while r < nrows {
-                let take = (nrows - r).min(MR);
-                // SAFETY: x's rows rows.start + r .. + take exist and hold inputs k0..k0 + kc; the panel holds kc
-                // × NP floats; sums holds `take` rows of NP from row r.
-                unsafe {
-                    let (xp, pp) = (x.as_ptr().add((rows.start + r) * inp + k0), panel.0.as_ptr());
-                    let sp = sums.as_mut_ptr().add(r * NP);
-                    match take {
-                        6 => tile::<6>(xp, inp, pp, kc, sp),
-                        5 => tile::<5>(xp, inp, pp, kc, sp),
-                        4 => tile::<4>(xp, inp, pp, kc, sp),
-                        3 => tile::<3>(xp, inp, pp, kc, sp),
-                        2 => tile::<2>(xp, inp, pp, kc, sp),
-                        _ => tile::<1>(xp, inp, pp, kc, sp),
+            for g0 in (s0..s1).step_by(NP) {
+                let nr = NP.min(s1 - g0);
+                // SAFETY: the CPU has the features; rows g0..g0 + nr of w hold inputs k0..k0 + kc; the panel holds
+                // KC × NP floats.
+                unsafe { fill_panel(w, inp, g0, nr, k0, kc, &mut panel.0) };
+                let mut r = 0;
+                while r < nrows {
+                    let take = (nrows - r).min(MR);
+                    // SAFETY: x's rows rows.start + r .. + take exist and hold inputs k0..k0 + kc; the panel holds
+                    // kc × NP floats; sums holds `take` rows of SG from row r, of which NP from g0 - s0 (g0 - s0 +
+                    // NP <= SG: SG is a multiple of NP).
+                    unsafe {
+                        let (xp, pp) = (x.as_ptr().add((rows.start + r) * inp + k0), panel.0.as_ptr());
+                        let sp = sums.as_mut_ptr().add(r * SG + g0 - s0);
+                        match take {
+                            6 => tile::<6>(xp, inp, pp, kc, sp, SG),
+                            5 => tile::<5>(xp, inp, pp, kc, sp, SG),
+                            4 => tile::<4>(xp, inp, pp, kc, sp, SG),
+                            3 => tile::<3>(xp, inp, pp, kc, sp, SG),
+                            2 => tile::<2>(xp, inp, pp, kc, sp, SG),
+                            _ => tile::<1>(xp, inp, pp, kc, sp, SG),
+                        }
                     }
+                    r += take;
                 }
-                r += take;
             }
         }
         // The inputs past the last multiple of 8, then the sums into y.
         for (i, row) in rows.clone().enumerate() {
-            let s = &mut sums[i * NP..i * NP + nr];
+            let s = &mut sums[i * SG..i * SG + (s1 - s0)];
             if kmain < inp {
                 let xr = &x[row * inp + kmain..(row + 1) * inp];
-                for (o, acc) in (g0..g0 + nr).zip(s.iter_mut()) {
+                for (o, acc) in (s0..s1).zip(s.iter_mut()) {
                     let mut tail = [0f32; 8];
                     T::widen(&w[o * inp + kmain..(o + 1) * inp], &mut tail[..inp - kmain]);
                     *acc += xr.iter().zip(&tail).map(|(a, b)| a * b).sum::<f32>();
                 }
             }
             for (j, v) in s.iter().enumerate() {
-                let v = v + bias.map_or(0.0, |b| b[g0 + j]);
-                // SAFETY: row < n and g0 + j < g0 + nr <= outs.end <= out: inside y's n × out floats, and this
-                // task's alone; written, never read.
-                unsafe { dst.ptr.add(row * dst.stride + g0 + j).write(v) };
+                let v = v + bias.map_or(0.0, |b| b[s0 + j]);
+                // SAFETY: row < n and s0 + j < s1 <= outs.end <= out: inside y's n × out floats, and this task's
+                // alone; written, never read.
+                unsafe { dst.ptr.add(row * dst.stride + s0 + j).write(v) };
             }
         }
     }
@@ -224,13 +226,13 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     }
 }
 
-/// `sums[r, 0..NP] += x[r, 0..kc] · panel[0..kc, 0..NP]` for `R` rows.
+/// `sums[r, 0..NP] += x[r, 0..kc] · panel[0..kc, 0..NP]` for `R` rows (`sums` rows `ss` floats apart).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `x` has `R` rows of at least `kc` floats at stride `xs`, `panel` `kc × NP`
-/// floats, `sums` `R` rows of `NP` floats, contiguous.
+/// floats, `sums` `R` rows of `NP` floats, `ss` apart.
 #[inline(always)]
-unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: usize, sums: *mut f32) {
+unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: usize, sums: *mut f32, ss: usize) {
     // SAFETY: every access is inside the regions the caller vouches for.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -244,7 +246,7 @@ unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: 
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            let sp = sums.add(r * NP);
+            let sp = sums.add(r * ss);
             _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), a[0]));
             _mm256_storeu_ps(sp.add(8), _mm256_add_ps(_mm256_loadu_ps(sp.add(8)), a[1]));
         }
@@ -258,12 +260,15 @@ mod tests {
 
     /// Against an f64 product of the widened weights, for both element types, on shapes that take every
     /// remainder: rows not a multiple of [`MR`] or of [`TB`], outputs not a multiple of [`NP`], inputs not
-    /// a multiple of 8 or of [`KC`], and products above and below the parallel threshold.
+    /// a multiple of 8 or of [`KC`], output chunks wider than [`SG`] (the last shape), and products above and below
+    /// the parallel threshold.
     #[test]
     fn the_prefill_kernel_equals_the_f64_product() {
         assert!(available::<f16>(), "this test needs a CPU with AVX2, FMA and F16C (the machines here have them)");
         let mut rng = crate::SplitMix(11);
-        for &(n, inp, out) in &[(5, 8, 4), (7, 37, 13), (200, 300, 70), (193, 520, 131), (9, 1030, 67), (3, 16, 1)] {
+        let shapes =
+            [(5, 8, 4), (7, 37, 13), (200, 300, 70), (193, 520, 131), (9, 1030, 67), (3, 16, 1), (13, 264, 1100)];
+        for &(n, inp, out) in &shapes {
             let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
             let w32: Vec<f32> = (0..out * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
             let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();

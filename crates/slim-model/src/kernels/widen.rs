@@ -8,10 +8,10 @@
 //! - a few rows (decoding, batch 1 to [`GEMV_ROWS`]): each thread takes a block of outputs and
 //!   streams their weight rows once, contiguously, as dot products with the input rows (AVX2 and
 //!   FMA when the CPU has them, detected at run time);
-//! - more rows (prefill): up to a few hundred rows with AVX2, [`super::prefill`]'s kernel widens
-//!   blocks of weight rows into L1 and multiplies them by the rows without packing; otherwise the
-//!   weight is widened a band of outputs at a time (up to [`TILE_FLOATS`] floats) into an f32
-//!   buffer, and gemm accumulates `y += x · bandᵀ`, so the widening is amortized over the rows.
+//! - more rows (prefill): with AVX2, [`super::prefill`]'s kernel widens blocks of weight rows into
+//!   L1 and multiplies them by the rows without packing; without it the weight is widened a band
+//!   of outputs at a time (up to [`TILE_FLOATS`] floats) into an f32 buffer, and gemm accumulates
+//!   `y += x · bandᵀ`, so the widening is amortized over the rows.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -92,7 +92,7 @@ pub(crate) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, inp: usi
         assert_eq!(b.len(), out, "linear: bias length");
     }
     #[cfg(target_arch = "x86_64")]
-    if (GEMV_ROWS + 1..=super::prefill::MAX_ROWS).contains(&n) && inp > 0 && out > 0 && avx::available::<T>() {
+    if n > GEMV_ROWS && inp > 0 && out > 0 && avx::available::<T>() {
         // Writes every output once: no zeroed (or bias-filled) buffer first.
         return super::prefill::linear(x, w, bias, n, inp, out);
     }
@@ -282,8 +282,7 @@ pub(super) mod avx {
 }
 
 /// Bands of outputs of the weight (all inputs) widened in parallel into an f32 buffer, then
-/// `y[:, band] += x · bandᵀ` by gemm: the prefill path of many rows, and of CPUs without the AVX2 kernel
-/// ([`super::prefill`]).
+/// `y[:, band] += x · bandᵀ` by gemm: the prefill path of CPUs without the AVX2 kernel ([`super::prefill`]).
 pub(super) fn tiles<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: usize) {
     tiles_of(x, w, y, n, inp, out, TILE_FLOATS);
 }
