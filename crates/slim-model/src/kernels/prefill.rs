@@ -2,8 +2,8 @@
 //! `[out, inp]` as stored), without gemm: 16 weight rows × [`KC`] inputs are widened and transposed into an
 //! L1-sized f32 panel (`[KC, 16]`: the 16 outputs of one input contiguous), then 6 rows of `x` at a time are
 //! multiplied by it as gemm's own microkernel would (each input's 6 activations broadcast, 12 AVX2 sums of 8
-//! outputs), into a row-major buffer of sums that is written to `y` (with the bias) once per 16 outputs: `y` is
-//! not zeroed or filled first.
+//! outputs), into a row-major buffer of the sums of 128 outputs that is written to `y` (with the bias) once: `y`
+//! is not zeroed or filled first.
 //!
 //! Why not the widened band through gemm (the portable path in [`super::widen`]): gemm packs the activations
 //! again for every product and runs its own parallel region after the widening's; `perf` of a 128-token f16
@@ -23,7 +23,8 @@ const KC: usize = 256;
 const NP: usize = 16;
 /// Rows of `x` one tile multiplies: 12 sums, 2 panel vectors and a broadcast fill 15 of the 16 registers.
 const MR: usize = 6;
-/// Rows of `x` a task takes: `TB × KC × 4` = 192 KiB of activations, read from L2 once per panel.
+/// Rows of `x` a task takes: a block of them, `TB × KC × 4` = 192 KiB, stays in L2 while the panels of [`SG`]
+/// outputs go over it.
 const TB: usize = 192;
 /// Outputs whose sums a task keeps at a time (`TB × SG × 4` = 96 KiB); a multiple of [`NP`].
 const SG: usize = 128;
@@ -78,7 +79,7 @@ pub(super) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, n: usize
     y
 }
 
-/// `y[rows, outs] = x[rows, :] · w[outs, :]ᵀ (+ bias[outs])`, [`NP`] outputs at a time; writes every element of
+/// `y[rows, outs] = x[rows, :] · w[outs, :]ᵀ (+ bias[outs])`, [`SG`] outputs at a time; writes every element of
 /// the block once and reads none of y.
 ///
 /// # Safety
