@@ -173,14 +173,15 @@ fn portable_dots<T: Half>(x: &[f32], w: &[T], acc: &mut [f32], n: usize, inp: us
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx {
-    //! The AVX2 kernel of [`super::block_dots`].
+    //! The AVX2 kernel of [`super::block_dots`], and the feature check and 8-value widening load that the
+    //! prefill kernel ([`crate::kernels::prefill`]) shares with it.
 
     use super::Half;
     use half::{bf16, f16};
     use std::any::TypeId;
     use std::arch::x86_64::*;
 
-    /// Whether the CPU runs the kernel for `T`.
+    /// Whether the CPU runs the AVX2 kernels (this one, the prefill one) for `T`: AVX2, FMA, and F16C for f16.
     pub(in crate::kernels) fn available<T: Half>() -> bool {
         let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         base && (TypeId::of::<T>() != TypeId::of::<f16>() || is_x86_feature_detected!("f16c"))
