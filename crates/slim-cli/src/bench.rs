@@ -39,8 +39,9 @@ pub struct BenchArgs {
     #[arg(long)]
     no_decode: bool,
     /// The positions prefill computes logits for: `all` (every position, as a perplexity pass or a PyTorch forward
-    /// does) or `last` (the last position of each sequence, after the prompt went through the KV cache: what
-    /// `slimllm generate` does with a prompt and llama.cpp's `llama-bench -p` measures).
+    /// does) or `last` (the last position of each sequence, after the prompt went through the KV cache, the last
+    /// layer's attention and MLP running for that position alone: what `slimllm generate` does with a prompt and
+    /// llama.cpp's `llama-bench -p` measures).
     #[arg(long, value_enum, default_value = "all")]
     logits: Logits,
     /// Also write the results as JSON to this file.
@@ -79,7 +80,8 @@ pub fn run(a: BenchArgs, g: &GlobalArgs) -> Result<()> {
 enum Logits {
     /// Every position's.
     All,
-    /// The last position's of each sequence, the prompt going through the KV cache.
+    /// The last position's of each sequence, the prompt going through the KV cache and the last layer's
+    /// attention and MLP running for that position alone.
     Last,
 }
 
@@ -177,7 +179,7 @@ impl BackendRun for Job<'_> {
                     let ids = model.ids_tensor(&x, batch, len)?;
                     let logits = match a.logits {
                         Logits::All => model.forward(ids),
-                        Logits::Last => model.last_logits(model.hidden_cached(ids, &mut model.new_cache(batch))?),
+                        Logits::Last => model.logits(model.last_hidden_cached(ids, &mut model.new_cache(batch))?),
                     };
                     // Reading a value back forces asynchronous backends to finish.
                     let _ = logits.slice([0..1, 0..1, 0..1]).into_scalar();

@@ -46,11 +46,12 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompt: &[u32], cfg: &GenConfig) -
         let logits = if cfg.recompute {
             model.forward(model.ids_tensor(&ids, 1, ids.len())?)
         } else {
-            // The logits of the last position only: a prompt's other positions need none.
+            // The logits of the last position only: a prompt's other positions need none, nor their last
+            // layer's attention and MLP.
             let step = &ids[fed..];
-            let h = model.hidden_cached(model.ids_tensor(step, 1, step.len())?, &mut cache)?;
+            let h = model.last_hidden_cached(model.ids_tensor(step, 1, step.len())?, &mut cache)?;
             fed = ids.len();
-            model.last_logits(h)
+            model.logits(h)
         };
         let [_, t, v] = logits.dims();
         let last = tensor_to_host(logits.slice([0..1, t - 1..t, 0..v]).reshape([v]))?;

@@ -217,10 +217,10 @@ fn check_cache_matches_recompute(spec: &SyntheticSpec, batch: usize, prompt: usi
         let upto = prompt + step;
         let new =
             model.forward_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut cache).unwrap();
-        // The same step with the lm_head of the last positions only (what generation does).
-        let h =
-            model.hidden_cached(model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap(), &mut last_only_cache);
-        let last_only = model.last_logits(h.unwrap());
+        // The same step for the last positions only (what generation does): their last layer's queries and MLP
+        // and their lm_head alone, every position's keys and values cached, the next steps continuing from them.
+        let ids = model.ids_tensor(&cols(fed, upto), batch, upto - fed).unwrap();
+        let last_only = model.logits(model.last_hidden_cached(ids, &mut last_only_cache).unwrap());
         assert_eq!(last_only.dims(), [batch, 1, cfg.vocab_size]);
         fed = upto;
         assert_eq!(cache.len(), upto);
