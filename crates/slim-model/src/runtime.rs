@@ -375,17 +375,6 @@ impl<B: Backend> Llama<B> {
         embed.clone().select(0, flat).reshape([b, t, self.cfg.hidden_size])
     }
 
-    /// Final norm and lm_head of the last position of each sequence only: the next token's
-    /// logits after a prompt, without the lm_head product of every position before it.
-    ///
-    /// # Shapes
-    /// x: `[batch, len, d]` → `[batch, 1, vocab]`
-    pub fn last_logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, d] = x.dims();
-        assert!(t > 0, "last_logits: no position");
-        self.logits(x.slice([0..b, t - 1..t, 0..d]))
-    }
-
     /// Final norm and lm_head.
     ///
     /// # Shapes
