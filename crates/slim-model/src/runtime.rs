@@ -2,7 +2,7 @@
 
 use crate::kernels::{self, AttnDims};
 use crate::lora::LayerLora;
-use crate::rope::RopeTables;
+use crate::rope::{RopeMemo, RopeTables};
 use crate::taps::{LayerTaps, TapSet};
 use anyhow::{ensure, Context, Result};
 use burn_tensor::{backend::Backend, DType, Int, Tensor, TensorData};
@@ -182,6 +182,8 @@ pub struct Llama<B: Backend> {
     activation: Activation,
     /// The dtype projections loaded from now on keep their weights in ([`Llama::load_in`]).
     matmul_dtype: DType,
+    /// The rotary tables of the positions the layers last ran on, shared by all of them.
+    rope: RopeMemo<B>,
     device: B::Device,
 }
 
@@ -264,6 +266,7 @@ impl<B: Backend> Llama<B> {
             layers,
             cfg,
             matmul_dtype: DType::F32,
+            rope: RopeMemo::default(),
             device: device.clone(),
         })
     }
@@ -279,6 +282,7 @@ impl<B: Backend> Llama<B> {
             layers: (0..cfg.num_layers()).map(|_| None).collect(),
             cfg,
             matmul_dtype: DType::F32,
+            rope: RopeMemo::default(),
             device: device.clone(),
         })
     }
@@ -546,7 +550,7 @@ impl<B: Backend> Llama<B> {
             out.attn_in = Some(a.clone());
         }
         let start = cache.as_ref().map_or(0, |c| c.len());
-        let rope = RopeTables::<B>::new(start, t, dh, self.cfg.rope_theta, &self.device);
+        let rope = self.rope.get(start, t, dh, self.cfg.rope_theta, &self.device);
         let (qw, kw) = (layer.shape.num_heads * dh, layer.shape.num_kv_heads * dh);
         let lora = layer.lora.as_ref();
         let qkv = adapted(&layer.qkv, lora, &[Proj::Q, Proj::K, Proj::V], &[qw, kw, kw], a); // [N, qw + 2·kw]
@@ -554,11 +558,11 @@ impl<B: Backend> Llama<B> {
         let (q, x2, tq) = if last_only {
             let last = |m: Tensor<B, 2>, w: usize| m.reshape([b, t, w]).slice([0..b, t - 1..t, 0..w]).reshape([b, w]);
             let rope_last = RopeTables::<B>::new(start + t - 1, 1, dh, self.cfg.rope_theta, &self.device);
-            (kernels::rope(last(qkv.clone().slice([0..n, 0..qw]), qw), &rope_last), last(x2, d), 1)
+            (kernels::rope_columns(&last(qkv.clone(), qw + 2 * kw), 0..qw, &rope_last), last(x2, d), 1)
         } else {
-            (kernels::rope(qkv.clone().slice([0..n, 0..qw]), &rope), x2, t)
+            (kernels::rope_columns(&qkv, 0..qw, &rope), x2, t)
         };
-        let k = kernels::rope(qkv.clone().slice([0..n, qw..qw + kw]), &rope);
+        let k = kernels::rope_columns(&qkv, qw..qw + kw, &rope);
         let v = qkv.slice([0..n, qw + kw..qw + 2 * kw]);
         let (k, v, kv_len) = match cache {
             None => (k, v, t),

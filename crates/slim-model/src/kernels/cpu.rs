@@ -15,6 +15,69 @@ fn rows_per_task(row_len: usize) -> usize {
     MIN_TASK_ELEMS.div_ceil(row_len.max(1)).max(1)
 }
 
+/// A vector of `len` floats that `fill` writes, not zeroed first (zeroing the outputs of the elementwise steps,
+/// the attention's heads and the products was most of a 1.6 % `memset` in a profile of a 128-token prefill).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialization.
+    unsafe { v.set_len(len) };
+    fill(&mut v);
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `fill` wrote every element (the caller vouches); same allocation, length and capacity, and
+    // MaybeUninit<f32> has f32's layout.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+}
+
+/// A pointer to a buffer that parallel tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Disjoint(*mut f32);
+// SAFETY: the tasks that share it write disjoint elements and read none, and the buffer outlives them (`attend`).
+unsafe impl Send for Disjoint {}
+// SAFETY: as for Send.
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    /// The pointer `i` floats on (a method, so that closures capture the whole `Disjoint`, not its raw field).
+    ///
+    /// # Safety
+    /// As for `pointer::add`: `i` floats on is inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: the caller vouches.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA (a cached check).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// `fn $name(args)` that runs the `#[inline(always)]` function `$body` compiled for AVX2 and FMA where the CPU has
+/// them (8 lanes; the release build's baseline is SSE2, 4 lanes) and for the baseline elsewhere. The body must be a
+/// function: closures inside a `#[target_feature]` function are not compiled for its features. The results are the
+/// same bits either way: the compiler does not fuse a multiply and an add, or reorder a sum, on its own.
+macro_rules! avx2_or_baseline {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2 and FMA (checked).
+                return unsafe { wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 /// `e^x` in f32, branch-free (Cephes `expf`: range reduction by ln 2, degree-6 polynomial,
 /// exponent assembled in the bits). Relative error below 3e-7 on [-87, 88] (tested); NaN
 /// stays NaN; inputs are clamped to [-87, 88], so `e^x` for x < -87 reads as about 1.6e-38.
@@ -70,21 +133,11 @@ pub(crate) fn linear(x: &[f32], wt: &[f32], bias: Option<&[f32]>, inp: usize) ->
             unsafe { gemm_rows(n, out, inp, y.as_mut_ptr(), true, x, wt, par) };
             y
         }
-        None => {
-            // gemm with `read_dst = false` only writes the output, so it needs no zeroing
-            // (zeroing it was 2-4 % of a prefill profile).
-            let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(n * out);
-            // SAFETY: as above; MaybeUninit<f32> has f32's layout, and gemm writes every
-            // element of the [n, out] output without reading it.
-            unsafe {
-                y.set_len(n * out);
-                gemm_rows(n, out, inp, y.as_mut_ptr().cast::<f32>(), false, x, wt, par);
-            }
-            let mut y = std::mem::ManuallyDrop::new(y);
-            // SAFETY: every element was initialized by gemm; same allocation, length and
-            // capacity, and MaybeUninit<f32> has f32's layout.
-            unsafe { Vec::from_raw_parts(y.as_mut_ptr().cast::<f32>(), y.len(), y.capacity()) }
-        }
+        // gemm with `read_dst = false` only writes the output, so it needs no zeroing
+        // (zeroing it was 2-4 % of a prefill profile).
+        // SAFETY: as above; MaybeUninit<f32> has f32's layout, and gemm writes every
+        // element of the [n, out] output without reading it.
+        None => unsafe { written(n * out, |y| gemm_rows(n, out, inp, y.as_mut_ptr().cast(), false, x, wt, par)) },
     }
 }
 
@@ -130,7 +183,7 @@ unsafe fn gemm_rows(
 }
 
 /// Sum of squares with eight independent accumulators (so it vectorizes).
-#[inline]
+#[inline(always)]
 fn sum_sq(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -147,58 +200,130 @@ fn sum_sq(x: &[f32]) -> f32 {
 /// in the order HF computes it.
 pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let d = w.len();
-    let mut out = vec![0f32; x.len()];
+    assert!(d > 0 && x.len().is_multiple_of(d), "rms_norm: input is not [n, {d}]");
     let rows = rows_per_task(d);
-    out.par_chunks_mut(rows * d).zip(x.par_chunks(rows * d)).for_each(|(o, x)| {
-        for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-            let inv = 1.0 / (sum_sq(x) / d as f32 + eps).sqrt();
-            for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
-                *o = w * (x * inv);
-            }
+    let fill = |o: &mut [MaybeUninit<f32>]| {
+        o.par_chunks_mut(rows * d).zip(x.par_chunks(rows * d)).for_each(|(o, x)| rms_task(o, x, w, eps))
+    };
+    // SAFETY: the tasks' chunks tile the output, whole rows each, and `rms_rows` writes every row.
+    unsafe { written(x.len(), fill) }
+}
+
+avx2_or_baseline!(fn rms_task(o: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], eps: f32) => rms_rows);
+
+/// [`rms_norm`] of the rows of `x` into `o`.
+#[inline(always)]
+fn rms_rows(o: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let inv = 1.0 / (sum_sq(x) / d as f32 + eps).sqrt();
+        for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+            o.write(w * (x * inv));
         }
-    });
-    out
+    }
 }
 
 /// SwiGLU on fused projections: each row of `gu` (`[n, 2f]`) is `[gate | up]`, and the
 /// result (`[n, f]`) is `silu(gate) · up` with `silu(g) = g / (1 + e^{-g})`.
 pub(crate) fn silu_mul(gu: &[f32], f: usize) -> Vec<f32> {
-    let mut out = vec![0f32; gu.len() / 2];
+    assert!(f > 0 && gu.len().is_multiple_of(2 * f), "silu_mul: input is not [n, 2·{f}]");
     let rows = rows_per_task(f);
-    out.par_chunks_mut(rows * f).zip(gu.par_chunks(rows * 2 * f)).for_each(|(o, gu)| {
-        for (o, gu) in o.chunks_exact_mut(f).zip(gu.chunks_exact(2 * f)) {
-            let (g, u) = gu.split_at(f);
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g / (1.0 + exp_f32(-g)) * u;
-            }
+    let fill = |o: &mut [MaybeUninit<f32>]| {
+        o.par_chunks_mut(rows * f).zip(gu.par_chunks(rows * 2 * f)).for_each(|(o, gu)| silu_task(o, gu, f))
+    };
+    // SAFETY: the tasks' chunks tile the output, whole rows each, and `silu_rows` writes every row.
+    unsafe { written(gu.len() / 2, fill) }
+}
+
+avx2_or_baseline!(fn silu_task(o: &mut [MaybeUninit<f32>], gu: &[f32], f: usize) => silu_rows);
+
+/// [`silu_mul`] of the rows of `gu` into `o`.
+#[inline(always)]
+fn silu_rows(o: &mut [MaybeUninit<f32>], gu: &[f32], f: usize) {
+    for (o, gu) in o.chunks_exact_mut(f).zip(gu.chunks_exact(2 * f)) {
+        let (g, u) = gu.split_at(f);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            o.write(g / (1.0 + exp_f32(-g)) * u);
         }
-    });
-    out
+    }
 }
 
 /// Rotary embedding, HF "rotate half" convention, of `x` laid out `[batch·len, width]` with
 /// `width = heads·dh`: row `r` is at table row `r % len`. `cos`/`sin` are `[len, dh]` tables
 /// (each half repeated, as HF builds them).
 pub(crate) fn rope(x: &[f32], width: usize, len: usize, cos: &[f32], sin: &[f32]) -> Vec<f32> {
+    rope_cols(x, width, 0, width, len, cos, sin)
+}
+
+/// [`rope`] of columns `c0..c0 + width` of `x`, whose rows are `stride` floats (the queries or keys inside the
+/// fused q/k/v product, read where they are instead of copied out first): `[rows, width]`.
+pub(crate) fn rope_cols(
+    x: &[f32],
+    stride: usize,
+    c0: usize,
+    width: usize,
+    len: usize,
+    cos: &[f32],
+    sin: &[f32],
+) -> Vec<f32> {
+    if x.is_empty() || width == 0 {
+        return Vec::new();
+    }
     let dh = cos.len() / len.max(1);
-    let half = dh / 2;
-    let mut out = vec![0f32; x.len()];
+    assert!(dh > 0 && dh.is_multiple_of(2) && width.is_multiple_of(dh), "rope: {width} columns are not heads of {dh}");
+    assert!(
+        c0 + width <= stride && x.len().is_multiple_of(stride),
+        "rope: columns {c0}.. + {width} of rows of {stride}"
+    );
+    assert!(cos.len() == len * dh && sin.len() == cos.len(), "rope: tables are not [{len}, {dh}]");
     let rows = rows_per_task(width);
-    out.par_chunks_mut(rows * width).zip(x.par_chunks(rows * width)).enumerate().for_each(|(task, (o, x))| {
-        for (i, (o, x)) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)).enumerate() {
-            let p = (task * rows + i) % len;
-            let (c, s) = (&cos[p * dh..p * dh + half], &sin[p * dh..p * dh + half]);
-            for (o, x) in o.chunks_exact_mut(dh).zip(x.chunks_exact(dh)) {
-                let (x1, x2) = x.split_at(half);
-                let (o1, o2) = o.split_at_mut(half);
-                for j in 0..half {
-                    o1[j] = x1[j] * c[j] - x2[j] * s[j];
-                    o2[j] = x2[j] * c[j] + x1[j] * s[j];
-                }
+    let fill = |o: &mut [MaybeUninit<f32>]| {
+        let tasks = o.par_chunks_mut(rows * width).zip(x.par_chunks(rows * stride)).enumerate();
+        tasks.for_each(|(task, (o, x))| rope_task(o, x, (stride, c0, width), (task * rows) % len, len, cos, sin))
+    };
+    // SAFETY: the tasks' chunks tile the output, whole rows each, and `rope_rows` writes every head (dh even) of
+    // every row.
+    unsafe { written(x.len() / stride * width, fill) }
+}
+
+avx2_or_baseline!(
+    fn rope_task(
+        o: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        cols: (usize, usize, usize),
+        first: usize,
+        len: usize,
+        cos: &[f32],
+        sin: &[f32],
+    ) => rope_rows
+);
+
+/// [`rope_cols`] of the rows of `x` into `o` (`cols`: row stride, first column, width), the first row at table
+/// row `first`.
+#[inline(always)]
+fn rope_rows(
+    o: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    (stride, c0, width): (usize, usize, usize),
+    first: usize,
+    len: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let dh = cos.len() / len;
+    let half = dh / 2;
+    for (i, (o, x)) in o.chunks_exact_mut(width).zip(x.chunks_exact(stride)).enumerate() {
+        let p = (first + i) % len;
+        let (c, s) = (&cos[p * dh..p * dh + half], &sin[p * dh..p * dh + half]);
+        for (o, x) in o.chunks_exact_mut(dh).zip(x[c0..c0 + width].chunks_exact(dh)) {
+            let (x1, x2) = x.split_at(half);
+            let (o1, o2) = o.split_at_mut(half);
+            for (((o1, o2), (&a, &b)), (&c, &s)) in o1.iter_mut().zip(o2).zip(x1.iter().zip(x2)).zip(c.iter().zip(s)) {
+                o1.write(a * c - b * s);
+                o2.write(b * c + a * s);
             }
         }
-    });
-    out
+    }
 }
 
 /// Shapes of one attention call.
@@ -250,22 +375,29 @@ pub(crate) fn attend(
     assert_eq!(q.len(), batch * tq * qw, "attention: query buffer size");
     assert_eq!(k.len(), v.len(), "attention: key and value buffer sizes differ");
     assert!(kv_head_of.iter().all(|&j| (j + 1) * dh <= kw), "attention: KV head out of range");
-    let head = |task: usize, probs: Option<&mut [f32]>| -> Vec<f32> {
-        let (b, h) = (task / hq, task % hq);
-        let j = kv_head_of[h];
-        let mut out = vec![0f32; tq * dh];
-        let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
-        head_attention(q0, qw, k0, v0, kw, d, scale, probs, &mut out);
-        out
-    };
     let mut probs = Vec::new();
-    let heads: Vec<Vec<f32>> = if keep_probs {
-        probs = vec![0f32; batch * hq * tq * tk];
-        probs.par_chunks_mut(tq * tk).enumerate().map(|(task, p)| head(task, Some(p))).collect()
-    } else {
-        (0..batch * hq).into_par_iter().map(|task| head(task, None)).collect()
+    // Each (sequence, head) writes its output straight into its columns of the result, `[batch·tq, hq·dh]`.
+    let fill = |z: &mut [MaybeUninit<f32>]| {
+        let z = Disjoint(z.as_mut_ptr().cast::<f32>());
+        let head = |task: usize, probs: Option<&mut [f32]>| {
+            let (b, h) = (task / hq, task % hq);
+            let j = kv_head_of[h];
+            let (q0, k0, v0) = (&q[b * tq * qw + h * dh..], &k[b * tk * kw + j * dh..], &v[b * tk * kw + j * dh..]);
+            // SAFETY: the block of rows b·tq.. + tq and columns h·dh.. + dh is inside the result, whose rows are
+            // qw floats apart, and this task's alone.
+            unsafe { head_attention(q0, qw, k0, v0, kw, d, scale, probs, z.at(b * tq * qw + h * dh), qw) };
+        };
+        if keep_probs {
+            probs = vec![0f32; batch * hq * tq * tk];
+            probs.par_chunks_mut(tq * tk).enumerate().for_each(|(task, p)| head(task, Some(p)));
+        } else {
+            (0..batch * hq).into_par_iter().for_each(|task| head(task, None));
+        }
     };
-    (scatter_heads(&heads, batch, tq, hq, dh), probs)
+    // SAFETY: the tasks (b, h) cover every sequence and head, and each writes all tq rows × dh columns of its own
+    // block (`head_attention`), so every element is written, once.
+    let z = unsafe { written(batch * tq * qw, fill) };
+    (z, probs)
 }
 
 /// Query rows per block of [`head_attention`]: a block's scores stop at the last key its last
@@ -274,12 +406,15 @@ const QUERY_BLOCK: usize = 64;
 
 /// One (sequence, head) of [`causal_attention`]: `q0` starts at the head's first query value
 /// (row stride `qw`), `k0` and `v0` at its KV head's first key and value (row stride `kw`).
-/// Writes the head's output to `out` (`[tq, dh]`), and, when `probs` is given, the
+/// Writes the head's output to `out` (`tq` rows of `dh` floats, `ow` apart), and, when `probs` is given, the
 /// probabilities to it (`[tq, tk]`, zero above the diagonal).
 ///
 /// Queries go in blocks of [`QUERY_BLOCK`] rows, each against the keys its rows can see.
+///
+/// # Safety
+/// `out` points to `tq` rows of `dh` writable floats, `ow >= dh` apart, that nothing else accesses meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn head_attention(
+unsafe fn head_attention(
     q0: &[f32],
     qw: usize,
     k0: &[f32],
@@ -288,11 +423,11 @@ pub(crate) fn head_attention(
     d: AttnDims,
     scale: f32,
     mut probs: Option<&mut [f32]>,
-    out: &mut [f32],
+    out: *mut f32,
+    ow: usize,
 ) {
     let AttnDims { q_len: tq, kv_len: tk, head_dim: dh, .. } = d;
     let offset = tk - tq;
-    assert!(out.len() == tq * dh, "head_attention: output buffer size");
     assert!(probs.as_ref().is_none_or(|p| p.len() == tq * tk), "head_attention: probability buffer size");
     let reach = |len: usize, rows: usize, stride: usize| rows == 0 || (rows - 1) * stride + dh <= len;
     assert!(reach(q0.len(), tq, qw) && reach(k0.len(), tk, kw) && reach(v0.len(), tk, kw), "head_attention: views");
@@ -309,7 +444,7 @@ pub(crate) fn head_attention(
             }
         };
         // SAFETY: every pointer/stride pair addresses only elements inside the slice it comes
-        // from (checked above): rows i0..i1 < tq of q (stride qw) and out (stride dh), rows
+        // from (checked above; `out`'s by the caller): rows i0..i1 < tq of q (stride qw) and out (stride ow), rows
         // < i1 - i0 of scores (stride `stride` >= seen), keys < seen <= tk of k and v (stride
         // kw), columns < dh or < seen.
         unsafe {
@@ -346,9 +481,9 @@ pub(crate) fn head_attention(
                 i1 - i0,
                 dh,
                 seen,
-                out.as_mut_ptr().add(i0 * dh),
+                out.add(i0 * ow),
                 1,
-                dh as isize,
+                ow as isize,
                 false,
                 scores.as_ptr(),
                 1,
@@ -371,9 +506,15 @@ pub(crate) fn head_attention(
 /// compiler keeps in one vector register (a single running sum is a chain it may not reorder).
 const LANES: usize = 8;
 
-/// `x = softmax(x)` in f32: the maximum subtracted, [`exp_f32`] of every entry, divided by
-/// their sum.
-pub(crate) fn softmax_in_place(x: &mut [f32]) {
+avx2_or_baseline!(
+    /// `x = softmax(x)` in f32: the maximum subtracted, [`exp_f32`] of every entry, divided by
+    /// their sum.
+    pub(crate) fn softmax_in_place(x: &mut [f32]) => softmax_row
+);
+
+/// [`softmax_in_place`].
+#[inline(always)]
+fn softmax_row(x: &mut [f32]) {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -393,19 +534,4 @@ pub(crate) fn softmax_in_place(x: &mut [f32]) {
     let sum = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
     let inv = 1.0 / sum;
     x.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// Per-(sequence, head) outputs (`[tq, dh]` each, sequence-major) side by side as
-/// `[batch·tq, hq·dh]`.
-pub(crate) fn scatter_heads(heads: &[Vec<f32>], batch: usize, tq: usize, hq: usize, dh: usize) -> Vec<f32> {
-    let qw = hq * dh;
-    let mut out = vec![0f32; batch * tq * qw];
-    for (task, head) in heads.iter().enumerate() {
-        let (b, h) = (task / hq, task % hq);
-        for (i, row) in head.chunks_exact(dh).enumerate() {
-            let at = (b * tq + i) * qw + h * dh;
-            out[at..at + dh].copy_from_slice(row);
-        }
-    }
-    out
 }

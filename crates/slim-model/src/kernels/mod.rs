@@ -22,6 +22,7 @@ use burn_tensor::{
     DType, Int, Tensor, TensorData, TensorPrimitive,
 };
 use std::any::{Any, TypeId};
+use std::ops::Range;
 
 pub(crate) use cpu::AttnDims;
 
@@ -167,6 +168,24 @@ pub(crate) fn rope<B: Backend>(x: Tensor<B, 2>, rope: &RopeTables<B>) -> Tensor<
         return from_host(cpu::rope(slice(&x), width, rope.len(), rope.cos_host(), rope.sin_host()), [n, width]);
     }
     ops::rope(x, rope)
+}
+
+/// [`rope`] of columns `cols` of `x` (the queries or keys of the fused q/k/v product), read in place on the CPU
+/// backend rather than sliced out into a copy first.
+///
+/// # Shapes
+/// x: `[batch·len, width]` → `[batch·len, cols.len()]`
+pub(crate) fn rope_columns<B: Backend>(x: &Tensor<B, 2>, cols: Range<usize>, rope: &RopeTables<B>) -> Tensor<B, 2> {
+    let [n, width] = x.dims();
+    if is_fast(x) {
+        let x = to_flex(x.clone());
+        let (cos, sin) = (rope.cos_host(), rope.sin_host());
+        return from_host(
+            cpu::rope_cols(slice(&x), width, cols.start, cols.len(), rope.len(), cos, sin),
+            [n, cols.len()],
+        );
+    }
+    self::rope(x.clone().slice([0..n, cols]), rope)
 }
 
 /// Causal attention with grouped KV heads.

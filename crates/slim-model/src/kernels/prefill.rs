@@ -3,7 +3,8 @@
 //! L1-sized f32 panel (`[KC, 16]`: the 16 outputs of one input contiguous), then 6 rows of `x` at a time are
 //! multiplied by it as gemm's own microkernel would (each input's 6 activations broadcast, 12 AVX2 sums of 8
 //! outputs), into a row-major buffer of the sums of 128 outputs that is written to `y` (with the bias) once: `y`
-//! is not zeroed or filled first.
+//! is not zeroed or filled first, and neither are the panel and the sums (the first block of inputs stores its
+//! sums, the others add to them).
 //!
 //! Why not the widened band through gemm (the portable path in [`super::widen`]): gemm packs the activations
 //! again for every product and runs its own parallel region after the widening's; `perf` of a 128-token f16
@@ -16,6 +17,7 @@ use super::widen::avx::{available, load8};
 use super::widen::Half;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Inputs of one panel: `KC × 16 × 4` bytes = 16 KiB, half of L1, with room for the 6 activation rows.
 const KC: usize = 256;
@@ -103,43 +105,58 @@ unsafe fn task_block<T: Half>(
     rows: std::ops::Range<usize>,
     outs: std::ops::Range<usize>,
 ) {
-    /// The panel, aligned to a cache line.
+    /// The panel, aligned to a cache line; written before it is read (`fill_panel`), so never zeroed.
     #[repr(align(64))]
-    struct Panel([f32; KC * NP]);
+    struct Panel([MaybeUninit<f32>; KC * NP]);
     let kmain = inp - inp % 8;
     let nrows = rows.len();
-    let mut panel = Panel([0f32; KC * NP]);
+    let mut panel = Panel([MaybeUninit::uninit(); KC * NP]);
+    let pw = panel.0.as_mut_ptr().cast::<f32>();
     // The sums of SG outputs, row-major with a row stride of SG: y's own stride (a multiple of 4 KiB for many models)
     // would put every row's sums in one L1 set. The outputs go SG at a time, and within them the inputs KC at a
     // time, so that a block of KC inputs of the rows (TB × KC floats) is read once per SG outputs and stays in L2
-    // beside the sums.
-    let mut sums = vec![0f32; nrows * SG];
+    // beside the sums. The first block of inputs stores the sums and the others add to them, so the buffer is not
+    // zeroed (zeroing it for every task and every SG outputs was most of a 1.6 % `memset` in a prefill profile);
+    // with fewer than 8 inputs no block runs and it is zeroed for the tail.
+    let mut sums: Vec<MaybeUninit<f32>> = Vec::with_capacity(nrows * SG);
+    // SAFETY: MaybeUninit needs no initialization; what is read is written first (below).
+    unsafe { sums.set_len(nrows * SG) };
+    let sp0 = sums.as_mut_ptr().cast::<f32>();
     for s0 in outs.clone().step_by(SG) {
         let s1 = (s0 + SG).min(outs.end);
-        sums.fill(0.0);
+        if kmain == 0 {
+            sums.fill(MaybeUninit::new(0.0));
+        }
         for k0 in (0..kmain).step_by(KC) {
             let kc = KC.min(kmain - k0);
             for g0 in (s0..s1).step_by(NP) {
                 let nr = NP.min(s1 - g0);
                 // SAFETY: the CPU has the features; rows g0..g0 + nr of w hold inputs k0..k0 + kc; the panel holds
                 // KC × NP floats.
-                unsafe { fill_panel(w, inp, g0, nr, k0, kc, &mut panel.0) };
+                unsafe { fill_panel(w, inp, g0, nr, k0, kc, pw) };
                 let mut r = 0;
                 while r < nrows {
                     let take = (nrows - r).min(MR);
-                    // SAFETY: x's rows rows.start + r .. + take exist and hold inputs k0..k0 + kc; the panel holds
-                    // kc × NP floats; sums holds `take` rows of SG from row r, of which NP from g0 - s0 (g0 - s0 +
-                    // NP <= SG: SG is a multiple of NP).
+                    // SAFETY: x's rows rows.start + r .. + take exist and hold inputs k0..k0 + kc; the panel's
+                    // first kc × NP floats were just written; sums holds `take` rows of SG from row r, of which NP
+                    // from g0 - s0 (g0 - s0 + NP <= SG: SG is a multiple of NP), written by the block k0 = 0 before
+                    // any later block reads them.
                     unsafe {
-                        let (xp, pp) = (x.as_ptr().add((rows.start + r) * inp + k0), panel.0.as_ptr());
-                        let sp = sums.as_mut_ptr().add(r * SG + g0 - s0);
-                        match take {
-                            6 => tile::<6>(xp, inp, pp, kc, sp, SG),
-                            5 => tile::<5>(xp, inp, pp, kc, sp, SG),
-                            4 => tile::<4>(xp, inp, pp, kc, sp, SG),
-                            3 => tile::<3>(xp, inp, pp, kc, sp, SG),
-                            2 => tile::<2>(xp, inp, pp, kc, sp, SG),
-                            _ => tile::<1>(xp, inp, pp, kc, sp, SG),
+                        let xp = x.as_ptr().add((rows.start + r) * inp + k0);
+                        let sp = sp0.add(r * SG + g0 - s0);
+                        match (take, k0 == 0) {
+                            (6, true) => tile::<6, true>(xp, inp, pw, kc, sp, SG),
+                            (6, false) => tile::<6, false>(xp, inp, pw, kc, sp, SG),
+                            (5, true) => tile::<5, true>(xp, inp, pw, kc, sp, SG),
+                            (5, false) => tile::<5, false>(xp, inp, pw, kc, sp, SG),
+                            (4, true) => tile::<4, true>(xp, inp, pw, kc, sp, SG),
+                            (4, false) => tile::<4, false>(xp, inp, pw, kc, sp, SG),
+                            (3, true) => tile::<3, true>(xp, inp, pw, kc, sp, SG),
+                            (3, false) => tile::<3, false>(xp, inp, pw, kc, sp, SG),
+                            (2, true) => tile::<2, true>(xp, inp, pw, kc, sp, SG),
+                            (2, false) => tile::<2, false>(xp, inp, pw, kc, sp, SG),
+                            (_, true) => tile::<1, true>(xp, inp, pw, kc, sp, SG),
+                            (_, false) => tile::<1, false>(xp, inp, pw, kc, sp, SG),
                         }
                     }
                     r += take;
@@ -148,7 +165,9 @@ unsafe fn task_block<T: Half>(
         }
         // The inputs past the last multiple of 8, then the sums into y.
         for (i, row) in rows.clone().enumerate() {
-            let s = &mut sums[i * SG..i * SG + (s1 - s0)];
+            // SAFETY: the first s1 - s0 sums of row i were written above: by the block k0 = 0, whose panels cover
+            // s0..s1 in whole panels of NP, or by the fill when there is no block.
+            let s = unsafe { std::slice::from_raw_parts_mut(sp0.add(i * SG), s1 - s0) };
             if kmain < inp {
                 let xr = &x[row * inp + kmain..(row + 1) * inp];
                 for (o, acc) in (s0..s1).zip(s.iter_mut()) {
@@ -172,9 +191,9 @@ unsafe fn task_block<T: Half>(
 ///
 /// # Safety
 /// The CPU must have AVX2 (and F16C for f16); rows `g0..g0 + nr` of `w` (`[_, inp]`) hold inputs `k0..k0 + kc`,
-/// `kc` is a multiple of 8 and at most [`KC`].
+/// `kc` is a multiple of 8 and at most [`KC`]; `panel` points to `KC × NP` writable floats.
 #[inline(always)]
-unsafe fn fill_panel<T: Half>(w: &[T], inp: usize, g0: usize, nr: usize, k0: usize, kc: usize, panel: &mut [f32]) {
+unsafe fn fill_panel<T: Half>(w: &[T], inp: usize, g0: usize, nr: usize, k0: usize, kc: usize, panel: *mut f32) {
     debug_assert!(kc.is_multiple_of(8) && kc <= KC && (g0 + nr) * inp <= w.len() && k0 + kc <= inp);
     for half in 0..NP / 8 {
         for kk in (0..kc).step_by(8) {
@@ -190,7 +209,7 @@ unsafe fn fill_panel<T: Half>(w: &[T], inp: usize, g0: usize, nr: usize, k0: usi
             // SAFETY: (kk + 7) × NP + half × 8 + 8 <= kc × NP <= the panel's length.
             unsafe {
                 for (q, v) in transpose8(rows).iter().enumerate() {
-                    _mm256_storeu_ps(panel.as_mut_ptr().add((kk + q) * NP + half * 8), *v);
+                    _mm256_storeu_ps(panel.add((kk + q) * NP + half * 8), *v);
                 }
             }
         }
@@ -234,13 +253,21 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     }
 }
 
-/// `sums[r, 0..NP] += x[r, 0..kc] · panel[0..kc, 0..NP]` for `R` rows (`sums` rows `ss` floats apart).
+/// `sums[r, 0..NP] += x[r, 0..kc] · panel[0..kc, 0..NP]` for `R` rows (`sums` rows `ss` floats apart); with
+/// `STORE`, `=` instead of `+=` (sums not read).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `x` has `R` rows of at least `kc` floats at stride `xs`, `panel` `kc × NP`
-/// floats, `sums` `R` rows of `NP` floats, `ss` apart.
+/// floats, `sums` `R` rows of `NP` floats (initialized unless `STORE`), `ss` apart.
 #[inline(always)]
-unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: usize, sums: *mut f32, ss: usize) {
+unsafe fn tile<const R: usize, const STORE: bool>(
+    x: *const f32,
+    xs: usize,
+    panel: *const f32,
+    kc: usize,
+    sums: *mut f32,
+    ss: usize,
+) {
     // SAFETY: every access is inside the regions the caller vouches for.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -255,8 +282,13 @@ unsafe fn tile<const R: usize>(x: *const f32, xs: usize, panel: *const f32, kc: 
         }
         for (r, a) in acc.iter().enumerate() {
             let sp = sums.add(r * ss);
-            _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), a[0]));
-            _mm256_storeu_ps(sp.add(8), _mm256_add_ps(_mm256_loadu_ps(sp.add(8)), a[1]));
+            if STORE {
+                _mm256_storeu_ps(sp, a[0]);
+                _mm256_storeu_ps(sp.add(8), a[1]);
+            } else {
+                _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), a[0]));
+                _mm256_storeu_ps(sp.add(8), _mm256_add_ps(_mm256_loadu_ps(sp.add(8)), a[1]));
+            }
         }
     }
 }
@@ -292,8 +324,19 @@ mod tests {
     fn the_prefill_kernel_equals_the_f64_product() {
         assert!(available::<f16>(), "this test needs a CPU with AVX2, FMA and F16C (the machines here have them)");
         let mut rng = crate::SplitMix(11);
-        let shapes =
-            [(5, 8, 4), (7, 37, 13), (200, 300, 70), (193, 520, 131), (9, 1030, 67), (3, 16, 1), (13, 264, 1100)];
+        // Fewer than 8 inputs (no block of inputs: the sums zeroed for the tail), several groups of SG outputs in
+        // one task, row counts that are not multiples of MR.
+        let shapes = [
+            (5, 8, 4),
+            (7, 37, 13),
+            (200, 300, 70),
+            (193, 520, 131),
+            (9, 1030, 67),
+            (3, 16, 1),
+            (13, 264, 1100),
+            (4, 5, 20),
+            (3, 5, 700),
+        ];
         for &(n, inp, out) in &shapes {
             let x: Vec<f32> = (0..n * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();
             let w32: Vec<f32> = (0..out * inp).map(|_| rng.uniform() * 2.0 - 1.0).collect();

@@ -42,9 +42,17 @@ fn exp_matches_f64_over_its_range() {
     assert_eq!(cpu::exp_f32(0.0), 1.0);
 }
 
+/// One task, and many rayon tasks (the kernels split rows into tasks of at least 16,384 floats, each writing an
+/// output that is not zeroed first).
 #[test]
 fn rms_norm_matches_f64() {
-    let (n, d, eps) = (7, 13, 1e-5);
+    for n in [7, 3001] {
+        rms_norm_case(n);
+    }
+}
+
+fn rms_norm_case(n: usize) {
+    let (d, eps) = (13, 1e-5);
     let (x, w) = (randn(n * d, 2.0, 1), randn(d, 1.0, 2));
     let want: Vec<f64> = x
         .chunks(d)
@@ -61,7 +69,13 @@ fn rms_norm_matches_f64() {
 
 #[test]
 fn silu_mul_matches_f64() {
-    let (n, f) = (5, 33);
+    for n in [5, 1501] {
+        silu_mul_case(n);
+    }
+}
+
+fn silu_mul_case(n: usize) {
+    let f = 33;
     let (g, u) = (randn(n * f, 6.0, 3), randn(n * f, 1.0, 4));
     let want: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64).collect();
     // The fused layout: each row is [gate | up].
@@ -71,18 +85,27 @@ fn silu_mul_matches_f64() {
     assert!(max_rel(&host(super::silu_mul(t2(&gu, [n, 2 * f]))), &want, 1e-3) < 1e-6);
 }
 
+/// At an offset: a few positions (one task), and sequences of 701 positions (tasks starting inside a sequence).
 #[test]
 fn rope_matches_f64_at_an_offset() {
-    let (batch, len, heads, dh, start, theta) = (2, 5, 3, 8, 11, 10_000.0);
+    for len in [5, 701] {
+        rope_case(len);
+    }
+}
+
+fn rope_case(len: usize) {
+    let (batch, heads, dh, start, theta) = (2, 3, 8, 11, 10_000.0);
     let width = heads * dh;
     let x = randn(batch * len * width, 1.0, 5);
     let mut want = vec![0f64; x.len()];
     for r in 0..batch * len {
-        let pos = (start + r % len) as f64;
+        let pos = (start + r % len) as f32;
         for h in 0..heads {
             let at = r * width + h * dh;
             for j in 0..dh / 2 {
-                let a = pos / f64::powf(theta, (2 * j) as f64 / dh as f64);
+                // The angle as HF rounds it (inverse frequency and product in f32: at position 700 that is an error
+                // of about 4e-5 against the exact angle), then everything else in f64.
+                let a = (pos * (1.0 / f64::powf(theta, (2 * j) as f64 / dh as f64)) as f32) as f64;
                 let (x1, x2) = (x[at + j] as f64, x[at + j + dh / 2] as f64);
                 want[at + j] = x1 * a.cos() - x2 * a.sin();
                 want[at + j + dh / 2] = x2 * a.cos() + x1 * a.sin();
@@ -94,6 +117,18 @@ fn rope_matches_f64_at_an_offset() {
     assert!(max_rel(&cpu::rope(&x, width, len, tables.cos_host(), tables.sin_host()), &want, 1e-2) < 1e-5);
     assert!(max_rel(&host(ops::rope(xs.clone(), &tables)), &want, 1e-2) < 1e-5);
     assert!(max_rel(&host(super::rope(xs, &tables)), &want, 1e-2) < 1e-5);
+    // The same columns read in place from rows with other columns on both sides (as inside the fused q/k/v
+    // product), on the fused kernel and through the burn ops' slice.
+    let (pre, post) = (3, 2 * dh + 1);
+    let stride = pre + width + post;
+    let wide: Vec<f32> = (0..batch * len)
+        .flat_map(|r| (0..stride).map(move |c| (r, c)))
+        .map(|(r, c)| if (pre..pre + width).contains(&c) { x[r * width + c - pre] } else { 1e3 + c as f32 })
+        .collect();
+    let (cos, sin) = (tables.cos_host(), tables.sin_host());
+    assert!(max_rel(&cpu::rope_cols(&wide, stride, pre, width, len, cos, sin), &want, 1e-2) < 1e-5);
+    let wides = t2(&wide, [batch * len, stride]);
+    assert!(max_rel(&host(super::rope_columns(&wides, pre..pre + width, &tables)), &want, 1e-2) < 1e-5);
 }
 
 /// Shapes on both sides of the kernel's query blocks: a few queries after a prefix, a prompt of

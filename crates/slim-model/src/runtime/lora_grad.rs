@@ -215,8 +215,8 @@ impl<B: Backend> Llama<B> {
         let rope = RopeTables::<B>::new(0, t, dh, self.cfg.rope_theta, &self.device);
         let (cos, sin) = (rope.cos_host(), rope.sin_host());
         let width = qw + 2 * kw;
-        let q = cpu::rope(&columns(&qkv, width, 0, qw), qw, t, cos, sin);
-        let k = cpu::rope(&columns(&qkv, width, qw, kw), kw, t, cos, sin);
+        let q = cpu::rope_cols(&qkv, width, 0, qw, t, cos, sin);
+        let k = cpu::rope_cols(&qkv, width, qw, kw, t, cos, sin);
         let v = columns(&qkv, width, qw + kw, kw);
         drop(qkv);
         let dims = AttnDims { batch: b, q_len: t, kv_len: t, head_dim: dh };
