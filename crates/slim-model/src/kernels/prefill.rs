@@ -116,7 +116,7 @@ unsafe fn task_block<T: Half>(
     // would put every row's sums in one L1 set. The outputs go SG at a time, and within them the inputs KC at a
     // time, so that a block of KC inputs of the rows (TB × KC floats) is read once per SG outputs and stays in L2
     // beside the sums. The first block of inputs stores the sums and the others add to them, so the buffer is not
-    // zeroed (zeroing it for every task and every SG outputs was most of a 1.6 % `memset` in a prefill profile);
+    // zeroed (zeroing it for every task and every SG outputs was part of a 1.6 % `memset` in a prefill profile);
     // with fewer than 8 inputs no block runs and it is zeroed for the tail.
     let mut sums: Vec<MaybeUninit<f32>> = Vec::with_capacity(nrows * SG);
     // SAFETY: MaybeUninit needs no initialization; what is read is written first (below).
