@@ -1,14 +1,14 @@
 //! Fused f32 kernels on host slices: the steps of the forward pass that burn-flex runs as
 //! chains of separate elementwise ops (RMSNorm, SiLU·up, RoPE, masked softmax attention).
 //!
-//! Each is one pass over memory, parallel over rows with rayon, and written branch-free so
+//! Each is one pass over memory, parallel over rows on the kernels' team ([`team`]), and written branch-free so
 //! that the compiler vectorizes it. The matrix products inside attention go through the
 //! `gemm` crate (the one burn-flex's matmul uses), never through loops of ours.
 
-use rayon::prelude::*;
+use super::team;
 use std::mem::MaybeUninit;
 
-/// Rows per rayon task are chosen so a task touches at least this many elements.
+/// Rows per task are chosen so a task touches at least this many elements.
 const MIN_TASK_ELEMS: usize = 1 << 14;
 
 fn rows_per_task(row_len: usize) -> usize {
@@ -114,8 +114,6 @@ pub(crate) fn linear(x: &[f32], wt: &[f32], bias: Option<&[f32]>, inp: usize) ->
     let out = wt.len() / inp.max(1);
     assert_eq!(x.len(), n * inp, "linear: input is not [n, {inp}]");
     assert_eq!(wt.len(), inp * out, "linear: weight is not [{inp}, out]");
-    let parallel = n * out * inp >= 1 << 21;
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     if inp == 0 {
         // An empty product: the output is the bias (or zero), and gemm is not asked.
         return match bias {
@@ -123,61 +121,70 @@ pub(crate) fn linear(x: &[f32], wt: &[f32], bias: Option<&[f32]>, inp: usize) ->
             None => vec![0.0; n * out],
         };
     }
-    match bias {
-        Some(b) => {
+    let accumulate = bias.is_some();
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        if let Some(b) = bias {
             assert_eq!(b.len(), out, "linear: bias length");
-            let mut y = Vec::with_capacity(n * out);
-            (0..n).for_each(|_| y.extend_from_slice(b));
-            // SAFETY: y is [n, out], x is [n, inp], wt is [inp, out], all row-major and of
-            // the lengths asserted above; the strides address nothing outside them.
-            unsafe { gemm_rows(n, out, inp, y.as_mut_ptr(), true, x, wt, par) };
-            y
+            y.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(y, &b)| _ = y.write(b)));
         }
-        // gemm with `read_dst = false` only writes the output, so it needs no zeroing
-        // (zeroing it was 2-4 % of a prefill profile).
-        // SAFETY: as above; MaybeUninit<f32> has f32's layout, and gemm writes every
-        // element of the [n, out] output without reading it.
-        None => unsafe { written(n * out, |y| gemm_rows(n, out, inp, y.as_mut_ptr().cast(), false, x, wt, par)) },
-    }
+        let y = Disjoint(y.as_mut_ptr().cast::<f32>());
+        // SAFETY: y is [n, out], x is [n, inp], wt is [inp, out], all row-major and of the lengths asserted above;
+        // each call addresses columns c0..c1 of y and wt only, and the calls' column ranges are disjoint.
+        let cols =
+            |c0: usize, c1: usize| unsafe { gemm_cols(n, inp, y.at(c0), out, accumulate, x, &wt[c0..], c1 - c0) };
+        // Columns split over the kernels' team, each part a single-threaded gemm, rather than gemm's own rayon
+        // regions: the team's threads spin between regions and rayon's sleep, so mixing the two made each hand-off
+        // a wake-up (and a spinning team thread competed with rayon's for the core).
+        let chunks =
+            if n * out * inp >= 1 << 21 { (4 * rayon::current_num_threads()).min(out.div_ceil(16)) } else { 1 };
+        let edge = |c: usize| (c * out.div_ceil(16) / chunks * 16).min(out);
+        team::run(chunks, |c| cols(edge(c), edge(c + 1)));
+    };
+    // SAFETY: every element is written: with a bias first (then accumulated onto), without one by gemm with
+    // `read_dst = false`, which writes every element of its columns without reading them (zeroing the output was
+    // 2-4 % of a prefill profile); the column ranges tile 0..out.
+    unsafe { written(n * out, fill) }
 }
 
-/// `dst (+)= x · wt` for row-major `[n, inp]` by `[inp, out]` into `[n, out]`.
+/// `dst (+)= x · w` for row-major `x` `[n, inp]` and the `cols` columns of `w` (rows `stride` floats apart) into the
+/// `cols` columns of `dst` (rows also `stride` apart), on this thread.
 ///
 /// # Safety
-/// `dst` must point to `n·out` writable f32s (initialized when `accumulate`); `x` and `wt`
-/// must hold `n·inp` and `inp·out` elements.
+/// `dst` must point to `(n - 1)·stride + cols` writable f32s (initialized when `accumulate`) that no other thread
+/// accesses meanwhile; `x` must hold `n·inp` elements and `w` at least `(inp - 1)·stride + cols`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows(
+unsafe fn gemm_cols(
     n: usize,
-    out: usize,
     inp: usize,
     dst: *mut f32,
+    stride: usize,
     accumulate: bool,
     x: &[f32],
-    wt: &[f32],
-    par: gemm::Parallelism,
+    w: &[f32],
+    cols: usize,
 ) {
+    debug_assert!(x.len() >= n * inp && (inp == 0 || w.len() >= (inp - 1) * stride + cols));
     unsafe {
         gemm::gemm(
             n,
-            out,
+            cols,
             inp,
             dst,
             1,
-            out as isize,
+            stride as isize,
             accumulate,
             x.as_ptr(),
             1,
             inp as isize,
-            wt.as_ptr(),
+            w.as_ptr(),
             1,
-            out as isize,
+            stride as isize,
             1.0,
             1.0,
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -203,7 +210,7 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     assert!(d > 0 && x.len().is_multiple_of(d), "rms_norm: input is not [n, {d}]");
     let rows = rows_per_task(d);
     let fill = |o: &mut [MaybeUninit<f32>]| {
-        o.par_chunks_mut(rows * d).zip(x.par_chunks(rows * d)).for_each(|(o, x)| rms_task(o, x, w, eps))
+        team::chunks(o, rows * d, |i, o| rms_task(o, &x[i * rows * d..][..o.len()], w, eps))
     };
     // SAFETY: the tasks' chunks tile the output, whole rows each, and `rms_rows` writes every row.
     unsafe { written(x.len(), fill) }
@@ -229,7 +236,7 @@ pub(crate) fn silu_mul(gu: &[f32], f: usize) -> Vec<f32> {
     assert!(f > 0 && gu.len().is_multiple_of(2 * f), "silu_mul: input is not [n, 2·{f}]");
     let rows = rows_per_task(f);
     let fill = |o: &mut [MaybeUninit<f32>]| {
-        o.par_chunks_mut(rows * f).zip(gu.par_chunks(rows * 2 * f)).for_each(|(o, gu)| silu_task(o, gu, f))
+        team::chunks(o, rows * f, |i, o| silu_task(o, &gu[i * rows * 2 * f..][..2 * o.len()], f))
     };
     // SAFETY: the tasks' chunks tile the output, whole rows each, and `silu_rows` writes every row.
     unsafe { written(gu.len() / 2, fill) }
@@ -278,8 +285,10 @@ pub(crate) fn rope_cols(
     assert!(cos.len() == len * dh && sin.len() == cos.len(), "rope: tables are not [{len}, {dh}]");
     let rows = rows_per_task(width);
     let fill = |o: &mut [MaybeUninit<f32>]| {
-        let tasks = o.par_chunks_mut(rows * width).zip(x.par_chunks(rows * stride)).enumerate();
-        tasks.for_each(|(task, (o, x))| rope_task(o, x, (stride, c0, width), (task * rows) % len, len, cos, sin))
+        team::chunks(o, rows * width, |task, o| {
+            let x = &x[task * rows * stride..][..o.len() / width * stride];
+            rope_task(o, x, (stride, c0, width), (task * rows) % len, len, cos, sin)
+        })
     };
     // SAFETY: the tasks' chunks tile the output, whole rows each, and `rope_rows` writes every head (dh even) of
     // every row.
@@ -389,9 +398,9 @@ pub(crate) fn attend(
         };
         if keep_probs {
             probs = vec![0f32; batch * hq * tq * tk];
-            probs.par_chunks_mut(tq * tk).enumerate().for_each(|(task, p)| head(task, Some(p)));
+            team::chunks(&mut probs, tq * tk, |task, p| head(task, Some(p)));
         } else {
-            (0..batch * hq).into_par_iter().for_each(|task| head(task, None));
+            team::run(batch * hq, |task| head(task, None));
         }
     };
     // SAFETY: the tasks (b, h) cover every sequence and head, and each writes all tq rows × dh columns of its own

@@ -13,6 +13,7 @@ pub(crate) mod cpu;
 pub(crate) mod ops;
 #[cfg(target_arch = "x86_64")]
 mod prefill;
+pub(crate) mod team;
 pub(crate) mod widen;
 
 use crate::rope::RopeTables;

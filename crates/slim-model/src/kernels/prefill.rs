@@ -15,7 +15,6 @@
 
 use super::widen::avx::{available, load8};
 use super::widen::Half;
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
@@ -72,7 +71,7 @@ pub(super) fn linear<T: Half>(x: &[f32], w: &[T], bias: Option<&[f32]>, n: usize
     if threads == 1 {
         (0..chunks * blocks).for_each(task);
     } else {
-        (0..chunks * blocks).into_par_iter().for_each(task);
+        super::team::run(chunks * blocks, task);
     }
     // SAFETY: the tasks' blocks tile 0..n × 0..out (chunks cover the outputs, blocks the rows) and each wrote every
     // element of its block (`task_block`), so all n × out floats are initialized.

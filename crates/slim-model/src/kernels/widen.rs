@@ -117,15 +117,13 @@ fn dots<T: Half>(x: &[f32], w: &[T], y: &mut [f32], n: usize, inp: usize, out: u
     // microseconds, and decoding runs seven products a layer.
     let threads = if inp * out >= PARALLEL_ELEMENTS { rayon::current_num_threads().max(1) } else { 1 };
     let block = out.div_ceil(threads);
-    let blocks: Vec<Vec<f32>> = (0..out.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
-            let (o0, o1) = (b * block, ((b + 1) * block).min(out));
-            let mut acc = vec![0f32; n * (o1 - o0)];
-            block_dots(x, &w[o0 * inp..o1 * inp], &mut acc, n, inp);
-            acc
-        })
-        .collect();
+    let mut blocks = vec![Vec::new(); out.div_ceil(block)];
+    super::team::chunks(&mut blocks, 1, |b, slot| {
+        let (o0, o1) = (b * block, ((b + 1) * block).min(out));
+        let mut acc = vec![0f32; n * (o1 - o0)];
+        block_dots(x, &w[o0 * inp..o1 * inp], &mut acc, n, inp);
+        slot[0] = acc;
+    });
     for (b, acc) in blocks.iter().enumerate() {
         let (o0, m) = (b * block, acc.len() / n);
         for r in 0..n {
