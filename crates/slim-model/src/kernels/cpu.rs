@@ -5,7 +5,7 @@
 //! that the compiler vectorizes it. The matrix products inside attention go through the
 //! `gemm` crate (the one burn-flex's matmul uses), never through loops of ours.
 
-use super::team;
+use super::team::{self, Disjoint};
 use std::mem::MaybeUninit;
 
 /// Rows per task are chosen so a task touches at least this many elements.
@@ -29,25 +29,6 @@ unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec
     // SAFETY: `fill` wrote every element (the caller vouches); same allocation, length and capacity, and
     // MaybeUninit<f32> has f32's layout.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
-}
-
-/// A pointer to a buffer that parallel tasks write disjoint parts of.
-#[derive(Clone, Copy)]
-struct Disjoint(*mut f32);
-// SAFETY: the tasks that share it write disjoint elements and read none, and the buffer outlives them (`attend`).
-unsafe impl Send for Disjoint {}
-// SAFETY: as for Send.
-unsafe impl Sync for Disjoint {}
-
-impl Disjoint {
-    /// The pointer `i` floats on (a method, so that closures capture the whole `Disjoint`, not its raw field).
-    ///
-    /// # Safety
-    /// As for `pointer::add`: `i` floats on is inside the buffer.
-    unsafe fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: the caller vouches.
-        unsafe { self.0.add(i) }
-    }
 }
 
 /// Whether the CPU has AVX2 and FMA (a cached check).

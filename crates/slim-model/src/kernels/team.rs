@@ -123,7 +123,7 @@ fn rayon_run(n: usize, f: &(dyn Fn(usize) + Sync)) {
 /// Splits `data` into chunks of `len` (the last may be shorter) and runs `f(i, chunk i)` for each with [`run`].
 pub(crate) fn chunks<T: Send>(data: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     assert!(len > 0, "team::chunks: chunks of 0");
-    let (ptr, total) = (Shared(data.as_mut_ptr()), data.len());
+    let (ptr, total) = (Disjoint(data.as_mut_ptr()), data.len());
     run(total.div_ceil(len), |i| {
         let (a, b) = (i * len, ((i + 1) * len).min(total));
         // SAFETY: the chunks i·len..(i + 1)·len are disjoint and inside `data`, which outlives `run`, and task i is
@@ -132,16 +132,25 @@ pub(crate) fn chunks<T: Send>(data: &mut [T], len: usize, f: impl Fn(usize, &mut
     });
 }
 
-/// A pointer into a slice whose disjoint chunks tasks take.
-struct Shared<T>(*mut T);
-// SAFETY: each task makes a slice of its own chunk only (`chunks`), and the chunks are `Send`.
-unsafe impl<T: Send> Sync for Shared<T> {}
-impl<T> Shared<T> {
-    /// The pointer `i` elements on (a method, so closures capture the whole `Shared`).
+/// A pointer to a buffer whose disjoint parts parallel tasks write (and none reads).
+pub(crate) struct Disjoint<T>(pub(crate) *mut T);
+impl<T> Clone for Disjoint<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Disjoint<T> {}
+// SAFETY: the tasks that share it access disjoint elements only, and the buffer outlives them (`chunks`, and the
+// callers in `cpu`, which vouch for it where they use the pointer).
+unsafe impl<T: Send> Send for Disjoint<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+impl<T> Disjoint<T> {
+    /// The pointer `i` elements on (a method, so that closures capture the whole `Disjoint`, not its raw field).
     ///
     /// # Safety
-    /// `i` is within the slice.
-    unsafe fn at(&self, i: usize) -> *mut T {
+    /// As for `pointer::add`: `i` elements on is inside the buffer.
+    pub(crate) unsafe fn at(self, i: usize) -> *mut T {
         // SAFETY: the caller vouches.
         unsafe { self.0.add(i) }
     }
