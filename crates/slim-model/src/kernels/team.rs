@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// How long a worker looks for the next region after its last task before it parks.
 const SPIN: Duration = Duration::from_millis(2);
 /// How long of that it spins on the CPU's pause instruction before it yields the core to other threads at each
-/// look (rayon's workers, in the regions that still go through rayon, like gemm's f32 products).
+/// look (rayon's workers, in the regions that still go through rayon: burn-flex's own ops, LoRA's backward pass).
 const PAUSE_SPIN: Duration = Duration::from_micros(50);
 
 /// The region word: generation (upper 24 bits), task count (middle 20) and next unclaimed task (lower 20). A task
