@@ -176,8 +176,17 @@ fn region(team: &Team, mut gen: std::sync::MutexGuard<'_, u64>, n: usize, f: &(d
     INSIDE.set(true);
     claim(team, *gen);
     INSIDE.set(false);
+    // The tasks left are running on workers. Spin, then yield the core: with more threads than cores (or a worker
+    // preempted) the worker may need this one.
+    let start = Instant::now();
+    let mut spins = 0u32;
     while team.done.load(Acquire) < n {
-        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(64) && start.elapsed() >= PAUSE_SPIN {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
     if team.panicked.load(Relaxed) {
         drop(gen);
