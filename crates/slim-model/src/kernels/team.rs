@@ -1,12 +1,13 @@
 //! A team of threads that spin between the parallel regions of a forward pass, for the CPU kernels' own regions
-//! (the prefill product of half-precision weights, the decode dot products, the elementwise steps, attention).
+//! (the products of half-precision weights, prefill and decode; the f32 products, as blocks of columns of a
+//! single-threaded gemm; the elementwise steps; attention).
 //!
 //! Why not rayon alone: rayon's idle workers look for work for a few dozen microseconds and then sleep on a futex,
 //! and a forward pass has about ten regions a layer with serial work between them, so many regions began with a
 //! sleeping worker and ran on one thread until it woke. Measured on SmolLM2-135M, f16 weights, 128-token prompts
 //! (2-core EPYC): one thread ran at 342–351 tokens/s against llama.cpp's 314–323, two at 512–564 (median)
 //! against its 543–628: our threads scaled by 1.5–1.6, llama.cpp's, whose threads spin between operations, by
-//! 1.8–1.9. Here a region's tasks are claimed from one atomic counter by the caller and by workers that spin for
+//! 1.8–1.9. Here a region's tasks are claimed from one atomic word by the caller and by workers that spin for
 //! [`SPIN`] after their last task (yielding the core after [`PAUSE_SPIN`]) before they park.
 //!
 //! A region is run on the team by its first caller only: a region started while another runs (tests on several
